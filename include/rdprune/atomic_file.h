@@ -1,0 +1,21 @@
+// Atomic file output: write to a temporary file beside the target, then rename into place, so a
+// reader never sees a half-written artifact and an interrupted run leaves the old file intact.
+#pragma once
+
+#include <functional>
+#include <string>
+
+namespace rdprune {
+
+// Writes `contents` to `path` atomically. Throws rdprune::Error naming the path on failure.
+void write_file_atomic(const std::string& path, const std::string& contents);
+
+// Calls `write(tmp_path)` to produce the file under a temporary name in the same directory, then
+// renames it to `path`. The temporary file is removed if `write` throws.
+void replace_file_atomic(const std::string& path,
+                         const std::function<void(const std::string& tmp_path)>& write);
+
+// Reads a whole file. Throws rdprune::Error naming the path if it cannot be read.
+std::string read_file(const std::string& path);
+
+}  // namespace rdprune

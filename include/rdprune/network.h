@@ -1,0 +1,78 @@
+// One interface over the native model zoo and TorchScript files: prunable layers, forward,
+// train/eval mode, parameters, masks, save/load.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <torch/types.h>
+
+#include "rdprune/dataset.h"
+#include "rdprune/layer.h"
+
+namespace rdprune {
+
+// A prunable weight: every Conv2d and Linear weight, named by its module path.
+struct PrunableLayer {
+  std::string name;       // e.g. "layer1.0.conv1"
+  std::string type;       // "conv2d" or "linear"
+  torch::Tensor weight;   // shares storage with the model's parameter
+};
+
+// What a checkpoint records so that `--model FILE` rebuilds the model without further flags.
+struct ModelMeta {
+  std::string arch;                  // zoo name; "torchscript" for TorchScript files
+  std::vector<int64_t> input_shape;  // C, H, W; empty when unknown (TorchScript without a hint)
+  int64_t num_classes = 0;           // 0 when unknown
+  std::string dataset;               // the dataset it was trained on, if known
+  Normalization normalization;       // that dataset's normalisation, if known
+};
+
+class Network {
+ public:
+  virtual ~Network() = default;
+
+  virtual torch::Tensor forward(const torch::Tensor& input) = 0;
+  virtual void set_training(bool training) = 0;
+  virtual std::vector<torch::Tensor> parameters() = 0;
+  virtual void to(const torch::Device& device) = 0;
+  // Writes the model (with its masks) in its own format, atomically.
+  virtual void save(const std::string& path) = 0;
+  // "checkpoint" (native zoo) or "torchscript".
+  virtual std::string format() const = 0;
+
+  const std::vector<PrunableLayer>& layers() const { return layers_; }
+  const ModelMeta& meta() const { return meta_; }
+  ModelMeta& meta() { return meta_; }
+
+  // Masks aligned with layers(): a bool tensor of the weight's shape, or undefined (dense).
+  const std::vector<torch::Tensor>& masks() const { return masks_; }
+  void set_mask(size_t layer, const torch::Tensor& mask);
+  // Zeroes every masked weight (weight *= mask). Call after each optimizer step.
+  void apply_masks();
+  // Zeroes the gradients of masked weights, so momentum and weight decay never revive them.
+  void mask_gradients();
+
+ protected:
+  std::vector<PrunableLayer> layers_;
+  std::vector<torch::Tensor> masks_;
+  ModelMeta meta_;
+};
+
+// Names accepted by --arch.
+const std::vector<std::string>& zoo_architectures();
+// A freshly initialised zoo model (torch::manual_seed decides the weights).
+std::unique_ptr<Network> create_network(const ModelMeta& meta);
+// Loads a rdprune checkpoint or a TorchScript file; throws Error naming the path otherwise.
+std::unique_ptr<Network> load_network(const std::string& path);
+
+// Per-layer facts, measured with one forward pass of a single sample of `input_shape` (C,H,W):
+// FLOPs per weight from the real output sizes and how often each weight is used. Pass an empty
+// shape to skip the pass (FLOPs reported as unknown).
+std::vector<LayerInfo> layer_census(Network& network, const std::vector<int64_t>& input_shape);
+
+// Checks that the model maps a [B, C, H, W] batch to [B, classes] logits; throws Error otherwise.
+void check_logits(Network& network, const std::vector<int64_t>& input_shape, int64_t num_classes);
+
+}  // namespace rdprune

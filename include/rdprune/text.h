@@ -1,0 +1,22 @@
+// Parsing of command-line values with errors that name the flag. Torch-free.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace rdprune {
+
+// "1,28,28" -> {1, 28, 28}. Every entry must be a positive integer. Throws UsageError naming `what`.
+std::vector<int64_t> parse_shape(const std::string& text, const std::string& what);
+
+// "0.8,0.9" -> {0.8, 0.9}. Every entry must be a finite number. Throws UsageError naming `what`.
+std::vector<double> parse_doubles(const std::string& text, const std::string& what);
+
+// "a,b,c" -> {"a", "b", "c"}; empty entries are an error.
+std::vector<std::string> split_list(const std::string& text, const std::string& what);
+
+// "3x28x28"-style rendering of a shape: "1x28x28".
+std::string format_shape(const std::vector<int64_t>& shape);
+
+}  // namespace rdprune

@@ -1,0 +1,59 @@
+// Training (with masks held) and evaluation.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "rdprune/dataset.h"
+#include "rdprune/network.h"
+
+namespace rdprune {
+
+struct TrainOptions {
+  int64_t epochs = 0;            // passes over the training set; ignored when steps > 0
+  int64_t steps = 0;             // optimizer steps; 0 = use epochs
+  int64_t batch_size = 128;
+  std::string optimizer = "sgd";  // sgd (momentum, weight decay) | adamw
+  double lr = 0.1;
+  double momentum = 0.9;
+  double weight_decay = 5e-4;
+  std::string schedule = "cosine";  // cosine | constant
+  double warmup_fraction = 0.0;     // linear warm-up over this fraction of the steps
+  uint64_t seed = 0;
+  Augmentation augmentation;
+  bool progress = true;  // report on stderr
+};
+
+// Validates ranges and names; throws UsageError naming the flag.
+void validate(const TrainOptions& options);
+
+struct TrainResult {
+  int64_t steps = 0;
+  double epochs = 0;        // steps expressed in passes over the training set
+  double final_loss = 0;    // mean training loss over the last 50 steps
+  double seconds = 0;
+};
+
+// Learning rate at `step` of `total` under `options.schedule` (cosine: Loshchilov & Hutter 2017,
+// annealed to 0 at the last step).
+double learning_rate_at(const TrainOptions& options, int64_t step, int64_t total);
+
+// Trains `network` on `data`. Masked weights stay exactly zero after every step: their gradients
+// are zeroed before the step (so momentum and weight decay never move them) and the masks are
+// re-applied after it.
+TrainResult train(Network& network, const Dataset& data, const TrainOptions& options);
+
+struct EvalResult {
+  double top1 = 0;  // fraction in [0, 1]
+  double top5 = 0;  // fraction in [0, 1]; top-k with k = min(5, classes)
+  double loss = 0;  // mean cross-entropy
+  int64_t samples = 0;
+  double seconds = 0;
+};
+
+// Evaluates in eval mode, unaugmented, in dataset order. Throws Error if the model's output is
+// not [batch, classes] logits for the dataset's classes.
+EvalResult evaluate(Network& network, const Dataset& data, int64_t batch_size = 256,
+                    bool progress = false);
+
+}  // namespace rdprune

@@ -1,0 +1,67 @@
+#include "rdprune/text.h"
+
+#include <cmath>
+#include <sstream>
+
+#include "rdprune/error.h"
+
+namespace rdprune {
+
+std::vector<std::string> split_list(const std::string& text, const std::string& what) {
+  std::vector<std::string> items;
+  std::stringstream stream(text);
+  std::string item;
+  while (std::getline(stream, item, ',')) {
+    if (item.empty()) throw UsageError(what + ": empty entry in list '" + text + "'");
+    items.push_back(item);
+  }
+  if (items.empty()) throw UsageError(what + ": expected a comma-separated list, got '" + text + "'");
+  return items;
+}
+
+std::vector<int64_t> parse_shape(const std::string& text, const std::string& what) {
+  std::vector<int64_t> shape;
+  for (const auto& item : split_list(text, what)) {
+    size_t used = 0;
+    long long value = 0;
+    try {
+      value = std::stoll(item, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used != item.size() || value <= 0) {
+      throw UsageError(what + ": expected positive integers like 1,28,28, got '" + text + "'");
+    }
+    shape.push_back(value);
+  }
+  return shape;
+}
+
+std::vector<double> parse_doubles(const std::string& text, const std::string& what) {
+  std::vector<double> values;
+  for (const auto& item : split_list(text, what)) {
+    size_t used = 0;
+    double value = 0;
+    try {
+      value = std::stod(item, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used != item.size() || !std::isfinite(value)) {
+      throw UsageError(what + ": expected numbers like 0.8,0.9, got '" + text + "'");
+    }
+    values.push_back(value);
+  }
+  return values;
+}
+
+std::string format_shape(const std::vector<int64_t>& shape) {
+  std::string out;
+  for (size_t i = 0; i < shape.size(); ++i) {
+    if (i) out += 'x';
+    out += std::to_string(shape[i]);
+  }
+  return out;
+}
+
+}  // namespace rdprune

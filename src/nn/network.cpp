@@ -1,0 +1,171 @@
+#include <filesystem>
+
+#include <nlohmann/json.hpp>
+
+#include "network_impl.h"
+#include "rdprune/atomic_file.h"
+#include "rdprune/error.h"
+
+namespace rdprune {
+
+// ---- Network: masks ---------------------------------------------------------------------------
+
+void Network::set_mask(size_t layer, const torch::Tensor& mask) {
+  if (layer >= layers_.size()) throw Error("mask for layer index " + std::to_string(layer) + " out of range");
+  const auto& weight = layers_[layer].weight;
+  if (mask.defined() && mask.sizes() != weight.sizes()) {
+    throw Error("mask for layer " + layers_[layer].name + " has the wrong shape");
+  }
+  masks_.resize(layers_.size());
+  masks_[layer] = mask.defined() ? mask.to(weight.device(), torch::kBool) : torch::Tensor();
+}
+
+void Network::apply_masks() {
+  torch::NoGradGuard no_grad;
+  for (size_t i = 0; i < masks_.size(); ++i) {
+    if (masks_[i].defined()) layers_[i].weight.mul_(masks_[i]);
+  }
+}
+
+void Network::mask_gradients() {
+  torch::NoGradGuard no_grad;
+  for (size_t i = 0; i < masks_.size(); ++i) {
+    auto grad = layers_[i].weight.grad();
+    if (masks_[i].defined() && grad.defined()) grad.mul_(masks_[i]);
+  }
+}
+
+// ---- metadata ---------------------------------------------------------------------------------
+
+std::string meta_to_json(const ModelMeta& meta) {
+  nlohmann::json json = {{"schema", kCheckpointSchema},
+                         {"arch", meta.arch},
+                         {"input_shape", meta.input_shape},
+                         {"num_classes", meta.num_classes},
+                         {"dataset", meta.dataset},
+                         {"mean", meta.normalization.mean},
+                         {"std", meta.normalization.std}};
+  return json.dump();
+}
+
+ModelMeta meta_from_json(const std::string& text, const std::string& path) {
+  try {
+    const auto json = nlohmann::json::parse(text);
+    if (json.value("schema", "") != kCheckpointSchema) {
+      throw Error(path + ": unsupported checkpoint schema '" + json.value("schema", "") +
+                  "', expected " + kCheckpointSchema);
+    }
+    ModelMeta meta;
+    meta.arch = json.at("arch").get<std::string>();
+    meta.input_shape = json.at("input_shape").get<std::vector<int64_t>>();
+    meta.num_classes = json.at("num_classes").get<int64_t>();
+    meta.dataset = json.value("dataset", "");
+    meta.normalization.mean = json.value("mean", std::vector<double>{});
+    meta.normalization.std = json.value("std", std::vector<double>{});
+    return meta;
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(path + ": corrupt checkpoint metadata (" + e.what() + ")");
+  }
+}
+
+// ---- native zoo networks ----------------------------------------------------------------------
+
+NativeNetwork::NativeNetwork(const ModelMeta& meta) {
+  meta_ = meta;
+  if (meta.input_shape.size() != 3) throw UsageError("model input shape must be C,H,W");
+  if (meta.input_shape[1] != meta.input_shape[2]) {
+    throw UsageError("zoo models take square images, got " + std::to_string(meta.input_shape[1]) +
+                     "x" + std::to_string(meta.input_shape[2]));
+  }
+  model_ = make_zoo_model({meta.arch, meta.input_shape[0], meta.input_shape[1], meta.num_classes});
+  for (const auto& item : model_->named_modules(/*name_prefix=*/"", /*include_self=*/false)) {
+    if (auto* conv = item.value()->as<torch::nn::Conv2dImpl>()) {
+      layers_.push_back({item.key(), "conv2d", conv->weight});
+    } else if (auto* linear = item.value()->as<torch::nn::LinearImpl>()) {
+      layers_.push_back({item.key(), "linear", linear->weight});
+    }
+  }
+  masks_.resize(layers_.size());
+}
+
+void NativeNetwork::to(const torch::Device& device) {
+  model_->to(device);
+  for (auto& mask : masks_) {
+    if (mask.defined()) mask = mask.to(device);
+  }
+}
+
+void NativeNetwork::save(const std::string& path) {
+  replace_file_atomic(path, [&](const std::string& tmp) {
+    torch::serialize::OutputArchive archive;
+    archive.write("rdprune_meta", c10::IValue(meta_to_json(meta_)));
+    torch::serialize::OutputArchive weights;
+    model_->save(weights);
+    archive.write("model", weights);
+    torch::serialize::OutputArchive masks;
+    std::vector<std::string> masked;
+    for (size_t i = 0; i < masks_.size(); ++i) {
+      if (!masks_[i].defined()) continue;
+      masks.write("m" + std::to_string(i), masks_[i].cpu());
+      masked.push_back(layers_[i].name);
+    }
+    archive.write("masks", masks);
+    archive.write("rdprune_masked_layers", c10::IValue(nlohmann::json(masked).dump()));
+    archive.save_to(tmp);
+  });
+}
+
+void NativeNetwork::load_state(torch::serialize::InputArchive& archive, const std::string& path) {
+  torch::serialize::InputArchive weights;
+  if (!archive.try_read("model", weights)) throw Error(path + ": checkpoint has no weights");
+  try {
+    model_->load(weights);
+  } catch (const c10::Error& e) {
+    throw Error(path + ": weights do not match architecture " + meta_.arch + " (" +
+                e.what_without_backtrace() + ")");
+  }
+  torch::serialize::InputArchive masks;
+  if (!archive.try_read("masks", masks)) return;
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    torch::Tensor mask;
+    if (masks.try_read("m" + std::to_string(i), mask)) set_mask(i, mask);
+  }
+}
+
+// ---- construction and loading -----------------------------------------------------------------
+
+const std::vector<std::string>& zoo_architectures() {
+  static const std::vector<std::string> names = {"mlp",      "lenet5", "resnet20", "resnet32",
+                                                 "resnet56", "vgg16",  "resnet18", "resnet50"};
+  return names;
+}
+
+std::unique_ptr<Network> create_network(const ModelMeta& meta) {
+  return std::make_unique<NativeNetwork>(meta);
+}
+
+std::unique_ptr<Network> load_network(const std::string& path) {
+  if (!std::filesystem::exists(path)) throw Error(path + ": model file does not exist");
+  if (std::filesystem::is_directory(path)) throw Error(path + ": is a directory, expected a model file");
+  torch::serialize::InputArchive archive;
+  try {
+    archive.load_from(path);
+  } catch (const c10::Error& e) {
+    throw Error(path + ": not a rdprune checkpoint or TorchScript file (" +
+                std::string(e.what_without_backtrace()).substr(0, 200) + ")");
+  }
+  c10::IValue meta_value;
+  if (archive.try_read("rdprune_meta", meta_value) && meta_value.isString()) {
+    auto network = std::make_unique<NativeNetwork>(meta_from_json(meta_value.toStringRef(), path));
+    network->load_state(archive, path);
+    return network;
+  }
+  try {
+    return std::make_unique<ScriptNetwork>(torch::jit::load(path), path);
+  } catch (const c10::Error& e) {
+    throw Error(path + ": cannot load TorchScript module (" +
+                std::string(e.what_without_backtrace()).substr(0, 200) + ")");
+  }
+}
+
+}  // namespace rdprune

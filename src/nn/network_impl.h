@@ -1,0 +1,55 @@
+// Internal: the two Network implementations. Not part of the public API.
+#pragma once
+
+#include <torch/script.h>
+#include <torch/torch.h>
+
+#include "rdprune/network.h"
+#include "rdprune/zoo.h"
+
+namespace rdprune {
+
+inline constexpr const char* kCheckpointSchema = "rdprune.checkpoint/1";
+
+// A zoo model with the metadata that rebuilds it.
+class NativeNetwork : public Network {
+ public:
+  explicit NativeNetwork(const ModelMeta& meta);
+
+  torch::Tensor forward(const torch::Tensor& input) override { return model_->forward(input); }
+  void set_training(bool training) override { model_->train(training); }
+  std::vector<torch::Tensor> parameters() override { return model_->parameters(); }
+  void to(const torch::Device& device) override;
+  void save(const std::string& path) override;
+  std::string format() const override { return "checkpoint"; }
+
+  ZooNetImpl& model() { return *model_; }
+  // Restores weights, buffers and masks from a checkpoint archive.
+  void load_state(torch::serialize::InputArchive& archive, const std::string& path);
+
+ private:
+  std::shared_ptr<ZooNetImpl> model_;
+};
+
+// A TorchScript module as saved by torch.jit.save.
+class ScriptNetwork : public Network {
+ public:
+  ScriptNetwork(torch::jit::Module module, const std::string& path);
+
+  torch::Tensor forward(const torch::Tensor& input) override;
+  void set_training(bool training) override { module_.train(training); }
+  std::vector<torch::Tensor> parameters() override;
+  void to(const torch::Device& device) override { module_.to(device); }
+  void save(const std::string& path) override;
+  std::string format() const override { return "torchscript"; }
+
+ private:
+  torch::jit::Module module_;
+  std::string path_;
+};
+
+// ModelMeta <-> JSON text, shared by both formats.
+std::string meta_to_json(const ModelMeta& meta);
+ModelMeta meta_from_json(const std::string& text, const std::string& path);
+
+}  // namespace rdprune

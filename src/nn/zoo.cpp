@@ -1,0 +1,231 @@
+#include "rdprune/zoo.h"
+
+#include "rdprune/error.h"
+
+namespace rdprune {
+namespace nn = torch::nn;
+
+void ZooNetImpl::add_stage(std::string prefix, std::function<torch::Tensor(torch::Tensor)> stage) {
+  stage_prefixes_.push_back(std::move(prefix));
+  stages_.push_back(std::move(stage));
+}
+
+torch::Tensor ZooNetImpl::run_range(size_t first, size_t last, torch::Tensor x) {
+  for (size_t i = first; i < std::min(last, stages_.size()); ++i) x = stages_[i](std::move(x));
+  return x;
+}
+
+namespace {
+
+nn::Conv2d conv(int64_t in, int64_t out, int64_t kernel, int64_t stride, int64_t padding) {
+  return nn::Conv2d(nn::Conv2dOptions(in, out, kernel).stride(stride).padding(padding).bias(false));
+}
+
+// He et al. 2016 residual blocks; names follow torchvision (conv1, bn1, ..., downsample.0/1).
+struct ResidualBlockImpl : nn::Module {
+  ResidualBlockImpl(int64_t in, int64_t planes, int64_t stride, bool bottleneck)
+      : bottleneck_(bottleneck) {
+    const int64_t out = bottleneck ? planes * 4 : planes;
+    if (bottleneck) {
+      conv1 = register_module("conv1", conv(in, planes, 1, 1, 0));
+      bn1 = register_module("bn1", nn::BatchNorm2d(planes));
+      conv2 = register_module("conv2", conv(planes, planes, 3, stride, 1));
+      bn2 = register_module("bn2", nn::BatchNorm2d(planes));
+      conv3 = register_module("conv3", conv(planes, out, 1, 1, 0));
+      bn3 = register_module("bn3", nn::BatchNorm2d(out));
+    } else {
+      conv1 = register_module("conv1", conv(in, planes, 3, stride, 1));
+      bn1 = register_module("bn1", nn::BatchNorm2d(planes));
+      conv2 = register_module("conv2", conv(planes, planes, 3, 1, 1));
+      bn2 = register_module("bn2", nn::BatchNorm2d(planes));
+    }
+    if (stride != 1 || in != out) {
+      downsample = register_module(
+          "downsample", nn::Sequential(conv(in, out, 1, stride, 0), nn::BatchNorm2d(out)));
+    }
+  }
+
+  torch::Tensor forward(const torch::Tensor& x) {
+    torch::Tensor out = torch::relu(bn1(conv1(x)));
+    out = bn2(conv2(out));
+    if (bottleneck_) out = bn3(conv3(torch::relu(out)));
+    out += downsample.is_empty() ? x : downsample->forward(x);
+    return torch::relu(out);
+  }
+
+  bool bottleneck_;
+  nn::Conv2d conv1{nullptr}, conv2{nullptr}, conv3{nullptr};
+  nn::BatchNorm2d bn1{nullptr}, bn2{nullptr}, bn3{nullptr};
+  nn::Sequential downsample{nullptr};
+};
+TORCH_MODULE(ResidualBlock);
+
+struct ResNetConfig {
+  std::vector<int64_t> blocks;  // blocks per stage
+  std::vector<int64_t> widths;  // planes per stage
+  bool bottleneck = false;
+  bool imagenet_stem = false;   // 7x7/2 conv + 3x3/2 max-pool instead of one 3x3/1 conv
+};
+
+class ResNetImpl : public ZooNetImpl {
+ public:
+  ResNetImpl(const ResNetConfig& config, const ZooSpec& spec) {
+    const int64_t stem_width = config.widths.front();
+    if (config.imagenet_stem) {
+      conv1 = register_module("conv1", conv(spec.in_channels, stem_width, 7, 2, 3));
+    } else {
+      conv1 = register_module("conv1", conv(spec.in_channels, stem_width, 3, 1, 1));
+    }
+    bn1 = register_module("bn1", nn::BatchNorm2d(stem_width));
+    const bool pool = config.imagenet_stem;
+    add_stage("conv1", [this, pool](torch::Tensor x) {
+      x = torch::relu(bn1(conv1(x)));
+      return pool ? torch::max_pool2d(x, /*kernel_size=*/3, /*stride=*/2, /*padding=*/1) : x;
+    });
+    int64_t in = stem_width;
+    for (size_t stage = 0; stage < config.blocks.size(); ++stage) {
+      const std::string stage_name = "layer" + std::to_string(stage + 1);
+      nn::Sequential layer;
+      for (int64_t b = 0; b < config.blocks[stage]; ++b) {
+        const int64_t stride = (stage > 0 && b == 0) ? 2 : 1;
+        ResidualBlock block(in, config.widths[stage], stride, config.bottleneck);
+        in = config.bottleneck ? config.widths[stage] * 4 : config.widths[stage];
+        layer->push_back(block);
+        add_stage(stage_name + "." + std::to_string(b), [block](torch::Tensor x) mutable { return block(x); });
+      }
+      register_module(stage_name, layer);
+    }
+    fc = register_module("fc", nn::Linear(in, spec.num_classes));
+    add_stage("fc", [this](torch::Tensor x) {
+      return fc(torch::adaptive_avg_pool2d(x, {1, 1}).flatten(1));
+    });
+    for (auto& module : modules(/*include_self=*/false)) {
+      if (auto* c = module->as<nn::Conv2dImpl>()) {
+        nn::init::kaiming_normal_(c->weight, /*a=*/0.0, torch::kFanOut, torch::kReLU);
+      }
+    }
+  }
+
+ private:
+  nn::Conv2d conv1{nullptr};
+  nn::BatchNorm2d bn1{nullptr};
+  nn::Linear fc{nullptr};
+};
+
+// VGG-16 with batch norm, CIFAR style (Simonyan & Zisserman 2015; one linear classifier). A max-pool
+// is skipped once the feature map is 1x1, so small inputs (28x28) work too.
+class VggImpl : public ZooNetImpl {
+ public:
+  explicit VggImpl(const ZooSpec& spec) {
+    const std::vector<int64_t> config = {64, 64, -1, 128, 128, -1, 256, 256, 256, -1,
+                                         512, 512, 512, -1, 512, 512, 512, -1};
+    int64_t in = spec.in_channels;
+    int64_t size = spec.image_size;
+    std::vector<std::pair<size_t, size_t>> groups;  // [begin, end) module ranges, one per conv
+    for (int64_t width : config) {
+      if (width < 0) {
+        if (size >= 2) {
+          features->push_back(nn::MaxPool2d(nn::MaxPool2dOptions(2).stride(2)));
+          size /= 2;
+          groups.back().second = features->size();
+        }
+        continue;
+      }
+      const size_t begin = features->size();
+      features->push_back(nn::Conv2d(nn::Conv2dOptions(in, width, 3).padding(1)));
+      features->push_back(nn::BatchNorm2d(width));
+      features->push_back(nn::ReLU(nn::ReLUOptions(/*inplace=*/true)));
+      groups.emplace_back(begin, features->size());
+      in = width;
+    }
+    register_module("features", features);
+    classifier = register_module("classifier", nn::Linear(in, spec.num_classes));
+    for (const auto& [begin, end] : groups) {
+      add_stage("features." + std::to_string(begin), [this, begin = begin, end = end](torch::Tensor x) {
+        auto first = features->begin();
+        for (size_t i = begin; i < end; ++i) x = (first + static_cast<std::ptrdiff_t>(i))->forward(x);
+        return x;
+      });
+    }
+    add_stage("classifier", [this](torch::Tensor x) {
+      return classifier(torch::adaptive_avg_pool2d(x, {1, 1}).flatten(1));
+    });
+  }
+
+ private:
+  nn::Sequential features;
+  nn::Linear classifier{nullptr};
+};
+
+// LeNet-300-100 (LeCun et al. 1998): two hidden fully connected layers.
+class MlpImpl : public ZooNetImpl {
+ public:
+  explicit MlpImpl(const ZooSpec& spec) {
+    const int64_t inputs = spec.in_channels * spec.image_size * spec.image_size;
+    fc1 = register_module("fc1", nn::Linear(inputs, 300));
+    fc2 = register_module("fc2", nn::Linear(300, 100));
+    fc3 = register_module("fc3", nn::Linear(100, spec.num_classes));
+    add_stage("fc1", [this](torch::Tensor x) { return torch::relu(fc1(x.flatten(1))); });
+    add_stage("fc2", [this](torch::Tensor x) { return torch::relu(fc2(x)); });
+    add_stage("fc3", [this](torch::Tensor x) { return fc3(x); });
+  }
+
+ private:
+  nn::Linear fc1{nullptr}, fc2{nullptr}, fc3{nullptr};
+};
+
+// LeNet-5 (LeCun et al. 1998) with ReLU and max-pooling; inputs under 32x32 are padded by conv1.
+class LeNet5Impl : public ZooNetImpl {
+ public:
+  explicit LeNet5Impl(const ZooSpec& spec) {
+    const int64_t padding = spec.image_size < 32 ? 2 : 0;
+    const int64_t after1 = (spec.image_size + 2 * padding - 4) / 2;
+    const int64_t after2 = (after1 - 4) / 2;
+    if (after2 < 1) throw UsageError("--arch lenet5: images of " + std::to_string(spec.image_size) +
+                                     " pixels are too small (need at least 12)");
+    conv1 = register_module("conv1", nn::Conv2d(nn::Conv2dOptions(spec.in_channels, 6, 5).padding(padding)));
+    conv2 = register_module("conv2", nn::Conv2d(nn::Conv2dOptions(6, 16, 5)));
+    fc1 = register_module("fc1", nn::Linear(16 * after2 * after2, 120));
+    fc2 = register_module("fc2", nn::Linear(120, 84));
+    fc3 = register_module("fc3", nn::Linear(84, spec.num_classes));
+    add_stage("conv1", [this](torch::Tensor x) { return torch::max_pool2d(torch::relu(conv1(x)), 2); });
+    add_stage("conv2", [this](torch::Tensor x) { return torch::max_pool2d(torch::relu(conv2(x)), 2); });
+    add_stage("fc1", [this](torch::Tensor x) { return torch::relu(fc1(x.flatten(1))); });
+    add_stage("fc2", [this](torch::Tensor x) { return torch::relu(fc2(x)); });
+    add_stage("fc3", [this](torch::Tensor x) { return fc3(x); });
+  }
+
+ private:
+  nn::Conv2d conv1{nullptr}, conv2{nullptr};
+  nn::Linear fc1{nullptr}, fc2{nullptr}, fc3{nullptr};
+};
+
+ResNetConfig cifar_resnet(int64_t depth) {
+  const int64_t n = (depth - 2) / 6;  // He et al. 2016, section 4.2: 6n+2 layers
+  return {{n, n, n}, {16, 32, 64}, /*bottleneck=*/false, /*imagenet_stem=*/false};
+}
+
+}  // namespace
+
+std::shared_ptr<ZooNetImpl> make_zoo_model(const ZooSpec& spec) {
+  if (spec.in_channels <= 0 || spec.image_size <= 0 || spec.num_classes <= 0) {
+    throw UsageError("--arch " + spec.arch + ": channels, image size and classes must be positive");
+  }
+  const bool large = spec.image_size >= 64;  // ImageNet-style stem only where it leaves room
+  if (spec.arch == "mlp") return std::make_shared<MlpImpl>(spec);
+  if (spec.arch == "lenet5") return std::make_shared<LeNet5Impl>(spec);
+  if (spec.arch == "resnet20") return std::make_shared<ResNetImpl>(cifar_resnet(20), spec);
+  if (spec.arch == "resnet32") return std::make_shared<ResNetImpl>(cifar_resnet(32), spec);
+  if (spec.arch == "resnet56") return std::make_shared<ResNetImpl>(cifar_resnet(56), spec);
+  if (spec.arch == "vgg16") return std::make_shared<VggImpl>(spec);
+  if (spec.arch == "resnet18") {
+    return std::make_shared<ResNetImpl>(ResNetConfig{{2, 2, 2, 2}, {64, 128, 256, 512}, false, large}, spec);
+  }
+  if (spec.arch == "resnet50") {
+    return std::make_shared<ResNetImpl>(ResNetConfig{{3, 4, 6, 3}, {64, 128, 256, 512}, true, large}, spec);
+  }
+  throw UsageError("--arch: unknown architecture '" + spec.arch +
+                   "' (known: mlp, lenet5, resnet20, resnet32, resnet56, vgg16, resnet18, resnet50)");
+}
+
+}  // namespace rdprune

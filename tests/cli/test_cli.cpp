@@ -1,0 +1,196 @@
+// End-to-end tests of the rdprune binary: exit codes, one-line reasons, JSON output, round trips.
+#include <sys/wait.h>
+
+#include <array>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "fixtures.h"
+#include "rdprune/atomic_file.h"
+
+namespace rdprune {
+namespace {
+using testing::TempDir;
+
+struct Result {
+  int code = -1;
+  std::string out;
+  std::string err;
+};
+
+std::string quote(const std::string& arg) {
+  std::string quoted = "'";
+  for (char c : arg) quoted += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return quoted + "'";
+}
+
+Result rdprune(const std::vector<std::string>& args) {
+  const char* binary = std::getenv("RDPRUNE_BIN");
+  EXPECT_NE(binary, nullptr) << "RDPRUNE_BIN must point at the rdprune binary";
+  TempDir dir;
+  // --threads belongs to the subcommand: insert it after the first argument.
+  std::string command = quote(binary ? binary : "rdprune");
+  for (size_t i = 0; i < args.size(); ++i) {
+    command += " " + quote(args[i]);
+    if (i == 0 && args[0] != "--help" && args[0] != "--version") command += " --threads 1";
+  }
+  command += " >" + dir.file("out") + " 2>" + dir.file("err") + " </dev/null";
+  const int status = std::system(command.c_str());
+  Result run;
+  run.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  run.out = read_file(dir.file("out"));
+  run.err = read_file(dir.file("err"));
+  return run;
+}
+
+// The error contract: the given exit code and exactly one "rdprune: error:" line naming `needle`.
+void expect_error(const Result& run, int code, const std::string& needle) {
+  EXPECT_EQ(run.code, code) << run.err;
+  const auto at = run.err.find("rdprune: error: ");
+  ASSERT_NE(at, std::string::npos) << run.err;
+  const std::string line = run.err.substr(at);
+  EXPECT_EQ(line.find('\n'), line.size() - 1) << "reason must be one line: " << line;
+  EXPECT_NE(line.find(needle), std::string::npos) << line;
+}
+
+class Cli : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    data_ = new TempDir();
+    testing::write_idx_dataset(data_->path(), 256, 64, /*gzip=*/true);
+  }
+  static void TearDownTestSuite() { delete data_; }
+  static std::string data_dir() { return data_->path(); }
+  static TempDir* data_;
+  TempDir work_;
+};
+TempDir* Cli::data_ = nullptr;
+
+TEST_F(Cli, HelpAndVersion) {
+  const Result help = rdprune({"--help"});
+  EXPECT_EQ(help.code, 0);
+  EXPECT_NE(help.out.find("info"), std::string::npos);
+  for (const std::string command : {"info", "train", "eval"}) {
+    const Result sub = rdprune({command, "--help"});
+    EXPECT_EQ(sub.code, 0) << command;
+    EXPECT_NE(sub.out.find("--json"), std::string::npos) << command;
+  }
+  EXPECT_EQ(rdprune({"--version"}).code, 0);
+}
+
+TEST_F(Cli, UsageErrorsExitWithTwo) {
+  expect_error(rdprune({"frobnicate"}), 2, "frobnicate");
+  expect_error(rdprune({"train", "--arch", "resnet20"}), 2, "--out");
+  expect_error(rdprune({"train", "--arch", "resnet9000", "--epochs", "1", "--out", work_.file("m.pt")}), 2,
+               "unknown architecture");
+  expect_error(rdprune({"train", "--arch", "mlp", "--dataset", "imagenet21k", "--epochs", "1", "--out",
+                        work_.file("m.pt")}),
+               2, "unknown dataset");
+  expect_error(rdprune({"train", "--arch", "mlp", "--epochs", "-1", "--out", work_.file("m.pt")}), 2, "--epochs");
+  expect_error(rdprune({"train", "--arch", "mlp", "--epochs", "1", "--lr", "-0.1", "--out", work_.file("m.pt")}),
+               2, "--lr");
+  expect_error(rdprune({"train", "--arch", "mlp", "--epochs", "1", "--lr", "abc", "--out", work_.file("m.pt")}),
+               2, "--lr");
+  expect_error(rdprune({"train", "--arch", "mlp", "--epochs", "1", "--momentum", "2", "--out", work_.file("m.pt")}),
+               2, "--momentum");
+  expect_error(rdprune({"eval", "--model", work_.file("m.pt"), "--limit", "-5"}), 2, "--limit");
+  expect_error(rdprune({"info", "--model", work_.file("m.pt"), "--input-shape", "1,0,28"}), 1, "m.pt");
+  const Result threads = rdprune({"info", "--model", "x", "--threads", "-3"});
+  EXPECT_EQ(threads.code, 2) << threads.err;
+}
+
+TEST_F(Cli, BadFilesExitWithOne) {
+  expect_error(rdprune({"eval", "--model", work_.file("missing.pt"), "--data-dir", data_dir()}), 1, "missing.pt");
+  {
+    std::ofstream out(work_.file("notes.txt"));
+    out << "not a model";
+  }
+  expect_error(rdprune({"info", "--model", work_.file("notes.txt")}), 1,
+               "not a rdprune checkpoint or TorchScript file");
+  expect_error(rdprune({"train", "--arch", "mlp", "--epochs", "1", "--data-dir", work_.file("nowhere"), "--out",
+                        work_.file("m.pt")}),
+               1, "does not exist");
+}
+
+TEST_F(Cli, CorruptDataFilesExitWithOne) {
+  TempDir bad;
+  testing::write_idx_dataset(bad.path(), 32, 16, /*gzip=*/false);
+  testing::truncate_file(bad.file("train-images-idx3-ubyte"), 500);
+  expect_error(rdprune({"train", "--arch", "mlp", "--steps", "1", "--data-dir", bad.path(), "--out",
+                        work_.file("m.pt")}),
+               1, "truncated");
+  testing::write_idx_dataset(bad.path(), 32, 16, false);
+  testing::write_idx(bad.file("train-labels-idx1-ubyte"), {31}, std::vector<uint8_t>(31, 0), false);
+  expect_error(rdprune({"train", "--arch", "mlp", "--steps", "1", "--data-dir", bad.path(), "--out",
+                        work_.file("m.pt")}),
+               1, "labels");
+  testing::write_idx_dataset(bad.path(), 32, 16, false);
+  testing::write_idx(bad.file("t10k-images-idx3-ubyte"), {16, 28}, std::vector<uint8_t>(16 * 28, 0), false);
+  expect_error(rdprune({"train", "--arch", "mlp", "--steps", "1", "--data-dir", bad.path(), "--out",
+                        work_.file("m.pt")}),
+               1, "t10k-images");
+  TempDir cifar;
+  testing::write_cifar_dataset(cifar.path(), 1, 4);
+  testing::truncate_file(cifar.file("test_batch.bin"), 3073 + 7);
+  expect_error(rdprune({"train", "--arch", "mlp", "--steps", "1", "--dataset", "cifar10", "--data-dir",
+                        cifar.path(), "--out", work_.file("m.pt")}),
+               1, "test_batch.bin");
+}
+
+TEST_F(Cli, TrainEvalInfoRoundTripWithJson) {
+  const std::string model = work_.file("lenet.pt");
+  const Result trained = rdprune({"train", "--arch", "lenet5", "--steps", "40", "--batch-size", "32", "--lr", "0.05",
+                               "--no-augment", "--data-dir", data_dir(), "--out", model, "--json"});
+  ASSERT_EQ(trained.code, 0) << trained.err;
+  const auto train_json = nlohmann::json::parse(trained.out);
+  EXPECT_EQ(train_json.at("steps"), 40);
+  EXPECT_GT(train_json.at("top1").get<double>(), 0.5);
+
+  const Result evaluated = rdprune({"eval", "--model", model, "--data-dir", data_dir(), "--json"});
+  ASSERT_EQ(evaluated.code, 0) << evaluated.err;
+  const auto eval_json = nlohmann::json::parse(evaluated.out);
+  EXPECT_EQ(eval_json.at("samples"), 64);
+  EXPECT_DOUBLE_EQ(eval_json.at("top1").get<double>(), train_json.at("top1").get<double>());
+  EXPECT_DOUBLE_EQ(eval_json.at("top5").get<double>(), train_json.at("top5").get<double>());
+  EXPECT_NEAR(eval_json.at("loss").get<double>(), train_json.at("loss").get<double>(), 1e-6);
+
+  const Result limited = rdprune({"eval", "--model", model, "--data-dir", data_dir(), "--limit", "10", "--json"});
+  EXPECT_EQ(nlohmann::json::parse(limited.out).at("samples"), 10);
+
+  const Result info = rdprune({"info", "--model", model, "--json"});
+  ASSERT_EQ(info.code, 0) << info.err;
+  const auto info_json = nlohmann::json::parse(info.out);
+  ASSERT_EQ(info_json.at("layers").size(), 5u);
+  EXPECT_EQ(info_json["layers"][0]["name"], "conv1");
+  EXPECT_EQ(info_json["layers"][0]["flops_per_weight"], 28 * 28);
+  EXPECT_EQ(info_json["layers"][4]["name"], "fc3");
+  EXPECT_EQ(info_json["total_weights"], 150 + 2400 + 400 * 120 + 120 * 84 + 84 * 10);  // weights, no biases
+
+  // Human output goes to stdout, progress to stderr.
+  const Result human = rdprune({"info", "--model", model});
+  EXPECT_NE(human.out.find("conv2"), std::string::npos);
+}
+
+TEST_F(Cli, ModelAndDataMustFit) {
+  const std::string model = work_.file("mlp.pt");
+  ASSERT_EQ(rdprune({"train", "--arch", "mlp", "--steps", "2", "--data-dir", data_dir(), "--out", model}).code, 0);
+  TempDir cifar;
+  testing::write_cifar_dataset(cifar.path(), 1, 4);
+  expect_error(rdprune({"eval", "--model", model, "--dataset", "cifar10", "--data-dir", cifar.path()}), 1,
+               "1x28x28");
+}
+
+TEST_F(Cli, ErrorsInJsonModeAreJsonToo) {
+  const Result run = rdprune({"info", "--model", work_.file("missing.pt"), "--json"});
+  EXPECT_EQ(run.code, 1);
+  const auto json = nlohmann::json::parse(run.out);
+  EXPECT_EQ(json.at("exit_code"), 1);
+  EXPECT_NE(json.at("error").get<std::string>().find("missing.pt"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace rdprune

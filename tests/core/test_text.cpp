@@ -1,0 +1,38 @@
+#include "rdprune/text.h"
+
+#include <gtest/gtest.h>
+
+#include "rdprune/error.h"
+
+namespace rdprune {
+namespace {
+
+TEST(Text, ParsesShapes) {
+  EXPECT_EQ(parse_shape("1,28,28", "--input-shape"), (std::vector<int64_t>{1, 28, 28}));
+  EXPECT_THROW(parse_shape("1,0,28", "--input-shape"), UsageError);
+  EXPECT_THROW(parse_shape("1,x,28", "--input-shape"), UsageError);
+  EXPECT_THROW(parse_shape("1,,28", "--input-shape"), UsageError);
+  EXPECT_THROW(parse_shape("", "--input-shape"), UsageError);
+  EXPECT_THROW(parse_shape("-3", "--input-shape"), UsageError);
+}
+
+TEST(Text, ParsesDoubles) {
+  EXPECT_EQ(parse_doubles("0.5,1e-3", "--mean"), (std::vector<double>{0.5, 1e-3}));
+  EXPECT_THROW(parse_doubles("nan", "--mean"), UsageError);
+  EXPECT_THROW(parse_doubles("0.5abc", "--mean"), UsageError);
+  EXPECT_THROW(parse_doubles("inf", "--mean"), UsageError);
+}
+
+TEST(Text, ErrorNamesTheFlag) {
+  try {
+    parse_shape("a", "--input-shape");
+    FAIL();
+  } catch (const UsageError& e) {
+    EXPECT_NE(std::string(e.what()).find("--input-shape"), std::string::npos);
+  }
+}
+
+TEST(Text, FormatsShapes) { EXPECT_EQ(format_shape({3, 32, 32}), "3x32x32"); }
+
+}  // namespace
+}  // namespace rdprune

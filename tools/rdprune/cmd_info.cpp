@@ -1,0 +1,89 @@
+// rdprune info --model M: the prunable layers.
+#include <fmt/format.h>
+
+#include "commands.h"
+#include "common.h"
+#include "rdprune/error.h"
+#include "rdprune/text.h"
+
+namespace rdprune::cli {
+namespace {
+
+struct InfoFlags {
+  CommonFlags common;
+  DataFlags data;
+  std::string model;
+  bool dataset_given = false;
+};
+
+void run_info(const InfoFlags& flags) {
+  apply_threads(flags.common);
+  auto network = load_model(flags.model);
+  std::vector<int64_t> input_shape = network->meta().input_shape;
+  if (!flags.data.input_shape.empty()) {
+    input_shape = parse_shape(flags.data.input_shape, "--input-shape");
+    if (input_shape.size() != 3) throw UsageError("--input-shape: expected C,H,W");
+  } else if (input_shape.empty() && flags.dataset_given) {
+    input_shape = load_dataset(dataset_options(flags.data, &network->meta())).test.sample_shape();
+  }
+  if (network->layers().empty()) {
+    throw Error(flags.model + ": model has no prunable layers (no Conv2d or Linear weights)");
+  }
+  const auto infos = layer_census(*network, input_shape);
+
+  nlohmann::json layers = nlohmann::json::array();
+  int64_t total_weights = 0;
+  double total_pruned = 0;
+  double total_flops = 0;
+  std::string table = fmt::format("{:<28} {:<7} {:<16} {:>10} {:>12} {:>9}\n", "layer", "type", "shape",
+                                  "weights", "flops/weight", "sparsity");
+  for (const auto& info : infos) {
+    total_weights += info.weights;
+    total_pruned += info.sparsity * static_cast<double>(info.weights);
+    total_flops += info.flops_per_weight * static_cast<double>(info.weights);
+    nlohmann::json layer = {{"name", info.name},           {"type", info.type},
+                            {"shape", info.shape},         {"weights", info.weights},
+                            {"sparsity", info.sparsity},   {"calls", info.calls}};
+    layer["flops_per_weight"] = info.flops_per_weight >= 0 ? nlohmann::json(info.flops_per_weight) : nlohmann::json();
+    layers.push_back(layer);
+    table += fmt::format("{:<28} {:<7} {:<16} {:>10} {:>12} {:>8.2f}%{}\n", info.name, info.type,
+                         format_shape(info.shape), info.weights,
+                         info.flops_per_weight >= 0 ? fmt::format("{:g}", info.flops_per_weight) : "?",
+                         100.0 * info.sparsity, info.calls > 1 ? "  (shared: called " + std::to_string(info.calls) + "x)" : "");
+  }
+  const bool flops_known = !input_shape.empty();
+  const double sparsity = total_weights > 0 ? total_pruned / static_cast<double>(total_weights) : 0.0;
+  nlohmann::json result = {{"model", flags.model},
+                           {"format", network->format()},
+                           {"arch", network->meta().arch},
+                           {"input_shape", input_shape},
+                           {"num_classes", network->meta().num_classes},
+                           {"layers", layers},
+                           {"total_weights", total_weights},
+                           {"sparsity", sparsity}};
+  result["total_flops"] = flops_known ? nlohmann::json(total_flops) : nlohmann::json();
+  std::string human = fmt::format("{} ({}, {}), input {}\n", flags.model, network->meta().arch,
+                                  network->format(), input_shape.empty() ? "unknown" : format_shape(input_shape));
+  human += table;
+  human += fmt::format("total: {} layers, {} weights, sparsity {:.2f}%, {}\n", infos.size(), total_weights,
+                       100.0 * sparsity,
+                       flops_known ? fmt::format("{:.4g} MACs per sample", total_flops)
+                                   : std::string("FLOPs unknown (pass --input-shape C,H,W or --dataset)"));
+  emit(flags.common, result, human);
+}
+
+}  // namespace
+
+void register_info(CLI::App& app) {
+  auto flags = std::make_shared<InfoFlags>();
+  auto* command = app.add_subcommand("info", "List the prunable layers: name, shape, weights, FLOPs per weight, sparsity");
+  command->add_option("--model", flags->model, "rdprune checkpoint or TorchScript file")->required();
+  add_common_flags(*command, flags->common);
+  add_data_flags(*command, flags->data, /*dataset_required=*/false);
+  command->callback([flags, command] {
+    flags->dataset_given = command->count("--dataset") > 0;
+    run_info(*flags);
+  });
+}
+
+}  // namespace rdprune::cli

@@ -1,0 +1,12 @@
+// Each command registers its subcommand, flags and callback on the application.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+namespace rdprune::cli {
+
+void register_info(CLI::App& app);
+void register_train(CLI::App& app);
+void register_eval(CLI::App& app);
+
+}  // namespace rdprune::cli

@@ -1,0 +1,94 @@
+#include "common.h"
+
+#include <iostream>
+#include <thread>
+
+#include <torch/torch.h>
+
+#include "rdprune/error.h"
+#include "rdprune/text.h"
+
+namespace rdprune::cli {
+
+void add_common_flags(CLI::App& command, CommonFlags& flags) {
+  command.add_flag("--json", flags.json, "Print one JSON object on stdout; progress stays on stderr");
+  command.add_option("--threads", flags.threads, "CPU threads (default: all cores)")->check(CLI::Range(0, 4096));
+}
+
+void add_data_flags(CLI::App& command, DataFlags& flags, bool dataset_required) {
+  auto* dataset = command.add_option("--dataset", flags.dataset,
+                                     "fashion-mnist|mnist|cifar10|cifar100|imagefolder|synthetic");
+  if (dataset_required) dataset->required();
+  command.add_option("--data-dir", flags.data_dir, "Directory of the dataset's files (default: the dataset's own)");
+  command.add_option("--mean", flags.mean, "Per-channel normalisation mean, e.g. 0.286 or 0.49,0.48,0.45");
+  command.add_option("--std", flags.std, "Per-channel normalisation std");
+  command.add_option("--image-size", flags.image_size, "imagefolder: resize images to this square size (default 32)");
+  command.add_option("--channels", flags.channels, "imagefolder: 1 or 3 channels (default 3)");
+  command.add_option("--input-shape", flags.input_shape, "synthetic: sample shape C,H,W (default 1,28,28)");
+  command.add_option("--num-classes", flags.num_classes, "synthetic: number of classes (default 10)");
+  command.add_option("--synthetic-size", flags.synthetic_size, "synthetic: samples per split (default 1024)");
+}
+
+void apply_threads(const CommonFlags& flags) {
+  const int threads = flags.threads > 0 ? flags.threads
+                                        : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  torch::set_num_threads(threads);
+}
+
+DatasetOptions dataset_options(const DataFlags& flags, const ModelMeta* model) {
+  DatasetOptions options;
+  options.name = flags.dataset;
+  options.data_dir = flags.data_dir;
+  if (!flags.mean.empty()) options.mean = parse_doubles(flags.mean, "--mean");
+  if (!flags.std.empty()) options.std = parse_doubles(flags.std, "--std");
+  if (model && model->dataset == flags.dataset) {
+    if (options.mean.empty()) options.mean = model->normalization.mean;
+    if (options.std.empty()) options.std = model->normalization.std;
+  }
+  if (flags.image_size < 0) throw UsageError("--image-size: expected a positive size");
+  options.image_size = flags.image_size;
+  options.channels = flags.channels;
+  if (!flags.input_shape.empty()) {
+    options.input_shape = parse_shape(flags.input_shape, "--input-shape");
+    if (options.input_shape.size() != 3) throw UsageError("--input-shape: expected C,H,W");
+  }
+  if (flags.num_classes < 0) throw UsageError("--num-classes: expected a positive count");
+  options.num_classes = flags.num_classes;
+  if (flags.synthetic_size <= 0) throw UsageError("--synthetic-size: expected a positive count");
+  options.synthetic_size = flags.synthetic_size;
+  options.seed = flags.seed;
+  return options;
+}
+
+std::unique_ptr<Network> load_model(const std::string& path) { return load_network(path); }
+
+void check_model_fits(Network& network, const Dataset& data) {
+  const auto& meta = network.meta();
+  const auto shape = data.sample_shape();
+  if (!meta.input_shape.empty() && meta.input_shape != shape) {
+    throw Error("model takes " + format_shape(meta.input_shape) + " inputs but " + data.description() +
+                " has " + format_shape(shape) + " samples");
+  }
+  if (meta.num_classes > 0 && meta.num_classes != data.num_classes()) {
+    throw Error("model has " + std::to_string(meta.num_classes) + " classes but " + data.description() +
+                " has " + std::to_string(data.num_classes()));
+  }
+  check_logits(network, shape, data.num_classes());
+}
+
+void emit(const CommonFlags& flags, const nlohmann::json& result, const std::string& human) {
+  if (flags.json) {
+    std::cout << result.dump() << std::endl;
+  } else {
+    std::cout << human << std::flush;
+  }
+}
+
+void require_range(const std::string& flag, double value, double low, double high) {
+  if (!(value >= low && value <= high)) {
+    throw UsageError(flag + ": " + std::to_string(value) + " is outside [" + std::to_string(low) + ", " +
+                     std::to_string(high) + "]");
+  }
+}
+
+}  // namespace rdprune::cli

@@ -1,0 +1,57 @@
+// Shared plumbing of the CLI commands: flags that several commands take, turning them into
+// validated option structs, and output. No algorithms live here.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include "rdprune/dataset.h"
+#include "rdprune/network.h"
+
+namespace rdprune::cli {
+
+// Flags every command takes.
+struct CommonFlags {
+  bool json = false;
+  int threads = 0;  // 0 = all cores
+};
+
+// Flags that select and shape a dataset.
+struct DataFlags {
+  std::string dataset = "fashion-mnist";
+  std::string data_dir;
+  std::string mean;
+  std::string std;
+  int64_t image_size = 0;
+  int64_t channels = 0;
+  std::string input_shape;
+  int64_t num_classes = 0;
+  int64_t synthetic_size = 1024;
+  uint64_t seed = 0;
+};
+
+void add_common_flags(CLI::App& command, CommonFlags& flags);
+void add_data_flags(CLI::App& command, DataFlags& flags, bool dataset_required);
+
+// Applies --threads (default: every core; OpenMP would otherwise use one).
+void apply_threads(const CommonFlags& flags);
+
+// The dataset options for `flags`. A model trained on the same dataset lends its recorded
+// normalisation unless --mean/--std override it.
+DatasetOptions dataset_options(const DataFlags& flags, const ModelMeta* model = nullptr);
+
+// Loads --model and checks it can take the dataset's samples (shape, classes).
+std::unique_ptr<Network> load_model(const std::string& path);
+void check_model_fits(Network& network, const Dataset& data);
+
+// Prints the command's result: the JSON object on stdout with --json, else `human` on stdout.
+void emit(const CommonFlags& flags, const nlohmann::json& result, const std::string& human);
+
+// Rejects values outside [low, high] with a UsageError naming the flag.
+void require_range(const std::string& flag, double value, double low, double high);
+
+}  // namespace rdprune::cli

@@ -1,0 +1,74 @@
+// rdprune: layer-adaptive pruning by rate-distortion optimisation.
+// Exit codes: 0 success, 2 usage error, 1 any other error; always a one-line reason on stderr.
+#include <algorithm>
+#include <iostream>
+
+#include <c10/util/Exception.h>
+#include <nlohmann/json.hpp>
+
+#include "commands.h"
+#include "rdprune/error.h"
+
+namespace {
+
+std::string one_line(std::string text) {
+  for (char& c : text) {
+    if (c == '\n' || c == '\r') c = ' ';
+  }
+  const size_t end = text.find_last_not_of(' ');
+  return end == std::string::npos ? text : text.substr(0, end + 1);
+}
+
+bool wants_json(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    if (std::string(argv[i]) == "--json") return true;
+  }
+  return false;
+}
+
+int fail(int code, const std::string& reason, bool json) {
+  const std::string line = one_line(reason);
+  std::cerr << "rdprune: error: " << line << std::endl;
+  if (json) std::cout << nlohmann::json{{"error", line}, {"exit_code", code}}.dump() << std::endl;
+  return code;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"rdprune: prune trained networks layer-adaptively by rate-distortion optimisation"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "rdprune 0.1.0");
+  rdprune::cli::register_info(app);
+  rdprune::cli::register_train(app);
+  rdprune::cli::register_eval(app);
+  const bool json = wants_json(argc, argv);
+  const auto commands = app.get_subcommands([](CLI::App*) { return true; });
+  const bool known_command = std::any_of(commands.begin(), commands.end(),
+                                         [&](CLI::App* sub) { return argc > 1 && sub->get_name() == argv[1]; });
+  if (argc > 1 && argv[1][0] != '-' && !known_command) {
+    std::string known;
+    for (const auto* sub : commands) known += (known.empty() ? "" : ", ") + sub->get_name();
+    return fail(2, std::string("unknown command '") + argv[1] + "' (commands: " + known + ")", json);
+  }
+  try {
+    app.parse(argc, argv);
+    return 0;
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    return fail(2, e.what(), json);
+  } catch (const rdprune::UsageError& e) {
+    return fail(2, e.what(), json);
+  } catch (const rdprune::Error& e) {
+    return fail(1, e.what(), json);
+  } catch (const c10::Error& e) {
+    return fail(1, e.what_without_backtrace(), json);
+  } catch (const std::exception& e) {
+    return fail(1, e.what(), json);
+  }
+}
