@@ -1,0 +1,48 @@
+// Rate-distortion curves: per layer, the output distortion measured when that layer alone is
+// pruned to each level of a sparsity grid. Torch-free; read and written as `rdprune.curves/1`.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace rdprune {
+
+inline constexpr const char* kCurvesSchema = "rdprune.curves/1";
+
+struct LayerCurve {
+  std::string name;
+  int64_t weights = 0;
+  double flops_per_weight = 0;
+  double sparsity_current = 0;     // pruned / weights before this measurement
+  std::vector<double> sparsity;    // ascending levels, each in [sparsity_current, 1]
+  std::vector<int64_t> kept;       // weights - floor(sparsity * weights), non-increasing
+  std::vector<double> distortion;  // finite, >= 0, one per level
+};
+
+struct CurveSet {
+  std::string metric;       // "mse" or "worst"
+  std::string calibration;  // e.g. "fashion-mnist train[0:256]" or "synthetic N(0,1) 256x1x28x28 seed 0"
+  std::string fingerprint;  // hash of the model's weights, buffers and masks
+  int64_t levels = 100;     // grid steps (levels + 1 points from 0 to 1)
+  std::vector<LayerCurve> layers;
+};
+
+// The uniform grid {0, 1/steps, ..., 1}. Throws UsageError unless 1 <= steps <= 100000.
+std::vector<double> level_grid(int64_t steps);
+
+// Levels of `grid` usable by a layer at `sparsity_current`: the current sparsity itself first
+// (pruning nothing more), then every grid level above it.
+std::vector<double> levels_from(const std::vector<double>& grid, double sparsity_current);
+
+// Weights kept when `weights` are pruned to `sparsity`: weights - floor(sparsity * weights).
+int64_t kept_at(double sparsity, int64_t weights);
+
+// Checks every invariant above; throws Error naming `source`, the layer and the field.
+void validate(const CurveSet& curves, const std::string& source);
+
+std::string to_json(const CurveSet& curves);
+// Parses and validates. Throws Error naming `source` on malformed or invalid content.
+CurveSet curves_from_json(const std::string& text, const std::string& source);
+
+}  // namespace rdprune

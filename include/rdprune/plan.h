@@ -1,0 +1,57 @@
+// Plans: a kept-weight count per layer, written as `rdprune.plan/1`. Torch-free.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "rdprune/layer.h"
+
+namespace rdprune {
+
+inline constexpr const char* kPlanSchema = "rdprune.plan/1";
+
+enum class BudgetKind { kParams, kFlops };
+BudgetKind parse_budget(const std::string& text);  // "params" | "flops"; UsageError otherwise
+std::string to_string(BudgetKind budget);
+
+struct PlanLayer {
+  std::string name;
+  int64_t weights = 0;
+  int64_t kept = 0;
+  double flops_per_weight = 0;
+  double sparsity() const { return weights > 0 ? 1.0 - static_cast<double>(kept) / static_cast<double>(weights) : 0; }
+};
+
+struct Plan {
+  std::string method;  // rd | global | lamp | uniform | uniform+ | erk
+  BudgetKind budget = BudgetKind::kParams;
+  double sparsity_target = 0;  // of weights (params budget) or of FLOPs (flops budget)
+  std::optional<double> predicted_distortion;
+  std::string solver;       // for rd: dp | lagrange
+  std::string fingerprint;  // of the model the plan was made for, when known
+  std::vector<PlanLayer> layers;
+
+  int64_t total_weights() const;
+  int64_t kept_weights() const;
+  double dense_flops() const;
+  double kept_flops() const;
+  double sparsity_achieved() const;        // 1 - kept / total weights
+  double flops_sparsity_achieved() const;  // 1 - kept / dense FLOPs
+};
+
+// Budget for a target: params: floor((1 - S) * total weights); flops: (1 - S) * dense FLOPs.
+double budget_for(BudgetKind budget, double sparsity_target, int64_t total_weights, double dense_flops);
+
+// Throws UsageError unless 0 <= target < 1 (and finite).
+void check_sparsity_target(double sparsity_target, const std::string& flag);
+
+void validate(const Plan& plan, const std::string& source);
+std::string to_json(const Plan& plan);
+Plan plan_from_json(const std::string& text, const std::string& source);
+
+// Checks that a plan was made for a model with these layers (names, order, sizes); throws Error.
+void check_plan_matches(const Plan& plan, const std::vector<LayerInfo>& layers, const std::string& source);
+
+}  // namespace rdprune

@@ -1,0 +1,135 @@
+#include "rdprune/allocate.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include <fmt/format.h>
+
+#include "rdprune/error.h"
+#include "rdprune/knapsack.h"
+
+namespace rdprune {
+
+void validate(const RdOptions& options) {
+  check_sparsity_target(options.sparsity_target, "--sparsity");
+  if (!(options.min_sparsity >= 0 && options.min_sparsity <= 1)) throw UsageError("--min-sparsity: expected [0, 1]");
+  if (!(options.max_sparsity >= 0 && options.max_sparsity <= 1)) throw UsageError("--max-sparsity: expected [0, 1]");
+  if (options.min_sparsity > options.max_sparsity) throw UsageError("--min-sparsity is above --max-sparsity");
+  if (options.solver != "dp" && options.solver != "lagrange") {
+    throw UsageError("--solver: expected dp or lagrange, got '" + options.solver + "'");
+  }
+  if (options.resolution < 1 || options.resolution > (int64_t{1} << 26)) {
+    throw UsageError("--dp-resolution: expected a cell count in [1, 67108864]");
+  }
+}
+
+namespace {
+
+struct Allowed {
+  std::vector<size_t> level;  // curve level index per choice
+  std::vector<Choice> choices;
+};
+
+double cost_of(BudgetKind budget, const LayerCurve& layer, size_t k) {
+  const auto kept = static_cast<double>(layer.kept[k]);
+  return budget == BudgetKind::kParams ? kept : kept * layer.flops_per_weight;
+}
+
+std::vector<Allowed> allowed_levels(const CurveSet& curves, const RdOptions& options) {
+  std::vector<Allowed> allowed(curves.layers.size());
+  for (const auto& name : options.keep_dense) {
+    const bool known = std::any_of(curves.layers.begin(), curves.layers.end(),
+                                   [&](const LayerCurve& layer) { return layer.name == name; });
+    if (!known) throw UsageError("--keep-dense: no layer named '" + name + "' in the curves");
+  }
+  for (size_t i = 0; i < curves.layers.size(); ++i) {
+    const LayerCurve& layer = curves.layers[i];
+    const bool dense = std::find(options.keep_dense.begin(), options.keep_dense.end(), layer.name) !=
+                       options.keep_dense.end();
+    for (size_t k = 0; k < layer.sparsity.size(); ++k) {
+      const double s = layer.sparsity[k];
+      const bool is_current = k == 0;  // the first level is the layer's current sparsity
+      bool ok;
+      if (dense) {
+        ok = is_current;
+      } else {
+        // A layer already sparser than the minimum may stay where it is.
+        ok = (s + 1e-12 >= options.min_sparsity || is_current) && s <= options.max_sparsity + 1e-12 &&
+             (options.allow_empty || layer.kept[k] > 0 || is_current);
+      }
+      if (!ok) continue;
+      allowed[i].level.push_back(k);
+      allowed[i].choices.push_back({cost_of(options.budget, layer, k), layer.distortion[k]});
+    }
+    if (allowed[i].choices.empty()) {
+      throw Error(fmt::format("layer {}: no level satisfies the constraints (current sparsity {:.4f}, "
+                              "min {:.4f}, max {:.4f})",
+                              layer.name, layer.sparsity.front(), options.min_sparsity, options.max_sparsity));
+    }
+  }
+  return allowed;
+}
+
+}  // namespace
+
+Plan allocate_rd(const CurveSet& curves, const RdOptions& options, std::vector<FrontierPoint>* frontier) {
+  validate(options);
+  validate(curves, "curves");
+  const std::vector<Allowed> allowed = allowed_levels(curves, options);
+  std::vector<std::vector<Choice>> groups;
+  for (const auto& a : allowed) groups.push_back(a.choices);
+
+  Plan plan;
+  plan.method = "rd";
+  plan.budget = options.budget;
+  plan.sparsity_target = options.sparsity_target;
+  plan.solver = options.solver;
+  plan.fingerprint = curves.fingerprint;
+  int64_t total_weights = 0;
+  double dense_flops = 0;
+  for (const auto& layer : curves.layers) {
+    total_weights += layer.weights;
+    dense_flops += static_cast<double>(layer.weights) * layer.flops_per_weight;
+  }
+  const double budget = budget_for(options.budget, options.sparsity_target, total_weights, dense_flops);
+
+  const KnapsackSolution solution = options.solver == "lagrange"
+                                        ? solve_lagrange(groups, budget)
+                                        : solve_dp(groups, budget, DpOptions{options.resolution});
+  if (!solution.feasible) {
+    double minimum = 0;
+    for (const auto& group : groups) {
+      double cheapest = group.front().cost;
+      for (const auto& choice : group) cheapest = std::min(cheapest, choice.cost);
+      minimum += cheapest;
+    }
+    throw Error(fmt::format("sparsity target {} is out of reach under the constraints: the layers keep at least "
+                            "{:.0f} {} but the budget is {:.0f}{}",
+                            options.sparsity_target, minimum, to_string(options.budget), budget,
+                            options.allow_empty ? "" : " (--allow-empty lets a layer lose every weight)"));
+  }
+  for (size_t i = 0; i < curves.layers.size(); ++i) {
+    const LayerCurve& layer = curves.layers[i];
+    const size_t k = allowed[i].level[solution.choice[i]];
+    plan.layers.push_back({layer.name, layer.weights, layer.kept[k], layer.flops_per_weight});
+  }
+  plan.predicted_distortion = solution.distortion;
+
+  if (frontier) {
+    std::vector<double> row;
+    double unit = 1;
+    double min_cost = 0;
+    const double dense = options.budget == BudgetKind::kParams ? static_cast<double>(total_weights) : dense_flops;
+    DpOptions dp{options.resolution, &row, &unit, &min_cost};
+    solve_dp(groups, dense, dp);
+    frontier->clear();
+    for (size_t b = 0; b < row.size(); ++b) {
+      if (!std::isfinite(row[b])) continue;
+      const double cost = min_cost + static_cast<double>(b) * unit;
+      frontier->push_back({cost, dense > 0 ? 1.0 - cost / dense : 0.0, row[b]});
+    }
+  }
+  return plan;
+}
+
+}  // namespace rdprune

@@ -1,0 +1,146 @@
+#include "rdprune/curves.h"
+
+#include <cmath>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "rdprune/error.h"
+
+namespace rdprune {
+
+std::vector<double> level_grid(int64_t steps) {
+  if (steps < 1 || steps > 100000) throw UsageError("--levels: expected a step count in [1, 100000]");
+  std::vector<double> grid(static_cast<size_t>(steps + 1));
+  for (int64_t k = 0; k <= steps; ++k) grid[static_cast<size_t>(k)] = static_cast<double>(k) / static_cast<double>(steps);
+  return grid;
+}
+
+std::vector<double> levels_from(const std::vector<double>& grid, double sparsity_current) {
+  std::vector<double> levels = {sparsity_current};
+  for (double level : grid) {
+    if (level > sparsity_current + 1e-12) levels.push_back(level);
+  }
+  return levels;
+}
+
+int64_t kept_at(double sparsity, int64_t weights) {
+  // A small tolerance so that 0.3 * 10 counts as 3 despite 0.3's binary representation.
+  return weights - static_cast<int64_t>(std::floor(sparsity * static_cast<double>(weights) + 1e-9));
+}
+
+void validate(const CurveSet& curves, const std::string& source) {
+  if (curves.metric != "mse" && curves.metric != "worst") {
+    throw Error(source + ": metric '" + curves.metric + "', expected mse or worst");
+  }
+  if (curves.layers.empty()) throw Error(source + ": no layers");
+  for (const auto& layer : curves.layers) {
+    const std::string where = source + ": layer " + layer.name;
+    if (layer.weights <= 0) throw Error(where + ": weights must be positive");
+    if (!(layer.flops_per_weight >= 0) || !std::isfinite(layer.flops_per_weight)) {
+      throw Error(where + ": flops_per_weight must be a finite number >= 0");
+    }
+    if (!(layer.sparsity_current >= 0 && layer.sparsity_current <= 1)) {
+      throw Error(where + ": sparsity_current must be in [0, 1]");
+    }
+    const size_t n = layer.sparsity.size();
+    if (n == 0) throw Error(where + ": no levels");
+    if (layer.kept.size() != n || layer.distortion.size() != n) {
+      throw Error(fmt::format("{}: sparsity, kept and distortion have {}, {} and {} entries; expected equal",
+                              where, n, layer.kept.size(), layer.distortion.size()));
+    }
+    for (size_t k = 0; k < n; ++k) {
+      const double s = layer.sparsity[k];
+      if (!(s >= 0 && s <= 1)) throw Error(fmt::format("{}: sparsity[{}] = {} outside [0, 1]", where, k, s));
+      if (k > 0 && !(s > layer.sparsity[k - 1])) {
+        throw Error(fmt::format("{}: sparsity grid is not increasing at index {} ({} after {})", where, k, s,
+                                layer.sparsity[k - 1]));
+      }
+      if (s + 1e-9 < layer.sparsity_current) {
+        throw Error(fmt::format("{}: level {} is below the layer's current sparsity {}", where, s,
+                                layer.sparsity_current));
+      }
+      if (layer.kept[k] != kept_at(s, layer.weights)) {
+        throw Error(fmt::format("{}: kept[{}] = {} but sparsity {} of {} weights keeps {}", where, k,
+                                layer.kept[k], s, layer.weights, kept_at(s, layer.weights)));
+      }
+      const double d = layer.distortion[k];
+      if (!std::isfinite(d)) throw Error(fmt::format("{}: distortion[{}] is {}", where, k, d));
+      if (d < 0) throw Error(fmt::format("{}: distortion[{}] = {} is negative", where, k, d));
+    }
+  }
+}
+
+std::string to_json(const CurveSet& curves) {
+  nlohmann::json layers = nlohmann::json::array();
+  for (const auto& layer : curves.layers) {
+    layers.push_back({{"name", layer.name},
+                      {"weights", layer.weights},
+                      {"flops_per_weight", layer.flops_per_weight},
+                      {"sparsity_current", layer.sparsity_current},
+                      {"sparsity", layer.sparsity},
+                      {"kept", layer.kept},
+                      {"distortion", layer.distortion}});
+  }
+  const nlohmann::json json = {{"schema", kCurvesSchema},         {"metric", curves.metric},
+                               {"calibration", curves.calibration}, {"fingerprint", curves.fingerprint},
+                               {"levels", curves.levels},         {"layers", layers}};
+  return json.dump(1) + "\n";
+}
+
+namespace {
+
+// nlohmann writes NaN and infinity as null; read null back as NaN so validation names it.
+std::vector<double> numbers(const nlohmann::json& array, const std::string& where) {
+  if (!array.is_array()) throw Error(where + ": expected an array");
+  std::vector<double> out;
+  for (const auto& value : array) {
+    if (value.is_null()) {
+      out.push_back(std::nan(""));
+    } else if (value.is_number()) {
+      out.push_back(value.get<double>());
+    } else {
+      throw Error(where + ": expected numbers");
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+CurveSet curves_from_json(const std::string& text, const std::string& source) {
+  nlohmann::json json;
+  try {
+    json = nlohmann::json::parse(text);
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(source + ": not valid JSON (" + e.what() + ")");
+  }
+  try {
+    if (json.value("schema", "") != kCurvesSchema) {
+      throw Error(source + ": schema '" + json.value("schema", "") + "', expected " + kCurvesSchema);
+    }
+    CurveSet curves;
+    curves.metric = json.at("metric").get<std::string>();
+    curves.calibration = json.value("calibration", "");
+    curves.fingerprint = json.value("fingerprint", "");
+    curves.levels = json.value("levels", int64_t{0});
+    for (const auto& entry : json.at("layers")) {
+      LayerCurve layer;
+      layer.name = entry.at("name").get<std::string>();
+      const std::string where = source + ": layer " + layer.name;
+      layer.weights = entry.at("weights").get<int64_t>();
+      layer.flops_per_weight = entry.at("flops_per_weight").get<double>();
+      layer.sparsity_current = entry.value("sparsity_current", 0.0);
+      layer.sparsity = numbers(entry.at("sparsity"), where + ": sparsity");
+      layer.kept = entry.at("kept").get<std::vector<int64_t>>();
+      layer.distortion = numbers(entry.at("distortion"), where + ": distortion");
+      curves.layers.push_back(std::move(layer));
+    }
+    validate(curves, source);
+    return curves;
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(source + ": malformed curves file (" + e.what() + ")");
+  }
+}
+
+}  // namespace rdprune

@@ -1,0 +1,159 @@
+#include "rdprune/plan.h"
+
+#include <cmath>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "rdprune/error.h"
+
+namespace rdprune {
+
+BudgetKind parse_budget(const std::string& text) {
+  if (text == "params") return BudgetKind::kParams;
+  if (text == "flops") return BudgetKind::kFlops;
+  throw UsageError("--budget: expected params or flops, got '" + text + "'");
+}
+
+std::string to_string(BudgetKind budget) { return budget == BudgetKind::kParams ? "params" : "flops"; }
+
+int64_t Plan::total_weights() const {
+  int64_t total = 0;
+  for (const auto& layer : layers) total += layer.weights;
+  return total;
+}
+
+int64_t Plan::kept_weights() const {
+  int64_t total = 0;
+  for (const auto& layer : layers) total += layer.kept;
+  return total;
+}
+
+double Plan::dense_flops() const {
+  double total = 0;
+  for (const auto& layer : layers) total += static_cast<double>(layer.weights) * layer.flops_per_weight;
+  return total;
+}
+
+double Plan::kept_flops() const {
+  double total = 0;
+  for (const auto& layer : layers) total += static_cast<double>(layer.kept) * layer.flops_per_weight;
+  return total;
+}
+
+double Plan::sparsity_achieved() const {
+  const int64_t total = total_weights();
+  return total > 0 ? 1.0 - static_cast<double>(kept_weights()) / static_cast<double>(total) : 0.0;
+}
+
+double Plan::flops_sparsity_achieved() const {
+  const double dense = dense_flops();
+  return dense > 0 ? 1.0 - kept_flops() / dense : 0.0;
+}
+
+double budget_for(BudgetKind budget, double sparsity_target, int64_t total_weights, double dense_flops) {
+  if (budget == BudgetKind::kParams) {
+    return std::floor((1.0 - sparsity_target) * static_cast<double>(total_weights) + 1e-9);
+  }
+  return (1.0 - sparsity_target) * dense_flops;
+}
+
+void check_sparsity_target(double sparsity_target, const std::string& flag) {
+  if (!(sparsity_target >= 0 && sparsity_target < 1)) {
+    throw UsageError(fmt::format("{}: {} is outside [0, 1)", flag, sparsity_target));
+  }
+}
+
+void validate(const Plan& plan, const std::string& source) {
+  if (plan.layers.empty()) throw Error(source + ": plan has no layers");
+  if (!(plan.sparsity_target >= 0 && plan.sparsity_target < 1)) {
+    throw Error(fmt::format("{}: sparsity_target {} outside [0, 1)", source, plan.sparsity_target));
+  }
+  for (const auto& layer : plan.layers) {
+    if (layer.weights <= 0 || layer.kept < 0 || layer.kept > layer.weights) {
+      throw Error(fmt::format("{}: layer {}: kept {} of {} weights is impossible", source, layer.name, layer.kept,
+                              layer.weights));
+    }
+    if (!(layer.flops_per_weight >= 0) || !std::isfinite(layer.flops_per_weight)) {
+      throw Error(source + ": layer " + layer.name + ": flops_per_weight must be finite and >= 0");
+    }
+  }
+}
+
+std::string to_json(const Plan& plan) {
+  nlohmann::json layers = nlohmann::json::array();
+  for (const auto& layer : plan.layers) {
+    layers.push_back({{"name", layer.name},
+                      {"weights", layer.weights},
+                      {"kept", layer.kept},
+                      {"sparsity", layer.sparsity()},
+                      {"flops_per_weight", layer.flops_per_weight}});
+  }
+  nlohmann::json json = {{"schema", kPlanSchema},
+                         {"method", plan.method},
+                         {"budget", to_string(plan.budget)},
+                         {"sparsity_target", plan.sparsity_target},
+                         {"sparsity_achieved", plan.sparsity_achieved()},
+                         {"flops_sparsity_achieved", plan.flops_sparsity_achieved()},
+                         {"total_weights", plan.total_weights()},
+                         {"kept_weights", plan.kept_weights()},
+                         {"dense_flops", plan.dense_flops()},
+                         {"kept_flops", plan.kept_flops()},
+                         {"layers", layers}};
+  json["predicted_distortion"] = plan.predicted_distortion ? nlohmann::json(*plan.predicted_distortion) : nlohmann::json();
+  if (!plan.solver.empty()) json["solver"] = plan.solver;
+  if (!plan.fingerprint.empty()) json["fingerprint"] = plan.fingerprint;
+  return json.dump(1) + "\n";
+}
+
+Plan plan_from_json(const std::string& text, const std::string& source) {
+  nlohmann::json json;
+  try {
+    json = nlohmann::json::parse(text);
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(source + ": not valid JSON (" + e.what() + ")");
+  }
+  try {
+    if (json.value("schema", "") != kPlanSchema) {
+      throw Error(source + ": schema '" + json.value("schema", "") + "', expected " + kPlanSchema);
+    }
+    Plan plan;
+    plan.method = json.at("method").get<std::string>();
+    plan.budget = parse_budget(json.at("budget").get<std::string>());
+    plan.sparsity_target = json.at("sparsity_target").get<double>();
+    if (json.contains("predicted_distortion") && json["predicted_distortion"].is_number()) {
+      plan.predicted_distortion = json["predicted_distortion"].get<double>();
+    }
+    plan.solver = json.value("solver", "");
+    plan.fingerprint = json.value("fingerprint", "");
+    for (const auto& entry : json.at("layers")) {
+      PlanLayer layer;
+      layer.name = entry.at("name").get<std::string>();
+      layer.weights = entry.at("weights").get<int64_t>();
+      layer.kept = entry.at("kept").get<int64_t>();
+      layer.flops_per_weight = entry.value("flops_per_weight", 0.0);
+      plan.layers.push_back(std::move(layer));
+    }
+    validate(plan, source);
+    return plan;
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(source + ": malformed plan file (" + e.what() + ")");
+  } catch (const UsageError& e) {
+    throw Error(source + ": " + e.what());
+  }
+}
+
+void check_plan_matches(const Plan& plan, const std::vector<LayerInfo>& layers, const std::string& source) {
+  if (plan.layers.size() != layers.size()) {
+    throw Error(fmt::format("{}: plan has {} layers but the model has {}; was it made for another model?", source,
+                            plan.layers.size(), layers.size()));
+  }
+  for (size_t i = 0; i < layers.size(); ++i) {
+    if (plan.layers[i].name != layers[i].name || plan.layers[i].weights != layers[i].weights) {
+      throw Error(fmt::format("{}: layer {} is {} ({} weights) in the plan but {} ({} weights) in the model", source,
+                              i, plan.layers[i].name, plan.layers[i].weights, layers[i].name, layers[i].weights));
+    }
+  }
+}
+
+}  // namespace rdprune
