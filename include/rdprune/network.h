@@ -36,6 +36,8 @@ class Network {
   virtual torch::Tensor forward(const torch::Tensor& input) = 0;
   virtual void set_training(bool training) = 0;
   virtual std::vector<torch::Tensor> parameters() = 0;
+  // Non-trainable state that shapes the outputs (batch-norm running statistics).
+  virtual std::vector<torch::Tensor> buffers() = 0;
   virtual void to(const torch::Device& device) = 0;
   // Writes the model (with its masks) in its own format, atomically.
   virtual void save(const std::string& path) = 0;

@@ -19,6 +19,7 @@ class NativeNetwork : public Network {
   torch::Tensor forward(const torch::Tensor& input) override { return model_->forward(input); }
   void set_training(bool training) override { model_->train(training); }
   std::vector<torch::Tensor> parameters() override { return model_->parameters(); }
+  std::vector<torch::Tensor> buffers() override { return model_->buffers(); }
   void to(const torch::Device& device) override;
   void save(const std::string& path) override;
   std::string format() const override { return "checkpoint"; }
@@ -39,12 +40,14 @@ class ScriptNetwork : public Network {
   torch::Tensor forward(const torch::Tensor& input) override;
   void set_training(bool training) override { module_.train(training); }
   std::vector<torch::Tensor> parameters() override;
-  void to(const torch::Device& device) override { module_.to(device); }
+  std::vector<torch::Tensor> buffers() override;
+  void to(const torch::Device& device) override;
   void save(const std::string& path) override;
   std::string format() const override { return "torchscript"; }
 
  private:
   torch::jit::Module module_;
+  std::vector<torch::jit::Module> layer_modules_;  // the module owning each layer's weight
   std::string path_;
 };
 

@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <unordered_set>
 
 #include "network_impl.h"
@@ -6,6 +7,8 @@
 
 namespace rdprune {
 namespace {
+
+constexpr const char* kMaskBuffer = "weight_mask";
 
 // The qualified class name without TorchScript's "___torch_mangle_N." segments, e.g.
 // "__torch__.torch.nn.modules.conv.Conv2d".
@@ -44,8 +47,18 @@ ScriptNetwork::ScriptNetwork(torch::jit::Module module, const std::string& path)
     // named_modules() does, which skips modules it has already yielded).
     if (!seen.insert(tensor.unsafeGetTensorImpl()).second) continue;
     layers_.push_back({item.name, type, tensor});
+    layer_modules_.push_back(item.value);
   }
   masks_.resize(layers_.size());
+  // Masks saved by rdprune travel as `weight_mask` buffers (torch.nn.utils.prune's name).
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    if (!layer_modules_[i].hasattr(kMaskBuffer)) continue;
+    const c10::IValue mask = layer_modules_[i].attr(kMaskBuffer);
+    if (!mask.isTensor() || mask.toTensor().sizes() != layers_[i].weight.sizes()) {
+      throw Error(path + ": layer " + layers_[i].name + ": weight_mask does not match the weight's shape");
+    }
+    if (!mask.toTensor().to(torch::kBool).all().item<bool>()) set_mask(i, mask.toTensor());
+  }
 }
 
 torch::Tensor ScriptNetwork::forward(const torch::Tensor& input) {
@@ -64,6 +77,19 @@ torch::Tensor ScriptNetwork::forward(const torch::Tensor& input) {
   return output.toTensor();
 }
 
+std::vector<torch::Tensor> ScriptNetwork::buffers() {
+  std::vector<torch::Tensor> out;
+  for (const auto& buffer : module_.buffers(/*recurse=*/true)) out.push_back(buffer);
+  return out;
+}
+
+void ScriptNetwork::to(const torch::Device& device) {
+  module_.to(device);
+  for (auto& mask : masks_) {
+    if (mask.defined()) mask = mask.to(device);
+  }
+}
+
 std::vector<torch::Tensor> ScriptNetwork::parameters() {
   std::vector<torch::Tensor> out;
   for (const auto& parameter : module_.parameters(/*recurse=*/true)) out.push_back(parameter);
@@ -71,6 +97,16 @@ std::vector<torch::Tensor> ScriptNetwork::parameters() {
 }
 
 void ScriptNetwork::save(const std::string& path) {
+  const bool masked = std::any_of(masks_.begin(), masks_.end(), [](const torch::Tensor& m) { return m.defined(); });
+  if (masked) {
+    // Every prunable layer gets the buffer: TorchScript may share one class type between
+    // several Conv2d instances, and each instance of a type must carry the same attributes.
+    for (size_t i = 0; i < layers_.size(); ++i) {
+      const torch::Tensor mask = masks_[i].defined() ? masks_[i]
+                                                     : torch::ones_like(layers_[i].weight, torch::kBool);
+      layer_modules_[i].register_buffer(kMaskBuffer, mask.to(torch::kBool));
+    }
+  }
   replace_file_atomic(path, [&](const std::string& tmp) { module_.save(tmp); });
 }
 

@@ -8,5 +8,8 @@ namespace rdprune::cli {
 void register_info(CLI::App& app);
 void register_train(CLI::App& app);
 void register_eval(CLI::App& app);
+void register_curves(CLI::App& app);
+void register_allocate(CLI::App& app);
+void register_prune(CLI::App& app);
 
 }  // namespace rdprune::cli

@@ -42,6 +42,9 @@ int main(int argc, char** argv) {
   rdprune::cli::register_info(app);
   rdprune::cli::register_train(app);
   rdprune::cli::register_eval(app);
+  rdprune::cli::register_curves(app);
+  rdprune::cli::register_allocate(app);
+  rdprune::cli::register_prune(app);
   const bool json = wants_json(argc, argv);
   const auto commands = app.get_subcommands([](CLI::App*) { return true; });
   const bool known_command = std::any_of(commands.begin(), commands.end(),

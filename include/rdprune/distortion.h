@@ -1,0 +1,41 @@
+// Rate-distortion curve measurement (DESIGN.md, step 1): for every layer and level, prune that
+// layer alone by magnitude and measure how far the network's outputs move on calibration data.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "rdprune/curves.h"
+#include "rdprune/dataset.h"
+#include "rdprune/network.h"
+
+namespace rdprune {
+
+struct CurveOptions {
+  std::string metric = "mse";  // mse: mean over samples and outputs of (f(X) - Y)^2
+                               // worst: max over samples of the per-sample mean
+  int64_t levels = 100;        // grid steps; levels + 1 points
+  int64_t batch_size = 256;    // calibration samples per forward pass
+  std::string cache_dir;       // empty: no cache
+  bool progress = true;
+};
+
+void validate(const CurveOptions& options);
+
+// A hash of everything that decides the network's outputs: layer names, parameters, buffers and
+// masks. 16 hex digits.
+std::string fingerprint(Network& network);
+
+// Measures every layer's curve on `calibration` (unaugmented, in order). Levels below a layer's
+// current sparsity are not measured; the current level has distortion 0 by definition; a level
+// whose kept count equals the previous level's reuses its value. With a cache directory, each
+// finished layer is saved under a key of (fingerprint, calibration, metric, levels), so an
+// interrupted run resumes and a changed key never reuses old results.
+// O(layers * levels * forward(calibration)) time.
+CurveSet measure_curves(Network& network, const Dataset& calibration, const std::string& calibration_description,
+                        const std::vector<LayerInfo>& infos, const CurveOptions& options);
+
+// The distortion between outputs and reference outputs under `metric` (both [N, ...]).
+double output_distortion(const torch::Tensor& outputs, const torch::Tensor& reference, const std::string& metric);
+
+}  // namespace rdprune

@@ -1,0 +1,99 @@
+// rdprune allocate --method rd --curves C --sparsity S --out plan.json
+#include <fstream>
+
+#include <fmt/format.h>
+
+#include "commands.h"
+#include "common.h"
+#include "rdprune/allocate.h"
+#include "rdprune/atomic_file.h"
+#include "rdprune/error.h"
+#include "rdprune/text.h"
+
+namespace rdprune::cli {
+namespace {
+
+struct AllocateFlags {
+  CommonFlags common;
+  RdOptions rd;
+  std::string method = "rd";
+  std::string curves;
+  std::string model;
+  std::string budget = "params";
+  std::string keep_dense;
+  std::string out;
+  std::string frontier;
+  double sparsity = -1;
+};
+
+void write_frontier(const std::string& path, const std::vector<FrontierPoint>& frontier, BudgetKind budget) {
+  std::string text = fmt::format("kept_{},sparsity,distortion\n", budget == BudgetKind::kParams ? "weights" : "flops");
+  for (const auto& point : frontier) text += fmt::format("{:.17g},{:.17g},{:.17g}\n", point.budget, point.sparsity, point.distortion);
+  write_file_atomic(path, text);
+}
+
+void run_allocate(AllocateFlags& flags) {
+  apply_threads(flags.common);
+  if (flags.method != "rd") {
+    for (const char* known : {"global", "lamp", "uniform", "uniform+", "erk"}) {
+      if (flags.method == known) throw Error("--method " + flags.method + ": not available in this build yet; use rd");
+    }
+    throw UsageError("--method: unknown method '" + flags.method + "' (known: rd, global, lamp, uniform, uniform+, erk)");
+  }
+  if (flags.curves.empty()) throw UsageError("--curves: required for --method rd");
+  flags.rd.budget = parse_budget(flags.budget);
+  flags.rd.sparsity_target = flags.sparsity;
+  if (!flags.keep_dense.empty()) flags.rd.keep_dense = split_list(flags.keep_dense, "--keep-dense");
+  validate(flags.rd);
+  const CurveSet curves = curves_from_json(read_file(flags.curves), flags.curves);
+  std::vector<FrontierPoint> frontier;
+  const auto start = std::chrono::steady_clock::now();
+  const Plan plan = allocate_rd(curves, flags.rd, flags.frontier.empty() ? nullptr : &frontier);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  write_file_atomic(flags.out, to_json(plan));
+  if (!flags.frontier.empty()) write_frontier(flags.frontier, frontier, flags.rd.budget);
+
+  nlohmann::json result = {{"plan", flags.out},
+                           {"method", plan.method},
+                           {"solver", plan.solver},
+                           {"budget", to_string(plan.budget)},
+                           {"sparsity_target", plan.sparsity_target},
+                           {"sparsity_achieved", plan.sparsity_achieved()},
+                           {"flops_sparsity_achieved", plan.flops_sparsity_achieved()},
+                           {"predicted_distortion", *plan.predicted_distortion},
+                           {"seconds", seconds}};
+  std::string human = fmt::format("{} plan ({} solver, {} budget): target {:.4f}, achieved sparsity {:.4f}, "
+                                  "FLOPs sparsity {:.4f}, predicted distortion {:.6g}\n",
+                                  plan.method, plan.solver, to_string(plan.budget), plan.sparsity_target,
+                                  plan.sparsity_achieved(), plan.flops_sparsity_achieved(), *plan.predicted_distortion);
+  for (const auto& layer : plan.layers) {
+    human += fmt::format("  {:<28} {:>9} of {:>9} kept  sparsity {:6.2f}%\n", layer.name, layer.kept, layer.weights,
+                         100 * layer.sparsity());
+  }
+  human += "wrote " + flags.out + (flags.frontier.empty() ? "" : " and " + flags.frontier) + "\n";
+  emit(flags.common, result, human);
+}
+
+}  // namespace
+
+void register_allocate(CLI::App& app) {
+  auto flags = std::make_shared<AllocateFlags>();
+  auto* command = app.add_subcommand("allocate", "Choose every layer's sparsity under a weight or FLOPs budget");
+  command->add_option("--method", flags->method, "rd (default) | global | lamp | uniform | uniform+ | erk");
+  command->add_option("--curves", flags->curves, "Curves file from `rdprune curves` (method rd)");
+  command->add_option("--model", flags->model, "Model (baseline methods)");
+  command->add_option("--sparsity", flags->sparsity, "Target sparsity in [0, 1) of weights (or of FLOPs with --budget flops)")->required();
+  command->add_option("--budget", flags->budget, "params|flops (default params)");
+  command->add_option("--out", flags->out, "Output plan file (rdprune.plan/1 JSON)")->required();
+  command->add_option("--min-sparsity", flags->rd.min_sparsity, "Every layer at least this sparse (default 0)");
+  command->add_option("--max-sparsity", flags->rd.max_sparsity, "Every layer at most this sparse (default 1)");
+  command->add_option("--keep-dense", flags->keep_dense, "Comma-separated layers to leave as they are");
+  command->add_flag("--allow-empty", flags->rd.allow_empty, "Allow a layer to lose every weight");
+  command->add_option("--solver", flags->rd.solver, "dp (exact, default) | lagrange (slope search, for comparison)");
+  command->add_option("--dp-resolution", flags->rd.resolution, "DP budget cells (default 65536; exact when the budget fits)");
+  command->add_option("--frontier", flags->frontier, "Also write the optimal distortion for every budget (CSV)");
+  add_common_flags(*command, flags->common);
+  command->callback([flags] { run_allocate(*flags); });
+}
+
+}  // namespace rdprune::cli

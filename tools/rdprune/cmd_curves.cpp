@@ -1,0 +1,101 @@
+// rdprune curves --model M --dataset D --out curves.json: per-layer rate-distortion curves.
+#include <cstdlib>
+#include <filesystem>
+
+#include <fmt/format.h>
+
+#include "commands.h"
+#include "common.h"
+#include "rdprune/atomic_file.h"
+#include "rdprune/distortion.h"
+#include "rdprune/error.h"
+#include "rdprune/text.h"
+
+namespace rdprune::cli {
+namespace {
+
+struct CurvesFlags {
+  CommonFlags common;
+  DataFlags data;
+  CurveOptions curves;
+  std::string model;
+  std::string out;
+  int64_t calib_size = 256;
+  bool synthetic = false;
+  bool no_cache = false;
+};
+
+std::string default_cache_dir() {
+  if (const char* xdg = std::getenv("XDG_CACHE_HOME"); xdg && *xdg) return std::string(xdg) + "/rdprune";
+  if (const char* home = std::getenv("HOME"); home && *home) return std::string(home) + "/.cache/rdprune";
+  return (std::filesystem::temp_directory_path() / "rdprune-cache").string();
+}
+
+void run_curves(CurvesFlags& flags) {
+  apply_threads(flags.common);
+  validate(flags.curves);
+  if (flags.calib_size <= 0) throw UsageError("--calib-size: expected a positive count");
+  auto network = load_model(flags.model);
+  if (network->layers().empty()) throw Error(flags.model + ": model has no prunable layers (no Conv2d or Linear weights)");
+
+  Dataset calibration;
+  std::string description;
+  if (flags.synthetic) {
+    // Zero-data mode: N(0, 1) inputs of the model's input shape.
+    DataFlags synthetic = flags.data;
+    synthetic.dataset = "synthetic";
+    synthetic.synthetic_size = flags.calib_size;
+    if (synthetic.input_shape.empty()) {
+      const auto& shape = network->meta().input_shape;
+      if (shape.empty()) throw UsageError("--input-shape: the model does not record its input shape; pass C,H,W");
+      synthetic.input_shape = fmt::format("{},{},{}", shape[0], shape[1], shape[2]);
+    }
+    calibration = load_dataset(dataset_options(synthetic)).train;
+    description = fmt::format("synthetic N(0,1) {}x{} seed {}", flags.calib_size,
+                              format_shape(calibration.sample_shape()), flags.data.seed);
+  } else {
+    const DatasetSplits splits = load_dataset(dataset_options(flags.data, &network->meta()));
+    calibration = splits.train.head(flags.calib_size);
+    description = fmt::format("{} train[0:{}]", flags.data.dataset, calibration.size());
+    if (!flags.data.data_dir.empty()) description += " from " + flags.data.data_dir;
+  }
+  check_model_fits(*network, calibration);
+  const auto infos = layer_census(*network, calibration.sample_shape());
+  flags.curves.cache_dir = flags.no_cache ? "" : (flags.curves.cache_dir.empty() ? default_cache_dir() : flags.curves.cache_dir);
+  const auto start = std::chrono::steady_clock::now();
+  const CurveSet curves = measure_curves(*network, calibration, description, infos, flags.curves);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  write_file_atomic(flags.out, to_json(curves));
+
+  int64_t points = 0;
+  for (const auto& layer : curves.layers) points += static_cast<int64_t>(layer.sparsity.size());
+  const nlohmann::json result = {{"curves", flags.out},      {"layers", curves.layers.size()},
+                                 {"points", points},         {"metric", curves.metric},
+                                 {"calibration", description}, {"fingerprint", curves.fingerprint},
+                                 {"seconds", seconds}};
+  emit(flags.common, result,
+       fmt::format("wrote {}: {} layers, {} points, metric {}, calibration {} ({:.1f}s)\n", flags.out,
+                   curves.layers.size(), points, curves.metric, description, seconds));
+}
+
+}  // namespace
+
+void register_curves(CLI::App& app) {
+  auto flags = std::make_shared<CurvesFlags>();
+  auto* command = app.add_subcommand("curves", "Measure per-layer rate-distortion curves");
+  command->add_option("--model", flags->model, "rdprune checkpoint or TorchScript file")->required();
+  command->add_option("--out", flags->out, "Output curves file (rdprune.curves/1 JSON)")->required();
+  command->add_option("--calib-size", flags->calib_size, "Calibration samples: the first N training images (default 256)");
+  command->add_option("--levels", flags->curves.levels, "Grid steps from 0 to 1 (default 100: 101 points)");
+  command->add_option("--metric", flags->curves.metric, "mse|worst (default mse)");
+  command->add_flag("--synthetic", flags->synthetic, "Zero-data mode: N(0,1) inputs of the model's input shape");
+  command->add_option("--seed", flags->data.seed, "Seed of the synthetic inputs (default 0)");
+  command->add_option("--batch-size", flags->curves.batch_size, "Calibration samples per forward pass (default 256)");
+  command->add_option("--cache-dir", flags->curves.cache_dir, "Curve cache (default ~/.cache/rdprune)");
+  command->add_flag("--no-cache", flags->no_cache, "Neither read nor write the curve cache");
+  add_common_flags(*command, flags->common);
+  add_data_flags(*command, flags->data, /*dataset_required=*/false);
+  command->callback([flags] { run_curves(*flags); });
+}
+
+}  // namespace rdprune::cli
