@@ -184,6 +184,66 @@ TEST_F(Cli, ModelAndDataMustFit) {
                "1x28x28");
 }
 
+TEST_F(Cli, CurvesAllocatePruneFlow) {
+  const std::string model = work_.file("mlp.pt");
+  ASSERT_EQ(rdprune({"train", "--arch", "mlp", "--steps", "20", "--no-augment", "--data-dir", data_dir(), "--out",
+                     model}).code,
+            0);
+  const std::string curves = work_.file("curves.json");
+  const Result measured = rdprune({"curves", "--model", model, "--data-dir", data_dir(), "--calib-size", "32",
+                                   "--levels", "20", "--no-cache", "--out", curves, "--json"});
+  ASSERT_EQ(measured.code, 0) << measured.err;
+  EXPECT_EQ(nlohmann::json::parse(measured.out).at("points"), 3 * 21);
+  const auto curves_json = nlohmann::json::parse(read_file(curves));
+  EXPECT_EQ(curves_json.at("schema"), "rdprune.curves/1");
+  EXPECT_EQ(curves_json["layers"][0]["kept"].size(), 21u);
+
+  const std::string plan = work_.file("plan.json");
+  const Result allocated = rdprune({"allocate", "--method", "rd", "--curves", curves, "--sparsity", "0.9", "--out",
+                                    plan, "--frontier", work_.file("frontier.csv"), "--json"});
+  ASSERT_EQ(allocated.code, 0) << allocated.err;
+  const auto plan_json = nlohmann::json::parse(read_file(plan));
+  EXPECT_EQ(plan_json.at("schema"), "rdprune.plan/1");
+  EXPECT_GE(plan_json.at("sparsity_achieved").get<double>(), 0.9);
+  EXPECT_TRUE(plan_json.at("predicted_distortion").is_number());
+  EXPECT_NE(read_file(work_.file("frontier.csv")).find("kept_weights,sparsity,distortion"), std::string::npos);
+
+  const std::string pruned = work_.file("pruned.pt");
+  const Result done = rdprune({"prune", "--model", model, "--plan", plan, "--out", pruned, "--json"});
+  ASSERT_EQ(done.code, 0) << done.err;
+  const auto info = nlohmann::json::parse(rdprune({"info", "--model", pruned, "--json"}).out);
+  for (size_t i = 0; i < 3; ++i) {
+    EXPECT_NEAR(info["layers"][i]["sparsity"].get<double>(), plan_json["layers"][i]["sparsity"].get<double>(), 1e-12);
+  }
+  EXPECT_NEAR(info.at("sparsity").get<double>(), plan_json.at("sparsity_achieved").get<double>(), 1e-9);
+
+  // Bad input: a target outside [0, 1), a plan for another model, broken curves files.
+  expect_error(rdprune({"allocate", "--curves", curves, "--sparsity", "1.0", "--out", plan}), 2, "--sparsity");
+  expect_error(rdprune({"allocate", "--curves", curves, "--sparsity", "-0.2", "--out", plan}), 2, "--sparsity");
+  expect_error(rdprune({"allocate", "--method", "magic", "--curves", curves, "--sparsity", "0.5", "--out", plan}), 2,
+               "unknown method");
+  const std::string lenet = work_.file("lenet.pt");
+  ASSERT_EQ(rdprune({"train", "--arch", "lenet5", "--steps", "1", "--data-dir", data_dir(), "--out", lenet}).code, 0);
+  expect_error(rdprune({"prune", "--model", lenet, "--plan", plan, "--out", work_.file("x.pt")}), 1, "another model");
+  auto broken = curves_json;
+  broken["layers"][1]["distortion"][3] = nullptr;
+  write_file_atomic(work_.file("nan.json"), broken.dump());
+  expect_error(rdprune({"allocate", "--curves", work_.file("nan.json"), "--sparsity", "0.5", "--out", plan}), 1, "nan");
+  broken = curves_json;
+  broken["layers"][1]["distortion"][3] = -1.0;
+  write_file_atomic(work_.file("neg.json"), broken.dump());
+  expect_error(rdprune({"allocate", "--curves", work_.file("neg.json"), "--sparsity", "0.5", "--out", plan}), 1,
+               "negative");
+  broken = curves_json;
+  broken["layers"][0]["sparsity"][5] = 0.01;
+  write_file_atomic(work_.file("grid.json"), broken.dump());
+  expect_error(rdprune({"allocate", "--curves", work_.file("grid.json"), "--sparsity", "0.5", "--out", plan}), 1,
+               "not increasing");
+  write_file_atomic(work_.file("trunc.json"), read_file(curves).substr(0, 100));
+  expect_error(rdprune({"allocate", "--curves", work_.file("trunc.json"), "--sparsity", "0.5", "--out", plan}), 1,
+               "trunc.json");
+}
+
 TEST_F(Cli, ErrorsInJsonModeAreJsonToo) {
   const Result run = rdprune({"info", "--model", work_.file("missing.pt"), "--json"});
   EXPECT_EQ(run.code, 1);

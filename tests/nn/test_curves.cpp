@@ -1,0 +1,194 @@
+#include <filesystem>
+#include <numeric>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
+#include "fixtures.h"
+#include "rdprune/allocate.h"
+#include "rdprune/atomic_file.h"
+#include "rdprune/distortion.h"
+#include "rdprune/error.h"
+#include "rdprune/masks.h"
+
+namespace rdprune {
+namespace {
+using testing::TempDir;
+
+std::unique_ptr<Network> fresh(const std::string& arch, uint64_t seed = 0) {
+  torch::manual_seed(seed);
+  ModelMeta meta;
+  meta.arch = arch;
+  meta.input_shape = {1, 28, 28};
+  meta.num_classes = 10;
+  auto network = create_network(meta);
+  // Non-trivial batch-norm statistics.
+  network->set_training(true);
+  torch::NoGradGuard no_grad;
+  network->forward(torch::randn({16, 1, 28, 28}));
+  network->set_training(false);
+  return network;
+}
+
+Dataset calibration_set(int64_t n) {
+  DatasetOptions options;
+  options.name = "synthetic";
+  options.synthetic_size = n;
+  options.seed = 9;
+  return load_dataset(options).train;
+}
+
+TEST(Masks, OrderIsByMagnitudeWithTiesByIndexAndPrunedFirst) {
+  const auto weight = torch::tensor({0.5, -0.1, 0.1, 2.0, 0.0, -0.5});
+  EXPECT_TRUE(torch::equal(magnitude_order(weight, {}), torch::tensor({4, 1, 2, 0, 5, 3}, torch::kInt64)));
+  const auto mask = torch::tensor({true, true, true, false, true, true});
+  // The pruned weight (index 3) comes first even though it is the largest.
+  EXPECT_EQ(magnitude_order(weight, mask)[0].item<int64_t>(), 3);
+  const auto kept = mask_keeping(magnitude_order(weight, {}), 2, {6});
+  EXPECT_TRUE(torch::equal(kept, torch::tensor({false, false, false, true, false, true})));
+}
+
+// An independent mask: std::stable_sort over (pruned first, |w| ascending), index order on ties.
+torch::Tensor oracle_mask(const Network& network, size_t layer, int64_t kept) {
+  const auto weight = network.layers()[layer].weight.detach().flatten().to(torch::kDouble);
+  const auto& masks = network.masks();
+  const torch::Tensor existing = layer < masks.size() && masks[layer].defined()
+                                     ? masks[layer].flatten()
+                                     : torch::ones({weight.numel()}, torch::kBool);
+  std::vector<int64_t> index(static_cast<size_t>(weight.numel()));
+  std::iota(index.begin(), index.end(), 0);
+  auto w = weight.accessor<double, 1>();
+  auto m = existing.accessor<bool, 1>();
+  std::stable_sort(index.begin(), index.end(), [&](int64_t a, int64_t b) {
+    const double ka = m[a] ? std::abs(w[a]) : -1.0;
+    const double kb = m[b] ? std::abs(w[b]) : -1.0;
+    return ka < kb;
+  });
+  torch::Tensor mask = torch::ones({weight.numel()}, torch::kBool);
+  for (int64_t i = 0; i < weight.numel() - kept; ++i) mask[index[static_cast<size_t>(i)]] = false;
+  return mask.view(network.layers()[layer].weight.sizes());
+}
+
+// The plain loop: prune layer i alone to `kept`, run every sample through the whole network.
+double plain_distortion(Network& network, size_t layer, int64_t kept, const Dataset& data, const std::string& metric) {
+  torch::NoGradGuard no_grad;
+  const auto x = data.batch(torch::arange(data.size())).images;
+  const auto reference = network.forward(x);
+  const auto& weight = network.layers()[layer].weight;
+  const auto saved = weight.detach().clone();
+  weight.detach().mul_(oracle_mask(network, layer, kept));
+  const auto out = network.forward(x);
+  weight.detach().copy_(saved);
+  const auto squared = (out.to(torch::kDouble) - reference.to(torch::kDouble)).pow(2);
+  return metric == "worst" ? squared.mean(1).max().item<double>() : squared.mean().item<double>();
+}
+
+void expect_curves_match_plain_loop(Network& network, const std::string& metric) {
+  const Dataset data = calibration_set(24);
+  CurveOptions options;
+  options.metric = metric;
+  options.levels = 5;
+  options.batch_size = 10;  // several batches per pass
+  options.progress = false;
+  const auto infos = layer_census(network, {1, 28, 28});
+  const CurveSet curves = measure_curves(network, data, "synthetic", infos, options);
+  ASSERT_EQ(curves.layers.size(), network.layers().size());
+  for (size_t i = 0; i < curves.layers.size(); ++i) {
+    const auto& curve = curves.layers[i];
+    EXPECT_EQ(curve.name, network.layers()[i].name);
+    EXPECT_EQ(curve.flops_per_weight, infos[i].flops_per_weight);
+    for (size_t k = 0; k < curve.sparsity.size(); ++k) {
+      const double expected = plain_distortion(network, i, curve.kept[k], data, metric);
+      EXPECT_NEAR(curve.distortion[k], expected, 1e-6 * (1 + expected)) << curve.name << " level " << k;
+    }
+  }
+}
+
+TEST(Curves, EveryPointEqualsThePlainLoopMse) {
+  auto network = fresh("resnet20");
+  expect_curves_match_plain_loop(*network, "mse");
+}
+
+TEST(Curves, EveryPointEqualsThePlainLoopWorstOnAnMlp) {
+  auto network = fresh("mlp");
+  expect_curves_match_plain_loop(*network, "worst");
+}
+
+TEST(Curves, SparseLayersAreMeasuredOnlyAtOrAboveTheirSparsity) {
+  auto network = fresh("lenet5");
+  const auto& weight = network->layers()[2].weight;
+  network->set_mask(2, mask_keeping(magnitude_order(weight, {}), weight.numel() * 6 / 10, weight.sizes()));
+  network->apply_masks();
+  expect_curves_match_plain_loop(*network, "mse");
+  CurveOptions options;
+  options.levels = 10;
+  options.progress = false;
+  const CurveSet curves = measure_curves(*network, calibration_set(8), "s", layer_census(*network, {1, 28, 28}), options);
+  const auto& curve = curves.layers[2];
+  EXPECT_NEAR(curve.sparsity.front(), 0.4, 1e-3);
+  EXPECT_EQ(curve.distortion.front(), 0.0);
+  EXPECT_EQ(curve.sparsity.size(), 7u);  // 0.4 (current), 0.5, ..., 1.0
+  EXPECT_EQ(curves.layers[0].sparsity.size(), 11u);
+}
+
+TEST(Curves, CacheResumesAndAChangedKeyNeverReuses) {
+  TempDir dir;
+  auto network = fresh("mlp");
+  const Dataset data = calibration_set(8);
+  const auto infos = layer_census(*network, {1, 28, 28});
+  CurveOptions options;
+  options.levels = 4;
+  options.progress = false;
+  options.cache_dir = dir.path();
+  const CurveSet first = measure_curves(*network, data, "synthetic", infos, options);
+  // Plant a sentinel in the cache: a resumed run must return it, proving it did not re-measure.
+  std::filesystem::path cache;
+  for (const auto& entry : std::filesystem::directory_iterator(dir.path())) cache = entry.path();
+  auto json = nlohmann::json::parse(read_file(cache.string()));
+  json["curves"]["layers"][1]["distortion"][2] = 123.0;
+  write_file_atomic(cache.string(), json.dump());
+  EXPECT_EQ(measure_curves(*network, data, "synthetic", infos, options).layers[1].distortion[2], 123.0);
+  // A different metric, calibration or model is a different key.
+  options.metric = "worst";
+  EXPECT_NE(measure_curves(*network, data, "synthetic", infos, options).layers[1].distortion[2], 123.0);
+  options.metric = "mse";
+  EXPECT_NE(measure_curves(*network, data, "other calibration", infos, options).layers[1].distortion[2], 123.0);
+  {
+    torch::NoGradGuard no_grad;
+    network->layers()[0].weight.mul_(1.01);
+  }
+  EXPECT_NE(measure_curves(*network, data, "synthetic", infos, options).layers[1].distortion[2], 123.0);
+  (void)first;
+}
+
+TEST(Prune, MeasuredSparsityEqualsThePlan) {
+  auto network = fresh("resnet20");
+  CurveOptions options;
+  options.levels = 20;
+  options.progress = false;
+  const auto infos = layer_census(*network, {1, 28, 28});
+  const CurveSet curves = measure_curves(*network, calibration_set(8), "s", infos, options);
+  RdOptions rd;
+  rd.sparsity_target = 0.8;
+  const Plan plan = allocate_rd(curves, rd);
+  apply_plan(*network, plan, "plan");
+  const auto after = layer_census(*network, {1, 28, 28});
+  int64_t kept = 0;
+  for (size_t i = 0; i < after.size(); ++i) {
+    const int64_t nonzero = (network->layers()[i].weight != 0).sum().item<int64_t>();
+    EXPECT_EQ(nonzero, plan.layers[i].kept) << after[i].name;
+    EXPECT_NEAR(after[i].sparsity, plan.layers[i].sparsity(), 1e-12);
+    kept += nonzero;
+  }
+  EXPECT_LE(kept, static_cast<int64_t>(0.2 * 270608));
+  // A plan that would un-prune weights is refused; so is a plan for another model.
+  Plan denser = plan;
+  denser.layers[3].kept = denser.layers[3].weights;
+  EXPECT_THROW(apply_plan(*network, denser, "plan"), Error);
+  auto other = fresh("mlp");
+  EXPECT_THROW(apply_plan(*other, plan, "plan"), Error);
+}
+
+}  // namespace
+}  // namespace rdprune
