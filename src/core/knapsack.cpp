@@ -10,6 +10,10 @@ namespace rdprune {
 namespace {
 
 constexpr double kInf = std::numeric_limits<double>::infinity();
+// Cell updates (choices x cells) below which one exact pass is cheap enough.
+constexpr double kSinglePassWork = 4e6;
+// Choices on each side of the coarse solution that the fine pass reconsiders.
+constexpr size_t kWindow = 4;
 
 void check_groups(const std::vector<std::vector<Choice>>& groups) {
   for (const auto& group : groups) {
@@ -62,11 +66,9 @@ void spend_leftover(const std::vector<std::vector<Choice>>& groups, double budge
   }
 }
 
-}  // namespace
-
-KnapsackSolution solve_dp(const std::vector<std::vector<Choice>>& groups, double budget, const DpOptions& options) {
-  check_groups(groups);
-  if (options.resolution < 1) throw UsageError("--dp-resolution: expected a positive cell count");
+// One DP pass over `resolution` budget cells; exact when costs are integers and the budget
+// above the minimum fits in the cells.
+KnapsackSolution dp_pass(const std::vector<std::vector<Choice>>& groups, double budget, const DpOptions& options) {
   const size_t layers = groups.size();
   // Shift every group by its cheapest choice: the table then spans only the budget above the
   // unavoidable minimum, which is where the decisions are.
@@ -150,6 +152,44 @@ KnapsackSolution solve_dp(const std::vector<std::vector<Choice>>& groups, double
   KnapsackSolution solution = evaluate(groups, std::move(choice), budget);
   if (unit != 1.0 || !integral) spend_leftover(groups, budget, solution);
   return solution;
+}
+
+}  // namespace
+
+KnapsackSolution solve_dp(const std::vector<std::vector<Choice>>& groups, double budget, const DpOptions& options) {
+  check_groups(groups);
+  if (options.resolution < 1) throw UsageError("--dp-resolution: expected a positive cell count");
+  size_t choices = 0;
+  for (const auto& group : groups) choices += group.size();
+  const double work = static_cast<double>(choices) * static_cast<double>(options.resolution);
+  if (options.frontier || work <= kSinglePassWork) return dp_pass(groups, budget, options);
+  // Two passes: a coarse DP over every choice finds the region of the optimum; a fine DP at full
+  // resolution over a window of choices around it settles the details. O(choices * coarse +
+  // groups * window * resolution) instead of O(choices * resolution).
+  DpOptions coarse = options;
+  coarse.resolution = std::max<int64_t>(256, static_cast<int64_t>(kSinglePassWork / static_cast<double>(choices)));
+  const KnapsackSolution rough = dp_pass(groups, budget, coarse);
+  if (!rough.feasible) return rough;
+  std::vector<std::vector<Choice>> window(groups.size());
+  std::vector<std::vector<size_t>> index(groups.size());
+  for (size_t i = 0; i < groups.size(); ++i) {
+    // The window: the choices nearest in cost to the rough choice, on both sides.
+    std::vector<size_t> order(groups[i].size());
+    for (size_t k = 0; k < order.size(); ++k) order[k] = k;
+    std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return groups[i][a].cost < groups[i][b].cost; });
+    const auto at = static_cast<size_t>(std::find(order.begin(), order.end(), rough.choice[i]) - order.begin());
+    const size_t first = at >= kWindow ? at - kWindow : 0;
+    const size_t last = std::min(order.size(), at + kWindow + 1);
+    for (size_t j = first; j < last; ++j) {
+      window[i].push_back(groups[i][order[j]]);
+      index[i].push_back(order[j]);
+    }
+  }
+  KnapsackSolution fine = dp_pass(window, budget, options);
+  if (!fine.feasible || fine.distortion > rough.distortion) return rough;
+  for (size_t i = 0; i < groups.size(); ++i) fine.choice[i] = index[i][fine.choice[i]];
+  spend_leftover(groups, budget, fine);
+  return fine;
 }
 
 KnapsackSolution solve_lagrange(const std::vector<std::vector<Choice>>& groups, double budget, double* lower_bound) {

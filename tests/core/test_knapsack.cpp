@@ -152,3 +152,42 @@ TEST(Knapsack, AGroupLargerThanTheBudgetIsNoProblem) {
 
 }  // namespace
 }  // namespace rdprune
+
+namespace rdprune {
+namespace {
+
+TEST(Knapsack, TwoPassDpStaysWithinATenthOfAPercentOfTheExactOptimum) {
+  // Large enough that solve_dp takes its coarse-then-fine path; the frontier option forces the
+  // exact single pass, which is the reference.
+  std::mt19937_64 rng(6);
+  std::uniform_real_distribution<double> u(0, 1);
+  for (int trial = 0; trial < 5; ++trial) {
+    std::vector<std::vector<Choice>> groups;
+    double total = 0;
+    for (int i = 0; i < 25; ++i) {
+      const double weights = std::floor(200 + u(rng) * 3000);
+      const double a = u(rng) * 5;
+      const double b = 2 + 6 * u(rng);
+      std::vector<Choice> group;
+      for (int k = 0; k < 100; ++k) {
+        const double s = k / 100.0;
+        group.push_back({weights - std::floor(s * weights), a * (std::exp(b * s) - 1)});
+      }
+      groups.push_back(group);
+      total += weights;
+    }
+    const double budget = std::floor(total * (0.05 + 0.4 * u(rng)));
+    std::vector<double> frontier;
+    DpOptions exact_options;
+    exact_options.frontier = &frontier;
+    const auto exact = solve_dp(groups, budget, exact_options);
+    const auto fast = solve_dp(groups, budget);
+    ASSERT_TRUE(fast.feasible);
+    EXPECT_LE(fast.cost, budget);
+    EXPECT_LE(fast.distortion, exact.distortion * 1.001 + 1e-12) << "trial " << trial;
+    EXPECT_GE(fast.distortion, exact.distortion - 1e-9);
+  }
+}
+
+}  // namespace
+}  // namespace rdprune
