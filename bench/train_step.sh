@@ -5,11 +5,12 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 build=${1:-$here/../build}
+bench_bin="$build/bench/bench_train_step"
 threads=$(nproc)
 cpp=()
 py=()
 for round in 1 2 3; do
-  cpp+=("$("$build/bench_train_step" --threads "$threads" | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["median_ms"])')")
+  cpp+=("$("$bench_bin" --threads "$threads" | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["median_ms"])')")
   py+=("$(/usr/bin/python3 "$here/train_step.py" --threads "$threads" | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["median_ms"])')")
 done
 /usr/bin/python3 - "${cpp[*]}" "${py[*]}" "$threads" <<'PY'
