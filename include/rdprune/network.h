@@ -43,6 +43,10 @@ class Network {
   virtual void save(const std::string& path) = 0;
   // "checkpoint" (native zoo) or "torchscript".
   virtual std::string format() const = 0;
+  // Clears batch-norm running statistics and makes them a cumulative average until
+  // end_batch_norm_recalibration(). Returns false when the model has no batch norm.
+  virtual bool begin_batch_norm_recalibration() = 0;
+  virtual void end_batch_norm_recalibration() = 0;
 
   const std::vector<PrunableLayer>& layers() const { return layers_; }
   const ModelMeta& meta() const { return meta_; }

@@ -95,6 +95,24 @@ void NativeNetwork::to(const torch::Device& device) {
   }
 }
 
+bool NativeNetwork::begin_batch_norm_recalibration() {
+  bool found = false;
+  for (auto& module : model_->modules(/*include_self=*/false)) {
+    if (auto* bn = module->as<torch::nn::BatchNorm2dImpl>()) {
+      bn->reset_running_stats();
+      bn->options.momentum(c10::nullopt);  // cumulative moving average over the recalibration
+      found = true;
+    }
+  }
+  return found;
+}
+
+void NativeNetwork::end_batch_norm_recalibration() {
+  for (auto& module : model_->modules(/*include_self=*/false)) {
+    if (auto* bn = module->as<torch::nn::BatchNorm2dImpl>()) bn->options.momentum(0.1);
+  }
+}
+
 void NativeNetwork::save(const std::string& path) {
   replace_file_atomic(path, [&](const std::string& tmp) {
     torch::serialize::OutputArchive archive;

@@ -23,6 +23,8 @@ class NativeNetwork : public Network {
   void to(const torch::Device& device) override;
   void save(const std::string& path) override;
   std::string format() const override { return "checkpoint"; }
+  bool begin_batch_norm_recalibration() override;
+  void end_batch_norm_recalibration() override;
 
   ZooNetImpl& model() { return *model_; }
   // Restores weights, buffers and masks from a checkpoint archive.
@@ -44,6 +46,8 @@ class ScriptNetwork : public Network {
   void to(const torch::Device& device) override;
   void save(const std::string& path) override;
   std::string format() const override { return "torchscript"; }
+  bool begin_batch_norm_recalibration() override;
+  void end_batch_norm_recalibration() override {}
 
  private:
   torch::jit::Module module_;

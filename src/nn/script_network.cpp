@@ -77,6 +77,10 @@ torch::Tensor ScriptNetwork::forward(const torch::Tensor& input) {
   return output.toTensor();
 }
 
+bool ScriptNetwork::begin_batch_norm_recalibration() {
+  throw Error(path_ + ": --bn-recalibrate is not supported for TorchScript models");
+}
+
 std::vector<torch::Tensor> ScriptNetwork::buffers() {
   std::vector<torch::Tensor> out;
   for (const auto& buffer : module_.buffers(/*recurse=*/true)) out.push_back(buffer);

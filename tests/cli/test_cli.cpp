@@ -4,6 +4,7 @@
 #include <array>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 
 #include <gtest/gtest.h>
@@ -242,6 +243,78 @@ TEST_F(Cli, CurvesAllocatePruneFlow) {
   write_file_atomic(work_.file("trunc.json"), read_file(curves).substr(0, 100));
   expect_error(rdprune({"allocate", "--curves", work_.file("trunc.json"), "--sparsity", "0.5", "--out", plan}), 1,
                "trunc.json");
+}
+
+TEST_F(Cli, BaselinesFinetuneRunCompareAdditivity) {
+  const std::string model = work_.file("lenet.pt");
+  ASSERT_EQ(rdprune({"train", "--arch", "lenet5", "--steps", "40", "--batch-size", "32", "--lr", "0.05",
+                     "--no-augment", "--data-dir", data_dir(), "--out", model}).code,
+            0);
+  for (const std::string method : {"global", "lamp", "uniform", "uniform+", "erk"}) {
+    const std::string plan = work_.file(method + ".json");
+    const Result allocated = rdprune({"allocate", "--method", method, "--model", model, "--sparsity", "0.9", "--out",
+                                      plan, "--json"});
+    ASSERT_EQ(allocated.code, 0) << method << allocated.err;
+    EXPECT_GE(nlohmann::json::parse(allocated.out).at("sparsity_achieved").get<double>(), 0.9) << method;
+  }
+  const std::string pruned = work_.file("pruned.pt");
+  ASSERT_EQ(rdprune({"prune", "--model", model, "--plan", work_.file("lamp.json"), "--out", pruned}).code, 0);
+  const std::string tuned = work_.file("tuned.pt");
+  const Result finetuned = rdprune({"finetune", "--model", pruned, "--data-dir", data_dir(), "--steps", "10",
+                                    "--batch-size", "32", "--no-augment", "--bn-recalibrate", "--out", tuned, "--json"});
+  ASSERT_EQ(finetuned.code, 0) << finetuned.err;
+  EXPECT_EQ(nlohmann::json::parse(finetuned.out).at("steps"), 10);
+  const auto before = nlohmann::json::parse(rdprune({"info", "--model", pruned, "--json"}).out);
+  const auto after = nlohmann::json::parse(rdprune({"info", "--model", tuned, "--json"}).out);
+  for (size_t i = 0; i < 5; ++i) EXPECT_EQ(before["layers"][i]["sparsity"], after["layers"][i]["sparsity"]);
+
+  const Result run = rdprune({"run", "--model", model, "--data-dir", data_dir(), "--method", "rd", "--sparsity", "0.9",
+                              "--rounds", "2", "--finetune-steps", "5", "--calib-size", "32", "--levels", "20",
+                              "--out-dir", work_.file("run"), "--json"});
+  ASSERT_EQ(run.code, 0) << run.err;
+  const auto run_json = nlohmann::json::parse(run.out);
+  EXPECT_GE(run_json.at("sparsity_achieved").get<double>(), 0.9);
+  EXPECT_TRUE(run_json.at("top1").is_number());
+  EXPECT_EQ(run_json.at("rounds").size(), 2u);
+
+  const std::string out = work_.file("compare");
+  const Result compared = rdprune({"compare", "--model", model, "--data-dir", data_dir(), "--methods", "rd,uniform,lamp",
+                                   "--sparsities", "0.5,0.8", "--calib-size", "32", "--levels", "20", "--out-dir", out,
+                                   "--json"});
+  ASSERT_EQ(compared.code, 0) << compared.err;
+  const auto results = nlohmann::json::parse(compared.out).at("results");
+  ASSERT_EQ(results.size(), 6u);
+  for (const auto& cell : results) {
+    EXPECT_GE(cell.at("sparsity_achieved").get<double>(), cell.at("sparsity_target").get<double>());
+    EXPECT_TRUE(cell.at("top1").is_number());
+  }
+  for (const char* file : {"results.csv", "results.md", "results.json", "top1_vs_sparsity.gp", "layer_sparsity.dat",
+                           "rd_curves.dat"}) {
+    EXPECT_TRUE(std::filesystem::exists(out + "/" + file)) << file;
+  }
+  if (std::system("command -v gnuplot >/dev/null 2>&1") == 0) {
+    EXPECT_TRUE(std::filesystem::exists(out + "/top1_vs_sparsity.png"));
+  }
+
+  const Result additivity = rdprune({"additivity", "--model", model, "--data-dir", data_dir(), "--calib-size", "32",
+                                     "--levels", "20", "--random", "5", "--sparsities", "0.5,0.9", "--out-dir",
+                                     work_.file("add"), "--json"});
+  ASSERT_EQ(additivity.code, 0) << additivity.err;
+  EXPECT_EQ(nlohmann::json::parse(additivity.out).at("points").size(), 7u);
+
+  // Bad input: unknown method, a sparsity list with a value outside [0, 1), an output directory
+  // that is a file.
+  expect_error(rdprune({"compare", "--model", model, "--data-dir", data_dir(), "--methods", "rd,magic", "--out-dir",
+                        out}),
+               2, "unknown method");
+  expect_error(rdprune({"compare", "--model", model, "--data-dir", data_dir(), "--sparsities", "0.5,1.2", "--out-dir",
+                        out}),
+               2, "--sparsities");
+  expect_error(rdprune({"run", "--model", model, "--data-dir", data_dir(), "--sparsity", "0.5", "--out-dir", model}), 2,
+               "not a directory");
+  expect_error(rdprune({"run", "--model", model, "--data-dir", data_dir(), "--method", "magic", "--sparsity", "0.5",
+                        "--out-dir", work_.file("x")}),
+               2, "unknown method");
 }
 
 TEST_F(Cli, ErrorsInJsonModeAreJsonToo) {

@@ -1,4 +1,5 @@
 // rdprune allocate --method rd --curves C --sparsity S --out plan.json
+#include <algorithm>
 #include <fstream>
 
 #include <fmt/format.h>
@@ -6,6 +7,8 @@
 #include "commands.h"
 #include "common.h"
 #include "rdprune/allocate.h"
+#include "rdprune/distortion.h"
+#include "rdprune/magnitude_baselines.h"
 #include "rdprune/atomic_file.h"
 #include "rdprune/error.h"
 #include "rdprune/text.h"
@@ -23,6 +26,7 @@ struct AllocateFlags {
   std::string keep_dense;
   std::string out;
   std::string frontier;
+  std::string input_shape;
   double sparsity = -1;
 };
 
@@ -34,21 +38,35 @@ void write_frontier(const std::string& path, const std::vector<FrontierPoint>& f
 
 void run_allocate(AllocateFlags& flags) {
   apply_threads(flags.common);
-  if (flags.method != "rd") {
-    for (const char* known : {"global", "lamp", "uniform", "uniform+", "erk"}) {
-      if (flags.method == known) throw Error("--method " + flags.method + ": not available in this build yet; use rd");
-    }
+  const auto& baselines = baseline_methods();
+  const bool baseline = std::find(baselines.begin(), baselines.end(), flags.method) != baselines.end();
+  if (flags.method != "rd" && !baseline) {
     throw UsageError("--method: unknown method '" + flags.method + "' (known: rd, global, lamp, uniform, uniform+, erk)");
   }
-  if (flags.curves.empty()) throw UsageError("--curves: required for --method rd");
   flags.rd.budget = parse_budget(flags.budget);
   flags.rd.sparsity_target = flags.sparsity;
   if (!flags.keep_dense.empty()) flags.rd.keep_dense = split_list(flags.keep_dense, "--keep-dense");
   validate(flags.rd);
-  const CurveSet curves = curves_from_json(read_file(flags.curves), flags.curves);
   std::vector<FrontierPoint> frontier;
   const auto start = std::chrono::steady_clock::now();
-  const Plan plan = allocate_rd(curves, flags.rd, flags.frontier.empty() ? nullptr : &frontier);
+  Plan plan;
+  if (baseline) {
+    if (flags.model.empty()) throw UsageError("--model: required for --method " + flags.method);
+    auto network = load_model(flags.model);
+    std::vector<int64_t> shape = network->meta().input_shape;
+    if (!flags.input_shape.empty()) shape = parse_shape(flags.input_shape, "--input-shape");
+    if (shape.empty() && flags.rd.budget == BudgetKind::kFlops) {
+      throw UsageError("--input-shape: a FLOPs budget needs the model's input shape (C,H,W)");
+    }
+    const auto infos = layer_census(*network, shape);
+    plan = allocate_baseline(flags.method, *network, infos,
+                             BaselineOptions{flags.rd.budget, flags.rd.sparsity_target, flags.rd.allow_empty});
+    plan.fingerprint = fingerprint(*network);
+  } else {
+    if (flags.curves.empty()) throw UsageError("--curves: required for --method rd");
+    const CurveSet curves = curves_from_json(read_file(flags.curves), flags.curves);
+    plan = allocate_rd(curves, flags.rd, flags.frontier.empty() ? nullptr : &frontier);
+  }
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   write_file_atomic(flags.out, to_json(plan));
   if (!flags.frontier.empty()) write_frontier(flags.frontier, frontier, flags.rd.budget);
@@ -60,12 +78,14 @@ void run_allocate(AllocateFlags& flags) {
                            {"sparsity_target", plan.sparsity_target},
                            {"sparsity_achieved", plan.sparsity_achieved()},
                            {"flops_sparsity_achieved", plan.flops_sparsity_achieved()},
-                           {"predicted_distortion", *plan.predicted_distortion},
+                           {"predicted_distortion", plan.predicted_distortion ? nlohmann::json(*plan.predicted_distortion) : nlohmann::json()},
                            {"seconds", seconds}};
-  std::string human = fmt::format("{} plan ({} solver, {} budget): target {:.4f}, achieved sparsity {:.4f}, "
-                                  "FLOPs sparsity {:.4f}, predicted distortion {:.6g}\n",
-                                  plan.method, plan.solver, to_string(plan.budget), plan.sparsity_target,
-                                  plan.sparsity_achieved(), plan.flops_sparsity_achieved(), *plan.predicted_distortion);
+  std::string human = fmt::format("{} plan ({} budget): target {:.4f}, achieved sparsity {:.4f}, FLOPs sparsity {:.4f}{}\n",
+                                  plan.method, to_string(plan.budget), plan.sparsity_target, plan.sparsity_achieved(),
+                                  plan.flops_sparsity_achieved(),
+                                  plan.predicted_distortion
+                                      ? fmt::format(", predicted distortion {:.6g} ({} solver)", *plan.predicted_distortion, plan.solver)
+                                      : std::string());
   for (const auto& layer : plan.layers) {
     human += fmt::format("  {:<28} {:>9} of {:>9} kept  sparsity {:6.2f}%\n", layer.name, layer.kept, layer.weights,
                          100 * layer.sparsity());
@@ -82,6 +102,7 @@ void register_allocate(CLI::App& app) {
   command->add_option("--method", flags->method, "rd (default) | global | lamp | uniform | uniform+ | erk");
   command->add_option("--curves", flags->curves, "Curves file from `rdprune curves` (method rd)");
   command->add_option("--model", flags->model, "Model (baseline methods)");
+  command->add_option("--input-shape", flags->input_shape, "C,H,W for FLOPs when the model does not record it");
   command->add_option("--sparsity", flags->sparsity, "Target sparsity in [0, 1) of weights (or of FLOPs with --budget flops)")->required();
   command->add_option("--budget", flags->budget, "params|flops (default params)");
   command->add_option("--out", flags->out, "Output plan file (rdprune.plan/1 JSON)")->required();

@@ -11,5 +11,9 @@ void register_eval(CLI::App& app);
 void register_curves(CLI::App& app);
 void register_allocate(CLI::App& app);
 void register_prune(CLI::App& app);
+void register_finetune(CLI::App& app);
+void register_run(CLI::App& app);
+void register_compare(CLI::App& app);
+void register_additivity(CLI::App& app);
 
 }  // namespace rdprune::cli

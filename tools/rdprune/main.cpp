@@ -45,6 +45,10 @@ int main(int argc, char** argv) {
   rdprune::cli::register_curves(app);
   rdprune::cli::register_allocate(app);
   rdprune::cli::register_prune(app);
+  rdprune::cli::register_finetune(app);
+  rdprune::cli::register_run(app);
+  rdprune::cli::register_compare(app);
+  rdprune::cli::register_additivity(app);
   const bool json = wants_json(argc, argv);
   const auto commands = app.get_subcommands([](CLI::App*) { return true; });
   const bool known_command = std::any_of(commands.begin(), commands.end(),

@@ -1,0 +1,62 @@
+// The pruning schedule behind `rdprune run` and `rdprune compare`: rounds of
+// (curves ->) allocate -> prune -> [batch-norm recalibration] -> fine-tune -> evaluate, with masks
+// that only grow. Each round leaves its artifacts in a directory; a rerun resumes after the last
+// finished round.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "rdprune/allocate.h"
+#include "rdprune/dataset.h"
+#include "rdprune/distortion.h"
+#include "rdprune/network.h"
+#include "rdprune/plan.h"
+#include "rdprune/train.h"
+
+namespace rdprune {
+
+struct PipelineOptions {
+  std::string method = "rd";       // rd | global | lamp | uniform | uniform+ | erk
+  RdOptions rd;                    // budget, target, constraints (shared with the baselines)
+  int64_t rounds = 1;              // 1 = one-shot
+  std::string schedule = "geometric";  // geometric: 1-(1-a)^r reaching the target; linear: S*r/R
+  CurveOptions curves;             // rd only
+  int64_t calib_size = 256;        // calibration samples (rd curves, batch-norm recalibration)
+  bool synthetic = false;          // zero-data calibration: N(0,1) inputs
+  uint64_t seed = 0;
+  TrainOptions finetune;           // steps = 0: no fine-tuning
+  bool bn_recalibrate = false;
+  int64_t eval_limit = 0;          // 0 = the whole test split
+  std::string out_dir;             // empty: keep nothing
+  bool progress = true;
+};
+
+void validate(const PipelineOptions& options);
+
+// Sparsity target of round r (1-based) of `rounds` reaching `final_target`.
+double round_target(const std::string& schedule, double final_target, int64_t r, int64_t rounds);
+
+struct RoundResult {
+  int64_t round = 0;
+  double sparsity_target = 0;
+  double sparsity_achieved = 0;
+  double flops_sparsity_achieved = 0;
+  std::optional<double> predicted_distortion;
+  EvalResult pruned;     // before fine-tuning
+  EvalResult finetuned;  // after fine-tuning (equal to `pruned` when there was none)
+  double curve_seconds = 0;
+  bool resumed = false;
+};
+
+struct PipelineResult {
+  std::vector<RoundResult> rounds;
+  const RoundResult& last() const { return rounds.back(); }
+};
+
+// Runs the schedule on `network`, which may be replaced by a resumed round's model.
+PipelineResult run_pipeline(std::unique_ptr<Network>& network, const DatasetSplits& data,
+                            const PipelineOptions& options);
+
+}  // namespace rdprune

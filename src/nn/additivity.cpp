@@ -1,0 +1,98 @@
+#include "rdprune/additivity.h"
+
+#include <random>
+
+#include <torch/torch.h>
+
+#include "rdprune/allocate.h"
+#include "rdprune/distortion.h"
+#include "rdprune/error.h"
+#include "rdprune/masks.h"
+
+namespace rdprune {
+namespace {
+
+torch::Tensor outputs_of(Network& network, const Dataset& data, int64_t batch_size) {
+  const auto device = network.layers()[0].weight.device();
+  BatchLoader loader(data, batch_size, /*shuffle=*/false, /*seed=*/0);
+  std::vector<torch::Tensor> outputs;
+  for (int64_t i = 0; i < loader.num_batches(); ++i) {
+    outputs.push_back(network.forward(loader.get(i).images.to(device)).to(torch::kCPU, torch::kFloat32));
+  }
+  return torch::cat(outputs);
+}
+
+double predicted_sum(const CurveSet& curves, const Plan& plan) {
+  double sum = 0;
+  for (size_t i = 0; i < curves.layers.size(); ++i) {
+    const auto& layer = curves.layers[i];
+    const auto at = std::find(layer.kept.begin(), layer.kept.end(), plan.layers[i].kept);
+    if (at == layer.kept.end()) throw Error("additivity: plan level of " + layer.name + " is not on its curve");
+    sum += layer.distortion[static_cast<size_t>(at - layer.kept.begin())];
+  }
+  return sum;
+}
+
+}  // namespace
+
+double joint_distortion(Network& network, const Dataset& calibration, const Plan& plan, const std::string& metric,
+                        int64_t batch_size) {
+  torch::NoGradGuard no_grad;
+  network.set_training(false);
+  const torch::Tensor reference = outputs_of(network, calibration, batch_size);
+  std::vector<torch::Tensor> weights;
+  std::vector<torch::Tensor> masks = network.masks();
+  for (const auto& layer : network.layers()) weights.push_back(layer.weight.detach().clone());
+  double distortion = 0;
+  try {
+    apply_plan(network, plan, "additivity plan");
+    distortion = output_distortion(outputs_of(network, calibration, batch_size), reference, metric);
+  } catch (...) {
+    for (size_t i = 0; i < weights.size(); ++i) {
+      network.layers()[i].weight.detach().copy_(weights[i]);
+      network.set_mask(i, masks[i]);
+    }
+    throw;
+  }
+  for (size_t i = 0; i < weights.size(); ++i) {
+    network.layers()[i].weight.detach().copy_(weights[i]);
+    network.set_mask(i, masks[i]);
+  }
+  return distortion;
+}
+
+std::vector<AdditivityPoint> additivity_study(Network& network, const Dataset& calibration, const CurveSet& curves,
+                                              const std::vector<double>& sparsities, int64_t random_count,
+                                              uint64_t seed, int64_t batch_size) {
+  std::vector<AdditivityPoint> points;
+  for (double sparsity : sparsities) {
+    RdOptions options;
+    options.sparsity_target = sparsity;
+    const Plan plan = allocate_rd(curves, options);
+    points.push_back({"rd", plan.sparsity_achieved(), predicted_sum(curves, plan),
+                      joint_distortion(network, calibration, plan, curves.metric, batch_size)});
+  }
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<double> level(0.2, 0.98);
+  std::normal_distribution<double> spread(0.0, 0.1);
+  for (int64_t r = 0; r < random_count; ++r) {
+    // A random global sparsity, each layer scattered around it, snapped to a curve level.
+    const double centre = level(rng);
+    Plan plan;
+    plan.method = "random";
+    for (const auto& layer : curves.layers) {
+      const double wanted = std::clamp(centre + spread(rng), 0.0, 0.99);
+      size_t best = 0;
+      for (size_t k = 0; k < layer.sparsity.size(); ++k) {
+        if (layer.kept[k] == 0) continue;
+        if (std::abs(layer.sparsity[k] - wanted) < std::abs(layer.sparsity[best] - wanted)) best = k;
+      }
+      plan.layers.push_back({layer.name, layer.weights, layer.kept[best], layer.flops_per_weight});
+    }
+    points.push_back({"random", plan.sparsity_achieved(), predicted_sum(curves, plan),
+                      joint_distortion(network, calibration, plan, curves.metric, batch_size)});
+  }
+  return points;
+}
+
+}  // namespace rdprune

@@ -1,0 +1,174 @@
+#include "rdprune/pipeline.h"
+
+#include <cmath>
+#include <filesystem>
+#include <iostream>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
+#include "rdprune/atomic_file.h"
+#include "rdprune/error.h"
+#include "rdprune/magnitude_baselines.h"
+#include "rdprune/masks.h"
+#include "rdprune/sample_order.h"
+
+namespace rdprune {
+namespace fs = std::filesystem;
+
+void validate(const PipelineOptions& options) {
+  const auto& baselines = baseline_methods();
+  if (options.method != "rd" && std::find(baselines.begin(), baselines.end(), options.method) == baselines.end()) {
+    throw UsageError("--method: unknown method '" + options.method + "' (known: rd, global, lamp, uniform, uniform+, erk)");
+  }
+  validate(options.rd);
+  if (options.rounds < 1 || options.rounds > 100) throw UsageError("--rounds: expected a count in [1, 100]");
+  if (options.schedule != "geometric" && options.schedule != "linear") {
+    throw UsageError("--schedule: expected geometric or linear, got '" + options.schedule + "'");
+  }
+  if (options.method == "rd") validate(options.curves);
+  if (options.calib_size <= 0) throw UsageError("--calib-size: expected a positive count");
+  if (options.finetune.steps > 0) validate(options.finetune);
+  if (options.finetune.steps < 0) throw UsageError("--finetune-steps: expected a count >= 0");
+  if (options.eval_limit < 0) throw UsageError("--eval-limit: expected a count >= 0");
+  if (!options.out_dir.empty() && fs::exists(options.out_dir) && !fs::is_directory(options.out_dir)) {
+    throw UsageError("--out-dir: " + options.out_dir + " exists and is not a directory");
+  }
+}
+
+double round_target(const std::string& schedule, double final_target, int64_t r, int64_t rounds) {
+  if (r >= rounds) return final_target;
+  const double fraction = static_cast<double>(r) / static_cast<double>(rounds);
+  if (schedule == "linear") return final_target * fraction;
+  // Geometric: each round prunes the same fraction a of what is left; (1 - a)^R = 1 - S.
+  return 1.0 - std::pow(1.0 - final_target, fraction);
+}
+
+namespace {
+
+nlohmann::json eval_json(const EvalResult& eval) {
+  return {{"top1", eval.top1}, {"top5", eval.top5}, {"loss", eval.loss}, {"samples", eval.samples}};
+}
+
+EvalResult eval_from_json(const nlohmann::json& json) {
+  EvalResult eval;
+  eval.top1 = json.at("top1").get<double>();
+  eval.top5 = json.at("top5").get<double>();
+  eval.loss = json.at("loss").get<double>();
+  eval.samples = json.at("samples").get<int64_t>();
+  return eval;
+}
+
+nlohmann::json round_json(const RoundResult& round) {
+  nlohmann::json json = {{"round", round.round},
+                         {"sparsity_target", round.sparsity_target},
+                         {"sparsity_achieved", round.sparsity_achieved},
+                         {"flops_sparsity_achieved", round.flops_sparsity_achieved},
+                         {"pruned", eval_json(round.pruned)},
+                         {"finetuned", eval_json(round.finetuned)},
+                         {"curve_seconds", round.curve_seconds}};
+  json["predicted_distortion"] = round.predicted_distortion ? nlohmann::json(*round.predicted_distortion) : nlohmann::json();
+  return json;
+}
+
+RoundResult round_from_json(const nlohmann::json& json) {
+  RoundResult round;
+  round.round = json.at("round").get<int64_t>();
+  round.sparsity_target = json.at("sparsity_target").get<double>();
+  round.sparsity_achieved = json.at("sparsity_achieved").get<double>();
+  round.flops_sparsity_achieved = json.at("flops_sparsity_achieved").get<double>();
+  if (json.at("predicted_distortion").is_number()) round.predicted_distortion = json["predicted_distortion"].get<double>();
+  round.pruned = eval_from_json(json.at("pruned"));
+  round.finetuned = eval_from_json(json.at("finetuned"));
+  round.curve_seconds = json.value("curve_seconds", 0.0);
+  round.resumed = true;
+  return round;
+}
+
+std::string model_file(const Network& network) { return network.format() == "torchscript" ? "model.ts.pt" : "model.pt"; }
+
+}  // namespace
+
+PipelineResult run_pipeline(std::unique_ptr<Network>& network, const DatasetSplits& data,
+                            const PipelineOptions& options) {
+  validate(options);
+  const std::vector<int64_t> shape = data.train.sample_shape();
+  Dataset calibration = data.train.head(options.calib_size);
+  std::string calibration_description = fmt::format("{} [0:{}]", data.train.description(), calibration.size());
+  if (options.synthetic) {
+    DatasetOptions synthetic;
+    synthetic.name = "synthetic";
+    synthetic.input_shape = shape;
+    synthetic.synthetic_size = options.calib_size;
+    synthetic.seed = options.seed;
+    calibration = load_dataset(synthetic).train;
+    calibration_description = fmt::format("synthetic N(0,1) {}x{} seed {}", options.calib_size,
+                                          fmt::format("{}x{}x{}", shape[0], shape[1], shape[2]), options.seed);
+  }
+  const Dataset test = options.eval_limit > 0 ? data.test.head(options.eval_limit) : data.test;
+  if (!options.out_dir.empty()) fs::create_directories(options.out_dir);
+
+  PipelineResult result;
+  for (int64_t r = 1; r <= options.rounds; ++r) {
+    const double target = round_target(options.schedule, options.rd.sparsity_target, r, options.rounds);
+    const fs::path dir = options.out_dir.empty() ? fs::path() : fs::path(options.out_dir) / fmt::format("round-{}", r);
+    const fs::path metrics_path = dir / "metrics.json";
+    if (!dir.empty() && fs::exists(metrics_path) && fs::exists(dir / model_file(*network))) {
+      // A finished round: take its model and figures, and go on from there.
+      network = load_network((dir / model_file(*network)).string());
+      result.rounds.push_back(round_from_json(nlohmann::json::parse(read_file(metrics_path.string()))));
+      if (options.progress) std::cerr << fmt::format("round {}: resumed from {}\n", r, dir.string());
+      continue;
+    }
+    if (!dir.empty()) fs::create_directories(dir);
+    RoundResult round;
+    round.round = r;
+    round.sparsity_target = target;
+    const auto infos = layer_census(*network, shape);
+    Plan plan;
+    if (options.method == "rd") {
+      CurveOptions curve_options = options.curves;
+      curve_options.progress = options.progress;
+      const auto start = std::chrono::steady_clock::now();
+      const CurveSet curves = measure_curves(*network, calibration, calibration_description, infos, curve_options);
+      round.curve_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      if (!dir.empty()) write_file_atomic((dir / "curves.json").string(), to_json(curves));
+      RdOptions rd = options.rd;
+      rd.sparsity_target = target;
+      plan = allocate_rd(curves, rd);
+    } else {
+      plan = allocate_baseline(options.method, *network, infos,
+                               BaselineOptions{options.rd.budget, target, options.rd.allow_empty});
+    }
+    if (!dir.empty()) write_file_atomic((dir / "plan.json").string(), to_json(plan));
+    apply_plan(*network, plan, options.method + " plan");
+    round.sparsity_achieved = plan.sparsity_achieved();
+    round.flops_sparsity_achieved = plan.flops_sparsity_achieved();
+    round.predicted_distortion = plan.predicted_distortion;
+    round.pruned = evaluate(*network, test, 256, /*progress=*/false);
+    if (options.bn_recalibrate) recalibrate_batch_norm(*network, calibration);
+    if (options.finetune.steps > 0) {
+      TrainOptions finetune = options.finetune;
+      finetune.progress = options.progress;
+      finetune.seed = derive_seed(options.finetune.seed, static_cast<uint64_t>(r));
+      train(*network, data.train, finetune);
+    }
+    round.finetuned = (options.bn_recalibrate || options.finetune.steps > 0)
+                          ? evaluate(*network, test, 256, /*progress=*/false)
+                          : round.pruned;
+    if (options.progress) {
+      std::cerr << fmt::format("round {}/{}: {} target {:.4f}, sparsity {:.4f}, top-1 {:.2f}% pruned, {:.2f}% after repair\n",
+                               r, options.rounds, options.method, target, round.sparsity_achieved,
+                               100 * round.pruned.top1, 100 * round.finetuned.top1);
+    }
+    if (!dir.empty()) {
+      network->save((dir / model_file(*network)).string());
+      write_file_atomic(metrics_path.string(), round_json(round).dump(1) + "\n");
+    }
+    result.rounds.push_back(round);
+  }
+  return result;
+}
+
+}  // namespace rdprune

@@ -1,0 +1,82 @@
+#include "rdprune/baselines.h"
+
+#include <cmath>
+
+#include <gtest/gtest.h>
+
+#include "rdprune/error.h"
+
+namespace rdprune {
+namespace {
+
+LayerInfo layer(const std::string& name, const std::string& type, std::vector<int64_t> shape, double fpw = 1,
+                double sparsity = 0) {
+  LayerInfo info;
+  info.name = name;
+  info.type = type;
+  info.shape = shape;
+  info.weights = 1;
+  for (int64_t d : shape) info.weights *= d;
+  info.flops_per_weight = fpw;
+  info.sparsity = sparsity;
+  return info;
+}
+
+TEST(Baselines, UniformKeepsTheSameFractionEverywhere) {
+  const std::vector<LayerInfo> layers = {layer("a", "conv2d", {10, 10}), layer("b", "conv2d", {20, 10}),
+                                         layer("c", "linear", {10, 30})};
+  const Plan plan = allocate_shape_baseline("uniform", layers, {BudgetKind::kParams, 0.5, false});
+  EXPECT_EQ(plan.layers[0].kept, 50);
+  EXPECT_EQ(plan.layers[1].kept, 100);
+  EXPECT_EQ(plan.layers[2].kept, 150);
+  EXPECT_GE(plan.sparsity_achieved(), 0.5);
+}
+
+TEST(Baselines, UniformPlusKeepsTheFirstConvDenseAndTwentyPercentOfTheLast) {
+  const std::vector<LayerInfo> layers = {layer("conv1", "conv2d", {10, 10}), layer("mid", "conv2d", {100, 10}),
+                                         layer("fc", "linear", {10, 10})};
+  // Budget 15% of 1200 = 180 kept: conv1 100 dense, fc at its 20% floor (20), mid the other 60.
+  const Plan plan = allocate_shape_baseline("uniform+", layers, {BudgetKind::kParams, 0.85, false});
+  EXPECT_EQ(plan.layers[0].kept, 100);
+  EXPECT_EQ(plan.layers[1].kept, 60);
+  EXPECT_EQ(plan.layers[2].kept, 20);
+  // At 50% the middle layer and the last share one sparsity, the last above its floor.
+  const Plan half = allocate_shape_baseline("uniform+", layers, {BudgetKind::kParams, 0.5, false});
+  EXPECT_EQ(half.layers[0].kept, 100);
+  EXPECT_NEAR(half.layers[1].sparsity(), half.layers[2].sparsity(), 0.011);
+  EXPECT_LE(half.kept_weights(), 600);
+}
+
+TEST(Baselines, ErkDensitiesFollowSumOverProductAndCapAtDense) {
+  // Scores: a (4x4): 8/16 = 0.5; b (100x100): 200/10000 = 0.02. At 50%: a would exceed 1, so it is
+  // kept dense and b takes the rest of the budget: 5008 - 16 = 4992 of 10000.
+  const std::vector<LayerInfo> layers = {layer("a", "conv2d", {4, 4}), layer("b", "linear", {100, 100})};
+  const Plan plan = allocate_shape_baseline("erk", layers, {BudgetKind::kParams, 0.5, false});
+  EXPECT_EQ(plan.layers[0].kept, 16);
+  EXPECT_EQ(plan.layers[1].kept, 4992);
+  // At 99%: budget 100; densities 0.5 s and 0.02 s with 16 * 0.5 s + 10000 * 0.02 s = 100: s = 100 / 208.
+  const Plan sparse = allocate_shape_baseline("erk", layers, {BudgetKind::kParams, 0.99, false});
+  EXPECT_EQ(sparse.layers[0].kept, static_cast<int64_t>(std::floor(16 * 0.5 * 100 / 208.0)));
+  EXPECT_EQ(sparse.layers[1].kept, static_cast<int64_t>(std::floor(10000 * 0.02 * 100 / 208.0)));
+}
+
+TEST(Baselines, NoLayerIsEmptiedUnlessAllowed) {
+  const std::vector<LayerInfo> layers = {layer("tiny", "conv2d", {1, 3}), layer("big", "linear", {100, 100})};
+  const Plan plan = allocate_shape_baseline("uniform", layers, {BudgetKind::kParams, 0.99, false});
+  EXPECT_EQ(plan.layers[0].kept, 1);
+  EXPECT_LE(plan.kept_weights(), static_cast<int64_t>(std::floor(0.01 * 10003)));
+  const Plan empty = allocate_shape_baseline("uniform", layers, {BudgetKind::kParams, 0.99, true});
+  EXPECT_EQ(empty.layers[0].kept, 0);
+}
+
+TEST(Baselines, FlopsBudgetAndMonotoneMasks) {
+  const std::vector<LayerInfo> layers = {layer("a", "conv2d", {10, 10}, 100), layer("b", "linear", {10, 10}, 1, 0.8)};
+  const Plan plan = allocate_shape_baseline("uniform", layers, {BudgetKind::kFlops, 0.5, false});
+  EXPECT_GE(plan.flops_sparsity_achieved(), 0.5);
+  EXPECT_LE(plan.layers[1].kept, 20);  // already 80% sparse: masks only grow
+  EXPECT_THROW(allocate_shape_baseline("uniform", layers, {BudgetKind::kParams, 1.0, false}), UsageError);
+  EXPECT_THROW(allocate_shape_baseline("magic", layers, {BudgetKind::kParams, 0.5, false}), UsageError);
+}
+
+}  // namespace
+}  // namespace rdprune

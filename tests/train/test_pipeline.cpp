@@ -1,0 +1,152 @@
+#include <filesystem>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
+#include "fixtures.h"
+#include "rdprune/additivity.h"
+#include "rdprune/atomic_file.h"
+#include "rdprune/error.h"
+#include "rdprune/pipeline.h"
+
+namespace rdprune {
+namespace {
+using testing::TempDir;
+
+DatasetSplits toy_data(const TempDir& dir) {
+  testing::write_idx_dataset(dir.path(), 256, 64, false);
+  DatasetOptions options;
+  options.name = "fashion-mnist";
+  options.data_dir = dir.path();
+  return load_dataset(options);
+}
+
+std::unique_ptr<Network> trained_lenet(const DatasetSplits& data) {
+  torch::manual_seed(0);
+  ModelMeta meta;
+  meta.arch = "lenet5";
+  meta.input_shape = {1, 28, 28};
+  meta.num_classes = 10;
+  auto network = create_network(meta);
+  TrainOptions options;
+  options.steps = 40;
+  options.batch_size = 32;
+  options.lr = 0.05;
+  options.progress = false;
+  train(*network, data.train, options);
+  return network;
+}
+
+TEST(Pipeline, RoundTargetsReachTheFinalSparsity) {
+  EXPECT_DOUBLE_EQ(round_target("geometric", 0.9, 3, 3), 0.9);
+  EXPECT_NEAR(round_target("geometric", 0.9, 1, 2), 1 - std::sqrt(0.1), 1e-12);
+  EXPECT_NEAR(round_target("linear", 0.9, 1, 3), 0.3, 1e-12);
+}
+
+TEST(Pipeline, IterativeRdGrowsMasksFineTunesAndResumes) {
+  TempDir data_dir;
+  TempDir out;
+  const auto data = toy_data(data_dir);
+  auto network = trained_lenet(data);
+  const std::string model_path = out.file("dense.pt");
+  network->save(model_path);
+  PipelineOptions options;
+  options.method = "rd";
+  options.rd.sparsity_target = 0.9;
+  options.rounds = 2;
+  options.calib_size = 32;
+  options.curves.levels = 20;
+  options.finetune.steps = 10;
+  options.finetune.lr = 0.01;
+  options.finetune.batch_size = 32;
+  options.progress = false;
+  options.out_dir = out.file("run");
+  const PipelineResult result = run_pipeline(network, data, options);
+  ASSERT_EQ(result.rounds.size(), 2u);
+  EXPECT_GE(result.rounds[0].sparsity_achieved, round_target("geometric", 0.9, 1, 2));
+  EXPECT_GE(result.last().sparsity_achieved, 0.9);
+  for (const char* file : {"curves.json", "plan.json", "model.pt", "metrics.json"}) {
+    EXPECT_TRUE(std::filesystem::exists(out.file(std::string("run/round-2/") + file))) << file;
+  }
+  // Masks only grow: every layer of round 2 is at least as sparse as in round 1.
+  const auto plan1 = plan_from_json(read_file(out.file("run/round-1/plan.json")), "1");
+  const auto plan2 = plan_from_json(read_file(out.file("run/round-2/plan.json")), "2");
+  for (size_t i = 0; i < plan1.layers.size(); ++i) EXPECT_LE(plan2.layers[i].kept, plan1.layers[i].kept);
+  // Masked weights are zero in the saved model.
+  auto saved = load_network(out.file("run/round-2/model.pt"));
+  for (size_t i = 0; i < saved->layers().size(); ++i) {
+    EXPECT_EQ((saved->layers()[i].weight != 0).sum().item<int64_t>(), plan2.layers[i].kept);
+  }
+  // A rerun resumes from the finished rounds and reports the same figures.
+  auto again = load_network(model_path);
+  const PipelineResult resumed = run_pipeline(again, data, options);
+  EXPECT_TRUE(resumed.rounds[0].resumed);
+  EXPECT_TRUE(resumed.rounds[1].resumed);
+  EXPECT_DOUBLE_EQ(resumed.last().finetuned.top1, result.last().finetuned.top1);
+}
+
+TEST(Pipeline, EveryBaselineMeetsTheTargetWithoutEmptyingALayer) {
+  TempDir data_dir;
+  const auto data = toy_data(data_dir);
+  for (const std::string method : {"global", "lamp", "uniform", "uniform+", "erk"}) {
+    auto network = trained_lenet(data);
+    PipelineOptions options;
+    options.method = method;
+    options.rd.sparsity_target = 0.98;
+    options.progress = false;
+    options.bn_recalibrate = false;
+    const PipelineResult result = run_pipeline(network, data, options);
+    EXPECT_GE(result.last().sparsity_achieved, 0.98) << method;
+    for (size_t i = 0; i < network->layers().size(); ++i) {
+      EXPECT_GT((network->layers()[i].weight != 0).sum().item<int64_t>(), 0) << method << " " << i;
+    }
+  }
+}
+
+TEST(Pipeline, BadOptionsAreUsageErrors) {
+  PipelineOptions options;
+  options.method = "random";
+  EXPECT_THROW(validate(options), UsageError);
+  options.method = "rd";
+  options.rounds = 0;
+  EXPECT_THROW(validate(options), UsageError);
+  options.rounds = 1;
+  options.schedule = "cubic";
+  EXPECT_THROW(validate(options), UsageError);
+  TempDir dir;
+  write_file_atomic(dir.file("file"), "x");
+  options.schedule = "geometric";
+  options.out_dir = dir.file("file");
+  EXPECT_THROW(validate(options), UsageError);
+}
+
+TEST(Additivity, RdPlansAndRandomAllocationsAreMeasured) {
+  TempDir data_dir;
+  const auto data = toy_data(data_dir);
+  auto network = trained_lenet(data);
+  const Dataset calibration = data.train.head(32);
+  CurveOptions curve_options;
+  curve_options.levels = 20;
+  curve_options.progress = false;
+  const CurveSet curves = measure_curves(*network, calibration, "toy", layer_census(*network, {1, 28, 28}), curve_options);
+  const auto before = network->layers()[0].weight.clone();
+  const auto points = additivity_study(*network, calibration, curves, {0.5, 0.9}, 5, 1, 64);
+  ASSERT_EQ(points.size(), 7u);
+  EXPECT_EQ(points[0].kind, "rd");
+  EXPECT_EQ(points[6].kind, "random");
+  for (const auto& p : points) {
+    EXPECT_GE(p.measured, 0);
+    EXPECT_GE(p.predicted, 0);
+  }
+  EXPECT_TRUE(torch::equal(before, network->layers()[0].weight));  // restored
+  // One layer alone: the joint distortion is that layer's curve value exactly.
+  Plan single;
+  for (const auto& layer : curves.layers) single.layers.push_back({layer.name, layer.weights, layer.weights, 0});
+  single.layers[1].kept = curves.layers[1].kept[10];
+  EXPECT_NEAR(joint_distortion(*network, calibration, single, "mse", 64), curves.layers[1].distortion[10],
+              1e-9 + 1e-6 * curves.layers[1].distortion[10]);
+}
+
+}  // namespace
+}  // namespace rdprune

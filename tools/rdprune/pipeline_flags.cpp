@@ -1,0 +1,41 @@
+#include "pipeline_flags.h"
+
+#include <filesystem>
+
+#include "rdprune/text.h"
+
+namespace rdprune::cli {
+
+void add_pipeline_flags(CLI::App& command, PipelineFlags& flags) {
+  auto& o = flags.options;
+  o.finetune.lr = 0.01;
+  command.add_option("--rounds", o.rounds, "Pruning rounds (1 = one-shot, default)");
+  command.add_option("--schedule", o.schedule, "Round targets: geometric 1-(1-a)^r (default) | linear");
+  command.add_option("--budget", flags.budget, "params|flops (default params)");
+  command.add_option("--min-sparsity", o.rd.min_sparsity, "rd: every layer at least this sparse");
+  command.add_option("--max-sparsity", o.rd.max_sparsity, "rd: every layer at most this sparse");
+  command.add_option("--keep-dense", flags.keep_dense, "rd: comma-separated layers to leave as they are");
+  command.add_flag("--allow-empty", o.rd.allow_empty, "Allow a layer to lose every weight");
+  command.add_option("--solver", o.rd.solver, "rd: dp (default) | lagrange");
+  command.add_option("--calib-size", o.calib_size, "Calibration samples: first N training images (default 256)");
+  command.add_option("--levels", o.curves.levels, "rd: curve grid steps (default 100)");
+  command.add_option("--metric", o.curves.metric, "rd: mse|worst (default mse)");
+  command.add_flag("--synthetic", o.synthetic, "rd: zero-data calibration with N(0,1) inputs");
+  command.add_flag("--no-cache", flags.no_cache, "rd: do not cache curves");
+  command.add_option("--finetune-steps", o.finetune.steps, "Fine-tuning steps per round (default 0)");
+  command.add_option("--finetune-lr", o.finetune.lr, "Fine-tuning peak learning rate (default 0.01)");
+  command.add_option("--optimizer", o.finetune.optimizer, "Fine-tuning optimizer sgd|adamw (default sgd)");
+  command.add_flag("--bn-recalibrate", o.bn_recalibrate, "Re-estimate batch-norm statistics after pruning");
+  command.add_option("--eval-limit", o.eval_limit, "Evaluate on the first N test samples only");
+  command.add_option("--seed", o.seed, "Seed (default 0)");
+}
+
+void finish_pipeline_flags(PipelineFlags& flags, const std::string& out_dir) {
+  auto& o = flags.options;
+  o.rd.budget = parse_budget(flags.budget);
+  if (!flags.keep_dense.empty()) o.rd.keep_dense = split_list(flags.keep_dense, "--keep-dense");
+  o.finetune.seed = o.seed;
+  o.curves.cache_dir = flags.no_cache ? "" : (std::filesystem::path(out_dir) / "cache").string();
+}
+
+}  // namespace rdprune::cli
