@@ -93,7 +93,8 @@ double median_ms(Fn&& fn, int runs) {
   for (int r = 0; r < runs; ++r) {
     const auto start = std::chrono::steady_clock::now();
     fn();
-    times.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());
+    times.push_back(
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());
   }
   std::sort(times.begin(), times.end());
   return times[times.size() / 2];
@@ -115,11 +116,13 @@ void run(const char* name, const std::vector<int64_t>& sizes, bool exact_referen
   const CurveSet curves = synthetic_curves(sizes, 1);
   int64_t total = 0;
   for (int64_t n : sizes) total += n;
-  std::printf("\n%s: %zu layers, %lld weights, 101 levels\n", name, sizes.size(), static_cast<long long>(total));
+  std::printf("\n%s: %zu layers, %lld weights, 101 levels\n", name, sizes.size(),
+              static_cast<long long>(total));
   std::printf("  reference-style table (layers x surviving weights): %.1f M cells, %.0f MB as float64\n",
               static_cast<double>(sizes.size()) * static_cast<double>(total) / 1e6,
               static_cast<double>(sizes.size()) * static_cast<double>(total) * 8 / 1e6);
-  std::printf("  %-7s %10s %10s %14s %14s %12s\n", "target", "dp ms", "peak MB", "gap to exact", "lagrange gap", "lagrange ms");
+  std::printf("  %-7s %10s %10s %14s %14s %12s\n", "target", "dp ms", "peak MB", "gap to exact",
+              "lagrange gap", "lagrange ms");
   const auto groups = groups_of(curves);
   for (double target : {0.5, 0.8, 0.9, 0.95, 0.98}) {
     rdprune::RdOptions options;

@@ -7,8 +7,8 @@
 #include <string>
 #include <thread>
 
-#include <nlohmann/json.hpp>
 #include <torch/torch.h>
+#include <nlohmann/json.hpp>
 
 #include "rdprune/network.h"
 
@@ -19,10 +19,14 @@ int main(int argc, char** argv) {
   int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i];
-    if (flag == "--arch") arch = argv[i + 1];
-    else if (flag == "--batch") batch = std::stoll(argv[i + 1]);
-    else if (flag == "--steps") steps = std::stoi(argv[i + 1]);
-    else if (flag == "--threads") threads = std::stoi(argv[i + 1]);
+    if (flag == "--arch")
+      arch = argv[i + 1];
+    else if (flag == "--batch")
+      batch = std::stoll(argv[i + 1]);
+    else if (flag == "--steps")
+      steps = std::stoi(argv[i + 1]);
+    else if (flag == "--threads")
+      threads = std::stoi(argv[i + 1]);
   }
   torch::set_num_threads(threads);
   torch::manual_seed(0);
@@ -45,11 +49,15 @@ int main(int argc, char** argv) {
     network->mask_gradients();
     optimizer.step();
     network->apply_masks();
-    const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+    const double ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
     if (step >= 5) times.push_back(ms);  // the first steps allocate and warm caches
   }
   std::sort(times.begin(), times.end());
-  std::cout << nlohmann::json{{"impl", "rdprune"}, {"arch", arch}, {"batch", batch}, {"threads", threads},
+  std::cout << nlohmann::json{{"impl", "rdprune"},
+                              {"arch", arch},
+                              {"batch", batch},
+                              {"threads", threads},
                               {"median_ms", times[times.size() / 2]}}
                    .dump()
             << std::endl;

@@ -1,12 +1,20 @@
 #!/usr/bin/env bash
-# The main job: sets up, builds, trains the default model (ResNet-20) on Fashion-MNIST and
-# evaluates it. Output lands in ./out. EPOCHS (default 3) sets the training length.
+# The main job: sets up, builds, trains the default model (ResNet-20) on Fashion-MNIST, then
+# compares rd with every baseline (lamp, global, uniform, uniform+, erk) at 80, 90 and 95%
+# sparsity with a short fine-tune, and writes the report (tables and plots) to out/compare.
+# Knobs (environment): EPOCHS (default 2), FINETUNE_STEPS (default 20), LEVELS (default 20).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 bash scripts/build.sh
 mkdir -p out
-epochs=${EPOCHS:-3}
-./build/rdprune train --arch resnet20 --dataset fashion-mnist --epochs "$epochs" --out out/resnet20-fmnist.pt
-./build/rdprune info --model out/resnet20-fmnist.pt
-./build/rdprune eval --model out/resnet20-fmnist.pt --dataset fashion-mnist
+epochs=${EPOCHS:-2}
+model=out/resnet20-fmnist-e${epochs}.pt
+if [ ! -f "$model" ]; then
+  ./build/rdprune train --arch resnet20 --dataset fashion-mnist --epochs "$epochs" --out "$model"
+fi
+./build/rdprune compare --model "$model" --dataset fashion-mnist \
+  --methods rd,lamp,global,uniform,uniform+,erk --sparsities 0.8,0.9,0.95 \
+  --finetune-steps "${FINETUNE_STEPS:-20}" --levels "${LEVELS:-20}" --calib-size 128 --eval-limit 2000 \
+  --out-dir out/compare
+echo "report: out/compare/results.md, out/compare/*.png"

@@ -13,21 +13,21 @@
 namespace rdprune {
 
 struct AdditivityPoint {
-  std::string kind;        // "rd" or "random"
-  double sparsity = 0;     // achieved
-  double predicted = 0;    // sum of the curve values at the chosen levels
-  double measured = 0;     // distortion with every layer pruned together
+  std::string kind;      // "rd" or "random"
+  double sparsity = 0;   // achieved
+  double predicted = 0;  // sum of the curve values at the chosen levels
+  double measured = 0;   // distortion with every layer pruned together
 };
 
 // Distortion of the network's outputs on `calibration` with all of `plan`'s masks applied at
 // once, against the current network; the network is restored afterwards.
-double joint_distortion(Network& network, const Dataset& calibration, const Plan& plan, const std::string& metric,
-                        int64_t batch_size);
+double joint_distortion(Network& network, const Dataset& calibration, const Plan& plan,
+                        const std::string& metric, int64_t batch_size);
 
 // rd plans at `sparsities` and `random_count` random allocations drawn from the curves' levels
 // (seeded), each measured with joint_distortion.
-std::vector<AdditivityPoint> additivity_study(Network& network, const Dataset& calibration, const CurveSet& curves,
-                                              const std::vector<double>& sparsities, int64_t random_count,
-                                              uint64_t seed, int64_t batch_size);
+std::vector<AdditivityPoint> additivity_study(Network& network, const Dataset& calibration,
+                                              const CurveSet& curves, const std::vector<double>& sparsities,
+                                              int64_t random_count, uint64_t seed, int64_t batch_size);
 
 }  // namespace rdprune

@@ -12,27 +12,28 @@ namespace rdprune {
 
 struct RdOptions {
   BudgetKind budget = BudgetKind::kParams;
-  double sparsity_target = 0.9;          // of weights or FLOPs, in [0, 1)
-  double min_sparsity = 0.0;             // every layer at least this sparse
-  double max_sparsity = 1.0;             // every layer at most this sparse
-  std::vector<std::string> keep_dense;   // layers left at their current sparsity
-  bool allow_empty = false;              // allow a layer to lose every weight
-  std::string solver = "dp";             // dp | lagrange
-  int64_t resolution = int64_t{1} << 16; // DP budget cells (see DpOptions)
+  double sparsity_target = 0.9;           // of weights or FLOPs, in [0, 1)
+  double min_sparsity = 0.0;              // every layer at least this sparse
+  double max_sparsity = 1.0;              // every layer at most this sparse
+  std::vector<std::string> keep_dense;    // layers left at their current sparsity
+  bool allow_empty = false;               // allow a layer to lose every weight
+  std::string solver = "dp";              // dp | lagrange
+  int64_t resolution = int64_t{1} << 16;  // DP budget cells (see DpOptions)
 };
 
 void validate(const RdOptions& options);
 
 struct FrontierPoint {
-  double budget = 0;          // kept weights (params) or kept FLOPs (flops)
-  double sparsity = 0;        // 1 - budget / dense
-  double distortion = 0;      // minimal predicted distortion within that budget
+  double budget = 0;      // kept weights (params) or kept FLOPs (flops)
+  double sparsity = 0;    // 1 - budget / dense
+  double distortion = 0;  // minimal predicted distortion within that budget
 };
 
 // Chooses every layer's level. Levels below a layer's current sparsity are never chosen (curves
 // only hold levels at or above it), so iterative pruning only grows masks. Throws Error when the
 // constraints cannot meet the budget. When `frontier` is set, also returns the optimal
 // distortion for every budget cell from fully pruned (as constraints allow) to dense.
-Plan allocate_rd(const CurveSet& curves, const RdOptions& options, std::vector<FrontierPoint>* frontier = nullptr);
+Plan allocate_rd(const CurveSet& curves, const RdOptions& options,
+                 std::vector<FrontierPoint>* frontier = nullptr);
 
 }  // namespace rdprune

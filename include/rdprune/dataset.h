@@ -45,8 +45,8 @@ class Dataset {
  public:
   Dataset() = default;
   // `images`: uint8 or float [N, C, H, W]; `labels`: int64 [N] in [0, num_classes).
-  Dataset(torch::Tensor images, torch::Tensor labels, int64_t num_classes,
-          Normalization normalization, std::string description);
+  Dataset(torch::Tensor images, torch::Tensor labels, int64_t num_classes, Normalization normalization,
+          std::string description);
   // The same samples under another normalisation.
   Dataset(const Dataset& other, Normalization normalization);
 

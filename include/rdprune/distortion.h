@@ -32,10 +32,12 @@ std::string fingerprint(Network& network);
 // finished layer is saved under a key of (fingerprint, calibration, metric, levels), so an
 // interrupted run resumes and a changed key never reuses old results.
 // O(layers * levels * forward(calibration)) time.
-CurveSet measure_curves(Network& network, const Dataset& calibration, const std::string& calibration_description,
-                        const std::vector<LayerInfo>& infos, const CurveOptions& options);
+CurveSet measure_curves(Network& network, const Dataset& calibration,
+                        const std::string& calibration_description, const std::vector<LayerInfo>& infos,
+                        const CurveOptions& options);
 
 // The distortion between outputs and reference outputs under `metric` (both [N, ...]).
-double output_distortion(const torch::Tensor& outputs, const torch::Tensor& reference, const std::string& metric);
+double output_distortion(const torch::Tensor& outputs, const torch::Tensor& reference,
+                         const std::string& metric);
 
 }  // namespace rdprune

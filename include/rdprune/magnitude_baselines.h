@@ -10,8 +10,8 @@ namespace rdprune {
 // with L1). lamp: LAMP score, Lee et al. ICLR 2021, eq. (2): within a layer sorted ascending by w^2,
 // score(u) = w_u^2 / sum_{v >= u} w_v^2; the globally lowest scores are pruned.
 // Already-pruned weights go first; unless allow_empty, each layer's largest weight is kept.
-Plan allocate_magnitude_baseline(const std::string& method, Network& network, const std::vector<LayerInfo>& infos,
-                                 const BaselineOptions& options);
+Plan allocate_magnitude_baseline(const std::string& method, Network& network,
+                                 const std::vector<LayerInfo>& infos, const BaselineOptions& options);
 
 // Any baseline by name (global, lamp, uniform, uniform+, erk).
 Plan allocate_baseline(const std::string& method, Network& network, const std::vector<LayerInfo>& infos,

@@ -15,9 +15,9 @@ namespace rdprune {
 
 // A prunable weight: every Conv2d and Linear weight, named by its module path.
 struct PrunableLayer {
-  std::string name;       // e.g. "layer1.0.conv1"
-  std::string type;       // "conv2d" or "linear"
-  torch::Tensor weight;   // shares storage with the model's parameter
+  std::string name;      // e.g. "layer1.0.conv1"
+  std::string type;      // "conv2d" or "linear"
+  torch::Tensor weight;  // shares storage with the model's parameter
 };
 
 // What a checkpoint records so that `--model FILE` rebuilds the model without further flags.

@@ -18,18 +18,18 @@
 namespace rdprune {
 
 struct PipelineOptions {
-  std::string method = "rd";       // rd | global | lamp | uniform | uniform+ | erk
-  RdOptions rd;                    // budget, target, constraints (shared with the baselines)
-  int64_t rounds = 1;              // 1 = one-shot
+  std::string method = "rd";           // rd | global | lamp | uniform | uniform+ | erk
+  RdOptions rd;                        // budget, target, constraints (shared with the baselines)
+  int64_t rounds = 1;                  // 1 = one-shot
   std::string schedule = "geometric";  // geometric: 1-(1-a)^r reaching the target; linear: S*r/R
-  CurveOptions curves;             // rd only
-  int64_t calib_size = 256;        // calibration samples (rd curves, batch-norm recalibration)
-  bool synthetic = false;          // zero-data calibration: N(0,1) inputs
+  CurveOptions curves;                 // rd only
+  int64_t calib_size = 256;            // calibration samples (rd curves, batch-norm recalibration)
+  bool synthetic = false;              // zero-data calibration: N(0,1) inputs
   uint64_t seed = 0;
-  TrainOptions finetune;           // steps = 0: no fine-tuning
+  TrainOptions finetune;  // steps = 0: no fine-tuning
   bool bn_recalibrate = false;
-  int64_t eval_limit = 0;          // 0 = the whole test split
-  std::string out_dir;             // empty: keep nothing
+  int64_t eval_limit = 0;  // 0 = the whole test split
+  std::string out_dir;     // empty: keep nothing
   bool progress = true;
 };
 

@@ -21,7 +21,9 @@ struct PlanLayer {
   int64_t weights = 0;
   int64_t kept = 0;
   double flops_per_weight = 0;
-  double sparsity() const { return weights > 0 ? 1.0 - static_cast<double>(kept) / static_cast<double>(weights) : 0; }
+  double sparsity() const {
+    return weights > 0 ? 1.0 - static_cast<double>(kept) / static_cast<double>(weights) : 0;
+  }
 };
 
 struct Plan {

@@ -35,8 +35,9 @@ void plot_layer_sparsity(const std::string& dir, const std::vector<std::pair<std
 // rd_curves.png: every layer's distortion against sparsity (log scale).
 void plot_curves(const std::string& dir, const CurveSet& curves);
 // additivity.png: measured joint distortion against the sum of the curves.
-void plot_additivity(const std::string& dir, const std::vector<double>& predicted, const std::vector<double>& measured,
-                     const std::vector<std::string>& kinds, const std::string& title);
+void plot_additivity(const std::string& dir, const std::vector<double>& predicted,
+                     const std::vector<double>& measured, const std::vector<std::string>& kinds,
+                     const std::string& title);
 
 // Pearson correlation of two equal-length series (NaN when undefined).
 double pearson(const std::vector<double>& x, const std::vector<double>& y);

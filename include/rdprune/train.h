@@ -10,8 +10,8 @@
 namespace rdprune {
 
 struct TrainOptions {
-  int64_t epochs = 0;            // passes over the training set; ignored when steps > 0
-  int64_t steps = 0;             // optimizer steps; 0 = use epochs
+  int64_t epochs = 0;  // passes over the training set; ignored when steps > 0
+  int64_t steps = 0;   // optimizer steps; 0 = use epochs
   int64_t batch_size = 128;
   std::string optimizer = "sgd";  // sgd (momentum, weight decay) | adamw
   double lr = 0.1;
@@ -29,8 +29,8 @@ void validate(const TrainOptions& options);
 
 struct TrainResult {
   int64_t steps = 0;
-  double epochs = 0;        // steps expressed in passes over the training set
-  double final_loss = 0;    // mean training loss over the last 50 steps
+  double epochs = 0;      // steps expressed in passes over the training set
+  double final_loss = 0;  // mean training loss over the last 50 steps
   double seconds = 0;
 };
 
@@ -57,7 +57,6 @@ struct EvalResult {
 
 // Evaluates in eval mode, unaugmented, in dataset order. Throws Error if the model's output is
 // not [batch, classes] logits for the dataset's classes.
-EvalResult evaluate(Network& network, const Dataset& data, int64_t batch_size = 256,
-                    bool progress = false);
+EvalResult evaluate(Network& network, const Dataset& data, int64_t batch_size = 256, bool progress = false);
 
 }  // namespace rdprune

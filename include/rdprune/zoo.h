@@ -11,7 +11,7 @@
 namespace rdprune {
 
 struct ZooSpec {
-  std::string arch;         // mlp|lenet5|resnet20|resnet32|resnet56|vgg16|resnet18|resnet50
+  std::string arch;  // mlp|lenet5|resnet20|resnet32|resnet56|vgg16|resnet18|resnet50
   int64_t in_channels = 1;
   int64_t image_size = 28;  // square inputs of image_size x image_size
   int64_t num_classes = 10;
@@ -23,7 +23,9 @@ class ZooNetImpl : public torch::nn::Module {
   // Runs stages [first, last) on `x`, the output of stage first-1 (or the input when first = 0).
   torch::Tensor run_range(size_t first, size_t last, torch::Tensor x);
   // Runs stages [first, num_stages()).
-  torch::Tensor run_from(size_t first, torch::Tensor x) { return run_range(first, num_stages(), std::move(x)); }
+  torch::Tensor run_from(size_t first, torch::Tensor x) {
+    return run_range(first, num_stages(), std::move(x));
+  }
   size_t num_stages() const { return stages_.size(); }
   // Module-path prefix of each stage ("" for stages without parameters of their own).
   const std::vector<std::string>& stage_prefixes() const { return stage_prefixes_; }

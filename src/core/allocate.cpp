@@ -12,8 +12,10 @@ namespace rdprune {
 
 void validate(const RdOptions& options) {
   check_sparsity_target(options.sparsity_target, "--sparsity");
-  if (!(options.min_sparsity >= 0 && options.min_sparsity <= 1)) throw UsageError("--min-sparsity: expected [0, 1]");
-  if (!(options.max_sparsity >= 0 && options.max_sparsity <= 1)) throw UsageError("--max-sparsity: expected [0, 1]");
+  if (!(options.min_sparsity >= 0 && options.min_sparsity <= 1))
+    throw UsageError("--min-sparsity: expected [0, 1]");
+  if (!(options.max_sparsity >= 0 && options.max_sparsity <= 1))
+    throw UsageError("--max-sparsity: expected [0, 1]");
   if (options.min_sparsity > options.max_sparsity) throw UsageError("--min-sparsity is above --max-sparsity");
   if (options.solver != "dp" && options.solver != "lagrange") {
     throw UsageError("--solver: expected dp or lagrange, got '" + options.solver + "'");
@@ -62,9 +64,10 @@ std::vector<Allowed> allowed_levels(const CurveSet& curves, const RdOptions& opt
       allowed[i].choices.push_back({cost_of(options.budget, layer, k), layer.distortion[k]});
     }
     if (allowed[i].choices.empty()) {
-      throw Error(fmt::format("layer {}: no level satisfies the constraints (current sparsity {:.4f}, "
-                              "min {:.4f}, max {:.4f})",
-                              layer.name, layer.sparsity.front(), options.min_sparsity, options.max_sparsity));
+      throw Error(
+          fmt::format("layer {}: no level satisfies the constraints (current sparsity {:.4f}, "
+                      "min {:.4f}, max {:.4f})",
+                      layer.name, layer.sparsity.front(), options.min_sparsity, options.max_sparsity));
     }
   }
   return allowed;
@@ -103,10 +106,11 @@ Plan allocate_rd(const CurveSet& curves, const RdOptions& options, std::vector<F
       for (const auto& choice : group) cheapest = std::min(cheapest, choice.cost);
       minimum += cheapest;
     }
-    throw Error(fmt::format("sparsity target {} is out of reach under the constraints: the layers keep at least "
-                            "{:.0f} {} but the budget is {:.0f}{}",
-                            options.sparsity_target, minimum, to_string(options.budget), budget,
-                            options.allow_empty ? "" : " (--allow-empty lets a layer lose every weight)"));
+    throw Error(
+        fmt::format("sparsity target {} is out of reach under the constraints: the layers keep at least "
+                    "{:.0f} {} but the budget is {:.0f}{}",
+                    options.sparsity_target, minimum, to_string(options.budget), budget,
+                    options.allow_empty ? "" : " (--allow-empty lets a layer lose every weight)"));
   }
   for (size_t i = 0; i < curves.layers.size(); ++i) {
     const LayerCurve& layer = curves.layers[i];
@@ -119,7 +123,8 @@ Plan allocate_rd(const CurveSet& curves, const RdOptions& options, std::vector<F
     std::vector<double> row;
     double unit = 1;
     double min_cost = 0;
-    const double dense = options.budget == BudgetKind::kParams ? static_cast<double>(total_weights) : dense_flops;
+    const double dense =
+        options.budget == BudgetKind::kParams ? static_cast<double>(total_weights) : dense_flops;
     DpOptions dp{options.resolution, &row, &unit, &min_cost};
     solve_dp(groups, dense, dp);
     frontier->clear();

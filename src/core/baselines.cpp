@@ -26,7 +26,8 @@ double unit_cost(BudgetKind budget, const LayerInfo& layer) {
 }
 
 int64_t unpruned(const LayerInfo& layer) {
-  return layer.weights - static_cast<int64_t>(std::llround(layer.sparsity * static_cast<double>(layer.weights)));
+  return layer.weights -
+         static_cast<int64_t>(std::llround(layer.sparsity * static_cast<double>(layer.weights)));
 }
 
 double total_budget(const std::vector<LayerInfo>& layers, const BaselineOptions& options) {
@@ -61,8 +62,8 @@ Plan make_plan(const std::string& method, const std::vector<LayerInfo>& layers, 
       }
     }
     if (largest == layers.size()) {
-      throw Error(fmt::format("{}: sparsity target {} is out of reach: every layer already keeps its minimum", method,
-                              options.sparsity_target));
+      throw Error(fmt::format("{}: sparsity target {} is out of reach: every layer already keeps its minimum",
+                              method, options.sparsity_target));
     }
     const double unit = unit_cost(options.budget, layers[largest]);
     const auto needed = static_cast<int64_t>(std::ceil((cost - budget) / unit));
@@ -75,7 +76,8 @@ Plan make_plan(const std::string& method, const std::vector<LayerInfo>& layers, 
   plan.budget = options.budget;
   plan.sparsity_target = options.sparsity_target;
   for (size_t i = 0; i < layers.size(); ++i) {
-    plan.layers.push_back({layers[i].name, layers[i].weights, kept[i], std::max(0.0, layers[i].flops_per_weight)});
+    plan.layers.push_back(
+        {layers[i].name, layers[i].weights, kept[i], std::max(0.0, layers[i].flops_per_weight)});
   }
   return plan;
 }
@@ -89,7 +91,8 @@ Plan allocate_shape_baseline(const std::string& method, const std::vector<LayerI
   std::vector<double> score(n, 1.0);
   std::vector<double> floor_density(n, 0.0);
   std::vector<double> cap(n);
-  for (size_t i = 0; i < n; ++i) cap[i] = static_cast<double>(unpruned(layers[i])) / static_cast<double>(layers[i].weights);
+  for (size_t i = 0; i < n; ++i)
+    cap[i] = static_cast<double>(unpruned(layers[i])) / static_cast<double>(layers[i].weights);
   if (method == "erk") {
     // Erdos-Renyi-Kernel, Evci et al. 2020, section 3: density ~ (sum of dims) / (product of dims).
     for (size_t i = 0; i < n; ++i) {
@@ -114,7 +117,8 @@ Plan allocate_shape_baseline(const std::string& method, const std::vector<LayerI
   auto cost_at = [&](double scale) {
     double cost = 0;
     for (size_t i = 0; i < n; ++i) {
-      cost += density_at(scale, i) * static_cast<double>(layers[i].weights) * unit_cost(options.budget, layers[i]);
+      cost += density_at(scale, i) * static_cast<double>(layers[i].weights) *
+              unit_cost(options.budget, layers[i]);
     }
     return cost;
   };
@@ -129,7 +133,8 @@ Plan allocate_shape_baseline(const std::string& method, const std::vector<LayerI
   }
   std::vector<int64_t> kept(n);
   for (size_t i = 0; i < n; ++i) {
-    kept[i] = static_cast<int64_t>(std::floor(density_at(low, i) * static_cast<double>(layers[i].weights) + 1e-9));
+    kept[i] =
+        static_cast<int64_t>(std::floor(density_at(low, i) * static_cast<double>(layers[i].weights) + 1e-9));
   }
   return make_plan(method, layers, std::move(kept), options);
 }

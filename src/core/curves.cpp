@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "artifact_json.h"
 #include "rdprune/error.h"
 
 namespace rdprune {
@@ -12,7 +13,8 @@ namespace rdprune {
 std::vector<double> level_grid(int64_t steps) {
   if (steps < 1 || steps > 100000) throw UsageError("--levels: expected a step count in [1, 100000]");
   std::vector<double> grid(static_cast<size_t>(steps + 1));
-  for (int64_t k = 0; k <= steps; ++k) grid[static_cast<size_t>(k)] = static_cast<double>(k) / static_cast<double>(steps);
+  for (int64_t k = 0; k <= steps; ++k)
+    grid[static_cast<size_t>(k)] = static_cast<double>(k) / static_cast<double>(steps);
   return grid;
 }
 
@@ -82,9 +84,9 @@ std::string to_json(const CurveSet& curves) {
                       {"kept", layer.kept},
                       {"distortion", layer.distortion}});
   }
-  const nlohmann::json json = {{"schema", kCurvesSchema},         {"metric", curves.metric},
+  const nlohmann::json json = {{"schema", kCurvesSchema},           {"metric", curves.metric},
                                {"calibration", curves.calibration}, {"fingerprint", curves.fingerprint},
-                               {"levels", curves.levels},         {"layers", layers}};
+                               {"levels", curves.levels},           {"layers", layers}};
   return json.dump(1) + "\n";
 }
 
@@ -109,16 +111,8 @@ std::vector<double> numbers(const nlohmann::json& array, const std::string& wher
 }  // namespace
 
 CurveSet curves_from_json(const std::string& text, const std::string& source) {
-  nlohmann::json json;
+  const nlohmann::json json = parse_artifact(text, source, kCurvesSchema);
   try {
-    json = nlohmann::json::parse(text);
-  } catch (const nlohmann::json::exception& e) {
-    throw Error(source + ": not valid JSON (" + e.what() + ")");
-  }
-  try {
-    if (json.value("schema", "") != kCurvesSchema) {
-      throw Error(source + ": schema '" + json.value("schema", "") + "', expected " + kCurvesSchema);
-    }
     CurveSet curves;
     curves.metric = json.at("metric").get<std::string>();
     curves.calibration = json.value("calibration", "");

@@ -40,7 +40,8 @@ KnapsackSolution evaluate(const std::vector<std::vector<Choice>>& groups, std::v
 
 // Spends leftover budget: repeatedly applies the single-group change that lowers distortion the
 // most while the exact total cost stays within budget. O(groups * choices) per change.
-void spend_leftover(const std::vector<std::vector<Choice>>& groups, double budget, KnapsackSolution& solution) {
+void spend_leftover(const std::vector<std::vector<Choice>>& groups, double budget,
+                    KnapsackSolution& solution) {
   for (;;) {
     double best_gain = 0;
     size_t best_group = 0;
@@ -68,7 +69,8 @@ void spend_leftover(const std::vector<std::vector<Choice>>& groups, double budge
 
 // One DP pass over `resolution` budget cells; exact when costs are integers and the budget
 // above the minimum fits in the cells.
-KnapsackSolution dp_pass(const std::vector<std::vector<Choice>>& groups, double budget, const DpOptions& options) {
+KnapsackSolution dp_pass(const std::vector<std::vector<Choice>>& groups, double budget,
+                         const DpOptions& options) {
   const size_t layers = groups.size();
   // Shift every group by its cheapest choice: the table then spans only the budget above the
   // unavoidable minimum, which is where the decisions are.
@@ -156,7 +158,8 @@ KnapsackSolution dp_pass(const std::vector<std::vector<Choice>>& groups, double 
 
 }  // namespace
 
-KnapsackSolution solve_dp(const std::vector<std::vector<Choice>>& groups, double budget, const DpOptions& options) {
+KnapsackSolution solve_dp(const std::vector<std::vector<Choice>>& groups, double budget,
+                          const DpOptions& options) {
   check_groups(groups);
   if (options.resolution < 1) throw UsageError("--dp-resolution: expected a positive cell count");
   size_t choices = 0;
@@ -167,7 +170,8 @@ KnapsackSolution solve_dp(const std::vector<std::vector<Choice>>& groups, double
   // resolution over a window of choices around it settles the details. O(choices * coarse +
   // groups * window * resolution) instead of O(choices * resolution).
   DpOptions coarse = options;
-  coarse.resolution = std::max<int64_t>(256, static_cast<int64_t>(kSinglePassWork / static_cast<double>(choices)));
+  coarse.resolution =
+      std::max<int64_t>(256, static_cast<int64_t>(kSinglePassWork / static_cast<double>(choices)));
   const KnapsackSolution rough = dp_pass(groups, budget, coarse);
   if (!rough.feasible) return rough;
   std::vector<std::vector<Choice>> window(groups.size());
@@ -176,8 +180,10 @@ KnapsackSolution solve_dp(const std::vector<std::vector<Choice>>& groups, double
     // The window: the choices nearest in cost to the rough choice, on both sides.
     std::vector<size_t> order(groups[i].size());
     for (size_t k = 0; k < order.size(); ++k) order[k] = k;
-    std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return groups[i][a].cost < groups[i][b].cost; });
-    const auto at = static_cast<size_t>(std::find(order.begin(), order.end(), rough.choice[i]) - order.begin());
+    std::sort(order.begin(), order.end(),
+              [&](size_t a, size_t b) { return groups[i][a].cost < groups[i][b].cost; });
+    const auto at =
+        static_cast<size_t>(std::find(order.begin(), order.end(), rough.choice[i]) - order.begin());
     const size_t first = at >= kWindow ? at - kWindow : 0;
     const size_t last = std::min(order.size(), at + kWindow + 1);
     for (size_t j = first; j < last; ++j) {
@@ -192,7 +198,8 @@ KnapsackSolution solve_dp(const std::vector<std::vector<Choice>>& groups, double
   return fine;
 }
 
-KnapsackSolution solve_lagrange(const std::vector<std::vector<Choice>>& groups, double budget, double* lower_bound) {
+KnapsackSolution solve_lagrange(const std::vector<std::vector<Choice>>& groups, double budget,
+                                double* lower_bound) {
   check_groups(groups);
   auto pick = [&](double lambda, double* dual) {
     std::vector<size_t> choice(groups.size());

@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "artifact_json.h"
 #include "rdprune/error.h"
 
 namespace rdprune {
@@ -15,7 +16,9 @@ BudgetKind parse_budget(const std::string& text) {
   throw UsageError("--budget: expected params or flops, got '" + text + "'");
 }
 
-std::string to_string(BudgetKind budget) { return budget == BudgetKind::kParams ? "params" : "flops"; }
+std::string to_string(BudgetKind budget) {
+  return budget == BudgetKind::kParams ? "params" : "flops";
+}
 
 int64_t Plan::total_weights() const {
   int64_t total = 0;
@@ -71,8 +74,8 @@ void validate(const Plan& plan, const std::string& source) {
   }
   for (const auto& layer : plan.layers) {
     if (layer.weights <= 0 || layer.kept < 0 || layer.kept > layer.weights) {
-      throw Error(fmt::format("{}: layer {}: kept {} of {} weights is impossible", source, layer.name, layer.kept,
-                              layer.weights));
+      throw Error(fmt::format("{}: layer {}: kept {} of {} weights is impossible", source, layer.name,
+                              layer.kept, layer.weights));
     }
     if (!(layer.flops_per_weight >= 0) || !std::isfinite(layer.flops_per_weight)) {
       throw Error(source + ": layer " + layer.name + ": flops_per_weight must be finite and >= 0");
@@ -100,23 +103,16 @@ std::string to_json(const Plan& plan) {
                          {"dense_flops", plan.dense_flops()},
                          {"kept_flops", plan.kept_flops()},
                          {"layers", layers}};
-  json["predicted_distortion"] = plan.predicted_distortion ? nlohmann::json(*plan.predicted_distortion) : nlohmann::json();
+  json["predicted_distortion"] =
+      plan.predicted_distortion ? nlohmann::json(*plan.predicted_distortion) : nlohmann::json();
   if (!plan.solver.empty()) json["solver"] = plan.solver;
   if (!plan.fingerprint.empty()) json["fingerprint"] = plan.fingerprint;
   return json.dump(1) + "\n";
 }
 
 Plan plan_from_json(const std::string& text, const std::string& source) {
-  nlohmann::json json;
+  const nlohmann::json json = parse_artifact(text, source, kPlanSchema);
   try {
-    json = nlohmann::json::parse(text);
-  } catch (const nlohmann::json::exception& e) {
-    throw Error(source + ": not valid JSON (" + e.what() + ")");
-  }
-  try {
-    if (json.value("schema", "") != kPlanSchema) {
-      throw Error(source + ": schema '" + json.value("schema", "") + "', expected " + kPlanSchema);
-    }
     Plan plan;
     plan.method = json.at("method").get<std::string>();
     plan.budget = parse_budget(json.at("budget").get<std::string>());
@@ -145,13 +141,14 @@ Plan plan_from_json(const std::string& text, const std::string& source) {
 
 void check_plan_matches(const Plan& plan, const std::vector<LayerInfo>& layers, const std::string& source) {
   if (plan.layers.size() != layers.size()) {
-    throw Error(fmt::format("{}: plan has {} layers but the model has {}; was it made for another model?", source,
-                            plan.layers.size(), layers.size()));
+    throw Error(fmt::format("{}: plan has {} layers but the model has {}; was it made for another model?",
+                            source, plan.layers.size(), layers.size()));
   }
   for (size_t i = 0; i < layers.size(); ++i) {
     if (plan.layers[i].name != layers[i].name || plan.layers[i].weights != layers[i].weights) {
-      throw Error(fmt::format("{}: layer {} is {} ({} weights) in the plan but {} ({} weights) in the model", source,
-                              i, plan.layers[i].name, plan.layers[i].weights, layers[i].name, layers[i].weights));
+      throw Error(fmt::format("{}: layer {} is {} ({} weights) in the plan but {} ({} weights) in the model",
+                              source, i, plan.layers[i].name, plan.layers[i].weights, layers[i].name,
+                              layers[i].weights));
     }
   }
 }

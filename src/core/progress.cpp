@@ -9,7 +9,9 @@
 
 namespace rdprune {
 
-bool Progress::stderr_is_terminal() { return ::isatty(STDERR_FILENO) == 1; }
+bool Progress::stderr_is_terminal() {
+  return ::isatty(STDERR_FILENO) == 1;
+}
 
 Progress::Progress(std::string label, int64_t total, std::ostream& out, bool enabled)
     : label_(std::move(label)),
@@ -45,8 +47,7 @@ void Progress::finish(const std::string& status) {
 }
 
 void Progress::draw(bool final_line) {
-  const double elapsed =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
   const double rate = elapsed > 0 ? static_cast<double>(done_) / elapsed : 0.0;
   const double fraction = total_ > 0 ? std::min(1.0, static_cast<double>(done_) / total_) : 1.0;
   const double eta = rate > 0 ? static_cast<double>(total_ - done_) / rate : 0.0;
@@ -59,8 +60,8 @@ void Progress::draw(bool final_line) {
                         std::string(kWidth - filled, '.'), done_, total_, rate, timing, status_);
     if (final_line) out_ << '\n';
   } else {
-    out_ << fmt::format("{}: {}/{} ({:.0f}%) {:.1f}/s {} {}\n", label_, done_, total_,
-                        100.0 * fraction, rate, timing, status_);
+    out_ << fmt::format("{}: {}/{} ({:.0f}%) {:.1f}/s {} {}\n", label_, done_, total_, 100.0 * fraction, rate,
+                        timing, status_);
   }
   out_.flush();
 }

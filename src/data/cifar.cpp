@@ -22,8 +22,7 @@ std::pair<torch::Tensor, torch::Tensor> read_cifar_records(const std::vector<std
     if (error) throw Error(path + ": cannot read CIFAR file: " + error.message());
     if (size == 0 || size % record != 0) {
       throw Error(path + ": truncated or not a CIFAR binary file: " + std::to_string(size) +
-                  " bytes is not a positive multiple of the " + std::to_string(record) +
-                  "-byte record");
+                  " bytes is not a positive multiple of the " + std::to_string(record) + "-byte record");
     }
     total += size / record;
   }

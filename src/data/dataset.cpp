@@ -75,8 +75,8 @@ Dataset load_idx_split(const std::string& dir, const std::string& prefix, int64_
     throw Error(labels_path + ": expected a 1-D label array, got rank " + std::to_string(labels.dim()));
   }
   if (images.size(0) != labels.size(0)) {
-    throw Error(images_path + ": holds " + std::to_string(images.size(0)) + " images but " +
-                labels_path + " holds " + std::to_string(labels.size(0)) + " labels");
+    throw Error(images_path + ": holds " + std::to_string(images.size(0)) + " images but " + labels_path +
+                " holds " + std::to_string(labels.size(0)) + " labels");
   }
   labels = labels.to(torch::kInt64);
   if (labels.numel() > 0 && labels.max().item<int64_t>() >= num_classes) {
@@ -239,8 +239,8 @@ DatasetSplits load_dataset(const DatasetOptions& options) {
   return splits;
 }
 
-Dataset::Dataset(torch::Tensor images, torch::Tensor labels, int64_t num_classes,
-                 Normalization normalization, std::string description)
+Dataset::Dataset(torch::Tensor images, torch::Tensor labels, int64_t num_classes, Normalization normalization,
+                 std::string description)
     : images_(std::move(images)),
       labels_(std::move(labels)),
       num_classes_(num_classes),
@@ -256,7 +256,8 @@ Dataset::Dataset(torch::Tensor images, torch::Tensor labels, int64_t num_classes
 }
 
 Dataset::Dataset(const Dataset& other, Normalization normalization)
-    : Dataset(other.images_, other.labels_, other.num_classes_, std::move(normalization), other.description_) {}
+    : Dataset(other.images_, other.labels_, other.num_classes_, std::move(normalization),
+              other.description_) {}
 
 std::vector<int64_t> Dataset::sample_shape() const {
   return {images_.size(1), images_.size(2), images_.size(3)};
@@ -270,8 +271,8 @@ Batch Dataset::batch(const torch::Tensor& indices) const {
 
 Dataset Dataset::head(int64_t n) const {
   const int64_t count = std::clamp<int64_t>(n, 0, size());
-  return Dataset(images_.narrow(0, 0, count), labels_.narrow(0, 0, count), num_classes_,
-                 normalization_, description_ + " (first " + std::to_string(count) + ")");
+  return Dataset(images_.narrow(0, 0, count), labels_.narrow(0, 0, count), num_classes_, normalization_,
+                 description_ + " (first " + std::to_string(count) + ")");
 }
 
 BatchLoader::BatchLoader(const Dataset& dataset, int64_t batch_size, bool shuffle, uint64_t seed,
@@ -288,7 +289,8 @@ BatchLoader::BatchLoader(const Dataset& dataset, int64_t batch_size, bool shuffl
 
 void BatchLoader::set_epoch(int64_t epoch) {
   epoch_ = epoch;
-  const auto order = sample_order(dataset_.size(), shuffle_, derive_seed(seed_, static_cast<uint64_t>(epoch)));
+  const auto order =
+      sample_order(dataset_.size(), shuffle_, derive_seed(seed_, static_cast<uint64_t>(epoch)));
   order_ = torch::tensor(order, torch::kInt64);
 }
 
@@ -303,8 +305,8 @@ Batch BatchLoader::get(int64_t index) const {
   Batch batch = dataset_.batch(order_.narrow(0, begin, count));
   if (!augmentation_.enabled()) return batch;
   // Per-batch generator: batch `index` of epoch `epoch_` is augmented the same way on every run.
-  auto generator = at::detail::createCPUGenerator(
-      derive_seed(derive_seed(seed_ ^ 0xA5A5A5A5ULL, static_cast<uint64_t>(epoch_)), static_cast<uint64_t>(index)));
+  auto generator = at::detail::createCPUGenerator(derive_seed(
+      derive_seed(seed_ ^ 0xA5A5A5A5ULL, static_cast<uint64_t>(epoch_)), static_cast<uint64_t>(index)));
   torch::Tensor x = batch.images;
   const int64_t h = x.size(2);
   const int64_t w = x.size(3);

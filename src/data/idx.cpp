@@ -57,8 +57,8 @@ torch::Tensor read_idx(const std::string& path) {
   for (int i = 0; i < rank; ++i) {
     unsigned char bytes[4];
     read_exact(file.get(), path, bytes, 4, "the dimensions");
-    const uint32_t dim = (uint32_t{bytes[0]} << 24) | (uint32_t{bytes[1]} << 16) |
-                         (uint32_t{bytes[2]} << 8) | uint32_t{bytes[3]};
+    const uint32_t dim = (uint32_t{bytes[0]} << 24) | (uint32_t{bytes[1]} << 16) | (uint32_t{bytes[2]} << 8) |
+                         uint32_t{bytes[3]};
     if (dim > (1u << 30)) throw Error(path + ": implausible dimension " + std::to_string(dim));
     dims[static_cast<size_t>(i)] = dim;
     count *= dim;

@@ -34,8 +34,8 @@ torch::Tensor decode(const std::string& path, int64_t size, int64_t channels) {
       torch::from_blob(pixels, {height, width, channels}, torch::kUInt8).permute({2, 0, 1}).clone();
   stbi_image_free(pixels);
   if (height == size && width == size) return image;
-  torch::Tensor resized = torch::upsample_bilinear2d(image.unsqueeze(0).to(torch::kFloat32),
-                                                     {size, size}, /*align_corners=*/false);
+  torch::Tensor resized = torch::upsample_bilinear2d(image.unsqueeze(0).to(torch::kFloat32), {size, size},
+                                                     /*align_corners=*/false);
   return resized.squeeze(0).round().clamp(0, 255).to(torch::kUInt8);
 }
 

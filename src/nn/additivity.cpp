@@ -27,7 +27,8 @@ double predicted_sum(const CurveSet& curves, const Plan& plan) {
   for (size_t i = 0; i < curves.layers.size(); ++i) {
     const auto& layer = curves.layers[i];
     const auto at = std::find(layer.kept.begin(), layer.kept.end(), plan.layers[i].kept);
-    if (at == layer.kept.end()) throw Error("additivity: plan level of " + layer.name + " is not on its curve");
+    if (at == layer.kept.end())
+      throw Error("additivity: plan level of " + layer.name + " is not on its curve");
     sum += layer.distortion[static_cast<size_t>(at - layer.kept.begin())];
   }
   return sum;
@@ -35,8 +36,8 @@ double predicted_sum(const CurveSet& curves, const Plan& plan) {
 
 }  // namespace
 
-double joint_distortion(Network& network, const Dataset& calibration, const Plan& plan, const std::string& metric,
-                        int64_t batch_size) {
+double joint_distortion(Network& network, const Dataset& calibration, const Plan& plan,
+                        const std::string& metric, int64_t batch_size) {
   torch::NoGradGuard no_grad;
   network.set_training(false);
   const torch::Tensor reference = outputs_of(network, calibration, batch_size);
@@ -61,9 +62,9 @@ double joint_distortion(Network& network, const Dataset& calibration, const Plan
   return distortion;
 }
 
-std::vector<AdditivityPoint> additivity_study(Network& network, const Dataset& calibration, const CurveSet& curves,
-                                              const std::vector<double>& sparsities, int64_t random_count,
-                                              uint64_t seed, int64_t batch_size) {
+std::vector<AdditivityPoint> additivity_study(Network& network, const Dataset& calibration,
+                                              const CurveSet& curves, const std::vector<double>& sparsities,
+                                              int64_t random_count, uint64_t seed, int64_t batch_size) {
   std::vector<AdditivityPoint> points;
   for (double sparsity : sparsities) {
     RdOptions options;

@@ -4,8 +4,8 @@
 #include <iostream>
 
 #include <fmt/format.h>
-#include <nlohmann/json.hpp>
 #include <torch/torch.h>
+#include <nlohmann/json.hpp>
 
 #include "rdprune/atomic_file.h"
 #include "rdprune/error.h"
@@ -36,7 +36,8 @@ struct Fnv {
 };
 
 // Runs the network over the calibration set in order; returns float outputs [N, ...] on the CPU.
-torch::Tensor run_outputs(Network& network, const Dataset& data, int64_t batch_size, const torch::Device& device) {
+torch::Tensor run_outputs(Network& network, const Dataset& data, int64_t batch_size,
+                          const torch::Device& device) {
   BatchLoader loader(data, batch_size, /*shuffle=*/false, /*seed=*/0);
   std::vector<torch::Tensor> outputs;
   for (int64_t i = 0; i < loader.num_batches(); ++i) {
@@ -45,7 +46,8 @@ torch::Tensor run_outputs(Network& network, const Dataset& data, int64_t batch_s
   return torch::cat(outputs);
 }
 
-std::string cache_key(const std::string& fingerprint, const std::string& calibration, const CurveOptions& options) {
+std::string cache_key(const std::string& fingerprint, const std::string& calibration,
+                      const CurveOptions& options) {
   Fnv hash;
   hash.add(fingerprint);
   hash.add(calibration);
@@ -83,20 +85,24 @@ std::string fingerprint(Network& network) {
   for (const auto& tensor : network.parameters()) hash.add(tensor);
   for (const auto& tensor : network.buffers()) hash.add(tensor);
   for (const auto& mask : network.masks()) {
-    if (mask.defined()) hash.add(mask.to(torch::kUInt8));
-    else hash.add(std::string("dense"));
+    if (mask.defined())
+      hash.add(mask.to(torch::kUInt8));
+    else
+      hash.add(std::string("dense"));
   }
   return hash.hex();
 }
 
-double output_distortion(const torch::Tensor& outputs, const torch::Tensor& reference, const std::string& metric) {
+double output_distortion(const torch::Tensor& outputs, const torch::Tensor& reference,
+                         const std::string& metric) {
   const torch::Tensor squared = (outputs.to(torch::kFloat64) - reference.to(torch::kFloat64)).pow(2);
   if (metric == "worst") return squared.flatten(1).mean(1).max().item<double>();
   return squared.mean().item<double>();
 }
 
-CurveSet measure_curves(Network& network, const Dataset& calibration, const std::string& calibration_description,
-                        const std::vector<LayerInfo>& infos, const CurveOptions& options) {
+CurveSet measure_curves(Network& network, const Dataset& calibration,
+                        const std::string& calibration_description, const std::vector<LayerInfo>& infos,
+                        const CurveOptions& options) {
   validate(options);
   if (calibration.size() == 0) throw Error("curves: the calibration set is empty");
   const auto& layers = network.layers();
@@ -119,7 +125,8 @@ CurveSet measure_curves(Network& network, const Dataset& calibration, const std:
     std::filesystem::create_directories(options.cache_dir);
     cache_path = (std::filesystem::path(options.cache_dir) / ("curves-" + key + ".json")).string();
     cached = cached_layers(cache_path, key);
-    if (!cached.empty()) std::cerr << "curves: resuming with " << cached.size() << " layers from " << cache_path << "\n";
+    if (!cached.empty())
+      std::cerr << "curves: resuming with " << cached.size() << " layers from " << cache_path << "\n";
   }
   auto save_cache = [&] {
     if (cache_path.empty()) return;
@@ -130,7 +137,8 @@ CurveSet measure_curves(Network& network, const Dataset& calibration, const std:
   const torch::Tensor reference = run_outputs(network, calibration, options.batch_size, device);
   const std::vector<double> grid = level_grid(options.levels);
   int64_t total_levels = 0;
-  for (size_t i = 0; i < layers.size(); ++i) total_levels += static_cast<int64_t>(levels_from(grid, infos[i].sparsity).size());
+  for (size_t i = 0; i < layers.size(); ++i)
+    total_levels += static_cast<int64_t>(levels_from(grid, infos[i].sparsity).size());
   Progress progress("curves", total_levels, std::cerr, options.progress);
 
   for (size_t i = 0; i < layers.size(); ++i) {
@@ -158,8 +166,8 @@ CurveSet measure_curves(Network& network, const Dataset& calibration, const std:
           distortion = curve.distortion.back();  // same mask as the previous level
         } else if (k > 0) {
           layer.weight.detach().copy_(original * mask_keeping(order, kept, layer.weight.sizes()));
-          distortion = output_distortion(run_outputs(network, calibration, options.batch_size, device), reference,
-                                         options.metric);
+          distortion = output_distortion(run_outputs(network, calibration, options.batch_size, device),
+                                         reference, options.metric);
         }
         curve.sparsity.push_back(k == 0 ? curve.sparsity_current : levels[k]);
         curve.kept.push_back(kept);

@@ -121,8 +121,8 @@ void check_logits(Network& network, const std::vector<int64_t>& input_shape, int
   network.set_training(false);
   std::vector<int64_t> shape = {2};
   shape.insert(shape.end(), input_shape.begin(), input_shape.end());
-  const auto device = network.layers().empty() ? torch::Device(torch::kCPU)
-                                               : network.layers()[0].weight.device();
+  const auto device =
+      network.layers().empty() ? torch::Device(torch::kCPU) : network.layers()[0].weight.device();
   const torch::Tensor output = network.forward(torch::zeros(shape, torch::TensorOptions().device(device)));
   if (output.dim() != 2 || output.size(0) != 2) {
     throw Error("model output has shape " + std::string(c10::str(output.sizes())) +

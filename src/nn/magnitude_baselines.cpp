@@ -10,7 +10,8 @@ namespace rdprune {
 namespace {
 
 // Per-weight ranking score of one layer (flattened, float64): lower is pruned first.
-torch::Tensor layer_scores(const std::string& method, const torch::Tensor& weight, const torch::Tensor& mask) {
+torch::Tensor layer_scores(const std::string& method, const torch::Tensor& weight,
+                           const torch::Tensor& mask) {
   torch::Tensor w = weight.detach().flatten().to(torch::kCPU, torch::kFloat64);
   torch::Tensor score;
   if (method == "global") {
@@ -28,10 +29,11 @@ torch::Tensor layer_scores(const std::string& method, const torch::Tensor& weigh
 
 }  // namespace
 
-Plan allocate_magnitude_baseline(const std::string& method, Network& network, const std::vector<LayerInfo>& infos,
-                                 const BaselineOptions& options) {
+Plan allocate_magnitude_baseline(const std::string& method, Network& network,
+                                 const std::vector<LayerInfo>& infos, const BaselineOptions& options) {
   check_sparsity_target(options.sparsity_target, "--sparsity");
-  if (method != "global" && method != "lamp") throw UsageError("--method: '" + method + "' is not global or lamp");
+  if (method != "global" && method != "lamp")
+    throw UsageError("--method: '" + method + "' is not global or lamp");
   const auto& layers = network.layers();
   if (layers.empty()) throw Error(method + ": the model has no prunable layers");
   torch::NoGradGuard no_grad;
@@ -49,7 +51,8 @@ Plan allocate_magnitude_baseline(const std::string& method, Network& network, co
       const int64_t best = score.argmax().item<int64_t>();
       if (score[best].item<double>() >= 0) score[best] = std::numeric_limits<double>::infinity();
     }
-    const double unit = options.budget == BudgetKind::kParams ? 1.0 : std::max(0.0, infos[i].flops_per_weight);
+    const double unit =
+        options.budget == BudgetKind::kParams ? 1.0 : std::max(0.0, infos[i].flops_per_weight);
     const int64_t n = score.numel();
     scores.push_back(score);
     owners.push_back(torch::full({n}, static_cast<int64_t>(i), torch::kInt64));
@@ -65,11 +68,14 @@ Plan allocate_magnitude_baseline(const std::string& method, Network& network, co
   // Prune the shortest prefix of the order that brings the kept cost within budget, and at least
   // every weight that is already pruned.
   const torch::Tensor remaining = total_cost - cost.cumsum(0);
-  int64_t prune_count = (remaining > budget + 1e-9).sum().item<int64_t>() + (total_cost > budget + 1e-9 ? 1 : 0);
+  int64_t prune_count =
+      (remaining > budget + 1e-9).sum().item<int64_t>() + (total_cost > budget + 1e-9 ? 1 : 0);
   prune_count = std::max(prune_count, (sorted < 0).sum().item<int64_t>());
-  prune_count = std::min(prune_count, (sorted < std::numeric_limits<double>::infinity()).sum().item<int64_t>());
+  prune_count =
+      std::min(prune_count, (sorted < std::numeric_limits<double>::infinity()).sum().item<int64_t>());
   const torch::Tensor pruned_owner = torch::cat(owners).index_select(0, order.narrow(0, 0, prune_count));
-  const torch::Tensor pruned_per_layer = torch::bincount(pruned_owner, {}, static_cast<int64_t>(layers.size()));
+  const torch::Tensor pruned_per_layer =
+      torch::bincount(pruned_owner, {}, static_cast<int64_t>(layers.size()));
   std::vector<int64_t> kept(layers.size());
   for (size_t i = 0; i < layers.size(); ++i) {
     kept[i] = layers[i].weight.numel() - pruned_per_layer[static_cast<int64_t>(i)].item<int64_t>();

@@ -42,12 +42,12 @@ void apply_plan(Network& network, const Plan& plan, const std::string& source) {
   for (size_t i = 0; i < layers.size(); ++i) {
     const int64_t unpruned = unpruned_count(network, i);
     if (plan.layers[i].kept > unpruned) {
-      throw Error(fmt::format("{}: layer {} keeps {} weights but only {} are unpruned; masks only grow", source,
-                              layers[i].name, plan.layers[i].kept, unpruned));
+      throw Error(fmt::format("{}: layer {} keeps {} weights but only {} are unpruned; masks only grow",
+                              source, layers[i].name, plan.layers[i].kept, unpruned));
     }
     const torch::Tensor mask = i < network.masks().size() ? network.masks()[i] : torch::Tensor();
-    masks.push_back(mask_keeping(magnitude_order(layers[i].weight, mask), plan.layers[i].kept,
-                                 layers[i].weight.sizes()));
+    masks.push_back(
+        mask_keeping(magnitude_order(layers[i].weight, mask), plan.layers[i].kept, layers[i].weight.sizes()));
   }
   for (size_t i = 0; i < layers.size(); ++i) network.set_mask(i, masks[i]);
   network.apply_masks();

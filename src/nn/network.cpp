@@ -38,12 +38,9 @@ void Network::mask_gradients() {
 // ---- metadata ---------------------------------------------------------------------------------
 
 std::string meta_to_json(const ModelMeta& meta) {
-  nlohmann::json json = {{"schema", kCheckpointSchema},
-                         {"arch", meta.arch},
-                         {"input_shape", meta.input_shape},
-                         {"num_classes", meta.num_classes},
-                         {"dataset", meta.dataset},
-                         {"mean", meta.normalization.mean},
+  nlohmann::json json = {{"schema", kCheckpointSchema},     {"arch", meta.arch},
+                         {"input_shape", meta.input_shape}, {"num_classes", meta.num_classes},
+                         {"dataset", meta.dataset},         {"mean", meta.normalization.mean},
                          {"std", meta.normalization.std}};
   return json.dump();
 }
@@ -52,8 +49,8 @@ ModelMeta meta_from_json(const std::string& text, const std::string& path) {
   try {
     const auto json = nlohmann::json::parse(text);
     if (json.value("schema", "") != kCheckpointSchema) {
-      throw Error(path + ": unsupported checkpoint schema '" + json.value("schema", "") +
-                  "', expected " + kCheckpointSchema);
+      throw Error(path + ": unsupported checkpoint schema '" + json.value("schema", "") + "', expected " +
+                  kCheckpointSchema);
     }
     ModelMeta meta;
     meta.arch = json.at("arch").get<std::string>();
@@ -74,8 +71,8 @@ NativeNetwork::NativeNetwork(const ModelMeta& meta) {
   meta_ = meta;
   if (meta.input_shape.size() != 3) throw UsageError("model input shape must be C,H,W");
   if (meta.input_shape[1] != meta.input_shape[2]) {
-    throw UsageError("zoo models take square images, got " + std::to_string(meta.input_shape[1]) +
-                     "x" + std::to_string(meta.input_shape[2]));
+    throw UsageError("zoo models take square images, got " + std::to_string(meta.input_shape[1]) + "x" +
+                     std::to_string(meta.input_shape[2]));
   }
   model_ = make_zoo_model({meta.arch, meta.input_shape[0], meta.input_shape[1], meta.num_classes});
   for (const auto& item : model_->named_modules(/*name_prefix=*/"", /*include_self=*/false)) {

@@ -101,13 +101,14 @@ std::vector<torch::Tensor> ScriptNetwork::parameters() {
 }
 
 void ScriptNetwork::save(const std::string& path) {
-  const bool masked = std::any_of(masks_.begin(), masks_.end(), [](const torch::Tensor& m) { return m.defined(); });
+  const bool masked =
+      std::any_of(masks_.begin(), masks_.end(), [](const torch::Tensor& m) { return m.defined(); });
   if (masked) {
     // Every prunable layer gets the buffer: TorchScript may share one class type between
     // several Conv2d instances, and each instance of a type must carry the same attributes.
     for (size_t i = 0; i < layers_.size(); ++i) {
-      const torch::Tensor mask = masks_[i].defined() ? masks_[i]
-                                                     : torch::ones_like(layers_[i].weight, torch::kBool);
+      const torch::Tensor mask =
+          masks_[i].defined() ? masks_[i] : torch::ones_like(layers_[i].weight, torch::kBool);
       layer_modules_[i].register_buffer(kMaskBuffer, mask.to(torch::kBool));
     }
   }

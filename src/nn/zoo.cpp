@@ -23,8 +23,7 @@ nn::Conv2d conv(int64_t in, int64_t out, int64_t kernel, int64_t stride, int64_t
 
 // He et al. 2016 residual blocks; names follow torchvision (conv1, bn1, ..., downsample.0/1).
 struct ResidualBlockImpl : nn::Module {
-  ResidualBlockImpl(int64_t in, int64_t planes, int64_t stride, bool bottleneck)
-      : bottleneck_(bottleneck) {
+  ResidualBlockImpl(int64_t in, int64_t planes, int64_t stride, bool bottleneck) : bottleneck_(bottleneck) {
     const int64_t out = bottleneck ? planes * 4 : planes;
     if (bottleneck) {
       conv1 = register_module("conv1", conv(in, planes, 1, 1, 0));
@@ -40,8 +39,8 @@ struct ResidualBlockImpl : nn::Module {
       bn2 = register_module("bn2", nn::BatchNorm2d(planes));
     }
     if (stride != 1 || in != out) {
-      downsample = register_module(
-          "downsample", nn::Sequential(conv(in, out, 1, stride, 0), nn::BatchNorm2d(out)));
+      downsample =
+          register_module("downsample", nn::Sequential(conv(in, out, 1, stride, 0), nn::BatchNorm2d(out)));
     }
   }
 
@@ -64,7 +63,7 @@ struct ResNetConfig {
   std::vector<int64_t> blocks;  // blocks per stage
   std::vector<int64_t> widths;  // planes per stage
   bool bottleneck = false;
-  bool imagenet_stem = false;   // 7x7/2 conv + 3x3/2 max-pool instead of one 3x3/1 conv
+  bool imagenet_stem = false;  // 7x7/2 conv + 3x3/2 max-pool instead of one 3x3/1 conv
 };
 
 class ResNetImpl : public ZooNetImpl {
@@ -91,14 +90,13 @@ class ResNetImpl : public ZooNetImpl {
         ResidualBlock block(in, config.widths[stage], stride, config.bottleneck);
         in = config.bottleneck ? config.widths[stage] * 4 : config.widths[stage];
         layer->push_back(block);
-        add_stage(stage_name + "." + std::to_string(b), [block](torch::Tensor x) mutable { return block(x); });
+        add_stage(stage_name + "." + std::to_string(b),
+                  [block](torch::Tensor x) mutable { return block(x); });
       }
       register_module(stage_name, layer);
     }
     fc = register_module("fc", nn::Linear(in, spec.num_classes));
-    add_stage("fc", [this](torch::Tensor x) {
-      return fc(torch::adaptive_avg_pool2d(x, {1, 1}).flatten(1));
-    });
+    add_stage("fc", [this](torch::Tensor x) { return fc(torch::adaptive_avg_pool2d(x, {1, 1}).flatten(1)); });
     for (auto& module : modules(/*include_self=*/false)) {
       if (auto* c = module->as<nn::Conv2dImpl>()) {
         nn::init::kaiming_normal_(c->weight, /*a=*/0.0, torch::kFanOut, torch::kReLU);
@@ -117,8 +115,8 @@ class ResNetImpl : public ZooNetImpl {
 class VggImpl : public ZooNetImpl {
  public:
   explicit VggImpl(const ZooSpec& spec) {
-    const std::vector<int64_t> config = {64, 64, -1, 128, 128, -1, 256, 256, 256, -1,
-                                         512, 512, 512, -1, 512, 512, 512, -1};
+    const std::vector<int64_t> config = {64, 64,  -1,  128, 128, -1,  256, 256, 256,
+                                         -1, 512, 512, 512, -1,  512, 512, 512, -1};
     int64_t in = spec.in_channels;
     int64_t size = spec.image_size;
     std::vector<std::pair<size_t, size_t>> groups;  // [begin, end) module ranges, one per conv
@@ -181,8 +179,9 @@ class LeNet5Impl : public ZooNetImpl {
     const int64_t padding = spec.image_size < 32 ? 2 : 0;
     const int64_t after1 = (spec.image_size + 2 * padding - 4) / 2;
     const int64_t after2 = (after1 - 4) / 2;
-    if (after2 < 1) throw UsageError("--arch lenet5: images of " + std::to_string(spec.image_size) +
-                                     " pixels are too small (need at least 12)");
+    if (after2 < 1)
+      throw UsageError("--arch lenet5: images of " + std::to_string(spec.image_size) +
+                       " pixels are too small (need at least 12)");
     conv1 = register_module("conv1", nn::Conv2d(nn::Conv2dOptions(spec.in_channels, 6, 5).padding(padding)));
     conv2 = register_module("conv2", nn::Conv2d(nn::Conv2dOptions(6, 16, 5)));
     fc1 = register_module("fc1", nn::Linear(16 * after2 * after2, 120));

@@ -17,7 +17,8 @@ namespace fs = std::filesystem;
 namespace {
 
 // Writes name.dat and name.gp into dir and renders name.png with gnuplot.
-void render(const std::string& dir, const std::string& name, const std::string& data, const std::string& script) {
+void render(const std::string& dir, const std::string& name, const std::string& data,
+            const std::string& script) {
   const fs::path base = fs::path(dir) / name;
   write_file_atomic(base.string() + ".dat", data);
   const std::string full = fmt::format(
@@ -36,18 +37,21 @@ void render(const std::string& dir, const std::string& name, const std::string& 
 
 void write_compare_tables(const std::string& dir, const std::vector<CompareRow>& rows, double dense_top1) {
   std::string csv =
-      "method,sparsity_target,sparsity_achieved,flops_kept_percent,rounds,finetune_steps,top1_before_finetune,"
+      "method,sparsity_target,sparsity_achieved,flops_kept_percent,rounds,finetune_steps,top1_before_"
+      "finetune,"
       "top1,top5,loss,dense_top1\n";
   std::string md = fmt::format("Dense top-1: {:.2f}%\n\n", 100 * dense_top1);
-  md += "| method | target | achieved sparsity | kept FLOPs % | rounds | fine-tune steps | top-1 before fine-tune | top-1 | top-5 |\n";
+  md +=
+      "| method | target | achieved sparsity | kept FLOPs % | rounds | fine-tune steps | top-1 before "
+      "fine-tune | top-1 | top-5 |\n";
   md += "| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n";
   for (const auto& row : rows) {
     csv += fmt::format("{},{:.4f},{:.6f},{:.4f},{},{},{:.6f},{:.6f},{:.6f},{:.6f},{:.6f}\n", row.method,
-                       row.sparsity_target, row.sparsity_achieved, 100 * row.flops_kept, row.rounds, row.finetune_steps,
-                       row.top1_pruned, row.top1, row.top5, row.loss, dense_top1);
-    md += fmt::format("| {} | {:.2f} | {:.4f} | {:.2f} | {} | {} | {:.2f}% | {:.2f}% | {:.2f}% |\n", row.method,
-                      row.sparsity_target, row.sparsity_achieved, 100 * row.flops_kept, row.rounds,
-                      row.finetune_steps, 100 * row.top1_pruned, 100 * row.top1, 100 * row.top5);
+                       row.sparsity_target, row.sparsity_achieved, 100 * row.flops_kept, row.rounds,
+                       row.finetune_steps, row.top1_pruned, row.top1, row.top5, row.loss, dense_top1);
+    md += fmt::format("| {} | {:.2f} | {:.4f} | {:.2f} | {} | {} | {:.2f}% | {:.2f}% | {:.2f}% |\n",
+                      row.method, row.sparsity_target, row.sparsity_achieved, 100 * row.flops_kept,
+                      row.rounds, row.finetune_steps, 100 * row.top1_pruned, 100 * row.top1, 100 * row.top5);
   }
   write_file_atomic((fs::path(dir) / "results.csv").string(), csv);
   write_file_atomic((fs::path(dir) / "results.md").string(), md);
@@ -61,7 +65,8 @@ void plot_accuracy(const std::string& dir, const std::vector<CompareRow>& rows, 
   int block = 0;
   for (const auto& [method, list] : by_method) {
     data += "# " + method + "\n";
-    for (const auto* row : list) data += fmt::format("{:.6f},{:.6f}\n", row->sparsity_achieved, 100 * row->top1);
+    for (const auto* row : list)
+      data += fmt::format("{:.6f},{:.6f}\n", row->sparsity_achieved, 100 * row->top1);
     data += "\n\n";
     plots += fmt::format("{}'{}' index {} using 1:2 with linespoints title '{}'", block ? ", " : "",
                          (fs::path(dir) / "top1_vs_sparsity.dat").string(), block, method);
@@ -92,9 +97,11 @@ void plot_layer_sparsity(const std::string& dir, const std::vector<std::pair<std
                          (fs::path(dir) / "layer_sparsity.dat").string(), m + 2, plans[m].first);
   }
   std::string labels;
-  for (size_t i = 0; i < layers.size(); ++i) labels += fmt::format("{}'{}' {}", i ? ", " : "", layers[i].name, i);
+  for (size_t i = 0; i < layers.size(); ++i)
+    labels += fmt::format("{}'{}' {}", i ? ", " : "", layers[i].name, i);
   const std::string script = fmt::format(
-      "set title '{}'\nset ylabel 'layer sparsity'\nset yrange [0:1.02]\nset xtics ({}) rotate by 60 right font ',7'\n"
+      "set title '{}'\nset ylabel 'layer sparsity'\nset yrange [0:1.02]\nset xtics ({}) rotate by 60 right "
+      "font ',7'\n"
       "set key autotitle columnhead\nplot {}\n",
       title, labels, plots);
   render(dir, "layer_sparsity", data, script);
@@ -107,21 +114,24 @@ void plot_curves(const std::string& dir, const CurveSet& curves) {
     const auto& layer = curves.layers[i];
     data += "# " + layer.name + "\n";
     for (size_t k = 0; k < layer.sparsity.size(); ++k) {
-      if (layer.distortion[k] > 0) data += fmt::format("{:.6f},{:.9g}\n", layer.sparsity[k], layer.distortion[k]);
+      if (layer.distortion[k] > 0)
+        data += fmt::format("{:.6f},{:.9g}\n", layer.sparsity[k], layer.distortion[k]);
     }
     data += "\n\n";
     plots += fmt::format("{}'{}' index {} using 1:2 with lines title '{}'", i ? ", " : "",
                          (fs::path(dir) / "rd_curves.dat").string(), i, layer.name);
   }
   const std::string script = fmt::format(
-      "set title 'Rate-distortion curves ({} distortion, {})'\nset xlabel 'layer sparsity'\nset ylabel 'output distortion'\n"
+      "set title 'Rate-distortion curves ({} distortion, {})'\nset xlabel 'layer sparsity'\nset ylabel "
+      "'output distortion'\n"
       "set logscale y\nset key font ',7'\nplot {}\n",
       curves.metric, curves.calibration, plots);
   render(dir, "rd_curves", data, script);
 }
 
-void plot_additivity(const std::string& dir, const std::vector<double>& predicted, const std::vector<double>& measured,
-                     const std::vector<std::string>& kinds, const std::string& title) {
+void plot_additivity(const std::string& dir, const std::vector<double>& predicted,
+                     const std::vector<double>& measured, const std::vector<std::string>& kinds,
+                     const std::string& title) {
   std::set<std::string> unique(kinds.begin(), kinds.end());
   std::string data;
   std::string plots;
@@ -137,7 +147,8 @@ void plot_additivity(const std::string& dir, const std::vector<double>& predicte
     ++block;
   }
   const std::string script = fmt::format(
-      "set title '{}'\nset xlabel 'sum of per-layer curve distortions'\nset ylabel 'measured joint distortion'\n"
+      "set title '{}'\nset xlabel 'sum of per-layer curve distortions'\nset ylabel 'measured joint "
+      "distortion'\n"
       "set logscale xy\nplot {}, x with lines dashtype 2 title 'y = x'\n",
       title, plots);
   render(dir, "additivity", data, script);

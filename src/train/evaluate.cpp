@@ -13,7 +13,8 @@ EvalResult evaluate(Network& network, const Dataset& data, int64_t batch_size, b
   if (data.size() == 0) throw Error(data.description() + ": no samples to evaluate");
   torch::NoGradGuard no_grad;
   network.set_training(false);
-  const auto device = network.layers().empty() ? torch::Device(torch::kCPU) : network.layers()[0].weight.device();
+  const auto device =
+      network.layers().empty() ? torch::Device(torch::kCPU) : network.layers()[0].weight.device();
   BatchLoader loader(data, batch_size, /*shuffle=*/false, /*seed=*/0);
   const int64_t k = std::min<int64_t>(5, data.num_classes());
   int64_t correct1 = 0;
@@ -29,13 +30,13 @@ EvalResult evaluate(Network& network, const Dataset& data, int64_t batch_size, b
                   ", expected [batch, classes] logits");
     }
     if (logits.size(1) != data.num_classes()) {
-      throw Error("model outputs " + std::to_string(logits.size(1)) + " classes but " +
-                  data.description() + " has " + std::to_string(data.num_classes()));
+      throw Error("model outputs " + std::to_string(logits.size(1)) + " classes but " + data.description() +
+                  " has " + std::to_string(data.num_classes()));
     }
-    loss_sum += torch::nn::functional::cross_entropy(
-                    logits, batch.labels,
-                    torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
-                    .item<double>();
+    loss_sum +=
+        torch::nn::functional::cross_entropy(
+            logits, batch.labels, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
+            .item<double>();
     const torch::Tensor topk = std::get<1>(logits.topk(k, /*dim=*/1));
     const torch::Tensor hits = topk.eq(batch.labels.view({-1, 1}));
     correct1 += hits.select(1, 0).sum().item<int64_t>();

@@ -5,8 +5,8 @@
 #include <iostream>
 
 #include <fmt/format.h>
-#include <nlohmann/json.hpp>
 #include <torch/torch.h>
+#include <nlohmann/json.hpp>
 
 #include "rdprune/atomic_file.h"
 #include "rdprune/error.h"
@@ -19,8 +19,10 @@ namespace fs = std::filesystem;
 
 void validate(const PipelineOptions& options) {
   const auto& baselines = baseline_methods();
-  if (options.method != "rd" && std::find(baselines.begin(), baselines.end(), options.method) == baselines.end()) {
-    throw UsageError("--method: unknown method '" + options.method + "' (known: rd, global, lamp, uniform, uniform+, erk)");
+  if (options.method != "rd" &&
+      std::find(baselines.begin(), baselines.end(), options.method) == baselines.end()) {
+    throw UsageError("--method: unknown method '" + options.method +
+                     "' (known: rd, global, lamp, uniform, uniform+, erk)");
   }
   validate(options.rd);
   if (options.rounds < 1 || options.rounds > 100) throw UsageError("--rounds: expected a count in [1, 100]");
@@ -68,7 +70,8 @@ nlohmann::json round_json(const RoundResult& round) {
                          {"pruned", eval_json(round.pruned)},
                          {"finetuned", eval_json(round.finetuned)},
                          {"curve_seconds", round.curve_seconds}};
-  json["predicted_distortion"] = round.predicted_distortion ? nlohmann::json(*round.predicted_distortion) : nlohmann::json();
+  json["predicted_distortion"] =
+      round.predicted_distortion ? nlohmann::json(*round.predicted_distortion) : nlohmann::json();
   return json;
 }
 
@@ -78,7 +81,8 @@ RoundResult round_from_json(const nlohmann::json& json) {
   round.sparsity_target = json.at("sparsity_target").get<double>();
   round.sparsity_achieved = json.at("sparsity_achieved").get<double>();
   round.flops_sparsity_achieved = json.at("flops_sparsity_achieved").get<double>();
-  if (json.at("predicted_distortion").is_number()) round.predicted_distortion = json["predicted_distortion"].get<double>();
+  if (json.at("predicted_distortion").is_number())
+    round.predicted_distortion = json["predicted_distortion"].get<double>();
   round.pruned = eval_from_json(json.at("pruned"));
   round.finetuned = eval_from_json(json.at("finetuned"));
   round.curve_seconds = json.value("curve_seconds", 0.0);
@@ -86,7 +90,9 @@ RoundResult round_from_json(const nlohmann::json& json) {
   return round;
 }
 
-std::string model_file(const Network& network) { return network.format() == "torchscript" ? "model.ts.pt" : "model.pt"; }
+std::string model_file(const Network& network) {
+  return network.format() == "torchscript" ? "model.ts.pt" : "model.pt";
+}
 
 }  // namespace
 
@@ -95,7 +101,8 @@ PipelineResult run_pipeline(std::unique_ptr<Network>& network, const DatasetSpli
   validate(options);
   const std::vector<int64_t> shape = data.train.sample_shape();
   Dataset calibration = data.train.head(options.calib_size);
-  std::string calibration_description = fmt::format("{} [0:{}]", data.train.description(), calibration.size());
+  std::string calibration_description =
+      fmt::format("{} [0:{}]", data.train.description(), calibration.size());
   if (options.synthetic) {
     DatasetOptions synthetic;
     synthetic.name = "synthetic";
@@ -103,8 +110,9 @@ PipelineResult run_pipeline(std::unique_ptr<Network>& network, const DatasetSpli
     synthetic.synthetic_size = options.calib_size;
     synthetic.seed = options.seed;
     calibration = load_dataset(synthetic).train;
-    calibration_description = fmt::format("synthetic N(0,1) {}x{} seed {}", options.calib_size,
-                                          fmt::format("{}x{}x{}", shape[0], shape[1], shape[2]), options.seed);
+    calibration_description =
+        fmt::format("synthetic N(0,1) {}x{} seed {}", options.calib_size,
+                    fmt::format("{}x{}x{}", shape[0], shape[1], shape[2]), options.seed);
   }
   const Dataset test = options.eval_limit > 0 ? data.test.head(options.eval_limit) : data.test;
   if (!options.out_dir.empty()) fs::create_directories(options.out_dir);
@@ -112,7 +120,8 @@ PipelineResult run_pipeline(std::unique_ptr<Network>& network, const DatasetSpli
   PipelineResult result;
   for (int64_t r = 1; r <= options.rounds; ++r) {
     const double target = round_target(options.schedule, options.rd.sparsity_target, r, options.rounds);
-    const fs::path dir = options.out_dir.empty() ? fs::path() : fs::path(options.out_dir) / fmt::format("round-{}", r);
+    const fs::path dir =
+        options.out_dir.empty() ? fs::path() : fs::path(options.out_dir) / fmt::format("round-{}", r);
     const fs::path metrics_path = dir / "metrics.json";
     if (!dir.empty() && fs::exists(metrics_path) && fs::exists(dir / model_file(*network))) {
       // A finished round: take its model and figures, and go on from there.
@@ -131,7 +140,8 @@ PipelineResult run_pipeline(std::unique_ptr<Network>& network, const DatasetSpli
       CurveOptions curve_options = options.curves;
       curve_options.progress = options.progress;
       const auto start = std::chrono::steady_clock::now();
-      const CurveSet curves = measure_curves(*network, calibration, calibration_description, infos, curve_options);
+      const CurveSet curves =
+          measure_curves(*network, calibration, calibration_description, infos, curve_options);
       round.curve_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       if (!dir.empty()) write_file_atomic((dir / "curves.json").string(), to_json(curves));
       RdOptions rd = options.rd;
@@ -158,9 +168,10 @@ PipelineResult run_pipeline(std::unique_ptr<Network>& network, const DatasetSpli
                           ? evaluate(*network, test, 256, /*progress=*/false)
                           : round.pruned;
     if (options.progress) {
-      std::cerr << fmt::format("round {}/{}: {} target {:.4f}, sparsity {:.4f}, top-1 {:.2f}% pruned, {:.2f}% after repair\n",
-                               r, options.rounds, options.method, target, round.sparsity_achieved,
-                               100 * round.pruned.top1, 100 * round.finetuned.top1);
+      std::cerr << fmt::format(
+          "round {}/{}: {} target {:.4f}, sparsity {:.4f}, top-1 {:.2f}% pruned, {:.2f}% after repair\n", r,
+          options.rounds, options.method, target, round.sparsity_achieved, 100 * round.pruned.top1,
+          100 * round.finetuned.top1);
     }
     if (!dir.empty()) {
       network->save((dir / model_file(*network)).string());

@@ -23,7 +23,8 @@ void validate(const TrainOptions& options) {
     throw UsageError("--schedule: expected cosine or constant, got '" + options.schedule + "'");
   }
   if (!(options.lr > 0) || !std::isfinite(options.lr)) throw UsageError("--lr: expected a positive number");
-  if (!(options.momentum >= 0 && options.momentum < 1)) throw UsageError("--momentum: expected a value in [0, 1)");
+  if (!(options.momentum >= 0 && options.momentum < 1))
+    throw UsageError("--momentum: expected a value in [0, 1)");
   if (!(options.weight_decay >= 0) || !std::isfinite(options.weight_decay)) {
     throw UsageError("--weight-decay: expected a number >= 0");
   }
@@ -58,7 +59,8 @@ std::unique_ptr<torch::optim::Optimizer> make_optimizer(Network& network, const 
 TrainResult train(Network& network, const Dataset& data, const TrainOptions& options) {
   validate(options);
   if (data.size() == 0) throw Error(data.description() + ": no training samples");
-  const auto device = network.layers().empty() ? torch::Device(torch::kCPU) : network.layers()[0].weight.device();
+  const auto device =
+      network.layers().empty() ? torch::Device(torch::kCPU) : network.layers()[0].weight.device();
   // drop_last keeps every batch full (batch norm dislikes a batch of one) unless the set is tiny.
   BatchLoader loader(data, options.batch_size, /*shuffle=*/true, options.seed, options.augmentation,
                      /*drop_last=*/data.size() >= options.batch_size);
@@ -77,7 +79,8 @@ TrainResult train(Network& network, const Dataset& data, const TrainOptions& opt
     const int64_t epoch = step / per_epoch;
     if (step % per_epoch == 0) loader.set_epoch(epoch);
     const Batch batch = loader.get(step % per_epoch);
-    for (auto& group : optimizer->param_groups()) group.options().set_lr(learning_rate_at(options, step, total));
+    for (auto& group : optimizer->param_groups())
+      group.options().set_lr(learning_rate_at(options, step, total));
     optimizer->zero_grad();
     const torch::Tensor logits = network.forward(batch.images.to(device));
     const torch::Tensor loss = torch::nn::functional::cross_entropy(logits, batch.labels.to(device));
@@ -110,7 +113,8 @@ TrainResult train(Network& network, const Dataset& data, const TrainOptions& opt
 bool recalibrate_batch_norm(Network& network, const Dataset& data, int64_t batch_size) {
   if (!network.begin_batch_norm_recalibration()) return false;
   torch::NoGradGuard no_grad;
-  const auto device = network.layers().empty() ? torch::Device(torch::kCPU) : network.layers()[0].weight.device();
+  const auto device =
+      network.layers().empty() ? torch::Device(torch::kCPU) : network.layers()[0].weight.device();
   network.set_training(true);
   BatchLoader loader(data, batch_size, /*shuffle=*/false, /*seed=*/0);
   for (int64_t i = 0; i < loader.num_batches(); ++i) network.forward(loader.get(i).images.to(device));

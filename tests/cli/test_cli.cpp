@@ -91,13 +91,17 @@ TEST_F(Cli, UsageErrorsExitWithTwo) {
   expect_error(rdprune({"train", "--arch", "mlp", "--dataset", "imagenet21k", "--epochs", "1", "--out",
                         work_.file("m.pt")}),
                2, "unknown dataset");
-  expect_error(rdprune({"train", "--arch", "mlp", "--epochs", "-1", "--out", work_.file("m.pt")}), 2, "--epochs");
-  expect_error(rdprune({"train", "--arch", "mlp", "--epochs", "1", "--lr", "-0.1", "--out", work_.file("m.pt")}),
-               2, "--lr");
-  expect_error(rdprune({"train", "--arch", "mlp", "--epochs", "1", "--lr", "abc", "--out", work_.file("m.pt")}),
-               2, "--lr");
-  expect_error(rdprune({"train", "--arch", "mlp", "--epochs", "1", "--momentum", "2", "--out", work_.file("m.pt")}),
-               2, "--momentum");
+  expect_error(rdprune({"train", "--arch", "mlp", "--epochs", "-1", "--out", work_.file("m.pt")}), 2,
+               "--epochs");
+  expect_error(
+      rdprune({"train", "--arch", "mlp", "--epochs", "1", "--lr", "-0.1", "--out", work_.file("m.pt")}), 2,
+      "--lr");
+  expect_error(
+      rdprune({"train", "--arch", "mlp", "--epochs", "1", "--lr", "abc", "--out", work_.file("m.pt")}), 2,
+      "--lr");
+  expect_error(
+      rdprune({"train", "--arch", "mlp", "--epochs", "1", "--momentum", "2", "--out", work_.file("m.pt")}), 2,
+      "--momentum");
   expect_error(rdprune({"eval", "--model", work_.file("m.pt"), "--limit", "-5"}), 2, "--limit");
   expect_error(rdprune({"info", "--model", work_.file("m.pt"), "--input-shape", "1,0,28"}), 1, "m.pt");
   const Result threads = rdprune({"info", "--model", "x", "--threads", "-3"});
@@ -105,15 +109,16 @@ TEST_F(Cli, UsageErrorsExitWithTwo) {
 }
 
 TEST_F(Cli, BadFilesExitWithOne) {
-  expect_error(rdprune({"eval", "--model", work_.file("missing.pt"), "--data-dir", data_dir()}), 1, "missing.pt");
+  expect_error(rdprune({"eval", "--model", work_.file("missing.pt"), "--data-dir", data_dir()}), 1,
+               "missing.pt");
   {
     std::ofstream out(work_.file("notes.txt"));
     out << "not a model";
   }
   expect_error(rdprune({"info", "--model", work_.file("notes.txt")}), 1,
                "not a rdprune checkpoint or TorchScript file");
-  expect_error(rdprune({"train", "--arch", "mlp", "--epochs", "1", "--data-dir", work_.file("nowhere"), "--out",
-                        work_.file("m.pt")}),
+  expect_error(rdprune({"train", "--arch", "mlp", "--epochs", "1", "--data-dir", work_.file("nowhere"),
+                        "--out", work_.file("m.pt")}),
                1, "does not exist");
 }
 
@@ -144,8 +149,9 @@ TEST_F(Cli, CorruptDataFilesExitWithOne) {
 
 TEST_F(Cli, TrainEvalInfoRoundTripWithJson) {
   const std::string model = work_.file("lenet.pt");
-  const Result trained = rdprune({"train", "--arch", "lenet5", "--steps", "40", "--batch-size", "32", "--lr", "0.05",
-                               "--no-augment", "--data-dir", data_dir(), "--out", model, "--json"});
+  const Result trained =
+      rdprune({"train", "--arch", "lenet5", "--steps", "40", "--batch-size", "32", "--lr", "0.05",
+               "--no-augment", "--data-dir", data_dir(), "--out", model, "--json"});
   ASSERT_EQ(trained.code, 0) << trained.err;
   const auto train_json = nlohmann::json::parse(trained.out);
   EXPECT_EQ(train_json.at("steps"), 40);
@@ -159,7 +165,8 @@ TEST_F(Cli, TrainEvalInfoRoundTripWithJson) {
   EXPECT_DOUBLE_EQ(eval_json.at("top5").get<double>(), train_json.at("top5").get<double>());
   EXPECT_NEAR(eval_json.at("loss").get<double>(), train_json.at("loss").get<double>(), 1e-6);
 
-  const Result limited = rdprune({"eval", "--model", model, "--data-dir", data_dir(), "--limit", "10", "--json"});
+  const Result limited =
+      rdprune({"eval", "--model", model, "--data-dir", data_dir(), "--limit", "10", "--json"});
   EXPECT_EQ(nlohmann::json::parse(limited.out).at("samples"), 10);
 
   const Result info = rdprune({"info", "--model", model, "--json"});
@@ -178,7 +185,8 @@ TEST_F(Cli, TrainEvalInfoRoundTripWithJson) {
 
 TEST_F(Cli, ModelAndDataMustFit) {
   const std::string model = work_.file("mlp.pt");
-  ASSERT_EQ(rdprune({"train", "--arch", "mlp", "--steps", "2", "--data-dir", data_dir(), "--out", model}).code, 0);
+  ASSERT_EQ(
+      rdprune({"train", "--arch", "mlp", "--steps", "2", "--data-dir", data_dir(), "--out", model}).code, 0);
   TempDir cifar;
   testing::write_cifar_dataset(cifar.path(), 1, 4);
   expect_error(rdprune({"eval", "--model", model, "--dataset", "cifar10", "--data-dir", cifar.path()}), 1,
@@ -187,8 +195,9 @@ TEST_F(Cli, ModelAndDataMustFit) {
 
 TEST_F(Cli, CurvesAllocatePruneFlow) {
   const std::string model = work_.file("mlp.pt");
-  ASSERT_EQ(rdprune({"train", "--arch", "mlp", "--steps", "20", "--no-augment", "--data-dir", data_dir(), "--out",
-                     model}).code,
+  ASSERT_EQ(rdprune({"train", "--arch", "mlp", "--steps", "20", "--no-augment", "--data-dir", data_dir(),
+                     "--out", model})
+                .code,
             0);
   const std::string curves = work_.file("curves.json");
   const Result measured = rdprune({"curves", "--model", model, "--data-dir", data_dir(), "--calib-size", "32",
@@ -200,77 +209,90 @@ TEST_F(Cli, CurvesAllocatePruneFlow) {
   EXPECT_EQ(curves_json["layers"][0]["kept"].size(), 21u);
 
   const std::string plan = work_.file("plan.json");
-  const Result allocated = rdprune({"allocate", "--method", "rd", "--curves", curves, "--sparsity", "0.9", "--out",
-                                    plan, "--frontier", work_.file("frontier.csv"), "--json"});
+  const Result allocated = rdprune({"allocate", "--method", "rd", "--curves", curves, "--sparsity", "0.9",
+                                    "--out", plan, "--frontier", work_.file("frontier.csv"), "--json"});
   ASSERT_EQ(allocated.code, 0) << allocated.err;
   const auto plan_json = nlohmann::json::parse(read_file(plan));
   EXPECT_EQ(plan_json.at("schema"), "rdprune.plan/1");
   EXPECT_GE(plan_json.at("sparsity_achieved").get<double>(), 0.9);
   EXPECT_TRUE(plan_json.at("predicted_distortion").is_number());
-  EXPECT_NE(read_file(work_.file("frontier.csv")).find("kept_weights,sparsity,distortion"), std::string::npos);
+  EXPECT_NE(read_file(work_.file("frontier.csv")).find("kept_weights,sparsity,distortion"),
+            std::string::npos);
 
   const std::string pruned = work_.file("pruned.pt");
   const Result done = rdprune({"prune", "--model", model, "--plan", plan, "--out", pruned, "--json"});
   ASSERT_EQ(done.code, 0) << done.err;
   const auto info = nlohmann::json::parse(rdprune({"info", "--model", pruned, "--json"}).out);
   for (size_t i = 0; i < 3; ++i) {
-    EXPECT_NEAR(info["layers"][i]["sparsity"].get<double>(), plan_json["layers"][i]["sparsity"].get<double>(), 1e-12);
+    EXPECT_NEAR(info["layers"][i]["sparsity"].get<double>(), plan_json["layers"][i]["sparsity"].get<double>(),
+                1e-12);
   }
   EXPECT_NEAR(info.at("sparsity").get<double>(), plan_json.at("sparsity_achieved").get<double>(), 1e-9);
 
   // Bad input: a target outside [0, 1), a plan for another model, broken curves files.
-  expect_error(rdprune({"allocate", "--curves", curves, "--sparsity", "1.0", "--out", plan}), 2, "--sparsity");
-  expect_error(rdprune({"allocate", "--curves", curves, "--sparsity", "-0.2", "--out", plan}), 2, "--sparsity");
-  expect_error(rdprune({"allocate", "--method", "magic", "--curves", curves, "--sparsity", "0.5", "--out", plan}), 2,
-               "unknown method");
+  expect_error(rdprune({"allocate", "--curves", curves, "--sparsity", "1.0", "--out", plan}), 2,
+               "--sparsity");
+  expect_error(rdprune({"allocate", "--curves", curves, "--sparsity", "-0.2", "--out", plan}), 2,
+               "--sparsity");
+  expect_error(
+      rdprune({"allocate", "--method", "magic", "--curves", curves, "--sparsity", "0.5", "--out", plan}), 2,
+      "unknown method");
   const std::string lenet = work_.file("lenet.pt");
-  ASSERT_EQ(rdprune({"train", "--arch", "lenet5", "--steps", "1", "--data-dir", data_dir(), "--out", lenet}).code, 0);
-  expect_error(rdprune({"prune", "--model", lenet, "--plan", plan, "--out", work_.file("x.pt")}), 1, "another model");
+  ASSERT_EQ(
+      rdprune({"train", "--arch", "lenet5", "--steps", "1", "--data-dir", data_dir(), "--out", lenet}).code,
+      0);
+  expect_error(rdprune({"prune", "--model", lenet, "--plan", plan, "--out", work_.file("x.pt")}), 1,
+               "another model");
   auto broken = curves_json;
   broken["layers"][1]["distortion"][3] = nullptr;
   write_file_atomic(work_.file("nan.json"), broken.dump());
-  expect_error(rdprune({"allocate", "--curves", work_.file("nan.json"), "--sparsity", "0.5", "--out", plan}), 1, "nan");
+  expect_error(rdprune({"allocate", "--curves", work_.file("nan.json"), "--sparsity", "0.5", "--out", plan}),
+               1, "nan");
   broken = curves_json;
   broken["layers"][1]["distortion"][3] = -1.0;
   write_file_atomic(work_.file("neg.json"), broken.dump());
-  expect_error(rdprune({"allocate", "--curves", work_.file("neg.json"), "--sparsity", "0.5", "--out", plan}), 1,
-               "negative");
+  expect_error(rdprune({"allocate", "--curves", work_.file("neg.json"), "--sparsity", "0.5", "--out", plan}),
+               1, "negative");
   broken = curves_json;
   broken["layers"][0]["sparsity"][5] = 0.01;
   write_file_atomic(work_.file("grid.json"), broken.dump());
-  expect_error(rdprune({"allocate", "--curves", work_.file("grid.json"), "--sparsity", "0.5", "--out", plan}), 1,
-               "not increasing");
+  expect_error(rdprune({"allocate", "--curves", work_.file("grid.json"), "--sparsity", "0.5", "--out", plan}),
+               1, "not increasing");
   write_file_atomic(work_.file("trunc.json"), read_file(curves).substr(0, 100));
-  expect_error(rdprune({"allocate", "--curves", work_.file("trunc.json"), "--sparsity", "0.5", "--out", plan}), 1,
-               "trunc.json");
+  expect_error(
+      rdprune({"allocate", "--curves", work_.file("trunc.json"), "--sparsity", "0.5", "--out", plan}), 1,
+      "trunc.json");
 }
 
 TEST_F(Cli, BaselinesFinetuneRunCompareAdditivity) {
   const std::string model = work_.file("lenet.pt");
   ASSERT_EQ(rdprune({"train", "--arch", "lenet5", "--steps", "40", "--batch-size", "32", "--lr", "0.05",
-                     "--no-augment", "--data-dir", data_dir(), "--out", model}).code,
+                     "--no-augment", "--data-dir", data_dir(), "--out", model})
+                .code,
             0);
   for (const std::string method : {"global", "lamp", "uniform", "uniform+", "erk"}) {
     const std::string plan = work_.file(method + ".json");
-    const Result allocated = rdprune({"allocate", "--method", method, "--model", model, "--sparsity", "0.9", "--out",
-                                      plan, "--json"});
+    const Result allocated = rdprune(
+        {"allocate", "--method", method, "--model", model, "--sparsity", "0.9", "--out", plan, "--json"});
     ASSERT_EQ(allocated.code, 0) << method << allocated.err;
     EXPECT_GE(nlohmann::json::parse(allocated.out).at("sparsity_achieved").get<double>(), 0.9) << method;
   }
   const std::string pruned = work_.file("pruned.pt");
   ASSERT_EQ(rdprune({"prune", "--model", model, "--plan", work_.file("lamp.json"), "--out", pruned}).code, 0);
   const std::string tuned = work_.file("tuned.pt");
-  const Result finetuned = rdprune({"finetune", "--model", pruned, "--data-dir", data_dir(), "--steps", "10",
-                                    "--batch-size", "32", "--no-augment", "--bn-recalibrate", "--out", tuned, "--json"});
+  const Result finetuned =
+      rdprune({"finetune", "--model", pruned, "--data-dir", data_dir(), "--steps", "10", "--batch-size", "32",
+               "--no-augment", "--bn-recalibrate", "--out", tuned, "--json"});
   ASSERT_EQ(finetuned.code, 0) << finetuned.err;
   EXPECT_EQ(nlohmann::json::parse(finetuned.out).at("steps"), 10);
   const auto before = nlohmann::json::parse(rdprune({"info", "--model", pruned, "--json"}).out);
   const auto after = nlohmann::json::parse(rdprune({"info", "--model", tuned, "--json"}).out);
   for (size_t i = 0; i < 5; ++i) EXPECT_EQ(before["layers"][i]["sparsity"], after["layers"][i]["sparsity"]);
 
-  const Result run = rdprune({"run", "--model", model, "--data-dir", data_dir(), "--method", "rd", "--sparsity", "0.9",
-                              "--rounds", "2", "--finetune-steps", "5", "--calib-size", "32", "--levels", "20",
-                              "--out-dir", work_.file("run"), "--json"});
+  const Result run = rdprune(
+      {"run",        "--model",  model,      "--data-dir", data_dir(),         "--method", "rd",
+       "--sparsity", "0.9",      "--rounds", "2",          "--finetune-steps", "5",        "--calib-size",
+       "32",         "--levels", "20",       "--out-dir",  work_.file("run"),  "--json"});
   ASSERT_EQ(run.code, 0) << run.err;
   const auto run_json = nlohmann::json::parse(run.out);
   EXPECT_GE(run_json.at("sparsity_achieved").get<double>(), 0.9);
@@ -278,9 +300,9 @@ TEST_F(Cli, BaselinesFinetuneRunCompareAdditivity) {
   EXPECT_EQ(run_json.at("rounds").size(), 2u);
 
   const std::string out = work_.file("compare");
-  const Result compared = rdprune({"compare", "--model", model, "--data-dir", data_dir(), "--methods", "rd,uniform,lamp",
-                                   "--sparsities", "0.5,0.8", "--calib-size", "32", "--levels", "20", "--out-dir", out,
-                                   "--json"});
+  const Result compared = rdprune({"compare", "--model", model, "--data-dir", data_dir(), "--methods",
+                                   "rd,uniform,lamp", "--sparsities", "0.5,0.8", "--calib-size", "32",
+                                   "--levels", "20", "--out-dir", out, "--json"});
   ASSERT_EQ(compared.code, 0) << compared.err;
   const auto results = nlohmann::json::parse(compared.out).at("results");
   ASSERT_EQ(results.size(), 6u);
@@ -288,32 +310,33 @@ TEST_F(Cli, BaselinesFinetuneRunCompareAdditivity) {
     EXPECT_GE(cell.at("sparsity_achieved").get<double>(), cell.at("sparsity_target").get<double>());
     EXPECT_TRUE(cell.at("top1").is_number());
   }
-  for (const char* file : {"results.csv", "results.md", "results.json", "top1_vs_sparsity.gp", "layer_sparsity.dat",
-                           "rd_curves.dat"}) {
+  for (const char* file : {"results.csv", "results.md", "results.json", "top1_vs_sparsity.gp",
+                           "layer_sparsity.dat", "rd_curves.dat"}) {
     EXPECT_TRUE(std::filesystem::exists(out + "/" + file)) << file;
   }
   if (std::system("command -v gnuplot >/dev/null 2>&1") == 0) {
     EXPECT_TRUE(std::filesystem::exists(out + "/top1_vs_sparsity.png"));
   }
 
-  const Result additivity = rdprune({"additivity", "--model", model, "--data-dir", data_dir(), "--calib-size", "32",
-                                     "--levels", "20", "--random", "5", "--sparsities", "0.5,0.9", "--out-dir",
-                                     work_.file("add"), "--json"});
+  const Result additivity =
+      rdprune({"additivity", "--model", model, "--data-dir", data_dir(), "--calib-size", "32", "--levels",
+               "20", "--random", "5", "--sparsities", "0.5,0.9", "--out-dir", work_.file("add"), "--json"});
   ASSERT_EQ(additivity.code, 0) << additivity.err;
   EXPECT_EQ(nlohmann::json::parse(additivity.out).at("points").size(), 7u);
 
   // Bad input: unknown method, a sparsity list with a value outside [0, 1), an output directory
   // that is a file.
-  expect_error(rdprune({"compare", "--model", model, "--data-dir", data_dir(), "--methods", "rd,magic", "--out-dir",
-                        out}),
+  expect_error(rdprune({"compare", "--model", model, "--data-dir", data_dir(), "--methods", "rd,magic",
+                        "--out-dir", out}),
                2, "unknown method");
-  expect_error(rdprune({"compare", "--model", model, "--data-dir", data_dir(), "--sparsities", "0.5,1.2", "--out-dir",
-                        out}),
+  expect_error(rdprune({"compare", "--model", model, "--data-dir", data_dir(), "--sparsities", "0.5,1.2",
+                        "--out-dir", out}),
                2, "--sparsities");
-  expect_error(rdprune({"run", "--model", model, "--data-dir", data_dir(), "--sparsity", "0.5", "--out-dir", model}), 2,
-               "not a directory");
-  expect_error(rdprune({"run", "--model", model, "--data-dir", data_dir(), "--method", "magic", "--sparsity", "0.5",
-                        "--out-dir", work_.file("x")}),
+  expect_error(
+      rdprune({"run", "--model", model, "--data-dir", data_dir(), "--sparsity", "0.5", "--out-dir", model}),
+      2, "not a directory");
+  expect_error(rdprune({"run", "--model", model, "--data-dir", data_dir(), "--method", "magic", "--sparsity",
+                        "0.5", "--out-dir", work_.file("x")}),
                2, "unknown method");
 }
 

@@ -48,10 +48,11 @@ double brute_force(const CurveSet& curves, const RdOptions& options, bool* feasi
       const auto& l = curves.layers[i];
       const size_t k = index[i];
       const double s = l.sparsity[k];
-      const bool dense = std::find(options.keep_dense.begin(), options.keep_dense.end(), l.name) !=
-                         options.keep_dense.end();
+      const bool dense =
+          std::find(options.keep_dense.begin(), options.keep_dense.end(), l.name) != options.keep_dense.end();
       if (dense && k != 0) ok = false;
-      if (!dense && k != 0 && (s < options.min_sparsity - 1e-12 || s > options.max_sparsity + 1e-12)) ok = false;
+      if (!dense && k != 0 && (s < options.min_sparsity - 1e-12 || s > options.max_sparsity + 1e-12))
+        ok = false;
       if (!dense && k == 0 && s > options.max_sparsity + 1e-12) ok = false;
       if (!options.allow_empty && k != 0 && l.kept[k] == 0) ok = false;
       cost += options.budget == BudgetKind::kParams ? static_cast<double>(l.kept[k])
@@ -77,7 +78,8 @@ TEST(AllocateRd, MatchesBruteForceUnderEveryConstraint) {
     CurveSet curves;
     curves.metric = "mse";
     for (int i = 0; i < layers; ++i) {
-      const double current = (trial % 3 == 0) ? std::floor(u(rng) * 4) / 5.0 + (u(rng) < 0.5 ? 0.05 : 0.0) : 0.0;
+      const double current =
+          (trial % 3 == 0) ? std::floor(u(rng) * 4) / 5.0 + (u(rng) < 0.5 ? 0.05 : 0.0) : 0.0;
       curves.layers.push_back(make_curve("l" + std::to_string(i), 5 + static_cast<int64_t>(rng() % 60),
                                          std::floor(1 + u(rng) * 50), current, grid, rng));
     }
@@ -150,7 +152,8 @@ TEST(AllocateRd, LagrangeIsNeverBetterThanTheDp) {
   std::mt19937_64 rng(3);
   CurveSet curves;
   curves.metric = "mse";
-  for (int i = 0; i < 20; ++i) curves.layers.push_back(make_curve("l" + std::to_string(i), 1000 + 997 * i, 1, 0, level_grid(100), rng));
+  for (int i = 0; i < 20; ++i)
+    curves.layers.push_back(make_curve("l" + std::to_string(i), 1000 + 997 * i, 1, 0, level_grid(100), rng));
   for (double target : {0.5, 0.8, 0.9, 0.95}) {
     RdOptions options;
     options.sparsity_target = target;
@@ -166,7 +169,8 @@ TEST(AllocateRd, FrontierIsMonotoneAndMatchesSingleSolves) {
   std::mt19937_64 rng(4);
   CurveSet curves;
   curves.metric = "mse";
-  for (int i = 0; i < 4; ++i) curves.layers.push_back(make_curve("l" + std::to_string(i), 50 + 10 * i, 1, 0, level_grid(20), rng));
+  for (int i = 0; i < 4; ++i)
+    curves.layers.push_back(make_curve("l" + std::to_string(i), 50 + 10 * i, 1, 0, level_grid(20), rng));
   RdOptions options;
   options.sparsity_target = 0.7;
   std::vector<FrontierPoint> frontier;
@@ -174,7 +178,8 @@ TEST(AllocateRd, FrontierIsMonotoneAndMatchesSingleSolves) {
   ASSERT_FALSE(frontier.empty());
   for (size_t i = 1; i < frontier.size(); ++i) EXPECT_LE(frontier[i].distortion, frontier[i - 1].distortion);
   const double budget = std::floor(0.3 * 260);
-  const auto at = std::find_if(frontier.begin(), frontier.end(), [&](const FrontierPoint& p) { return p.budget == budget; });
+  const auto at = std::find_if(frontier.begin(), frontier.end(),
+                               [&](const FrontierPoint& p) { return p.budget == budget; });
   ASSERT_NE(at, frontier.end());
   EXPECT_DOUBLE_EQ(at->distortion, *plan.predicted_distortion);
 }

@@ -66,7 +66,8 @@ TEST(Curves, InvalidFilesAreNamedErrors) {
     edit(copy["layers"][0]);
     return error_of(copy.dump());
   };
-  EXPECT_NE(with([](auto& l) { l["distortion"][2] = nullptr; }).find("distortion[2] is nan"), std::string::npos);
+  EXPECT_NE(with([](auto& l) { l["distortion"][2] = nullptr; }).find("distortion[2] is nan"),
+            std::string::npos);
   EXPECT_NE(with([](auto& l) { l["distortion"][1] = -0.5; }).find("negative"), std::string::npos);
   EXPECT_NE(with([](auto& l) { l["sparsity"][2] = 0.1; }).find("not increasing"), std::string::npos);
   EXPECT_NE(with([](auto& l) { l["kept"][1] = 9; }).find("kept[1]"), std::string::npos);

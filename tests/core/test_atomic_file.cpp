@@ -33,10 +33,11 @@ TEST_F(AtomicFile, WritesAndReplaces) {
 TEST_F(AtomicFile, FailedWriteKeepsTheOldFile) {
   const std::string path = (dir_ / "b.json").string();
   write_file_atomic(path, "old");
-  EXPECT_THROW(replace_file_atomic(path, [](const std::string& tmp) {
-                 write_file_atomic(tmp, "partial");
-                 throw Error("interrupted");
-               }),
+  EXPECT_THROW(replace_file_atomic(path,
+                                   [](const std::string& tmp) {
+                                     write_file_atomic(tmp, "partial");
+                                     throw Error("interrupted");
+                                   }),
                Error);
   EXPECT_EQ(read_file(path), "old");
   EXPECT_EQ(std::distance(fs::directory_iterator(dir_), fs::directory_iterator()), 1);

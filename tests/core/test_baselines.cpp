@@ -33,8 +33,8 @@ TEST(Baselines, UniformKeepsTheSameFractionEverywhere) {
 }
 
 TEST(Baselines, UniformPlusKeepsTheFirstConvDenseAndTwentyPercentOfTheLast) {
-  const std::vector<LayerInfo> layers = {layer("conv1", "conv2d", {10, 10}), layer("mid", "conv2d", {100, 10}),
-                                         layer("fc", "linear", {10, 10})};
+  const std::vector<LayerInfo> layers = {layer("conv1", "conv2d", {10, 10}),
+                                         layer("mid", "conv2d", {100, 10}), layer("fc", "linear", {10, 10})};
   // Budget 15% of 1200 = 180 kept: conv1 100 dense, fc at its 20% floor (20), mid the other 60.
   const Plan plan = allocate_shape_baseline("uniform+", layers, {BudgetKind::kParams, 0.85, false});
   EXPECT_EQ(plan.layers[0].kept, 100);
@@ -70,7 +70,8 @@ TEST(Baselines, NoLayerIsEmptiedUnlessAllowed) {
 }
 
 TEST(Baselines, FlopsBudgetAndMonotoneMasks) {
-  const std::vector<LayerInfo> layers = {layer("a", "conv2d", {10, 10}, 100), layer("b", "linear", {10, 10}, 1, 0.8)};
+  const std::vector<LayerInfo> layers = {layer("a", "conv2d", {10, 10}, 100),
+                                         layer("b", "linear", {10, 10}, 1, 0.8)};
   const Plan plan = allocate_shape_baseline("uniform", layers, {BudgetKind::kFlops, 0.5, false});
   EXPECT_GE(plan.flops_sparsity_achieved(), 0.5);
   EXPECT_LE(plan.layers[1].kept, 20);  // already 80% sparse: masks only grow

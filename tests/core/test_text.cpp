@@ -32,7 +32,9 @@ TEST(Text, ErrorNamesTheFlag) {
   }
 }
 
-TEST(Text, FormatsShapes) { EXPECT_EQ(format_shape({3, 32, 32}), "3x32x32"); }
+TEST(Text, FormatsShapes) {
+  EXPECT_EQ(format_shape({3, 32, 32}), "3x32x32");
+}
 
 }  // namespace
 }  // namespace rdprune

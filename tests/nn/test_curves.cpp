@@ -2,8 +2,8 @@
 #include <numeric>
 
 #include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 #include <torch/torch.h>
+#include <nlohmann/json.hpp>
 
 #include "fixtures.h"
 #include "rdprune/allocate.h"
@@ -71,7 +71,8 @@ torch::Tensor oracle_mask(const Network& network, size_t layer, int64_t kept) {
 }
 
 // The plain loop: prune layer i alone to `kept`, run every sample through the whole network.
-double plain_distortion(Network& network, size_t layer, int64_t kept, const Dataset& data, const std::string& metric) {
+double plain_distortion(Network& network, size_t layer, int64_t kept, const Dataset& data,
+                        const std::string& metric) {
   torch::NoGradGuard no_grad;
   const auto x = data.batch(torch::arange(data.size())).images;
   const auto reference = network.forward(x);
@@ -124,7 +125,8 @@ TEST(Curves, SparseLayersAreMeasuredOnlyAtOrAboveTheirSparsity) {
   CurveOptions options;
   options.levels = 10;
   options.progress = false;
-  const CurveSet curves = measure_curves(*network, calibration_set(8), "s", layer_census(*network, {1, 28, 28}), options);
+  const CurveSet curves =
+      measure_curves(*network, calibration_set(8), "s", layer_census(*network, {1, 28, 28}), options);
   const auto& curve = curves.layers[2];
   EXPECT_NEAR(curve.sparsity.front(), 0.4, 1e-3);
   EXPECT_EQ(curve.distortion.front(), 0.0);
@@ -153,7 +155,8 @@ TEST(Curves, CacheResumesAndAChangedKeyNeverReuses) {
   options.metric = "worst";
   EXPECT_NE(measure_curves(*network, data, "synthetic", infos, options).layers[1].distortion[2], 123.0);
   options.metric = "mse";
-  EXPECT_NE(measure_curves(*network, data, "other calibration", infos, options).layers[1].distortion[2], 123.0);
+  EXPECT_NE(measure_curves(*network, data, "other calibration", infos, options).layers[1].distortion[2],
+            123.0);
   {
     torch::NoGradGuard no_grad;
     network->layers()[0].weight.mul_(1.01);

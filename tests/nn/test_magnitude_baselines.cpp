@@ -30,7 +30,8 @@ TEST(MagnitudeBaselines, GlobalUsesOneThresholdAcrossLayers) {
   for (size_t i = 0; i < original->layers().size(); ++i) {
     const auto magnitude = original->layers()[i].weight.abs();
     const auto& mask = network->masks()[i];
-    if ((~mask).any().item<bool>()) largest_pruned = std::max(largest_pruned, magnitude.masked_select(~mask).max().item<double>());
+    if ((~mask).any().item<bool>())
+      largest_pruned = std::max(largest_pruned, magnitude.masked_select(~mask).max().item<double>());
     smallest_kept = std::min(smallest_kept, magnitude.masked_select(mask).min().item<double>());
   }
   EXPECT_LE(largest_pruned, smallest_kept);
@@ -62,7 +63,8 @@ TEST(MagnitudeBaselines, LampScoresByHand) {
   EXPECT_EQ(plan.layers[0].kept, 1);  // the 10
   EXPECT_EQ(plan.layers[1].kept, 1);  // the 0.5: its layer's largest, score 1
   EXPECT_EQ(plan.layers[2].kept, 2);  // the 3 (score 1) and the 2 (score 4/13)
-  const Plan global = allocate_magnitude_baseline("global", *network, infos, {BudgetKind::kParams, keep4, false});
+  const Plan global =
+      allocate_magnitude_baseline("global", *network, infos, {BudgetKind::kParams, keep4, false});
   EXPECT_EQ(global.layers[2].kept, 2);
   EXPECT_EQ(global.layers[1].kept, 1);  // reserved: no layer is emptied
 }

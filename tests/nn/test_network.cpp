@@ -25,11 +25,11 @@ TEST(Census, FlopsPerWeightComeFromOutputSizes) {
   auto network = create_network(meta_for("resnet20", {1, 28, 28}));
   const auto infos = layer_census(*network, {1, 28, 28});
   ASSERT_EQ(infos.size(), 22u);
-  EXPECT_EQ(infos[0].flops_per_weight, 28 * 28);   // conv1: 28x28 outputs per channel
-  EXPECT_EQ(infos[7].flops_per_weight, 14 * 14);   // layer2.0.conv1, stride 2
-  EXPECT_EQ(infos[9].flops_per_weight, 14 * 14);   // layer2.0.downsample.0
-  EXPECT_EQ(infos[14].flops_per_weight, 7 * 7);    // layer3.0.conv1
-  EXPECT_EQ(infos[21].flops_per_weight, 1);        // fc
+  EXPECT_EQ(infos[0].flops_per_weight, 28 * 28);  // conv1: 28x28 outputs per channel
+  EXPECT_EQ(infos[7].flops_per_weight, 14 * 14);  // layer2.0.conv1, stride 2
+  EXPECT_EQ(infos[9].flops_per_weight, 14 * 14);  // layer2.0.downsample.0
+  EXPECT_EQ(infos[14].flops_per_weight, 7 * 7);   // layer3.0.conv1
+  EXPECT_EQ(infos[21].flops_per_weight, 1);       // fc
   for (const auto& info : infos) {
     EXPECT_EQ(info.calls, 1) << info.name;
     EXPECT_EQ(info.sparsity, 0.0) << info.name;

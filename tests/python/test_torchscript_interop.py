@@ -163,21 +163,28 @@ def main():
             assert bool(((weight != 0) <= mask).all()), layer
         pruned_info = run([args.rdprune, "info", "--model", pruned_path, "--input-shape", "1,28,28", "--json"])
         assert abs(pruned_info["sparsity"] - plan["sparsity_achieved"]) < 1e-9, pruned_info
-        # One curve point checked against PyTorch: layer 0 alone at the 50% level.
+        # Curve points against a plain PyTorch loop: every level of the first and the last layer,
+        # each pruned alone by magnitude (stable sort: ties by index) with a full forward pass.
         with open(curves) as f:
-            curve = json.load(f)["layers"][0]
-        k = curve["sparsity"].index(0.5)
+            layers = json.load(f)["layers"]
         calib = normalise(read_idx(os.path.join(data_dir, "train-images-idx3-ubyte" + ext))[:64]).unsqueeze(1)
-        conv = dict(model.named_modules())[curve["name"]]
+        named = dict(model.named_modules())
+        checked = 0
         with torch.no_grad():
-            reference = model(calib)
-            saved = conv.weight.clone()
-            order = torch.sort(conv.weight.abs().flatten().double(), stable=True).indices
-            flat = conv.weight.view(-1)
-            flat[order[:conv.weight.numel() - curve["kept"][k]]] = 0
-            distortion = (model(calib).double() - reference.double()).pow(2).mean().item()
-            conv.weight.copy_(saved)
-        assert abs(distortion - curve["distortion"][k]) <= 1e-5 * (1 + distortion), (distortion, curve["distortion"][k])
+            reference = model(calib).double()
+            for curve in (layers[0], layers[-1]):
+                module = named[curve["name"]]
+                saved = module.weight.clone()
+                order = torch.sort(saved.abs().flatten().double(), stable=True).indices
+                for kept, wanted in zip(curve["kept"], curve["distortion"]):
+                    flat = saved.clone().view(-1)
+                    flat[order[:saved.numel() - kept]] = 0
+                    module.weight.copy_(flat.view_as(saved))
+                    distortion = (model(calib).double() - reference).pow(2).mean().item()
+                    assert abs(distortion - wanted) <= 1e-5 * (1 + distortion), (curve["name"], kept, distortion, wanted)
+                    checked += 1
+                module.weight.copy_(saved)
+        assert checked == 2 * 21, checked
 
     print(f"torchscript interop: top-1 {top1_python:.4f} in PyTorch and rdprune; "
           f"{len(expected)} layers named alike")

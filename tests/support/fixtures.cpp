@@ -23,8 +23,8 @@ TempDir::~TempDir() {
   fs::remove_all(path_, ignored);
 }
 
-void make_images(int64_t count, int64_t size, int64_t classes, uint64_t seed,
-                 std::vector<uint8_t>* pixels, std::vector<uint8_t>* labels) {
+void make_images(int64_t count, int64_t size, int64_t classes, uint64_t seed, std::vector<uint8_t>* pixels,
+                 std::vector<uint8_t>* labels) {
   std::mt19937_64 rng(seed);
   pixels->assign(static_cast<size_t>(count * size * size), 0);
   labels->resize(static_cast<size_t>(count));
@@ -67,9 +67,10 @@ void write_idx_dataset(const std::string& dir, int64_t train_count, int64_t test
     std::vector<uint8_t> pixels;
     std::vector<uint8_t> labels;
     make_images(count, 28, 10, seed, &pixels, &labels);
-    write_idx(dir + "/" + prefix + "-images-idx3-ubyte" + suffix,
-              {static_cast<int32_t>(count), 28, 28}, pixels, gzip);
-    write_idx(dir + "/" + prefix + "-labels-idx1-ubyte" + suffix, {static_cast<int32_t>(count)}, labels, gzip);
+    write_idx(dir + "/" + prefix + "-images-idx3-ubyte" + suffix, {static_cast<int32_t>(count), 28, 28},
+              pixels, gzip);
+    write_idx(dir + "/" + prefix + "-labels-idx1-ubyte" + suffix, {static_cast<int32_t>(count)}, labels,
+              gzip);
   }
 }
 
@@ -79,8 +80,8 @@ void write_cifar_dataset(const std::string& dir, int64_t label_bytes, int64_t pe
   if (label_bytes == 2) {
     files = {"train.bin", "test.bin"};
   } else {
-    files = {"data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin", "data_batch_4.bin",
-             "data_batch_5.bin", "test_batch.bin"};
+    files = {"data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin",
+             "data_batch_4.bin", "data_batch_5.bin", "test_batch.bin"};
   }
   uint64_t seed = 10;
   for (const auto& name : files) {

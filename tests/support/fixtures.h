@@ -24,8 +24,8 @@ class TempDir {
 
 // Learnable images: class k has a bright 7x7 square at a position set by k, plus noise.
 // Returns `count` images of side `size` (row-major bytes) and their labels (in 0..classes-1).
-void make_images(int64_t count, int64_t size, int64_t classes, uint64_t seed,
-                 std::vector<uint8_t>* pixels, std::vector<uint8_t>* labels);
+void make_images(int64_t count, int64_t size, int64_t classes, uint64_t seed, std::vector<uint8_t>* pixels,
+                 std::vector<uint8_t>* labels);
 
 // Writes an IDX file: magic 0x000008<rank>, big-endian dims, bytes. gzip when `gzip`.
 void write_idx(const std::string& path, const std::vector<int32_t>& dims, const std::vector<uint8_t>& data,

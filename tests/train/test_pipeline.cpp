@@ -1,8 +1,8 @@
 #include <filesystem>
 
 #include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 #include <torch/torch.h>
+#include <nlohmann/json.hpp>
 
 #include "fixtures.h"
 #include "rdprune/additivity.h"
@@ -129,7 +129,8 @@ TEST(Additivity, RdPlansAndRandomAllocationsAreMeasured) {
   CurveOptions curve_options;
   curve_options.levels = 20;
   curve_options.progress = false;
-  const CurveSet curves = measure_curves(*network, calibration, "toy", layer_census(*network, {1, 28, 28}), curve_options);
+  const CurveSet curves =
+      measure_curves(*network, calibration, "toy", layer_census(*network, {1, 28, 28}), curve_options);
   const auto before = network->layers()[0].weight.clone();
   const auto points = additivity_study(*network, calibration, curves, {0.5, 0.9}, 5, 1, 64);
   ASSERT_EQ(points.size(), 7u);
@@ -142,7 +143,8 @@ TEST(Additivity, RdPlansAndRandomAllocationsAreMeasured) {
   EXPECT_TRUE(torch::equal(before, network->layers()[0].weight));  // restored
   // One layer alone: the joint distortion is that layer's curve value exactly.
   Plan single;
-  for (const auto& layer : curves.layers) single.layers.push_back({layer.name, layer.weights, layer.weights, 0});
+  for (const auto& layer : curves.layers)
+    single.layers.push_back({layer.name, layer.weights, layer.weights, 0});
   single.layers[1].kept = curves.layers[1].kept[10];
   EXPECT_NEAR(joint_distortion(*network, calibration, single, "mse", 64), curves.layers[1].distortion[10],
               1e-9 + 1e-6 * curves.layers[1].distortion[10]);

@@ -83,8 +83,12 @@ void expect_masks_hold(const std::string& optimizer) {
   }
 }
 
-TEST(Train, MasksHoldUnderSgdWithMomentumAndWeightDecay) { expect_masks_hold("sgd"); }
-TEST(Train, MasksHoldUnderAdamW) { expect_masks_hold("adamw"); }
+TEST(Train, MasksHoldUnderSgdWithMomentumAndWeightDecay) {
+  expect_masks_hold("sgd");
+}
+TEST(Train, MasksHoldUnderAdamW) {
+  expect_masks_hold("adamw");
+}
 
 TEST(Train, CosineScheduleEndsNearZero) {
   TrainOptions options;
@@ -120,8 +124,7 @@ TEST(Evaluate, CountsTopOneAndTopFiveByHand) {
   torch::NoGradGuard no_grad;
   const auto batch = data.test.batch(torch::arange(40));
   const auto logits = network->forward(batch.images);
-  const auto expected_top1 =
-      logits.argmax(1).eq(batch.labels).to(torch::kDouble).mean().item<double>();
+  const auto expected_top1 = logits.argmax(1).eq(batch.labels).to(torch::kDouble).mean().item<double>();
   const auto top5 = std::get<1>(logits.topk(5, 1));
   const auto expected_top5 =
       top5.eq(batch.labels.view({-1, 1})).any(1).to(torch::kDouble).mean().item<double>();

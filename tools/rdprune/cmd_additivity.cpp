@@ -40,7 +40,8 @@ void run_additivity(AdditivityFlags& flags) {
     throw UsageError("--out-dir: " + flags.out_dir + " exists and is not a directory");
   }
   auto network = load_model(flags.model);
-  if (network->layers().empty()) throw Error(flags.model + ": model has no prunable layers (no Conv2d or Linear weights)");
+  if (network->layers().empty())
+    throw Error(flags.model + ": model has no prunable layers (no Conv2d or Linear weights)");
   const DatasetSplits splits = load_dataset(dataset_options(flags.data, &network->meta()));
   const Dataset calibration = splits.train.head(flags.calib_size);
   check_model_fits(*network, calibration);
@@ -58,8 +59,8 @@ void run_additivity(AdditivityFlags& flags) {
                             layer_census(*network, calibration.sample_shape()), flags.curves);
     write_file_atomic((fs::path(flags.out_dir) / "curves.json").string(), to_json(curves));
   }
-  const auto points = additivity_study(*network, calibration, curves, sparsities, flags.random, flags.data.seed,
-                                       flags.curves.batch_size);
+  const auto points = additivity_study(*network, calibration, curves, sparsities, flags.random,
+                                       flags.data.seed, flags.curves.batch_size);
   std::vector<double> predicted;
   std::vector<double> measured;
   std::vector<double> log_predicted;
@@ -76,7 +77,8 @@ void run_additivity(AdditivityFlags& flags) {
       log_measured.push_back(std::log(p.measured));
     }
     csv += fmt::format("{},{:.6f},{:.9g},{:.9g}\n", p.kind, p.sparsity, p.predicted, p.measured);
-    rows.push_back({{"kind", p.kind}, {"sparsity", p.sparsity}, {"predicted", p.predicted}, {"measured", p.measured}});
+    rows.push_back(
+        {{"kind", p.kind}, {"sparsity", p.sparsity}, {"predicted", p.predicted}, {"measured", p.measured}});
   }
   write_file_atomic((fs::path(flags.out_dir) / "additivity.csv").string(), csv);
   const double r = pearson(predicted, measured);
@@ -88,11 +90,12 @@ void run_additivity(AdditivityFlags& flags) {
                                {"points", rows},
                                {"out_dir", flags.out_dir}};
   write_file_atomic((fs::path(flags.out_dir) / "additivity.json").string(), json.dump(1) + "\n");
-  std::string human = fmt::format("{} points; Pearson r of measured vs summed distortion {:.4f}, log-log {:.4f}\n",
-                                  points.size(), r, r_log);
+  std::string human =
+      fmt::format("{} points; Pearson r of measured vs summed distortion {:.4f}, log-log {:.4f}\n",
+                  points.size(), r, r_log);
   for (const auto& p : points) {
-    human += fmt::format("  {:<7} sparsity {:.4f}  sum {:.6g}  measured {:.6g}\n", p.kind, p.sparsity, p.predicted,
-                         p.measured);
+    human += fmt::format("  {:<7} sparsity {:.4f}  sum {:.6g}  measured {:.6g}\n", p.kind, p.sparsity,
+                         p.predicted, p.measured);
   }
   human += "wrote additivity.csv, additivity.json and additivity.png to " + flags.out_dir + "\n";
   emit(flags.common, json, human);
@@ -102,9 +105,11 @@ void run_additivity(AdditivityFlags& flags) {
 
 void register_additivity(CLI::App& app) {
   auto flags = std::make_shared<AdditivityFlags>();
-  auto* command = app.add_subcommand("additivity", "Joint distortion of pruning all layers against the summed curves");
+  auto* command =
+      app.add_subcommand("additivity", "Joint distortion of pruning all layers against the summed curves");
   command->add_option("--model", flags->model, "rdprune checkpoint or TorchScript file")->required();
-  command->add_option("--out-dir", flags->out_dir, "Directory for the table, the plot and the curves")->required();
+  command->add_option("--out-dir", flags->out_dir, "Directory for the table, the plot and the curves")
+      ->required();
   command->add_option("--curves", flags->curves_file, "Curves of this model (default: measure them)");
   command->add_option("--sparsities", flags->sparsities, "rd plans at these targets (default 0.5,...,0.98)");
   command->add_option("--random", flags->random, "Random allocations to measure (default 30)");

@@ -7,10 +7,10 @@
 #include "commands.h"
 #include "common.h"
 #include "rdprune/allocate.h"
-#include "rdprune/distortion.h"
-#include "rdprune/magnitude_baselines.h"
 #include "rdprune/atomic_file.h"
+#include "rdprune/distortion.h"
 #include "rdprune/error.h"
+#include "rdprune/magnitude_baselines.h"
 #include "rdprune/text.h"
 
 namespace rdprune::cli {
@@ -31,8 +31,10 @@ struct AllocateFlags {
 };
 
 void write_frontier(const std::string& path, const std::vector<FrontierPoint>& frontier, BudgetKind budget) {
-  std::string text = fmt::format("kept_{},sparsity,distortion\n", budget == BudgetKind::kParams ? "weights" : "flops");
-  for (const auto& point : frontier) text += fmt::format("{:.17g},{:.17g},{:.17g}\n", point.budget, point.sparsity, point.distortion);
+  std::string text =
+      fmt::format("kept_{},sparsity,distortion\n", budget == BudgetKind::kParams ? "weights" : "flops");
+  for (const auto& point : frontier)
+    text += fmt::format("{:.17g},{:.17g},{:.17g}\n", point.budget, point.sparsity, point.distortion);
   write_file_atomic(path, text);
 }
 
@@ -41,7 +43,8 @@ void run_allocate(AllocateFlags& flags) {
   const auto& baselines = baseline_methods();
   const bool baseline = std::find(baselines.begin(), baselines.end(), flags.method) != baselines.end();
   if (flags.method != "rd" && !baseline) {
-    throw UsageError("--method: unknown method '" + flags.method + "' (known: rd, global, lamp, uniform, uniform+, erk)");
+    throw UsageError("--method: unknown method '" + flags.method +
+                     "' (known: rd, global, lamp, uniform, uniform+, erk)");
   }
   flags.rd.budget = parse_budget(flags.budget);
   flags.rd.sparsity_target = flags.sparsity;
@@ -59,8 +62,9 @@ void run_allocate(AllocateFlags& flags) {
       throw UsageError("--input-shape: a FLOPs budget needs the model's input shape (C,H,W)");
     }
     const auto infos = layer_census(*network, shape);
-    plan = allocate_baseline(flags.method, *network, infos,
-                             BaselineOptions{flags.rd.budget, flags.rd.sparsity_target, flags.rd.allow_empty});
+    plan =
+        allocate_baseline(flags.method, *network, infos,
+                          BaselineOptions{flags.rd.budget, flags.rd.sparsity_target, flags.rd.allow_empty});
     plan.fingerprint = fingerprint(*network);
   } else {
     if (flags.curves.empty()) throw UsageError("--curves: required for --method rd");
@@ -71,24 +75,26 @@ void run_allocate(AllocateFlags& flags) {
   write_file_atomic(flags.out, to_json(plan));
   if (!flags.frontier.empty()) write_frontier(flags.frontier, frontier, flags.rd.budget);
 
-  nlohmann::json result = {{"plan", flags.out},
-                           {"method", plan.method},
-                           {"solver", plan.solver},
-                           {"budget", to_string(plan.budget)},
-                           {"sparsity_target", plan.sparsity_target},
-                           {"sparsity_achieved", plan.sparsity_achieved()},
-                           {"flops_sparsity_achieved", plan.flops_sparsity_achieved()},
-                           {"predicted_distortion", plan.predicted_distortion ? nlohmann::json(*plan.predicted_distortion) : nlohmann::json()},
-                           {"seconds", seconds}};
-  std::string human = fmt::format("{} plan ({} budget): target {:.4f}, achieved sparsity {:.4f}, FLOPs sparsity {:.4f}{}\n",
-                                  plan.method, to_string(plan.budget), plan.sparsity_target, plan.sparsity_achieved(),
-                                  plan.flops_sparsity_achieved(),
-                                  plan.predicted_distortion
-                                      ? fmt::format(", predicted distortion {:.6g} ({} solver)", *plan.predicted_distortion, plan.solver)
-                                      : std::string());
+  nlohmann::json result = {
+      {"plan", flags.out},
+      {"method", plan.method},
+      {"solver", plan.solver},
+      {"budget", to_string(plan.budget)},
+      {"sparsity_target", plan.sparsity_target},
+      {"sparsity_achieved", plan.sparsity_achieved()},
+      {"flops_sparsity_achieved", plan.flops_sparsity_achieved()},
+      {"predicted_distortion",
+       plan.predicted_distortion ? nlohmann::json(*plan.predicted_distortion) : nlohmann::json()},
+      {"seconds", seconds}};
+  std::string human = fmt::format(
+      "{} plan ({} budget): target {:.4f}, achieved sparsity {:.4f}, FLOPs sparsity {:.4f}{}\n", plan.method,
+      to_string(plan.budget), plan.sparsity_target, plan.sparsity_achieved(), plan.flops_sparsity_achieved(),
+      plan.predicted_distortion
+          ? fmt::format(", predicted distortion {:.6g} ({} solver)", *plan.predicted_distortion, plan.solver)
+          : std::string());
   for (const auto& layer : plan.layers) {
-    human += fmt::format("  {:<28} {:>9} of {:>9} kept  sparsity {:6.2f}%\n", layer.name, layer.kept, layer.weights,
-                         100 * layer.sparsity());
+    human += fmt::format("  {:<28} {:>9} of {:>9} kept  sparsity {:6.2f}%\n", layer.name, layer.kept,
+                         layer.weights, 100 * layer.sparsity());
   }
   human += "wrote " + flags.out + (flags.frontier.empty() ? "" : " and " + flags.frontier) + "\n";
   emit(flags.common, result, human);
@@ -98,21 +104,31 @@ void run_allocate(AllocateFlags& flags) {
 
 void register_allocate(CLI::App& app) {
   auto flags = std::make_shared<AllocateFlags>();
-  auto* command = app.add_subcommand("allocate", "Choose every layer's sparsity under a weight or FLOPs budget");
+  auto* command =
+      app.add_subcommand("allocate", "Choose every layer's sparsity under a weight or FLOPs budget");
   command->add_option("--method", flags->method, "rd (default) | global | lamp | uniform | uniform+ | erk");
   command->add_option("--curves", flags->curves, "Curves file from `rdprune curves` (method rd)");
   command->add_option("--model", flags->model, "Model (baseline methods)");
-  command->add_option("--input-shape", flags->input_shape, "C,H,W for FLOPs when the model does not record it");
-  command->add_option("--sparsity", flags->sparsity, "Target sparsity in [0, 1) of weights (or of FLOPs with --budget flops)")->required();
+  command->add_option("--input-shape", flags->input_shape,
+                      "C,H,W for FLOPs when the model does not record it");
+  command
+      ->add_option("--sparsity", flags->sparsity,
+                   "Target sparsity in [0, 1) of weights (or of FLOPs with --budget flops)")
+      ->required();
   command->add_option("--budget", flags->budget, "params|flops (default params)");
   command->add_option("--out", flags->out, "Output plan file (rdprune.plan/1 JSON)")->required();
-  command->add_option("--min-sparsity", flags->rd.min_sparsity, "Every layer at least this sparse (default 0)");
-  command->add_option("--max-sparsity", flags->rd.max_sparsity, "Every layer at most this sparse (default 1)");
+  command->add_option("--min-sparsity", flags->rd.min_sparsity,
+                      "Every layer at least this sparse (default 0)");
+  command->add_option("--max-sparsity", flags->rd.max_sparsity,
+                      "Every layer at most this sparse (default 1)");
   command->add_option("--keep-dense", flags->keep_dense, "Comma-separated layers to leave as they are");
   command->add_flag("--allow-empty", flags->rd.allow_empty, "Allow a layer to lose every weight");
-  command->add_option("--solver", flags->rd.solver, "dp (exact, default) | lagrange (slope search, for comparison)");
-  command->add_option("--dp-resolution", flags->rd.resolution, "DP budget cells (default 65536; exact when the budget fits)");
-  command->add_option("--frontier", flags->frontier, "Also write the optimal distortion for every budget (CSV)");
+  command->add_option("--solver", flags->rd.solver,
+                      "dp (exact, default) | lagrange (slope search, for comparison)");
+  command->add_option("--dp-resolution", flags->rd.resolution,
+                      "DP budget cells (default 65536; exact when the budget fits)");
+  command->add_option("--frontier", flags->frontier,
+                      "Also write the optimal distortion for every budget (CSV)");
   add_common_flags(*command, flags->common);
   command->callback([flags] { run_allocate(*flags); });
 }

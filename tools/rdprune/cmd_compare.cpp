@@ -42,11 +42,14 @@ void run_compare(CompareFlags& flags) {
     validate(check);
   }
   auto dense = load_model(flags.model);
-  if (dense->layers().empty()) throw Error(flags.model + ": model has no prunable layers (no Conv2d or Linear weights)");
+  if (dense->layers().empty())
+    throw Error(flags.model + ": model has no prunable layers (no Conv2d or Linear weights)");
   const DatasetSplits splits = load_dataset(dataset_options(flags.data, &dense->meta()));
   check_model_fits(*dense, splits.train);
   fs::create_directories(flags.out_dir);
-  const Dataset test = flags.pipeline.options.eval_limit > 0 ? splits.test.head(flags.pipeline.options.eval_limit) : splits.test;
+  const Dataset test = flags.pipeline.options.eval_limit > 0
+                           ? splits.test.head(flags.pipeline.options.eval_limit)
+                           : splits.test;
   const double dense_top1 = evaluate(*dense, test, 256, /*progress=*/false).top1;
   const auto dense_infos = layer_census(*dense, splits.train.sample_shape());
 
@@ -58,7 +61,8 @@ void run_compare(CompareFlags& flags) {
       PipelineOptions options = flags.pipeline.options;
       options.method = method;
       options.rd.sparsity_target = sparsity;
-      options.out_dir = (fs::path(flags.out_dir) / fmt::format("{}-s{}-r{}", method, sparsity, options.rounds)).string();
+      options.out_dir =
+          (fs::path(flags.out_dir) / fmt::format("{}-s{}-r{}", method, sparsity, options.rounds)).string();
       std::cerr << fmt::format("compare: {} at sparsity {}\n", method, sparsity);
       auto network = load_model(flags.model);  // every cell from the same dense model
       const PipelineResult result = run_pipeline(network, splits, options);
@@ -86,19 +90,21 @@ void run_compare(CompareFlags& flags) {
                          {"rounds", row.rounds},
                          {"finetune_steps", row.finetune_steps}});
       if (sparsity == sparsities.back()) {
-        const fs::path plan = fs::path(options.out_dir) / fmt::format("round-{}", options.rounds) / "plan.json";
+        const fs::path plan =
+            fs::path(options.out_dir) / fmt::format("round-{}", options.rounds) / "plan.json";
         densest_plans.emplace_back(method, plan_from_json(read_file(plan.string()), plan.string()));
       }
     }
   }
   write_compare_tables(flags.out_dir, rows, dense_top1);
   plot_accuracy(flags.out_dir, rows, dense_top1);
-  plot_layer_sparsity(flags.out_dir, densest_plans, fmt::format("Layer sparsity at {:.2f}", sparsities.back()));
+  plot_layer_sparsity(flags.out_dir, densest_plans,
+                      fmt::format("Layer sparsity at {:.2f}", sparsities.back()));
   for (const auto& method : methods) {
     if (method != "rd") continue;
     const fs::path curves = fs::path(flags.out_dir) /
-                            fmt::format("rd-s{}-r{}", sparsities.front(), flags.pipeline.options.rounds) / "round-1" /
-                            "curves.json";
+                            fmt::format("rd-s{}-r{}", sparsities.front(), flags.pipeline.options.rounds) /
+                            "round-1" / "curves.json";
     plot_curves(flags.out_dir, curves_from_json(read_file(curves.string()), curves.string()));
   }
   const nlohmann::json json = {{"dense_top1", dense_top1}, {"results", results}, {"out_dir", flags.out_dir}};
@@ -114,9 +120,12 @@ void register_compare(CLI::App& app) {
   auto flags = std::make_shared<CompareFlags>();
   auto* command = app.add_subcommand("compare", "Every method at every sparsity, from the same dense model");
   command->add_option("--model", flags->model, "Dense rdprune checkpoint or TorchScript file")->required();
-  command->add_option("--methods", flags->methods, "Comma-separated (default rd,lamp,global,uniform,uniform+,erk)");
-  command->add_option("--sparsities", flags->sparsities, "Comma-separated targets in [0, 1) (default 0.8,0.9,0.95)");
-  command->add_option("--out-dir", flags->out_dir, "Directory for tables, plots and every cell's rounds")->required();
+  command->add_option("--methods", flags->methods,
+                      "Comma-separated (default rd,lamp,global,uniform,uniform+,erk)");
+  command->add_option("--sparsities", flags->sparsities,
+                      "Comma-separated targets in [0, 1) (default 0.8,0.9,0.95)");
+  command->add_option("--out-dir", flags->out_dir, "Directory for tables, plots and every cell's rounds")
+      ->required();
   add_pipeline_flags(*command, flags->pipeline);
   add_common_flags(*command, flags->common);
   add_data_flags(*command, flags->data, /*dataset_required=*/false);

@@ -36,7 +36,8 @@ void run_curves(CurvesFlags& flags) {
   validate(flags.curves);
   if (flags.calib_size <= 0) throw UsageError("--calib-size: expected a positive count");
   auto network = load_model(flags.model);
-  if (network->layers().empty()) throw Error(flags.model + ": model has no prunable layers (no Conv2d or Linear weights)");
+  if (network->layers().empty())
+    throw Error(flags.model + ": model has no prunable layers (no Conv2d or Linear weights)");
 
   Dataset calibration;
   std::string description;
@@ -47,7 +48,8 @@ void run_curves(CurvesFlags& flags) {
     synthetic.synthetic_size = flags.calib_size;
     if (synthetic.input_shape.empty()) {
       const auto& shape = network->meta().input_shape;
-      if (shape.empty()) throw UsageError("--input-shape: the model does not record its input shape; pass C,H,W");
+      if (shape.empty())
+        throw UsageError("--input-shape: the model does not record its input shape; pass C,H,W");
       synthetic.input_shape = fmt::format("{},{},{}", shape[0], shape[1], shape[2]);
     }
     calibration = load_dataset(dataset_options(synthetic)).train;
@@ -61,7 +63,8 @@ void run_curves(CurvesFlags& flags) {
   }
   check_model_fits(*network, calibration);
   const auto infos = layer_census(*network, calibration.sample_shape());
-  flags.curves.cache_dir = flags.no_cache ? "" : (flags.curves.cache_dir.empty() ? default_cache_dir() : flags.curves.cache_dir);
+  flags.curves.cache_dir =
+      flags.no_cache ? "" : (flags.curves.cache_dir.empty() ? default_cache_dir() : flags.curves.cache_dir);
   const auto start = std::chrono::steady_clock::now();
   const CurveSet curves = measure_curves(*network, calibration, description, infos, flags.curves);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -69,8 +72,8 @@ void run_curves(CurvesFlags& flags) {
 
   int64_t points = 0;
   for (const auto& layer : curves.layers) points += static_cast<int64_t>(layer.sparsity.size());
-  const nlohmann::json result = {{"curves", flags.out},      {"layers", curves.layers.size()},
-                                 {"points", points},         {"metric", curves.metric},
+  const nlohmann::json result = {{"curves", flags.out},        {"layers", curves.layers.size()},
+                                 {"points", points},           {"metric", curves.metric},
                                  {"calibration", description}, {"fingerprint", curves.fingerprint},
                                  {"seconds", seconds}};
   emit(flags.common, result,
@@ -85,12 +88,15 @@ void register_curves(CLI::App& app) {
   auto* command = app.add_subcommand("curves", "Measure per-layer rate-distortion curves");
   command->add_option("--model", flags->model, "rdprune checkpoint or TorchScript file")->required();
   command->add_option("--out", flags->out, "Output curves file (rdprune.curves/1 JSON)")->required();
-  command->add_option("--calib-size", flags->calib_size, "Calibration samples: the first N training images (default 256)");
+  command->add_option("--calib-size", flags->calib_size,
+                      "Calibration samples: the first N training images (default 256)");
   command->add_option("--levels", flags->curves.levels, "Grid steps from 0 to 1 (default 100: 101 points)");
   command->add_option("--metric", flags->curves.metric, "mse|worst (default mse)");
-  command->add_flag("--synthetic", flags->synthetic, "Zero-data mode: N(0,1) inputs of the model's input shape");
+  command->add_flag("--synthetic", flags->synthetic,
+                    "Zero-data mode: N(0,1) inputs of the model's input shape");
   command->add_option("--seed", flags->data.seed, "Seed of the synthetic inputs (default 0)");
-  command->add_option("--batch-size", flags->curves.batch_size, "Calibration samples per forward pass (default 256)");
+  command->add_option("--batch-size", flags->curves.batch_size,
+                      "Calibration samples per forward pass (default 256)");
   command->add_option("--cache-dir", flags->curves.cache_dir, "Curve cache (default ~/.cache/rdprune)");
   command->add_flag("--no-cache", flags->no_cache, "Neither read nor write the curve cache");
   add_common_flags(*command, flags->common);

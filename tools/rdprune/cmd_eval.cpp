@@ -29,9 +29,9 @@ void run_eval(const EvalFlags& flags) {
   const Dataset data = flags.limit > 0 ? full.head(flags.limit) : full;
   check_model_fits(*network, data);
   const EvalResult eval = evaluate(*network, data, flags.batch_size, /*progress=*/true);
-  const nlohmann::json result = {{"model", flags.model},   {"dataset", flags.data.dataset},
-                                 {"split", flags.split},   {"top1", eval.top1},
-                                 {"top5", eval.top5},      {"loss", eval.loss},
+  const nlohmann::json result = {{"model", flags.model},    {"dataset", flags.data.dataset},
+                                 {"split", flags.split},    {"top1", eval.top1},
+                                 {"top5", eval.top5},       {"loss", eval.loss},
                                  {"samples", eval.samples}, {"seconds", eval.seconds}};
   emit(flags.common, result,
        fmt::format("{} on {}: top-1 {:.2f}%, top-5 {:.2f}%, loss {:.4f}, {} samples\n", flags.model,

@@ -26,7 +26,8 @@ struct FinetuneFlags {
 
 void run_finetune(FinetuneFlags& flags) {
   apply_threads(flags.common);
-  if (flags.train.steps == 0 && !flags.bn_recalibrate) throw UsageError("--steps: give a step count > 0 (or --bn-recalibrate)");
+  if (flags.train.steps == 0 && !flags.bn_recalibrate)
+    throw UsageError("--steps: give a step count > 0 (or --bn-recalibrate)");
   if (flags.train.steps > 0) validate(flags.train);
   if (flags.calib_size <= 0) throw UsageError("--calib-size: expected a positive count");
   auto network = load_model(flags.model);
@@ -34,20 +35,25 @@ void run_finetune(FinetuneFlags& flags) {
   check_model_fits(*network, splits.train);
   flags.train.augmentation = flags.no_augment ? Augmentation{} : default_augmentation(flags.data.dataset);
   bool recalibrated = false;
-  if (flags.bn_recalibrate) recalibrated = recalibrate_batch_norm(*network, splits.train.head(flags.calib_size));
+  if (flags.bn_recalibrate)
+    recalibrated = recalibrate_batch_norm(*network, splits.train.head(flags.calib_size));
   TrainResult trained;
   if (flags.train.steps > 0) trained = train(*network, splits.train, flags.train);
   const Dataset test = flags.eval_limit > 0 ? splits.test.head(flags.eval_limit) : splits.test;
   const EvalResult eval = evaluate(*network, test, 256, /*progress=*/true);
   network->save(flags.out);
-  const nlohmann::json result = {{"model", flags.out},        {"steps", trained.steps},
-                                 {"train_loss", trained.final_loss}, {"bn_recalibrated", recalibrated},
-                                 {"top1", eval.top1},         {"top5", eval.top5},
-                                 {"loss", eval.loss},         {"samples", eval.samples}};
+  const nlohmann::json result = {{"model", flags.out},
+                                 {"steps", trained.steps},
+                                 {"train_loss", trained.final_loss},
+                                 {"bn_recalibrated", recalibrated},
+                                 {"top1", eval.top1},
+                                 {"top5", eval.top5},
+                                 {"loss", eval.loss},
+                                 {"samples", eval.samples}};
   emit(flags.common, result,
-       fmt::format("fine-tuned {} for {} steps{}: top-1 {:.2f}%, top-5 {:.2f}%, loss {:.4f}; saved {}\n", flags.model,
-                   trained.steps, recalibrated ? " after batch-norm recalibration" : "", 100 * eval.top1,
-                   100 * eval.top5, eval.loss, flags.out));
+       fmt::format("fine-tuned {} for {} steps{}: top-1 {:.2f}%, top-5 {:.2f}%, loss {:.4f}; saved {}\n",
+                   flags.model, trained.steps, recalibrated ? " after batch-norm recalibration" : "",
+                   100 * eval.top1, 100 * eval.top5, eval.loss, flags.out));
 }
 
 }  // namespace
@@ -59,14 +65,7 @@ void register_finetune(CLI::App& app) {
   auto* command = app.add_subcommand("finetune", "Fine-tune a pruned model with its masks held");
   command->add_option("--model", flags->model, "rdprune checkpoint or TorchScript file")->required();
   command->add_option("--out", flags->out, "Output model, in the input's format")->required();
-  command->add_option("--steps", flags->train.steps, "Optimizer steps");
-  command->add_option("--batch-size", flags->train.batch_size, "Batch size (default 128)");
-  command->add_option("--optimizer", flags->train.optimizer, "sgd|adamw (default sgd)");
-  command->add_option("--lr", flags->train.lr, "Peak learning rate (default 0.01)");
-  command->add_option("--momentum", flags->train.momentum, "SGD momentum (default 0.9)");
-  command->add_option("--weight-decay", flags->train.weight_decay, "Weight decay (default 5e-4)");
-  command->add_option("--schedule", flags->train.schedule, "cosine|constant (default cosine)");
-  command->add_option("--seed", flags->train.seed, "Seed for order and augmentation (default 0)");
+  add_optimizer_flags(*command, flags->train);
   command->add_flag("--no-augment", flags->no_augment, "Fine-tune without crop/flip augmentation");
   command->add_flag("--bn-recalibrate", flags->bn_recalibrate, "Re-estimate batch-norm statistics first");
   command->add_option("--calib-size", flags->calib_size, "Samples for --bn-recalibrate (default 1024)");

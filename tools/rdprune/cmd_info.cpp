@@ -41,15 +41,16 @@ void run_info(const InfoFlags& flags) {
     total_weights += info.weights;
     total_pruned += info.sparsity * static_cast<double>(info.weights);
     total_flops += info.flops_per_weight * static_cast<double>(info.weights);
-    nlohmann::json layer = {{"name", info.name},           {"type", info.type},
-                            {"shape", info.shape},         {"weights", info.weights},
-                            {"sparsity", info.sparsity},   {"calls", info.calls}};
-    layer["flops_per_weight"] = info.flops_per_weight >= 0 ? nlohmann::json(info.flops_per_weight) : nlohmann::json();
+    nlohmann::json layer = {{"name", info.name},       {"type", info.type},         {"shape", info.shape},
+                            {"weights", info.weights}, {"sparsity", info.sparsity}, {"calls", info.calls}};
+    layer["flops_per_weight"] =
+        info.flops_per_weight >= 0 ? nlohmann::json(info.flops_per_weight) : nlohmann::json();
     layers.push_back(layer);
     table += fmt::format("{:<28} {:<7} {:<16} {:>10} {:>12} {:>8.2f}%{}\n", info.name, info.type,
                          format_shape(info.shape), info.weights,
                          info.flops_per_weight >= 0 ? fmt::format("{:g}", info.flops_per_weight) : "?",
-                         100.0 * info.sparsity, info.calls > 1 ? "  (shared: called " + std::to_string(info.calls) + "x)" : "");
+                         100.0 * info.sparsity,
+                         info.calls > 1 ? "  (shared: called " + std::to_string(info.calls) + "x)" : "");
   }
   const bool flops_known = !input_shape.empty();
   const double sparsity = total_weights > 0 ? total_pruned / static_cast<double>(total_weights) : 0.0;
@@ -62,8 +63,9 @@ void run_info(const InfoFlags& flags) {
                            {"total_weights", total_weights},
                            {"sparsity", sparsity}};
   result["total_flops"] = flops_known ? nlohmann::json(total_flops) : nlohmann::json();
-  std::string human = fmt::format("{} ({}, {}), input {}\n", flags.model, network->meta().arch,
-                                  network->format(), input_shape.empty() ? "unknown" : format_shape(input_shape));
+  std::string human =
+      fmt::format("{} ({}, {}), input {}\n", flags.model, network->meta().arch, network->format(),
+                  input_shape.empty() ? "unknown" : format_shape(input_shape));
   human += table;
   human += fmt::format("total: {} layers, {} weights, sparsity {:.2f}%, {}\n", infos.size(), total_weights,
                        100.0 * sparsity,
@@ -76,7 +78,8 @@ void run_info(const InfoFlags& flags) {
 
 void register_info(CLI::App& app) {
   auto flags = std::make_shared<InfoFlags>();
-  auto* command = app.add_subcommand("info", "List the prunable layers: name, shape, weights, FLOPs per weight, sparsity");
+  auto* command = app.add_subcommand(
+      "info", "List the prunable layers: name, shape, weights, FLOPs per weight, sparsity");
   command->add_option("--model", flags->model, "rdprune checkpoint or TorchScript file")->required();
   add_common_flags(*command, flags->common);
   add_data_flags(*command, flags->data, /*dataset_required=*/false);

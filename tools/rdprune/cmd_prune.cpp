@@ -45,7 +45,8 @@ void run_prune(const PruneFlags& flags) {
 
 void register_prune(CLI::App& app) {
   auto flags = std::make_shared<PruneFlags>();
-  auto* command = app.add_subcommand("prune", "Prune a model by magnitude to a plan; masks are saved with it");
+  auto* command =
+      app.add_subcommand("prune", "Prune a model by magnitude to a plan; masks are saved with it");
   command->add_option("--model", flags->model, "rdprune checkpoint or TorchScript file")->required();
   command->add_option("--plan", flags->plan, "Plan file from `rdprune allocate`")->required();
   command->add_option("--out", flags->out, "Output model, in the input's format")->required();

@@ -29,7 +29,8 @@ void run_run(RunFlags& flags) {
   finish_pipeline_flags(flags.pipeline, flags.out_dir);
   validate(options);
   auto network = load_model(flags.model);
-  if (network->layers().empty()) throw Error(flags.model + ": model has no prunable layers (no Conv2d or Linear weights)");
+  if (network->layers().empty())
+    throw Error(flags.model + ": model has no prunable layers (no Conv2d or Linear weights)");
   const DatasetSplits splits = load_dataset(dataset_options(flags.data, &network->meta()));
   check_model_fits(*network, splits.train);
   const PipelineResult result = run_pipeline(network, splits, options);
@@ -56,10 +57,11 @@ void run_run(RunFlags& flags) {
                                {"out_dir", flags.out_dir}};
   write_file_atomic((std::filesystem::path(flags.out_dir) / "result.json").string(), json.dump(1) + "\n");
   emit(flags.common, json,
-       fmt::format("{} to {:.4f} in {} round(s): sparsity {:.4f}, top-1 {:.2f}% (before fine-tuning {:.2f}%), "
-                   "top-5 {:.2f}%; artifacts in {}\n",
-                   options.method, options.rd.sparsity_target, result.rounds.size(), last.sparsity_achieved,
-                   100 * last.finetuned.top1, 100 * last.pruned.top1, 100 * last.finetuned.top5, flags.out_dir));
+       fmt::format(
+           "{} to {:.4f} in {} round(s): sparsity {:.4f}, top-1 {:.2f}% (before fine-tuning {:.2f}%), "
+           "top-5 {:.2f}%; artifacts in {}\n",
+           options.method, options.rd.sparsity_target, result.rounds.size(), last.sparsity_achieved,
+           100 * last.finetuned.top1, 100 * last.pruned.top1, 100 * last.finetuned.top5, flags.out_dir));
 }
 
 }  // namespace
@@ -68,9 +70,12 @@ void register_run(CLI::App& app) {
   auto flags = std::make_shared<RunFlags>();
   auto* command = app.add_subcommand("run", "Prune (one-shot or iterative), fine-tune and evaluate");
   command->add_option("--model", flags->model, "rdprune checkpoint or TorchScript file")->required();
-  command->add_option("--method", flags->pipeline.options.method, "rd (default) | global | lamp | uniform | uniform+ | erk");
+  command->add_option("--method", flags->pipeline.options.method,
+                      "rd (default) | global | lamp | uniform | uniform+ | erk");
   command->add_option("--sparsity", flags->sparsity, "Final target sparsity in [0, 1)")->required();
-  command->add_option("--out-dir", flags->out_dir, "Directory for each round's curves, plan, model and metrics")->required();
+  command
+      ->add_option("--out-dir", flags->out_dir, "Directory for each round's curves, plan, model and metrics")
+      ->required();
   add_pipeline_flags(*command, flags->pipeline);
   add_common_flags(*command, flags->common);
   add_data_flags(*command, flags->data, /*dataset_required=*/false);

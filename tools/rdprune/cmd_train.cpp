@@ -26,7 +26,8 @@ struct TrainFlags {
 void run_train(TrainFlags& flags) {
   apply_threads(flags.common);
   validate(flags.train);
-  if (flags.train_limit < 0 || flags.eval_limit < 0) throw UsageError("--train-limit/--eval-limit: expected a count >= 0");
+  if (flags.train_limit < 0 || flags.eval_limit < 0)
+    throw UsageError("--train-limit/--eval-limit: expected a count >= 0");
   const DatasetOptions data_options = dataset_options(flags.data);
   // Check the architecture before the (slow) dataset load.
   const auto& archs = zoo_architectures();
@@ -47,23 +48,29 @@ void run_train(TrainFlags& flags) {
   torch::manual_seed(flags.train.seed);
   auto network = create_network(meta);
   flags.train.augmentation = flags.no_augment ? Augmentation{} : default_augmentation(data_options.name);
-  std::cerr << fmt::format("training {} on {} ({} samples, {} threads)\n", flags.arch, train_set.description(),
-                           train_set.size(), torch::get_num_threads());
+  std::cerr << fmt::format("training {} on {} ({} samples, {} threads)\n", flags.arch,
+                           train_set.description(), train_set.size(), torch::get_num_threads());
   const TrainResult trained = train(*network, train_set, flags.train);
   const EvalResult eval = evaluate(*network, test_set, 256, /*progress=*/true);
   network->save(flags.out);
 
-  const nlohmann::json result = {{"model", flags.out},       {"arch", flags.arch},
-                                 {"dataset", data_options.name}, {"epochs", trained.epochs},
-                                 {"steps", trained.steps},   {"train_seconds", trained.seconds},
-                                 {"train_loss", trained.final_loss}, {"top1", eval.top1},
-                                 {"top5", eval.top5},        {"loss", eval.loss},
-                                 {"samples", eval.samples},  {"seed", flags.train.seed}};
+  const nlohmann::json result = {{"model", flags.out},
+                                 {"arch", flags.arch},
+                                 {"dataset", data_options.name},
+                                 {"epochs", trained.epochs},
+                                 {"steps", trained.steps},
+                                 {"train_seconds", trained.seconds},
+                                 {"train_loss", trained.final_loss},
+                                 {"top1", eval.top1},
+                                 {"top5", eval.top5},
+                                 {"loss", eval.loss},
+                                 {"samples", eval.samples},
+                                 {"seed", flags.train.seed}};
   emit(flags.common, result,
        fmt::format("trained {} for {} steps ({:.2f} epochs) in {:.1f}s; test top-1 {:.2f}%, top-5 {:.2f}%, "
                    "loss {:.4f} on {} samples; saved {}\n",
-                   flags.arch, trained.steps, trained.epochs, trained.seconds, 100 * eval.top1, 100 * eval.top5,
-                   eval.loss, eval.samples, flags.out));
+                   flags.arch, trained.steps, trained.epochs, trained.seconds, 100 * eval.top1,
+                   100 * eval.top5, eval.loss, eval.samples, flags.out));
 }
 
 }  // namespace
@@ -71,18 +78,11 @@ void run_train(TrainFlags& flags) {
 void register_train(CLI::App& app) {
   auto flags = std::make_shared<TrainFlags>();
   auto* command = app.add_subcommand("train", "Train a zoo model from scratch and evaluate it");
-  command->add_option("--arch", flags->arch, "mlp|lenet5|resnet20|resnet32|resnet56|vgg16|resnet18|resnet50")->required();
+  command->add_option("--arch", flags->arch, "mlp|lenet5|resnet20|resnet32|resnet56|vgg16|resnet18|resnet50")
+      ->required();
   command->add_option("--out", flags->out, "Output checkpoint")->required();
   command->add_option("--epochs", flags->train.epochs, "Passes over the training set");
-  command->add_option("--steps", flags->train.steps, "Optimizer steps (overrides --epochs)");
-  command->add_option("--batch-size", flags->train.batch_size, "Batch size (default 128)");
-  command->add_option("--optimizer", flags->train.optimizer, "sgd|adamw (default sgd)");
-  command->add_option("--lr", flags->train.lr, "Peak learning rate (default 0.1)");
-  command->add_option("--momentum", flags->train.momentum, "SGD momentum (default 0.9)");
-  command->add_option("--weight-decay", flags->train.weight_decay, "Weight decay (default 5e-4)");
-  command->add_option("--schedule", flags->train.schedule, "cosine|constant (default cosine)");
-  command->add_option("--warmup", flags->train.warmup_fraction, "Linear warm-up fraction of the steps (default 0)");
-  command->add_option("--seed", flags->train.seed, "Seed for initialisation, order and augmentation (default 0)");
+  add_optimizer_flags(*command, flags->train);
   command->add_flag("--no-augment", flags->no_augment, "Train without crop/flip augmentation");
   command->add_option("--train-limit", flags->train_limit, "Train on the first N training samples only");
   command->add_option("--eval-limit", flags->eval_limit, "Evaluate on the first N test samples only");

@@ -12,17 +12,33 @@ namespace rdprune::cli {
 
 void add_common_flags(CLI::App& command, CommonFlags& flags) {
   command.add_flag("--json", flags.json, "Print one JSON object on stdout; progress stays on stderr");
-  command.add_option("--threads", flags.threads, "CPU threads (default: all cores)")->check(CLI::Range(0, 4096));
+  command.add_option("--threads", flags.threads, "CPU threads (default: all cores)")
+      ->check(CLI::Range(0, 4096));
+}
+
+void add_optimizer_flags(CLI::App& command, TrainOptions& options) {
+  command.add_option("--steps", options.steps, "Optimizer steps")->capture_default_str();
+  command.add_option("--batch-size", options.batch_size, "Batch size")->capture_default_str();
+  command.add_option("--optimizer", options.optimizer, "sgd|adamw")->capture_default_str();
+  command.add_option("--lr", options.lr, "Peak learning rate")->capture_default_str();
+  command.add_option("--momentum", options.momentum, "SGD momentum")->capture_default_str();
+  command.add_option("--weight-decay", options.weight_decay, "Weight decay")->capture_default_str();
+  command.add_option("--schedule", options.schedule, "cosine|constant")->capture_default_str();
+  command.add_option("--warmup", options.warmup_fraction, "Linear warm-up fraction of the steps")
+      ->capture_default_str();
+  command.add_option("--seed", options.seed, "Seed for order and augmentation")->capture_default_str();
 }
 
 void add_data_flags(CLI::App& command, DataFlags& flags, bool dataset_required) {
   auto* dataset = command.add_option("--dataset", flags.dataset,
                                      "fashion-mnist|mnist|cifar10|cifar100|imagefolder|synthetic");
   if (dataset_required) dataset->required();
-  command.add_option("--data-dir", flags.data_dir, "Directory of the dataset's files (default: the dataset's own)");
+  command.add_option("--data-dir", flags.data_dir,
+                     "Directory of the dataset's files (default: the dataset's own)");
   command.add_option("--mean", flags.mean, "Per-channel normalisation mean, e.g. 0.286 or 0.49,0.48,0.45");
   command.add_option("--std", flags.std, "Per-channel normalisation std");
-  command.add_option("--image-size", flags.image_size, "imagefolder: resize images to this square size (default 32)");
+  command.add_option("--image-size", flags.image_size,
+                     "imagefolder: resize images to this square size (default 32)");
   command.add_option("--channels", flags.channels, "imagefolder: 1 or 3 channels (default 3)");
   command.add_option("--input-shape", flags.input_shape, "synthetic: sample shape C,H,W (default 1,28,28)");
   command.add_option("--num-classes", flags.num_classes, "synthetic: number of classes (default 10)");
@@ -30,8 +46,8 @@ void add_data_flags(CLI::App& command, DataFlags& flags, bool dataset_required) 
 }
 
 void apply_threads(const CommonFlags& flags) {
-  const int threads = flags.threads > 0 ? flags.threads
-                                        : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const int threads =
+      flags.threads > 0 ? flags.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   torch::set_num_threads(threads);
 }
 
@@ -60,7 +76,9 @@ DatasetOptions dataset_options(const DataFlags& flags, const ModelMeta* model) {
   return options;
 }
 
-std::unique_ptr<Network> load_model(const std::string& path) { return load_network(path); }
+std::unique_ptr<Network> load_model(const std::string& path) {
+  return load_network(path);
+}
 
 void check_model_fits(Network& network, const Dataset& data) {
   const auto& meta = network.meta();

@@ -11,6 +11,7 @@
 
 #include "rdprune/dataset.h"
 #include "rdprune/network.h"
+#include "rdprune/train.h"
 
 namespace rdprune::cli {
 
@@ -35,6 +36,8 @@ struct DataFlags {
 };
 
 void add_common_flags(CLI::App& command, CommonFlags& flags);
+// Optimizer flags of train and finetune; the help shows the defaults already in `options`.
+void add_optimizer_flags(CLI::App& command, TrainOptions& options);
 void add_data_flags(CLI::App& command, DataFlags& flags, bool dataset_required);
 
 // Applies --threads (default: every core; OpenMP would otherwise use one).

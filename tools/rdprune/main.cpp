@@ -51,8 +51,9 @@ int main(int argc, char** argv) {
   rdprune::cli::register_additivity(app);
   const bool json = wants_json(argc, argv);
   const auto commands = app.get_subcommands([](CLI::App*) { return true; });
-  const bool known_command = std::any_of(commands.begin(), commands.end(),
-                                         [&](CLI::App* sub) { return argc > 1 && sub->get_name() == argv[1]; });
+  const bool known_command = std::any_of(commands.begin(), commands.end(), [&](CLI::App* sub) {
+    return argc > 1 && sub->get_name() == argv[1];
+  });
   if (argc > 1 && argv[1][0] != '-' && !known_command) {
     std::string known;
     for (const auto* sub : commands) known += (known.empty() ? "" : ", ") + sub->get_name();

@@ -17,11 +17,13 @@ void add_pipeline_flags(CLI::App& command, PipelineFlags& flags) {
   command.add_option("--keep-dense", flags.keep_dense, "rd: comma-separated layers to leave as they are");
   command.add_flag("--allow-empty", o.rd.allow_empty, "Allow a layer to lose every weight");
   command.add_option("--solver", o.rd.solver, "rd: dp (default) | lagrange");
-  command.add_option("--calib-size", o.calib_size, "Calibration samples: first N training images (default 256)");
+  command.add_option("--calib-size", o.calib_size,
+                     "Calibration samples: first N training images (default 256)");
   command.add_option("--levels", o.curves.levels, "rd: curve grid steps (default 100)");
   command.add_option("--metric", o.curves.metric, "rd: mse|worst (default mse)");
   command.add_flag("--synthetic", o.synthetic, "rd: zero-data calibration with N(0,1) inputs");
   command.add_flag("--no-cache", flags.no_cache, "rd: do not cache curves");
+  command.add_option("--cache-dir", flags.cache_dir, "rd: curve cache (default <out-dir>/cache)");
   command.add_option("--finetune-steps", o.finetune.steps, "Fine-tuning steps per round (default 0)");
   command.add_option("--finetune-lr", o.finetune.lr, "Fine-tuning peak learning rate (default 0.01)");
   command.add_option("--optimizer", o.finetune.optimizer, "Fine-tuning optimizer sgd|adamw (default sgd)");
@@ -35,7 +37,12 @@ void finish_pipeline_flags(PipelineFlags& flags, const std::string& out_dir) {
   o.rd.budget = parse_budget(flags.budget);
   if (!flags.keep_dense.empty()) o.rd.keep_dense = split_list(flags.keep_dense, "--keep-dense");
   o.finetune.seed = o.seed;
-  o.curves.cache_dir = flags.no_cache ? "" : (std::filesystem::path(out_dir) / "cache").string();
+  if (flags.no_cache) {
+    o.curves.cache_dir.clear();
+  } else {
+    o.curves.cache_dir =
+        flags.cache_dir.empty() ? (std::filesystem::path(out_dir) / "cache").string() : flags.cache_dir;
+  }
 }
 
 }  // namespace rdprune::cli

@@ -13,6 +13,7 @@ struct PipelineFlags {
   std::string budget = "params";
   std::string keep_dense;
   bool no_cache = false;
+  std::string cache_dir;  // empty: <out-dir>/cache
 };
 
 void add_pipeline_flags(CLI::App& command, PipelineFlags& flags);
