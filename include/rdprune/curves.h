@@ -25,6 +25,7 @@ struct CurveSet {
   std::string calibration;  // e.g. "fashion-mnist train[0:256]" or "synthetic N(0,1) 256x1x28x28 seed 0"
   std::string fingerprint;  // hash of the model's weights, buffers and masks
   int64_t levels = 100;     // grid steps (levels + 1 points from 0 to 1)
+  bool bn_recalibrated = false;  // batch-norm statistics re-estimated at every level
   std::vector<LayerCurve> layers;
 };
 
@@ -34,6 +35,11 @@ std::vector<double> level_grid(int64_t steps);
 // Levels of `grid` usable by a layer at `sparsity_current`: the current sparsity itself first
 // (pruning nothing more), then every grid level above it.
 std::vector<double> levels_from(const std::vector<double>& grid, double sparsity_current);
+
+// The levels measured for a layer of `weights` at `sparsity_current`: levels_from(), plus the
+// level that keeps a single weight when the grid's last non-empty level keeps more, so that every
+// target below 1 stays reachable without emptying a layer, whatever the grid.
+std::vector<double> layer_levels(const std::vector<double>& grid, double sparsity_current, int64_t weights);
 
 // Weights kept when `weights` are pruned to `sparsity`: weights - floor(sparsity * weights).
 int64_t kept_at(double sparsity, int64_t weights);

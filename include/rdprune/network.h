@@ -78,6 +78,10 @@ std::unique_ptr<Network> load_network(const std::string& path);
 // shape to skip the pass (FLOPs reported as unknown).
 std::vector<LayerInfo> layer_census(Network& network, const std::vector<int64_t>& input_shape);
 
+// Re-estimates batch-norm statistics of a (pruned) network on `data` in train mode without
+// updating weights: a cheap repair after one-shot pruning. Returns false if there is no batch norm.
+bool recalibrate_batch_norm(Network& network, const Dataset& data, int64_t batch_size = 128);
+
 // Checks that the model maps a [B, C, H, W] batch to [B, classes] logits; throws Error otherwise.
 void check_logits(Network& network, const std::vector<int64_t>& input_shape, int64_t num_classes);
 

@@ -43,10 +43,6 @@ double learning_rate_at(const TrainOptions& options, int64_t step, int64_t total
 // re-applied after it.
 TrainResult train(Network& network, const Dataset& data, const TrainOptions& options);
 
-// Re-estimates batch-norm statistics of a (pruned) network on `data` in train mode without
-// updating weights: a cheap repair after one-shot pruning. Returns false if there is no batch norm.
-bool recalibrate_batch_norm(Network& network, const Dataset& data, int64_t batch_size = 128);
-
 struct EvalResult {
   double top1 = 0;  // fraction in [0, 1]
   double top5 = 0;  // fraction in [0, 1]; top-k with k = min(5, classes)

@@ -26,6 +26,17 @@ std::vector<double> levels_from(const std::vector<double>& grid, double sparsity
   return levels;
 }
 
+std::vector<double> layer_levels(const std::vector<double>& grid, double sparsity_current, int64_t weights) {
+  std::vector<double> levels = levels_from(grid, sparsity_current);
+  if (weights < 2) return levels;
+  const double single = static_cast<double>(weights - 1) / static_cast<double>(weights);
+  // Insert before the first level that keeps at most one weight, if no level keeps exactly one.
+  auto at = levels.begin();
+  while (at != levels.end() && kept_at(*at, weights) > 1) ++at;
+  if ((at == levels.end() || kept_at(*at, weights) == 0) && single > sparsity_current + 1e-12) levels.insert(at, single);
+  return levels;
+}
+
 int64_t kept_at(double sparsity, int64_t weights) {
   // A small tolerance so that 0.3 * 10 counts as 3 despite 0.3's binary representation.
   return weights - static_cast<int64_t>(std::floor(sparsity * static_cast<double>(weights) + 1e-9));
@@ -86,7 +97,8 @@ std::string to_json(const CurveSet& curves) {
   }
   const nlohmann::json json = {{"schema", kCurvesSchema},           {"metric", curves.metric},
                                {"calibration", curves.calibration}, {"fingerprint", curves.fingerprint},
-                               {"levels", curves.levels},           {"layers", layers}};
+                               {"levels", curves.levels},           {"bn_recalibrated", curves.bn_recalibrated},
+                               {"layers", layers}};
   return json.dump(1) + "\n";
 }
 
@@ -118,6 +130,7 @@ CurveSet curves_from_json(const std::string& text, const std::string& source) {
     curves.calibration = json.value("calibration", "");
     curves.fingerprint = json.value("fingerprint", "");
     curves.levels = json.value("levels", int64_t{0});
+    curves.bn_recalibrated = json.value("bn_recalibrated", false);
     for (const auto& entry : json.at("layers")) {
       LayerCurve layer;
       layer.name = entry.at("name").get<std::string>();

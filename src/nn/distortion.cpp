@@ -53,6 +53,7 @@ std::string cache_key(const std::string& fingerprint, const std::string& calibra
   hash.add(calibration);
   hash.add(options.metric);
   hash.add(std::to_string(options.levels));
+  if (options.recalibrate_bn) hash.add(std::string("bn-recalibrated"));
   return hash.hex();
 }
 
@@ -117,6 +118,16 @@ CurveSet measure_curves(Network& network, const Dataset& calibration,
   curves.calibration = calibration_description;
   curves.fingerprint = fingerprint(network);
   curves.levels = options.levels;
+  curves.bn_recalibrated = options.recalibrate_bn;
+  // Batch-norm state to restore after each recalibrated level.
+  std::vector<torch::Tensor> buffers = network.buffers();
+  std::vector<torch::Tensor> saved_buffers;
+  if (options.recalibrate_bn) {
+    for (const auto& buffer : buffers) saved_buffers.push_back(buffer.detach().clone());
+  }
+  auto restore_buffers = [&] {
+    for (size_t b = 0; b < saved_buffers.size(); ++b) buffers[b].detach().copy_(saved_buffers[b]);
+  };
 
   const std::string key = cache_key(curves.fingerprint, calibration_description, options);
   std::string cache_path;
@@ -137,8 +148,9 @@ CurveSet measure_curves(Network& network, const Dataset& calibration,
   const torch::Tensor reference = run_outputs(network, calibration, options.batch_size, device);
   const std::vector<double> grid = level_grid(options.levels);
   int64_t total_levels = 0;
-  for (size_t i = 0; i < layers.size(); ++i)
-    total_levels += static_cast<int64_t>(levels_from(grid, infos[i].sparsity).size());
+  for (size_t i = 0; i < layers.size(); ++i) {
+    total_levels += static_cast<int64_t>(layer_levels(grid, infos[i].sparsity, layers[i].weight.numel()).size());
+  }
   Progress progress("curves", total_levels, std::cerr, options.progress);
 
   for (size_t i = 0; i < layers.size(); ++i) {
@@ -149,7 +161,7 @@ CurveSet measure_curves(Network& network, const Dataset& calibration,
     curve.flops_per_weight = std::max(0.0, infos[i].flops_per_weight);
     const int64_t unpruned = unpruned_count(network, i);
     curve.sparsity_current = 1.0 - static_cast<double>(unpruned) / static_cast<double>(curve.weights);
-    const std::vector<double> levels = levels_from(grid, curve.sparsity_current);
+    const std::vector<double> levels = layer_levels(grid, curve.sparsity_current, curve.weights);
     if (i < cached.size() && cached[i].name == curve.name && cached[i].weights == curve.weights) {
       curves.layers.push_back(cached[i]);
       progress.advance(static_cast<int64_t>(levels.size()));
@@ -166,8 +178,10 @@ CurveSet measure_curves(Network& network, const Dataset& calibration,
           distortion = curve.distortion.back();  // same mask as the previous level
         } else if (k > 0) {
           layer.weight.detach().copy_(original * mask_keeping(order, kept, layer.weight.sizes()));
+          if (options.recalibrate_bn) recalibrate_batch_norm(network, calibration, options.batch_size);
           distortion = output_distortion(run_outputs(network, calibration, options.batch_size, device),
                                          reference, options.metric);
+          restore_buffers();
         }
         curve.sparsity.push_back(k == 0 ? curve.sparsity_current : levels[k]);
         curve.kept.push_back(kept);
@@ -176,6 +190,7 @@ CurveSet measure_curves(Network& network, const Dataset& calibration,
       }
     } catch (...) {
       layer.weight.detach().copy_(original);
+      restore_buffers();
       throw;
     }
     layer.weight.detach().copy_(original);

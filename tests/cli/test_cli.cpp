@@ -203,10 +203,10 @@ TEST_F(Cli, CurvesAllocatePruneFlow) {
   const Result measured = rdprune({"curves", "--model", model, "--data-dir", data_dir(), "--calib-size", "32",
                                    "--levels", "20", "--no-cache", "--out", curves, "--json"});
   ASSERT_EQ(measured.code, 0) << measured.err;
-  EXPECT_EQ(nlohmann::json::parse(measured.out).at("points"), 3 * 21);
+  EXPECT_EQ(nlohmann::json::parse(measured.out).at("points"), 3 * 22);
   const auto curves_json = nlohmann::json::parse(read_file(curves));
   EXPECT_EQ(curves_json.at("schema"), "rdprune.curves/1");
-  EXPECT_EQ(curves_json["layers"][0]["kept"].size(), 21u);
+  EXPECT_EQ(curves_json["layers"][0]["kept"].size(), 22u);
 
   const std::string plan = work_.file("plan.json");
   const Result allocated = rdprune({"allocate", "--method", "rd", "--curves", curves, "--sparsity", "0.9",

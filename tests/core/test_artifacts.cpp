@@ -47,6 +47,10 @@ TEST(Curves, GridAndKeptCounts) {
   EXPECT_EQ(kept_at(0.25, 10), 8);
   EXPECT_EQ(levels_from(level_grid(4), 0.3), (std::vector<double>{0.3, 0.5, 0.75, 1}));
   EXPECT_THROW(level_grid(0), UsageError);
+  // A one-weight level joins a grid whose last non-empty level keeps more than one weight.
+  EXPECT_EQ(layer_levels(level_grid(4), 0, 10), (std::vector<double>{0, 0.25, 0.5, 0.75, 0.9, 1}));
+  EXPECT_EQ(layer_levels(level_grid(10), 0, 10).size(), 11u);  // 0.9 already keeps one
+  EXPECT_EQ(layer_levels(level_grid(4), 0.95, 20), (std::vector<double>{0.95, 1}));
 }
 
 TEST(Curves, RoundTrip) {

@@ -130,8 +130,9 @@ TEST(Curves, SparseLayersAreMeasuredOnlyAtOrAboveTheirSparsity) {
   const auto& curve = curves.layers[2];
   EXPECT_NEAR(curve.sparsity.front(), 0.4, 1e-3);
   EXPECT_EQ(curve.distortion.front(), 0.0);
-  EXPECT_EQ(curve.sparsity.size(), 7u);  // 0.4 (current), 0.5, ..., 1.0
-  EXPECT_EQ(curves.layers[0].sparsity.size(), 11u);
+  EXPECT_EQ(curve.sparsity.size(), 8u);  // 0.4 (current), 0.5, ..., 0.9, the one-weight level, 1.0
+  EXPECT_EQ(curve.kept[curve.kept.size() - 2], 1);
+  EXPECT_EQ(curves.layers[0].sparsity.size(), 12u);
 }
 
 TEST(Curves, CacheResumesAndAChangedKeyNeverReuses) {
@@ -163,6 +164,39 @@ TEST(Curves, CacheResumesAndAChangedKeyNeverReuses) {
   }
   EXPECT_NE(measure_curves(*network, data, "synthetic", infos, options).layers[1].distortion[2], 123.0);
   (void)first;
+}
+
+TEST(Curves, BatchNormAwarePointsEqualAFreshlyRecalibratedCopy) {
+  TempDir dir;
+  auto network = fresh("resnet20");
+  network->save(dir.file("dense.pt"));
+  const Dataset data = calibration_set(16);
+  std::vector<torch::Tensor> buffers_before;
+  for (const auto& buffer : network->buffers()) buffers_before.push_back(buffer.clone());
+  CurveOptions options;
+  options.levels = 2;
+  options.batch_size = 8;
+  options.recalibrate_bn = true;
+  options.progress = false;
+  const CurveSet curves = measure_curves(*network, data, "s", layer_census(*network, {1, 28, 28}), options);
+  EXPECT_TRUE(curves.bn_recalibrated);
+  // The network is left exactly as it was.
+  const auto buffers_after = network->buffers();
+  for (size_t b = 0; b < buffers_before.size(); ++b) EXPECT_TRUE(torch::equal(buffers_before[b], buffers_after[b]));
+  torch::NoGradGuard no_grad;
+  const auto x = data.batch(torch::arange(data.size())).images;
+  network->set_training(false);
+  const auto reference = network->forward(x);
+  for (size_t layer : {size_t{0}, size_t{9}, size_t{21}}) {
+    for (size_t k = 1; k < curves.layers[layer].kept.size(); ++k) {
+      auto copy = load_network(dir.file("dense.pt"));
+      copy->layers()[layer].weight.detach().mul_(oracle_mask(*copy, layer, curves.layers[layer].kept[k]));
+      ASSERT_TRUE(recalibrate_batch_norm(*copy, data, 8));
+      copy->set_training(false);
+      const double expected = output_distortion(copy->forward(x), reference, "mse");
+      EXPECT_NEAR(curves.layers[layer].distortion[k], expected, 1e-6 * (1 + expected)) << layer << " " << k;
+    }
+  }
 }
 
 TEST(Prune, MeasuredSparsityEqualsThePlan) {

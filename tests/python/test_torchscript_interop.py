@@ -184,7 +184,7 @@ def main():
                     assert abs(distortion - wanted) <= 1e-5 * (1 + distortion), (curve["name"], kept, distortion, wanted)
                     checked += 1
                 module.weight.copy_(saved)
-        assert checked == 2 * 21, checked
+        assert checked == 2 * 22, checked  # 21 grid levels and the one-weight level
 
     print(f"torchscript interop: top-1 {top1_python:.4f} in PyTorch and rdprune; "
           f"{len(expected)} layers named alike")

@@ -99,6 +99,8 @@ void register_curves(CLI::App& app) {
                       "Calibration samples per forward pass (default 256)");
   command->add_option("--cache-dir", flags->curves.cache_dir, "Curve cache (default ~/.cache/rdprune)");
   command->add_flag("--no-cache", flags->no_cache, "Neither read nor write the curve cache");
+  command->add_flag("--bn-aware", flags->curves.recalibrate_bn,
+                    "Re-estimate batch-norm statistics at every level before measuring (zoo models)");
   add_common_flags(*command, flags->common);
   add_data_flags(*command, flags->data, /*dataset_required=*/false);
   command->callback([flags] { run_curves(*flags); });

@@ -23,6 +23,8 @@ void add_pipeline_flags(CLI::App& command, PipelineFlags& flags) {
   command.add_option("--metric", o.curves.metric, "rd: mse|worst (default mse)");
   command.add_flag("--synthetic", o.synthetic, "rd: zero-data calibration with N(0,1) inputs");
   command.add_flag("--no-cache", flags.no_cache, "rd: do not cache curves");
+  command.add_flag("--bn-aware-curves", o.curves.recalibrate_bn,
+                   "rd: re-estimate batch-norm statistics at every curve level before measuring");
   command.add_option("--cache-dir", flags.cache_dir, "rd: curve cache (default <out-dir>/cache)");
   command.add_option("--finetune-steps", o.finetune.steps, "Fine-tuning steps per round (default 0)");
   command.add_option("--finetune-lr", o.finetune.lr, "Fine-tuning peak learning rate (default 0.01)");
