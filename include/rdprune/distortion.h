@@ -12,13 +12,13 @@
 namespace rdprune {
 
 struct CurveOptions {
-  std::string metric = "mse";  // mse: mean over samples and outputs of (f(X) - Y)^2
-                               // worst: max over samples of the per-sample mean
-  int64_t levels = 100;        // grid steps; levels + 1 points
-  int64_t batch_size = 256;    // calibration samples per forward pass
-  bool recalibrate_bn = false; // re-estimate batch-norm statistics on the calibration set at every
-                               // level before measuring (as --bn-recalibrate does after pruning)
-  std::string cache_dir;       // empty: no cache
+  std::string metric = "mse";   // mse: mean over samples and outputs of (f(X) - Y)^2
+                                // worst: max over samples of the per-sample mean
+  int64_t levels = 100;         // grid steps; levels + 1 points
+  int64_t batch_size = 256;     // calibration samples per forward pass
+  bool recalibrate_bn = false;  // re-estimate batch-norm statistics on the calibration set at every
+                                // level before measuring (as --bn-recalibrate does after pruning)
+  std::string cache_dir;        // empty: no cache
   bool progress = true;
 };
 

@@ -33,7 +33,8 @@ std::vector<double> layer_levels(const std::vector<double>& grid, double sparsit
   // Insert before the first level that keeps at most one weight, if no level keeps exactly one.
   auto at = levels.begin();
   while (at != levels.end() && kept_at(*at, weights) > 1) ++at;
-  if ((at == levels.end() || kept_at(*at, weights) == 0) && single > sparsity_current + 1e-12) levels.insert(at, single);
+  if ((at == levels.end() || kept_at(*at, weights) == 0) && single > sparsity_current + 1e-12)
+    levels.insert(at, single);
   return levels;
 }
 
@@ -95,9 +96,12 @@ std::string to_json(const CurveSet& curves) {
                       {"kept", layer.kept},
                       {"distortion", layer.distortion}});
   }
-  const nlohmann::json json = {{"schema", kCurvesSchema},           {"metric", curves.metric},
-                               {"calibration", curves.calibration}, {"fingerprint", curves.fingerprint},
-                               {"levels", curves.levels},           {"bn_recalibrated", curves.bn_recalibrated},
+  const nlohmann::json json = {{"schema", kCurvesSchema},
+                               {"metric", curves.metric},
+                               {"calibration", curves.calibration},
+                               {"fingerprint", curves.fingerprint},
+                               {"levels", curves.levels},
+                               {"bn_recalibrated", curves.bn_recalibrated},
                                {"layers", layers}};
   return json.dump(1) + "\n";
 }

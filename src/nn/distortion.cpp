@@ -149,7 +149,8 @@ CurveSet measure_curves(Network& network, const Dataset& calibration,
   const std::vector<double> grid = level_grid(options.levels);
   int64_t total_levels = 0;
   for (size_t i = 0; i < layers.size(); ++i) {
-    total_levels += static_cast<int64_t>(layer_levels(grid, infos[i].sparsity, layers[i].weight.numel()).size());
+    total_levels +=
+        static_cast<int64_t>(layer_levels(grid, infos[i].sparsity, layers[i].weight.numel()).size());
   }
   Progress progress("curves", total_levels, std::cerr, options.progress);
 

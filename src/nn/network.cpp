@@ -150,7 +150,8 @@ void NativeNetwork::load_state(torch::serialize::InputArchive& archive, const st
 bool recalibrate_batch_norm(Network& network, const Dataset& data, int64_t batch_size) {
   if (!network.begin_batch_norm_recalibration()) return false;
   torch::NoGradGuard no_grad;
-  const auto device = network.layers().empty() ? torch::Device(torch::kCPU) : network.layers()[0].weight.device();
+  const auto device =
+      network.layers().empty() ? torch::Device(torch::kCPU) : network.layers()[0].weight.device();
   network.set_training(true);
   BatchLoader loader(data, batch_size, /*shuffle=*/false, /*seed=*/0);
   for (int64_t i = 0; i < loader.num_batches(); ++i) network.forward(loader.get(i).images.to(device));

@@ -182,7 +182,8 @@ TEST(Curves, BatchNormAwarePointsEqualAFreshlyRecalibratedCopy) {
   EXPECT_TRUE(curves.bn_recalibrated);
   // The network is left exactly as it was.
   const auto buffers_after = network->buffers();
-  for (size_t b = 0; b < buffers_before.size(); ++b) EXPECT_TRUE(torch::equal(buffers_before[b], buffers_after[b]));
+  for (size_t b = 0; b < buffers_before.size(); ++b)
+    EXPECT_TRUE(torch::equal(buffers_before[b], buffers_after[b]));
   torch::NoGradGuard no_grad;
   const auto x = data.batch(torch::arange(data.size())).images;
   network->set_training(false);
