@@ -113,6 +113,9 @@ torch::Tensor read_idx(const std::string& path);
 // is the last label byte (CIFAR-100: the fine label). Returns images [N,3,32,32] and labels [N].
 std::pair<torch::Tensor, torch::Tensor> read_cifar_records(const std::vector<std::string>& paths,
                                                            int64_t label_bytes);
+// A dict {"x": images [N,C,H,W] or [N,H,W] (uint8 or float), "y": int labels [N]} written by
+// torch.save. Returns images (uint8 kept, others as float32) and int64 labels.
+std::pair<torch::Tensor, torch::Tensor> read_tensor_file(const std::string& path);
 // root/<class>/*.png|jpg|jpeg|bmp, classes sorted by name. Images resized to size x size.
 std::pair<torch::Tensor, torch::Tensor> read_image_folder(const std::string& root, int64_t size,
                                                           int64_t channels,

@@ -12,13 +12,19 @@
 namespace rdprune {
 
 struct CurveOptions {
-  std::string metric = "mse";   // mse: mean over samples and outputs of (f(X) - Y)^2
-                                // worst: max over samples of the per-sample mean
-  int64_t levels = 100;         // grid steps; levels + 1 points
-  int64_t batch_size = 256;     // calibration samples per forward pass
-  bool recalibrate_bn = false;  // re-estimate batch-norm statistics on the calibration set at every
-                                // level before measuring (as --bn-recalibrate does after pruning)
-  std::string cache_dir;        // empty: no cache
+  std::string metric = "mse";         // mse: mean over samples and outputs of (f(X) - Y)^2
+                                      // worst: max over samples of the per-sample mean
+                                      // kl: mean over samples of KL(softmax(Y) || softmax(f(X)))
+  int64_t levels = 100;               // grid steps; levels + 1 points
+  int64_t batch_size = 256;           // calibration samples per forward pass
+  bool recalibrate_bn = false;        // batch-norm aware: pruned networks run with each calibration
+                                      // batch's own statistics (as re-estimating them on it would give)
+  bool plain = false;                 // a full forward per layer and level (the exactness oracle)
+  int64_t max_memory_mib = 0;         // MiB of cached stage inputs for suffix execution; 0: no limit
+  std::vector<int64_t> context_kept;  // empty: curves of the network as it is; otherwise kept weights
+                                      // per layer: each layer's curve is measured with every other
+                                      // layer pruned by magnitude to this count (around a plan)
+  std::string cache_dir;              // empty: no cache
   bool progress = true;
 };
 

@@ -41,12 +41,25 @@ class Network {
   virtual void to(const torch::Device& device) = 0;
   // Writes the model (with its masks) in its own format, atomically.
   virtual void save(const std::string& path) = 0;
+  // Writes the model for deployment: pruned weights are zero, no masks travel with it (a later
+  // fine-tune would not hold them). Same format as save(), atomically.
+  virtual void save_dense(const std::string& path) = 0;
   // "checkpoint" (native zoo) or "torchscript".
   virtual std::string format() const = 0;
   // Clears batch-norm running statistics and makes them a cumulative average until
   // end_batch_norm_recalibration(). Returns false when the model has no batch norm.
   virtual bool begin_batch_norm_recalibration() = 0;
   virtual void end_batch_norm_recalibration() = 0;
+
+  // Suffix execution: the network as a sequence of stages, forward(x) == run_stages(0,
+  // num_stages(), x), where a stage's output is the next stage's input. A model without known
+  // stages is one stage. When only layer i changes, the input of stage_of(i) does not.
+  virtual size_t num_stages() const { return 1; }
+  virtual torch::Tensor run_stages(size_t first, size_t last, const torch::Tensor& input) {
+    return first == 0 && last >= 1 ? forward(input) : input;
+  }
+  // The stage that holds layer `layer` (an index into layers()).
+  size_t stage_of(size_t layer) const { return layer < layer_stages_.size() ? layer_stages_[layer] : 0; }
 
   const std::vector<PrunableLayer>& layers() const { return layers_; }
   const ModelMeta& meta() const { return meta_; }
@@ -63,6 +76,7 @@ class Network {
  protected:
   std::vector<PrunableLayer> layers_;
   std::vector<torch::Tensor> masks_;
+  std::vector<size_t> layer_stages_;  // aligned with layers_; empty: every layer in stage 0
   ModelMeta meta_;
 };
 

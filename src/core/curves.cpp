@@ -44,8 +44,8 @@ int64_t kept_at(double sparsity, int64_t weights) {
 }
 
 void validate(const CurveSet& curves, const std::string& source) {
-  if (curves.metric != "mse" && curves.metric != "worst") {
-    throw Error(source + ": metric '" + curves.metric + "', expected mse or worst");
+  if (curves.metric != "mse" && curves.metric != "worst" && curves.metric != "kl") {
+    throw Error(source + ": metric '" + curves.metric + "', expected mse, worst or kl");
   }
   if (curves.layers.empty()) throw Error(source + ": no layers");
   for (const auto& layer : curves.layers) {

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <filesystem>
 
+#include <fmt/format.h>
 #include <torch/torch.h>
 
 #include "rdprune/error.h"
@@ -29,6 +30,7 @@ const std::vector<DatasetDefaults>& defaults_table() {
       {"cifar100", "", {{0.5071, 0.4865, 0.4409}, {0.2673, 0.2564, 0.2762}}},
       {"imagefolder", "", {{0.485, 0.456, 0.406}, {0.229, 0.224, 0.225}}},
       {"synthetic", "", {{0.0}, {1.0}}},
+      {"tensors", "", {{0.0}, {1.0}}},
   };
   return table;
 }
@@ -159,6 +161,34 @@ DatasetSplits load_imagefolder(const DatasetOptions& options, const DatasetDefau
           Dataset(test_x, test_y, num_classes, normalization, "imagefolder " + test_dir)};
 }
 
+// --data-dir: a file (both splits) or a directory with train.pt and test.pt.
+DatasetSplits load_tensors(const DatasetOptions& options, const Normalization& normalization) {
+  if (options.data_dir.empty()) {
+    throw UsageError(
+        "--data-dir: dataset 'tensors' needs a torch.save file or a directory of train.pt/test.pt");
+  }
+  std::string train_path = options.data_dir;
+  std::string test_path = options.data_dir;
+  if (fs::is_directory(options.data_dir)) {
+    train_path = (fs::path(options.data_dir) / "train.pt").string();
+    test_path = (fs::path(options.data_dir) / "test.pt").string();
+  }
+  auto [train_x, train_y] = read_tensor_file(train_path);
+  auto [test_x, test_y] =
+      test_path == train_path ? std::make_pair(train_x, train_y) : read_tensor_file(test_path);
+  if (train_x.sizes().slice(1) != test_x.sizes().slice(1)) {
+    throw Error(test_path + ": sample shape differs from " + train_path + "'s");
+  }
+  const int64_t largest = std::max(train_y.max().item<int64_t>(), test_y.max().item<int64_t>());
+  if (options.num_classes > 0 && largest >= options.num_classes) {
+    throw Error(fmt::format("{}: label {} is out of range for --num-classes {}", options.data_dir, largest,
+                            options.num_classes));
+  }
+  const int64_t num_classes = options.num_classes > 0 ? options.num_classes : largest + 1;
+  return {Dataset(train_x, train_y, num_classes, normalization, "tensors " + train_path),
+          Dataset(test_x, test_y, num_classes, normalization, "tensors " + test_path)};
+}
+
 DatasetSplits load_synthetic(const DatasetOptions& options, const Normalization& normalization) {
   const std::vector<int64_t> shape =
       options.input_shape.empty() ? std::vector<int64_t>{1, 28, 28} : options.input_shape;
@@ -216,6 +246,8 @@ DatasetSplits load_dataset(const DatasetOptions& options) {
     splits = load_cifar(options, defaults, normalization);
   } else if (options.name == "imagefolder") {
     splits = load_imagefolder(options, defaults, normalization);
+  } else if (options.name == "tensors") {
+    splits = load_tensors(options, normalization);
   } else {
     splits = load_synthetic(options, normalization);
   }

@@ -37,28 +37,34 @@ double predicted_sum(const CurveSet& curves, const Plan& plan) {
 }  // namespace
 
 double joint_distortion(Network& network, const Dataset& calibration, const Plan& plan,
-                        const std::string& metric, int64_t batch_size) {
+                        const std::string& metric, int64_t batch_size, bool batch_statistics) {
   torch::NoGradGuard no_grad;
   network.set_training(false);
   const torch::Tensor reference = outputs_of(network, calibration, batch_size);
   std::vector<torch::Tensor> weights;
   std::vector<torch::Tensor> masks = network.masks();
+  std::vector<torch::Tensor> buffers = network.buffers();
+  std::vector<torch::Tensor> saved_buffers;
   for (const auto& layer : network.layers()) weights.push_back(layer.weight.detach().clone());
-  double distortion = 0;
-  try {
-    apply_plan(network, plan, "additivity plan");
-    distortion = output_distortion(outputs_of(network, calibration, batch_size), reference, metric);
-  } catch (...) {
+  for (const auto& buffer : buffers) saved_buffers.push_back(buffer.detach().clone());
+  auto restore = [&] {
+    network.set_training(false);
+    for (size_t b = 0; b < buffers.size(); ++b) buffers[b].detach().copy_(saved_buffers[b]);
     for (size_t i = 0; i < weights.size(); ++i) {
       network.layers()[i].weight.detach().copy_(weights[i]);
       network.set_mask(i, masks[i]);
     }
+  };
+  double distortion = 0;
+  try {
+    apply_plan(network, plan, "additivity plan");
+    network.set_training(batch_statistics);
+    distortion = output_distortion(outputs_of(network, calibration, batch_size), reference, metric);
+  } catch (...) {
+    restore();
     throw;
   }
-  for (size_t i = 0; i < weights.size(); ++i) {
-    network.layers()[i].weight.detach().copy_(weights[i]);
-    network.set_mask(i, masks[i]);
-  }
+  restore();
   return distortion;
 }
 
@@ -70,8 +76,9 @@ std::vector<AdditivityPoint> additivity_study(Network& network, const Dataset& c
     RdOptions options;
     options.sparsity_target = sparsity;
     const Plan plan = allocate_rd(curves, options);
-    points.push_back({"rd", plan.sparsity_achieved(), predicted_sum(curves, plan),
-                      joint_distortion(network, calibration, plan, curves.metric, batch_size)});
+    points.push_back(
+        {"rd", plan.sparsity_achieved(), predicted_sum(curves, plan),
+         joint_distortion(network, calibration, plan, curves.metric, batch_size, curves.bn_recalibrated)});
   }
   std::mt19937_64 rng(seed);
   std::uniform_real_distribution<double> level(0.2, 0.98);
@@ -90,8 +97,9 @@ std::vector<AdditivityPoint> additivity_study(Network& network, const Dataset& c
       }
       plan.layers.push_back({layer.name, layer.weights, layer.kept[best], layer.flops_per_weight});
     }
-    points.push_back({"random", plan.sparsity_achieved(), predicted_sum(curves, plan),
-                      joint_distortion(network, calibration, plan, curves.metric, batch_size)});
+    points.push_back(
+        {"random", plan.sparsity_achieved(), predicted_sum(curves, plan),
+         joint_distortion(network, calibration, plan, curves.metric, batch_size, curves.bn_recalibrated)});
   }
   return points;
 }

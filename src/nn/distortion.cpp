@@ -2,6 +2,7 @@
 
 #include <filesystem>
 #include <iostream>
+#include <optional>
 
 #include <fmt/format.h>
 #include <torch/torch.h>
@@ -46,6 +47,50 @@ torch::Tensor run_outputs(Network& network, const Dataset& data, int64_t batch_s
   return torch::cat(outputs);
 }
 
+// The inputs of one stage for every calibration batch, carried forward stage by stage so that a
+// layer's levels run only the stages from its own on (suffix execution).
+class StageInputs {
+ public:
+  StageInputs(Network& network, const Dataset& data, int64_t batch_size, const torch::Device& device,
+              int64_t max_bytes)
+      : network_(network), max_bytes_(max_bytes) {
+    BatchLoader loader(data, batch_size, /*shuffle=*/false, /*seed=*/0);
+    for (int64_t i = 0; i < loader.num_batches(); ++i) inputs_.push_back(loader.get(i).images.to(device));
+  }
+
+  // Moves the cache to the input of `stage` (never backwards). False when that input would take
+  // more than the memory limit; the cache then stays where it was.
+  bool advance(size_t stage) {
+    if (stage <= stage_) return stage == stage_;
+    std::vector<torch::Tensor> next;
+    int64_t bytes = 0;
+    for (const auto& input : inputs_) {
+      next.push_back(network_.run_stages(stage_, stage, input));
+      bytes += next.back().numel() * static_cast<int64_t>(next.back().element_size());
+      if (max_bytes_ > 0 && bytes > max_bytes_) return false;
+    }
+    inputs_ = std::move(next);
+    stage_ = stage;
+    return true;
+  }
+
+  // The network's outputs from the cached stage on, [N, ...] float on the CPU.
+  torch::Tensor outputs() {
+    std::vector<torch::Tensor> outputs;
+    for (const auto& input : inputs_) {
+      outputs.push_back(
+          network_.run_stages(stage_, network_.num_stages(), input).to(torch::kCPU, torch::kFloat32));
+    }
+    return torch::cat(outputs);
+  }
+
+ private:
+  Network& network_;
+  int64_t max_bytes_;
+  size_t stage_ = 0;
+  std::vector<torch::Tensor> inputs_;
+};
+
 std::string cache_key(const std::string& fingerprint, const std::string& calibration,
                       const CurveOptions& options) {
   Fnv hash;
@@ -54,6 +99,10 @@ std::string cache_key(const std::string& fingerprint, const std::string& calibra
   hash.add(options.metric);
   hash.add(std::to_string(options.levels));
   if (options.recalibrate_bn) hash.add(std::string("bn-recalibrated"));
+  if (!options.context_kept.empty()) {
+    hash.add(std::string("context"));
+    hash.add(options.context_kept.data(), options.context_kept.size() * sizeof(int64_t));
+  }
   return hash.hex();
 }
 
@@ -73,9 +122,10 @@ std::vector<LayerCurve> cached_layers(const std::string& path, const std::string
 }  // namespace
 
 void validate(const CurveOptions& options) {
-  if (options.metric != "mse" && options.metric != "worst") {
-    throw UsageError("--metric: expected mse or worst, got '" + options.metric + "'");
+  if (options.metric != "mse" && options.metric != "worst" && options.metric != "kl") {
+    throw UsageError("--metric: expected mse, worst or kl, got '" + options.metric + "'");
   }
+  if (options.max_memory_mib < 0) throw UsageError("--max-memory: expected MiB >= 0");
   level_grid(options.levels);
   if (options.batch_size <= 0) throw UsageError("--batch-size: expected a positive count");
 }
@@ -96,6 +146,13 @@ std::string fingerprint(Network& network) {
 
 double output_distortion(const torch::Tensor& outputs, const torch::Tensor& reference,
                          const std::string& metric) {
+  if (metric == "kl") {
+    // KL(softmax(reference) || softmax(outputs)), averaged over samples: blind to shifts that move
+    // every logit of a sample alike, which leave the prediction unchanged.
+    const torch::Tensor log_p = torch::log_softmax(reference.to(torch::kFloat64).flatten(1), 1);
+    const torch::Tensor log_q = torch::log_softmax(outputs.to(torch::kFloat64).flatten(1), 1);
+    return (log_p.exp() * (log_p - log_q)).sum(1).mean().item<double>();
+  }
   const torch::Tensor squared = (outputs.to(torch::kFloat64) - reference.to(torch::kFloat64)).pow(2);
   if (metric == "worst") return squared.flatten(1).mean(1).max().item<double>();
   return squared.mean().item<double>();
@@ -119,7 +176,8 @@ CurveSet measure_curves(Network& network, const Dataset& calibration,
   curves.fingerprint = fingerprint(network);
   curves.levels = options.levels;
   curves.bn_recalibrated = options.recalibrate_bn;
-  // Batch-norm state to restore after each recalibrated level.
+  // Batch-norm aware: pruned networks run with the statistics of each calibration batch (what
+  // re-estimating them on that batch gives), which moves the running statistics; they are put back.
   std::vector<torch::Tensor> buffers = network.buffers();
   std::vector<torch::Tensor> saved_buffers;
   if (options.recalibrate_bn) {
@@ -127,6 +185,7 @@ CurveSet measure_curves(Network& network, const Dataset& calibration,
   }
   auto restore_buffers = [&] {
     for (size_t b = 0; b < saved_buffers.size(); ++b) buffers[b].detach().copy_(saved_buffers[b]);
+    network.set_training(false);
   };
 
   const std::string key = cache_key(curves.fingerprint, calibration_description, options);
@@ -146,6 +205,33 @@ CurveSet measure_curves(Network& network, const Dataset& calibration,
   };
 
   const torch::Tensor reference = run_outputs(network, calibration, options.batch_size, device);
+
+  // Around a plan: every layer pruned by magnitude to its context count while the others' curves
+  // are measured; each layer's own levels start from its weights before the context.
+  const bool in_context = !options.context_kept.empty();
+  if (in_context && options.context_kept.size() != layers.size()) {
+    throw Error(fmt::format("curves: the context names {} layers, the model has {}",
+                            options.context_kept.size(), layers.size()));
+  }
+  std::vector<torch::Tensor> originals, orders;
+  for (size_t i = 0; in_context && i < layers.size(); ++i) {
+    const torch::Tensor mask = i < network.masks().size() ? network.masks()[i] : torch::Tensor();
+    originals.push_back(layers[i].weight.detach().clone());
+    orders.push_back(magnitude_order(layers[i].weight, mask));
+  }
+  auto weight_in_context = [&](size_t i) {
+    return originals[i] * mask_keeping(orders[i], options.context_kept[i], layers[i].weight.sizes());
+  };
+  auto restore_originals = [&] {
+    for (size_t i = 0; i < originals.size(); ++i) layers[i].weight.detach().copy_(originals[i]);
+  };
+  for (size_t i = 0; i < originals.size(); ++i) layers[i].weight.detach().copy_(weight_in_context(i));
+  if (options.recalibrate_bn) network.set_training(true);
+  const bool suffix = !options.plain && network.num_stages() > 1;
+  std::optional<StageInputs> stage_inputs;
+  if (suffix)
+    stage_inputs.emplace(network, calibration, options.batch_size, device,
+                         options.max_memory_mib * (int64_t{1} << 20));
   const std::vector<double> grid = level_grid(options.levels);
   int64_t total_levels = 0;
   for (size_t i = 0; i < layers.size(); ++i) {
@@ -169,20 +255,22 @@ CurveSet measure_curves(Network& network, const Dataset& calibration,
       continue;
     }
     const torch::Tensor mask = i < network.masks().size() ? network.masks()[i] : torch::Tensor();
-    const torch::Tensor order = magnitude_order(layer.weight, mask);
-    const torch::Tensor original = layer.weight.detach().clone();
+    const torch::Tensor order = in_context ? orders[i] : magnitude_order(layer.weight, mask);
+    const torch::Tensor original = in_context ? originals[i] : layer.weight.detach().clone();
+    const torch::Tensor resting = in_context ? weight_in_context(i) : original;
     try {
+      const bool from_stage = stage_inputs && stage_inputs->advance(network.stage_of(i));
       for (size_t k = 0; k < levels.size(); ++k) {
         const int64_t kept = k == 0 ? unpruned : kept_at(levels[k], curve.weights);
-        double distortion = 0.0;  // the current level changes nothing
+        double distortion = 0.0;  // alone, the current level changes nothing
         if (k > 0 && kept == curve.kept.back()) {
           distortion = curve.distortion.back();  // same mask as the previous level
-        } else if (k > 0) {
+        } else if (k > 0 || in_context) {
           layer.weight.detach().copy_(original * mask_keeping(order, kept, layer.weight.sizes()));
-          if (options.recalibrate_bn) recalibrate_batch_norm(network, calibration, options.batch_size);
-          distortion = output_distortion(run_outputs(network, calibration, options.batch_size, device),
-                                         reference, options.metric);
-          restore_buffers();
+          const torch::Tensor outputs = from_stage
+                                            ? stage_inputs->outputs()
+                                            : run_outputs(network, calibration, options.batch_size, device);
+          distortion = output_distortion(outputs, reference, options.metric);
         }
         curve.sparsity.push_back(k == 0 ? curve.sparsity_current : levels[k]);
         curve.kept.push_back(kept);
@@ -191,13 +279,16 @@ CurveSet measure_curves(Network& network, const Dataset& calibration,
       }
     } catch (...) {
       layer.weight.detach().copy_(original);
+      restore_originals();
       restore_buffers();
       throw;
     }
-    layer.weight.detach().copy_(original);
+    layer.weight.detach().copy_(resting);
     curves.layers.push_back(std::move(curve));
     save_cache();
   }
+  restore_originals();
+  restore_buffers();
   progress.finish();
   return curves;
 }

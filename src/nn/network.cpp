@@ -83,6 +83,18 @@ NativeNetwork::NativeNetwork(const ModelMeta& meta) {
     }
   }
   masks_.resize(layers_.size());
+  // Each layer belongs to the stage whose module prefix names it.
+  const auto& prefixes = model_->stage_prefixes();
+  for (const auto& layer : layers_) {
+    size_t stage = prefixes.size();
+    for (size_t s = 0; s < prefixes.size() && stage == prefixes.size(); ++s) {
+      const std::string& prefix = prefixes[s];
+      if (!prefix.empty() && (layer.name == prefix || layer.name.rfind(prefix + ".", 0) == 0)) stage = s;
+    }
+    if (stage == prefixes.size())
+      throw Error("zoo model " + meta.arch + ": layer " + layer.name + " has no stage");
+    layer_stages_.push_back(stage);
+  }
 }
 
 void NativeNetwork::to(const torch::Device& device) {
@@ -110,7 +122,7 @@ void NativeNetwork::end_batch_norm_recalibration() {
   }
 }
 
-void NativeNetwork::save(const std::string& path) {
+void NativeNetwork::write(const std::string& path, bool with_masks) {
   replace_file_atomic(path, [&](const std::string& tmp) {
     torch::serialize::OutputArchive archive;
     archive.write("rdprune_meta", c10::IValue(meta_to_json(meta_)));
@@ -119,7 +131,7 @@ void NativeNetwork::save(const std::string& path) {
     archive.write("model", weights);
     torch::serialize::OutputArchive masks;
     std::vector<std::string> masked;
-    for (size_t i = 0; i < masks_.size(); ++i) {
+    for (size_t i = 0; with_masks && i < masks_.size(); ++i) {
       if (!masks_[i].defined()) continue;
       masks.write("m" + std::to_string(i), masks_[i].cpu());
       masked.push_back(layers_[i].name);

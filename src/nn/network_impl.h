@@ -21,16 +21,23 @@ class NativeNetwork : public Network {
   std::vector<torch::Tensor> parameters() override { return model_->parameters(); }
   std::vector<torch::Tensor> buffers() override { return model_->buffers(); }
   void to(const torch::Device& device) override;
-  void save(const std::string& path) override;
+  void save(const std::string& path) override { write(path, /*with_masks=*/true); }
+  void save_dense(const std::string& path) override { write(path, /*with_masks=*/false); }
   std::string format() const override { return "checkpoint"; }
   bool begin_batch_norm_recalibration() override;
   void end_batch_norm_recalibration() override;
+  size_t num_stages() const override { return model_->num_stages(); }
+  torch::Tensor run_stages(size_t first, size_t last, const torch::Tensor& input) override {
+    return model_->run_range(first, last, input);
+  }
 
   ZooNetImpl& model() { return *model_; }
   // Restores weights, buffers and masks from a checkpoint archive.
   void load_state(torch::serialize::InputArchive& archive, const std::string& path);
 
  private:
+  void write(const std::string& path, bool with_masks);
+
   std::shared_ptr<ZooNetImpl> model_;
 };
 
@@ -45,6 +52,7 @@ class ScriptNetwork : public Network {
   std::vector<torch::Tensor> buffers() override;
   void to(const torch::Device& device) override;
   void save(const std::string& path) override;
+  void save_dense(const std::string& path) override;
   std::string format() const override { return "torchscript"; }
   bool begin_batch_norm_recalibration() override;
   void end_batch_norm_recalibration() override {}

@@ -4,6 +4,7 @@
 #include "network_impl.h"
 #include "rdprune/atomic_file.h"
 #include "rdprune/error.h"
+#include "rdprune/text.h"
 
 namespace rdprune {
 namespace {
@@ -29,6 +30,20 @@ std::string layer_type(const torch::jit::Module& module) {
   if (name == "__torch__.torch.nn.modules.conv.Conv2d") return "conv2d";
   if (name == "__torch__.torch.nn.modules.linear.Linear") return "linear";
   return "";
+}
+
+// The reason of a TorchScript interpreter failure without its traceback: the text after the last
+// "Error: " of the message (e.g. "RuntimeError: Given groups=1, ..."), else its first line.
+std::string interpreter_reason(const std::exception& e) {
+  const auto* c10_error = dynamic_cast<const c10::Error*>(&e);
+  std::string text = c10_error ? c10_error->what_without_backtrace() : e.what();
+  const size_t at = text.rfind("Error: ");
+  if (at != std::string::npos) {
+    const size_t start = text.rfind('\n', at);
+    text = text.substr(start == std::string::npos ? 0 : start + 1);
+  }
+  text = text.substr(0, text.find('\n'));
+  return text.size() > 300 ? text.substr(0, 300) + "..." : text;
 }
 
 }  // namespace
@@ -65,11 +80,9 @@ torch::Tensor ScriptNetwork::forward(const torch::Tensor& input) {
   c10::IValue output;
   try {
     output = module_.forward({input});
-  } catch (const c10::Error& e) {
-    std::string reason = e.what_without_backtrace();
-    throw Error(path_ + ": forward pass failed on input " + std::to_string(input.size(0)) + "x" +
-                std::to_string(input.size(1)) + "x" + std::to_string(input.size(2)) + "x" +
-                std::to_string(input.size(3)) + " (" + reason.substr(0, reason.find('\n')) + ")");
+  } catch (const std::exception& e) {
+    throw Error(path_ + ": forward pass failed on input " + format_shape(input.sizes().vec()) + " (" +
+                interpreter_reason(e) + ")");
   }
   if (!output.isTensor()) {
     throw Error(path_ + ": model output is a " + output.tagKind() + ", expected a logits tensor");
@@ -113,6 +126,22 @@ void ScriptNetwork::save(const std::string& path) {
     }
   }
   replace_file_atomic(path, [&](const std::string& tmp) { module_.save(tmp); });
+}
+
+void ScriptNetwork::save_dense(const std::string& path) {
+  apply_masks();
+  // A copy with its own class types, from which the mask buffers are removed: first from every
+  // object, then from each type the objects share.
+  torch::jit::Module copy = module_.clone();
+  std::vector<c10::ClassTypePtr> types;
+  for (const auto& item : copy.named_modules()) {
+    if (!item.value.hasattr(kMaskBuffer)) continue;
+    item.value._ivalue()->unsafeRemoveAttr(kMaskBuffer);
+    if (std::find(types.begin(), types.end(), item.value.type()) == types.end())
+      types.push_back(item.value.type());
+  }
+  for (const auto& type : types) type->unsafeRemoveAttribute(kMaskBuffer);
+  replace_file_atomic(path, [&](const std::string& tmp) { copy.save(tmp); });
 }
 
 }  // namespace rdprune

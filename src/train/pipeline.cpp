@@ -12,6 +12,7 @@
 #include "rdprune/error.h"
 #include "rdprune/magnitude_baselines.h"
 #include "rdprune/masks.h"
+#include "rdprune/refine.h"
 #include "rdprune/sample_order.h"
 
 namespace rdprune {
@@ -30,6 +31,7 @@ void validate(const PipelineOptions& options) {
     throw UsageError("--schedule: expected geometric or linear, got '" + options.schedule + "'");
   }
   if (options.method == "rd") validate(options.curves);
+  if (options.refine < 0 || options.refine > 20) throw UsageError("--refine: expected a count in [0, 20]");
   if (options.calib_size <= 0) throw UsageError("--calib-size: expected a positive count");
   if (options.finetune.steps > 0) validate(options.finetune);
   if (options.finetune.steps < 0) throw UsageError("--finetune-steps: expected a count >= 0");
@@ -142,11 +144,20 @@ PipelineResult run_pipeline(std::unique_ptr<Network>& network, const DatasetSpli
       const auto start = std::chrono::steady_clock::now();
       const CurveSet curves =
           measure_curves(*network, calibration, calibration_description, infos, curve_options);
-      round.curve_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       if (!dir.empty()) write_file_atomic((dir / "curves.json").string(), to_json(curves));
       RdOptions rd = options.rd;
       rd.sparsity_target = target;
       plan = allocate_rd(curves, rd);
+      if (options.refine > 0) {
+        const auto save = [&](int64_t pass, const CurveSet& around) {
+          if (!dir.empty())
+            write_file_atomic((dir / fmt::format("curves-refine-{}.json", pass)).string(), to_json(around));
+        };
+        plan = refine_rd(*network, calibration, calibration_description, infos, curve_options, rd, plan,
+                         options.refine, save)
+                   .plan;
+      }
+      round.curve_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     } else {
       plan = allocate_baseline(options.method, *network, infos,
                                BaselineOptions{options.rd.budget, target, options.rd.allow_empty});

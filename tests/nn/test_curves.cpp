@@ -6,11 +6,13 @@
 #include <nlohmann/json.hpp>
 
 #include "fixtures.h"
+#include "rdprune/additivity.h"
 #include "rdprune/allocate.h"
 #include "rdprune/atomic_file.h"
 #include "rdprune/distortion.h"
 #include "rdprune/error.h"
 #include "rdprune/masks.h"
+#include "rdprune/refine.h"
 
 namespace rdprune {
 namespace {
@@ -70,26 +72,39 @@ torch::Tensor oracle_mask(const Network& network, size_t layer, int64_t kept) {
   return mask.view(network.layers()[layer].weight.sizes());
 }
 
-// The plain loop: prune layer i alone to `kept`, run every sample through the whole network.
+// The plain loop: prune layer i to `kept` (every other layer to its `context` count, when given),
+// run every sample through the whole network, compare with the unpruned network's outputs.
 double plain_distortion(Network& network, size_t layer, int64_t kept, const Dataset& data,
-                        const std::string& metric) {
+                        const std::string& metric, const std::vector<int64_t>& context = {}) {
   torch::NoGradGuard no_grad;
   const auto x = data.batch(torch::arange(data.size())).images;
   const auto reference = network.forward(x);
-  const auto& weight = network.layers()[layer].weight;
-  const auto saved = weight.detach().clone();
-  weight.detach().mul_(oracle_mask(network, layer, kept));
+  std::vector<torch::Tensor> saved;
+  for (size_t j = 0; j < network.layers().size(); ++j) {
+    const auto& weight = network.layers()[j].weight;
+    saved.push_back(weight.detach().clone());
+    if (j == layer) {
+      weight.detach().mul_(oracle_mask(network, j, kept));
+    } else if (!context.empty()) {
+      weight.detach().mul_(oracle_mask(network, j, context[j]));
+    }
+  }
   const auto out = network.forward(x);
-  weight.detach().copy_(saved);
+  for (size_t j = 0; j < saved.size(); ++j) network.layers()[j].weight.detach().copy_(saved[j]);
+  if (metric == "kl") {
+    const auto log_p = torch::log_softmax(reference.to(torch::kDouble), 1);
+    const auto log_q = torch::log_softmax(out.to(torch::kDouble), 1);
+    return (log_p.exp() * (log_p - log_q)).sum(1).mean().item<double>();
+  }
   const auto squared = (out.to(torch::kDouble) - reference.to(torch::kDouble)).pow(2);
   return metric == "worst" ? squared.mean(1).max().item<double>() : squared.mean().item<double>();
 }
 
-void expect_curves_match_plain_loop(Network& network, const std::string& metric) {
-  const Dataset data = calibration_set(24);
-  CurveOptions options;
+void expect_curves_match_plain_loop(Network& network, const std::string& metric, CurveOptions options = {},
+                                    int64_t levels = 5, int64_t samples = 24) {
+  const Dataset data = calibration_set(samples);
   options.metric = metric;
-  options.levels = 5;
+  options.levels = levels;
   options.batch_size = 10;  // several batches per pass
   options.progress = false;
   const auto infos = layer_census(network, {1, 28, 28});
@@ -100,7 +115,7 @@ void expect_curves_match_plain_loop(Network& network, const std::string& metric)
     EXPECT_EQ(curve.name, network.layers()[i].name);
     EXPECT_EQ(curve.flops_per_weight, infos[i].flops_per_weight);
     for (size_t k = 0; k < curve.sparsity.size(); ++k) {
-      const double expected = plain_distortion(network, i, curve.kept[k], data, metric);
+      const double expected = plain_distortion(network, i, curve.kept[k], data, metric, options.context_kept);
       EXPECT_NEAR(curve.distortion[k], expected, 1e-6 * (1 + expected)) << curve.name << " level " << k;
     }
   }
@@ -109,11 +124,38 @@ void expect_curves_match_plain_loop(Network& network, const std::string& metric)
 TEST(Curves, EveryPointEqualsThePlainLoopMse) {
   auto network = fresh("resnet20");
   expect_curves_match_plain_loop(*network, "mse");
+  CurveOptions plain;
+  plain.plain = true;
+  expect_curves_match_plain_loop(*network, "mse", plain);
 }
 
 TEST(Curves, EveryPointEqualsThePlainLoopWorstOnAnMlp) {
   auto network = fresh("mlp");
   expect_curves_match_plain_loop(*network, "worst");
+}
+
+TEST(Curves, EveryPointEqualsThePlainLoopKlOnVgg16) {
+  auto network = fresh("vgg16");
+  expect_curves_match_plain_loop(*network, "kl", {}, /*levels=*/2, /*samples=*/12);
+}
+
+TEST(Curves, SuffixExecutionFallsBackToThePlainLoopUnderAMemoryLimit) {
+  auto network = fresh("resnet20");
+  CurveOptions options;
+  options.max_memory_mib = 1;  // the first block's activations of 24 samples need 1.2 MiB
+  expect_curves_match_plain_loop(*network, "mse", options);
+}
+
+TEST(Curves, AroundAPlanEveryPointEqualsThePlainLoopWithTheOthersPruned) {
+  auto network = fresh("resnet20");
+  CurveOptions options;
+  for (const auto& layer : network->layers()) options.context_kept.push_back(layer.weight.numel() / 4);
+  const auto before = fingerprint(*network);
+  expect_curves_match_plain_loop(*network, "mse", options, /*levels=*/2, /*samples=*/12);
+  EXPECT_EQ(fingerprint(*network), before);  // the context is undone
+  options.context_kept.pop_back();
+  EXPECT_THROW(
+      measure_curves(*network, calibration_set(4), "s", layer_census(*network, {1, 28, 28}), options), Error);
 }
 
 TEST(Curves, SparseLayersAreMeasuredOnlyAtOrAboveTheirSparsity) {
@@ -166,7 +208,7 @@ TEST(Curves, CacheResumesAndAChangedKeyNeverReuses) {
   (void)first;
 }
 
-TEST(Curves, BatchNormAwarePointsEqualAFreshlyRecalibratedCopy) {
+TEST(Curves, BatchNormAwarePointsRunEachBatchWithItsOwnStatistics) {
   TempDir dir;
   auto network = fresh("resnet20");
   network->save(dir.file("dense.pt"));
@@ -178,12 +220,15 @@ TEST(Curves, BatchNormAwarePointsEqualAFreshlyRecalibratedCopy) {
   options.batch_size = 8;
   options.recalibrate_bn = true;
   options.progress = false;
-  const CurveSet curves = measure_curves(*network, data, "s", layer_census(*network, {1, 28, 28}), options);
+  const auto infos = layer_census(*network, {1, 28, 28});
+  const CurveSet curves = measure_curves(*network, data, "s", infos, options);
   EXPECT_TRUE(curves.bn_recalibrated);
   // The network is left exactly as it was.
   const auto buffers_after = network->buffers();
   for (size_t b = 0; b < buffers_before.size(); ++b)
     EXPECT_TRUE(torch::equal(buffers_before[b], buffers_after[b]));
+  options.plain = true;
+  const CurveSet plain = measure_curves(*network, data, "s", infos, options);
   torch::NoGradGuard no_grad;
   const auto x = data.batch(torch::arange(data.size())).images;
   network->set_training(false);
@@ -192,10 +237,11 @@ TEST(Curves, BatchNormAwarePointsEqualAFreshlyRecalibratedCopy) {
     for (size_t k = 1; k < curves.layers[layer].kept.size(); ++k) {
       auto copy = load_network(dir.file("dense.pt"));
       copy->layers()[layer].weight.detach().mul_(oracle_mask(*copy, layer, curves.layers[layer].kept[k]));
-      ASSERT_TRUE(recalibrate_batch_norm(*copy, data, 8));
-      copy->set_training(false);
-      const double expected = output_distortion(copy->forward(x), reference, "mse");
+      copy->set_training(true);
+      const auto outputs = torch::cat({copy->forward(x.slice(0, 0, 8)), copy->forward(x.slice(0, 8, 16))});
+      const double expected = output_distortion(outputs, reference, "mse");
       EXPECT_NEAR(curves.layers[layer].distortion[k], expected, 1e-6 * (1 + expected)) << layer << " " << k;
+      EXPECT_NEAR(plain.layers[layer].distortion[k], expected, 1e-6 * (1 + expected)) << layer << " " << k;
     }
   }
 }
@@ -226,6 +272,37 @@ TEST(Prune, MeasuredSparsityEqualsThePlan) {
   EXPECT_THROW(apply_plan(*network, denser, "plan"), Error);
   auto other = fresh("mlp");
   EXPECT_THROW(apply_plan(*other, plan, "plan"), Error);
+}
+
+TEST(Refine, KeepsThePlanThatMeasuresTheLowestJointDistortion) {
+  auto network = fresh("lenet5");
+  const Dataset data = calibration_set(16);
+  CurveOptions options;
+  options.levels = 10;
+  options.progress = false;
+  const auto infos = layer_census(*network, {1, 28, 28});
+  const CurveSet curves = measure_curves(*network, data, "s", infos, options);
+  RdOptions rd;
+  rd.sparsity_target = 0.9;
+  const Plan first = allocate_rd(curves, rd);
+  const auto before = fingerprint(*network);
+  int64_t seen = 0;
+  const RefineResult result =
+      refine_rd(*network, data, "s", infos, options, rd, first, 3, [&](int64_t pass, const CurveSet& around) {
+        EXPECT_EQ(pass, ++seen);
+        EXPECT_EQ(around.layers.size(), curves.layers.size());
+      });
+  EXPECT_EQ(fingerprint(*network), before);
+  ASSERT_GE(result.steps.size(), 2u);
+  EXPECT_EQ(static_cast<int64_t>(result.steps.size()), seen + 1);
+  EXPECT_NEAR(result.steps[0].measured, joint_distortion(*network, data, first, "mse", 256), 1e-9);
+  size_t chosen = 0;
+  for (size_t i = 0; i < result.steps.size(); ++i) {
+    if (result.steps[i].chosen) chosen = i;
+    EXPECT_GE(result.steps[i].sparsity, 0.9 - 1e-9);
+  }
+  for (const auto& step : result.steps) EXPECT_LE(result.steps[chosen].measured, step.measured);
+  EXPECT_NEAR(joint_distortion(*network, data, result.plan, "mse", 256), result.steps[chosen].measured, 1e-9);
 }
 
 }  // namespace

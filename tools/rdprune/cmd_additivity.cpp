@@ -114,8 +114,7 @@ void register_additivity(CLI::App& app) {
   command->add_option("--sparsities", flags->sparsities, "rd plans at these targets (default 0.5,...,0.98)");
   command->add_option("--random", flags->random, "Random allocations to measure (default 30)");
   command->add_option("--calib-size", flags->calib_size, "Calibration samples (default 256)");
-  command->add_option("--levels", flags->curves.levels, "Curve grid steps (default 100)");
-  command->add_option("--metric", flags->curves.metric, "mse|worst (default mse)");
+  add_curve_flags(*command, flags->curves, "");
   command->add_option("--seed", flags->data.seed, "Seed of the random allocations (default 0)");
   add_common_flags(*command, flags->common);
   add_data_flags(*command, flags->data, /*dataset_required=*/false);

@@ -90,8 +90,7 @@ void register_curves(CLI::App& app) {
   command->add_option("--out", flags->out, "Output curves file (rdprune.curves/1 JSON)")->required();
   command->add_option("--calib-size", flags->calib_size,
                       "Calibration samples: the first N training images (default 256)");
-  command->add_option("--levels", flags->curves.levels, "Grid steps from 0 to 1 (default 100: 101 points)");
-  command->add_option("--metric", flags->curves.metric, "mse|worst (default mse)");
+  add_curve_flags(*command, flags->curves, "");
   command->add_flag("--synthetic", flags->synthetic,
                     "Zero-data mode: N(0,1) inputs of the model's input shape");
   command->add_option("--seed", flags->data.seed, "Seed of the synthetic inputs (default 0)");

@@ -15,6 +15,7 @@ struct PruneFlags {
   std::string model;
   std::string plan;
   std::string out;
+  std::string export_dense;
 };
 
 void run_prune(const PruneFlags& flags) {
@@ -23,6 +24,7 @@ void run_prune(const PruneFlags& flags) {
   auto network = load_model(flags.model);
   apply_plan(*network, plan, flags.plan);
   network->save(flags.out);
+  if (!flags.export_dense.empty()) network->save_dense(flags.export_dense);
   const auto infos = layer_census(*network, network->meta().input_shape);
   int64_t total = 0;
   int64_t pruned = 0;
@@ -31,11 +33,12 @@ void run_prune(const PruneFlags& flags) {
     pruned += static_cast<int64_t>(std::llround(info.sparsity * static_cast<double>(info.weights)));
   }
   const double sparsity = total > 0 ? static_cast<double>(pruned) / static_cast<double>(total) : 0.0;
-  const nlohmann::json result = {{"model", flags.out},
-                                 {"format", network->format()},
-                                 {"method", plan.method},
-                                 {"sparsity_target", plan.sparsity_target},
-                                 {"sparsity_achieved", sparsity}};
+  nlohmann::json result = {{"model", flags.out},
+                           {"format", network->format()},
+                           {"method", plan.method},
+                           {"sparsity_target", plan.sparsity_target},
+                           {"sparsity_achieved", sparsity}};
+  if (!flags.export_dense.empty()) result["export_dense"] = flags.export_dense;
   emit(flags.common, result,
        fmt::format("pruned {} by {} plan {}: sparsity {:.4f} (target {:.4f}); wrote {} ({})\n", flags.model,
                    plan.method, flags.plan, sparsity, plan.sparsity_target, flags.out, network->format()));
@@ -50,6 +53,8 @@ void register_prune(CLI::App& app) {
   command->add_option("--model", flags->model, "rdprune checkpoint or TorchScript file")->required();
   command->add_option("--plan", flags->plan, "Plan file from `rdprune allocate`")->required();
   command->add_option("--out", flags->out, "Output model, in the input's format")->required();
+  command->add_option("--export-dense", flags->export_dense,
+                      "Also write a deployment copy without masks (pruned weights stay zero)");
   add_common_flags(*command, flags->common);
   command->callback([flags] { run_prune(*flags); });
 }

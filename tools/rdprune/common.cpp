@@ -29,19 +29,32 @@ void add_optimizer_flags(CLI::App& command, TrainOptions& options) {
   command.add_option("--seed", options.seed, "Seed for order and augmentation")->capture_default_str();
 }
 
+void add_curve_flags(CLI::App& command, CurveOptions& options, const std::string& scope) {
+  command.add_option("--levels", options.levels,
+                     scope + "curve grid steps from 0 to 1 (default 100: 101 points)");
+  command.add_option("--metric", options.metric,
+                     scope + "distortion mse|worst|kl (default " + options.metric + ")");
+  command.add_flag("--plain", options.plain,
+                   scope + "measure curves with a full forward per layer and level (no suffix execution)");
+  command.add_option("--max-memory", options.max_memory_mib,
+                     scope + "MiB of cached activations for suffix execution (default 0: no limit)");
+}
+
 void add_data_flags(CLI::App& command, DataFlags& flags, bool dataset_required) {
   auto* dataset = command.add_option("--dataset", flags.dataset,
-                                     "fashion-mnist|mnist|cifar10|cifar100|imagefolder|synthetic");
+                                     "fashion-mnist|mnist|cifar10|cifar100|imagefolder|synthetic|tensors");
   if (dataset_required) dataset->required();
   command.add_option("--data-dir", flags.data_dir,
-                     "Directory of the dataset's files (default: the dataset's own)");
+                     "Directory of the dataset's files (default: the dataset's own); tensors: a torch.save "
+                     "file or a directory of train.pt/test.pt");
   command.add_option("--mean", flags.mean, "Per-channel normalisation mean, e.g. 0.286 or 0.49,0.48,0.45");
   command.add_option("--std", flags.std, "Per-channel normalisation std");
   command.add_option("--image-size", flags.image_size,
                      "imagefolder: resize images to this square size (default 32)");
   command.add_option("--channels", flags.channels, "imagefolder: 1 or 3 channels (default 3)");
   command.add_option("--input-shape", flags.input_shape, "synthetic: sample shape C,H,W (default 1,28,28)");
-  command.add_option("--num-classes", flags.num_classes, "synthetic: number of classes (default 10)");
+  command.add_option("--num-classes", flags.num_classes,
+                     "synthetic: number of classes (default 10); tensors: (default: largest label + 1)");
   command.add_option("--synthetic-size", flags.synthetic_size, "synthetic: samples per split (default 1024)");
 }
 

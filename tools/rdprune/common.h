@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "rdprune/dataset.h"
+#include "rdprune/distortion.h"
 #include "rdprune/network.h"
 #include "rdprune/train.h"
 
@@ -39,6 +40,9 @@ void add_common_flags(CLI::App& command, CommonFlags& flags);
 // Optimizer flags of train and finetune; the help shows the defaults already in `options`.
 void add_optimizer_flags(CLI::App& command, TrainOptions& options);
 void add_data_flags(CLI::App& command, DataFlags& flags, bool dataset_required);
+// How curves are measured (--levels, --metric, --plain, --max-memory), shared by every command that
+// measures them; `scope` starts each help line ("rd: " where other methods ignore the flags).
+void add_curve_flags(CLI::App& command, CurveOptions& options, const std::string& scope);
 
 // Applies --threads (default: every core; OpenMP would otherwise use one).
 void apply_threads(const CommonFlags& flags);

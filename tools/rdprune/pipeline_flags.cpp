@@ -2,6 +2,7 @@
 
 #include <filesystem>
 
+#include "common.h"
 #include "rdprune/text.h"
 
 namespace rdprune::cli {
@@ -19,8 +20,9 @@ void add_pipeline_flags(CLI::App& command, PipelineFlags& flags) {
   command.add_option("--solver", o.rd.solver, "rd: dp (default) | lagrange");
   command.add_option("--calib-size", o.calib_size,
                      "Calibration samples: first N training images (default 256)");
-  command.add_option("--levels", o.curves.levels, "rd: curve grid steps (default 100)");
-  command.add_option("--metric", o.curves.metric, "rd: mse|worst (default mse)");
+  add_curve_flags(command, o.curves, "rd: ");
+  command.add_option("--refine", o.refine,
+                     "rd: passes re-measuring curves around the plan and solving again (default 0)");
   command.add_flag("--synthetic", o.synthetic, "rd: zero-data calibration with N(0,1) inputs");
   command.add_flag("--no-cache", flags.no_cache, "rd: do not cache curves");
   command.add_flag("--bn-aware-curves", o.curves.recalibrate_bn,
