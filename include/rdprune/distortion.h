@@ -12,7 +12,7 @@
 namespace rdprune {
 
 struct CurveOptions {
-  std::string metric = "mse";         // mse: mean over samples and outputs of (f(X) - Y)^2
+  std::string metric = "kl";          // mse: mean over samples and outputs of (f(X) - Y)^2
                                       // worst: max over samples of the per-sample mean
                                       // kl: mean over samples of KL(softmax(Y) || softmax(f(X)))
   int64_t levels = 100;               // grid steps; levels + 1 points

@@ -23,7 +23,7 @@ struct PipelineOptions {
   int64_t rounds = 1;                  // 1 = one-shot
   std::string schedule = "geometric";  // geometric: 1-(1-a)^r reaching the target; linear: S*r/R
   CurveOptions curves;                 // rd only
-  int64_t refine = 0;                  // rd: passes of curves re-measured around the plan
+  int64_t refine = 2;                  // rd: passes of curves re-measured around the plan
   int64_t calib_size = 256;            // calibration samples (rd curves, batch-norm recalibration)
   bool synthetic = false;              // zero-data calibration: N(0,1) inputs
   uint64_t seed = 0;

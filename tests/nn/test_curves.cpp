@@ -74,11 +74,10 @@ torch::Tensor oracle_mask(const Network& network, size_t layer, int64_t kept) {
 
 // The plain loop: prune layer i to `kept` (every other layer to its `context` count, when given),
 // run every sample through the whole network, compare with the unpruned network's outputs.
-double plain_distortion(Network& network, size_t layer, int64_t kept, const Dataset& data,
-                        const std::string& metric, const std::vector<int64_t>& context = {}) {
+double plain_distortion(Network& network, size_t layer, int64_t kept, const torch::Tensor& x,
+                        const torch::Tensor& reference, const std::string& metric,
+                        const std::vector<int64_t>& context = {}) {
   torch::NoGradGuard no_grad;
-  const auto x = data.batch(torch::arange(data.size())).images;
-  const auto reference = network.forward(x);
   std::vector<torch::Tensor> saved;
   for (size_t j = 0; j < network.layers().size(); ++j) {
     const auto& weight = network.layers()[j].weight;
@@ -110,12 +109,16 @@ void expect_curves_match_plain_loop(Network& network, const std::string& metric,
   const auto infos = layer_census(network, {1, 28, 28});
   const CurveSet curves = measure_curves(network, data, "synthetic", infos, options);
   ASSERT_EQ(curves.layers.size(), network.layers().size());
+  torch::NoGradGuard no_grad;
+  const auto x = data.batch(torch::arange(data.size())).images;
+  const auto reference = network.forward(x);
   for (size_t i = 0; i < curves.layers.size(); ++i) {
     const auto& curve = curves.layers[i];
     EXPECT_EQ(curve.name, network.layers()[i].name);
     EXPECT_EQ(curve.flops_per_weight, infos[i].flops_per_weight);
     for (size_t k = 0; k < curve.sparsity.size(); ++k) {
-      const double expected = plain_distortion(network, i, curve.kept[k], data, metric, options.context_kept);
+      const double expected =
+          plain_distortion(network, i, curve.kept[k], x, reference, metric, options.context_kept);
       EXPECT_NEAR(curve.distortion[k], expected, 1e-6 * (1 + expected)) << curve.name << " level " << k;
     }
   }
@@ -218,6 +221,7 @@ TEST(Curves, BatchNormAwarePointsRunEachBatchWithItsOwnStatistics) {
   CurveOptions options;
   options.levels = 2;
   options.batch_size = 8;
+  options.metric = "mse";
   options.recalibrate_bn = true;
   options.progress = false;
   const auto infos = layer_census(*network, {1, 28, 28});
@@ -278,6 +282,7 @@ TEST(Refine, KeepsThePlanThatMeasuresTheLowestJointDistortion) {
   auto network = fresh("lenet5");
   const Dataset data = calibration_set(16);
   CurveOptions options;
+  options.metric = "mse";
   options.levels = 10;
   options.progress = false;
   const auto infos = layer_census(*network, {1, 28, 28});

@@ -22,7 +22,7 @@ void add_pipeline_flags(CLI::App& command, PipelineFlags& flags) {
                      "Calibration samples: first N training images (default 256)");
   add_curve_flags(command, o.curves, "rd: ");
   command.add_option("--refine", o.refine,
-                     "rd: passes re-measuring curves around the plan and solving again (default 0)");
+                     "rd: passes re-measuring curves around the plan and solving again (default 2)");
   command.add_flag("--synthetic", o.synthetic, "rd: zero-data calibration with N(0,1) inputs");
   command.add_flag("--no-cache", flags.no_cache, "rd: do not cache curves");
   command.add_flag("--bn-aware-curves", o.curves.recalibrate_bn,
