@@ -38,8 +38,12 @@ std::vector<double> levels_from(const std::vector<double>& grid, double sparsity
 
 // The levels measured for a layer of `weights` at `sparsity_current`: levels_from(), plus the
 // level that keeps a single weight when the grid's last non-empty level keeps more, so that every
-// target below 1 stays reachable without emptying a layer, whatever the grid.
-std::vector<double> layer_levels(const std::vector<double>& grid, double sparsity_current, int64_t weights);
+// target below 1 stays reachable without emptying a layer, whatever the grid. With `tail`, also a
+// geometric tail between the grid's last level below 1 and the one-weight level: the kept fraction
+// halves from level to level (each level keeping fewer weights than the one before), so that a
+// large layer can go to 99.5% or 99.9% instead of jumping from 1 - 1/steps to a single weight.
+std::vector<double> layer_levels(const std::vector<double>& grid, double sparsity_current, int64_t weights,
+                                 bool tail = false);
 
 // Weights kept when `weights` are pruned to `sparsity`: weights - floor(sparsity * weights).
 int64_t kept_at(double sparsity, int64_t weights);

@@ -16,6 +16,7 @@ struct CurveOptions {
                                       // worst: max over samples of the per-sample mean
                                       // kl: mean over samples of KL(softmax(Y) || softmax(f(X)))
   int64_t levels = 100;               // grid steps; levels + 1 points
+  bool tail = true;                   // add the geometric tail near 100% (see layer_levels)
   int64_t batch_size = 256;           // calibration samples per forward pass
   bool recalibrate_bn = false;        // batch-norm aware: pruned networks run with each calibration
                                       // batch's own statistics (as re-estimating them on it would give)

@@ -26,9 +26,31 @@ std::vector<double> levels_from(const std::vector<double>& grid, double sparsity
   return levels;
 }
 
-std::vector<double> layer_levels(const std::vector<double>& grid, double sparsity_current, int64_t weights) {
+std::vector<double> layer_levels(const std::vector<double>& grid, double sparsity_current, int64_t weights,
+                                 bool tail) {
   std::vector<double> levels = levels_from(grid, sparsity_current);
   if (weights < 2) return levels;
+  if (tail) {
+    auto full = levels.begin();
+    while (full != levels.end() && *full < 1.0 - 1e-12) ++full;
+    if (full != levels.begin()) {
+      const double base = *(full - 1);
+      double density = 1.0 - base;
+      int64_t previous = kept_at(base, weights);
+      std::vector<double> extra;
+      for (int halving = 0; halving < 64; ++halving) {
+        density /= 2;
+        const double level = 1.0 - density;
+        const int64_t kept = kept_at(level, weights);
+        if (kept <= 1) break;
+        if (kept < previous) {
+          extra.push_back(level);
+          previous = kept;
+        }
+      }
+      levels.insert(full, extra.begin(), extra.end());
+    }
+  }
   const double single = static_cast<double>(weights - 1) / static_cast<double>(weights);
   // Insert before the first level that keeps at most one weight, if no level keeps exactly one.
   auto at = levels.begin();

@@ -98,6 +98,7 @@ std::string cache_key(const std::string& fingerprint, const std::string& calibra
   hash.add(calibration);
   hash.add(options.metric);
   hash.add(std::to_string(options.levels));
+  if (options.tail) hash.add(std::string("geometric tail"));
   if (options.recalibrate_bn) hash.add(std::string("bn-recalibrated"));
   if (!options.context_kept.empty()) {
     hash.add(std::string("context"));
@@ -235,8 +236,8 @@ CurveSet measure_curves(Network& network, const Dataset& calibration,
   const std::vector<double> grid = level_grid(options.levels);
   int64_t total_levels = 0;
   for (size_t i = 0; i < layers.size(); ++i) {
-    total_levels +=
-        static_cast<int64_t>(layer_levels(grid, infos[i].sparsity, layers[i].weight.numel()).size());
+    total_levels += static_cast<int64_t>(
+        layer_levels(grid, infos[i].sparsity, layers[i].weight.numel(), options.tail).size());
   }
   Progress progress("curves", total_levels, std::cerr, options.progress);
 
@@ -248,7 +249,8 @@ CurveSet measure_curves(Network& network, const Dataset& calibration,
     curve.flops_per_weight = std::max(0.0, infos[i].flops_per_weight);
     const int64_t unpruned = unpruned_count(network, i);
     curve.sparsity_current = 1.0 - static_cast<double>(unpruned) / static_cast<double>(curve.weights);
-    const std::vector<double> levels = layer_levels(grid, curve.sparsity_current, curve.weights);
+    const std::vector<double> levels =
+        layer_levels(grid, curve.sparsity_current, curve.weights, options.tail);
     if (i < cached.size() && cached[i].name == curve.name && cached[i].weights == curve.weights) {
       curves.layers.push_back(cached[i]);
       progress.advance(static_cast<int64_t>(levels.size()));

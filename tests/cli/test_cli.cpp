@@ -201,9 +201,9 @@ TEST_F(Cli, CurvesAllocatePruneFlow) {
             0);
   const std::string curves = work_.file("curves.json");
   const Result measured = rdprune({"curves", "--model", model, "--data-dir", data_dir(), "--calib-size", "32",
-                                   "--levels", "20", "--no-cache", "--out", curves, "--json"});
+                                   "--levels", "20", "--no-tail", "--no-cache", "--out", curves, "--json"});
   ASSERT_EQ(measured.code, 0) << measured.err;
-  EXPECT_EQ(nlohmann::json::parse(measured.out).at("points"), 3 * 22);
+  EXPECT_EQ(nlohmann::json::parse(measured.out).at("points"), 3 * 22);  // 21 grid levels + one weight
   const auto curves_json = nlohmann::json::parse(read_file(curves));
   EXPECT_EQ(curves_json.at("schema"), "rdprune.curves/1");
   EXPECT_EQ(curves_json["layers"][0]["kept"].size(), 22u);

@@ -51,6 +51,12 @@ TEST(Curves, GridAndKeptCounts) {
   EXPECT_EQ(layer_levels(level_grid(4), 0, 10), (std::vector<double>{0, 0.25, 0.5, 0.75, 0.9, 1}));
   EXPECT_EQ(layer_levels(level_grid(10), 0, 10).size(), 11u);  // 0.9 already keeps one
   EXPECT_EQ(layer_levels(level_grid(4), 0.95, 20), (std::vector<double>{0.95, 1}));
+  // The geometric tail: kept fraction halves after the grid's 0.75 (100 weights: 25 kept) while it
+  // keeps more than one weight and fewer than the level before; then the one-weight level.
+  std::vector<int64_t> kept;
+  for (double level : layer_levels(level_grid(4), 0, 100, /*tail=*/true)) kept.push_back(kept_at(level, 100));
+  EXPECT_EQ(kept, (std::vector<int64_t>{100, 75, 50, 25, 13, 7, 4, 2, 1, 0}));
+  EXPECT_EQ(layer_levels(level_grid(4), 0, 3, /*tail=*/true), layer_levels(level_grid(4), 0, 3));
 }
 
 TEST(Curves, RoundTrip) {

@@ -146,7 +146,7 @@ def main():
         # The whole rd flow on the scripted model; the pruned file loads in plain PyTorch.
         curves = os.path.join(tmp, "curves.json")
         run([args.rdprune, "curves", "--model", path, "--data-dir", data_dir, "--calib-size", "64",
-             "--levels", "20", "--metric", "mse", "--no-cache", "--out", curves, "--json"])
+             "--levels", "20", "--metric", "mse", "--no-tail", "--no-cache", "--out", curves, "--json"])
         plan_path = os.path.join(tmp, "plan.json")
         run([args.rdprune, "allocate", "--curves", curves, "--sparsity", "0.9", "--out", plan_path, "--json"])
         pruned_path = os.path.join(tmp, "pruned.pt")

@@ -32,6 +32,9 @@ void add_optimizer_flags(CLI::App& command, TrainOptions& options) {
 void add_curve_flags(CLI::App& command, CurveOptions& options, const std::string& scope) {
   command.add_option("--levels", options.levels,
                      scope + "curve grid steps from 0 to 1 (default 100: 101 points)");
+  command.add_flag_callback(
+      "--no-tail", [&options] { options.tail = false; },
+      scope + "no geometric tail of levels between 1 - 1/steps and one kept weight (the paper's grid)");
   command.add_option("--metric", options.metric,
                      scope + "distortion mse|worst|kl (default " + options.metric + ")");
   command.add_flag("--plain", options.plain,
