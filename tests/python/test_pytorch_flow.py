@@ -64,6 +64,21 @@ class Rgb(nn.Module):
         return self.fc(self.conv(x).flatten(1))
 
 
+class Reuse(nn.Module):
+    """One Linear called twice per sample, and one Conv2d registered under two names."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.alias = self.conv
+        self.square = nn.Linear(16, 16)
+        self.out = nn.Linear(16, 10)
+
+    def forward(self, x):
+        x = F.adaptive_avg_pool2d(F.relu(self.conv(x)), 2).flatten(1)
+        return self.out(F.relu(self.square(F.relu(self.square(x)))))
+
+
 def rdprune(binary, *args, expect=0):
     result = subprocess.run([binary, *args, "--json"], capture_output=True, text=True)
     if result.returncode != expect:
@@ -143,6 +158,24 @@ def main():
                 assert bool(((module.weight != 0) <= module.weight_mask).all()), layer
                 changed |= not torch.equal(module.weight, dict(pruned.named_modules())[layer["name"]].weight)
             assert changed, "fine-tuning changed no weight"
+
+        # compare and additivity on the scripted model; shared and reused layers reported once.
+        scripted = os.path.join(tmp, "scripted.pt")
+        compared = rdprune(binary, "compare", "--model", scripted, "--dataset", "tensors", "--data-dir", data,
+                           "--methods", "rd,lamp,global", "--sparsities", "0.5,0.8", "--calib-size", "32",
+                           "--levels", "10", "--refine", "1", "--out-dir", os.path.join(tmp, "compare"))
+        assert len(compared["results"]) == 6, compared
+        added = rdprune(binary, "additivity", "--model", scripted, "--dataset", "tensors", "--data-dir", data,
+                        "--calib-size", "32", "--levels", "10", "--random", "3", "--sparsities", "0.5,0.8",
+                        "--out-dir", os.path.join(tmp, "additivity"))
+        assert len(added["points"]) == 5, added
+        reuse = os.path.join(tmp, "reuse.pt")
+        torch.jit.save(torch.jit.script(Reuse().eval()), reuse)
+        info = rdprune(binary, "info", "--model", reuse, "--input-shape", "1,28,28")
+        calls = {layer["name"]: layer["calls"] for layer in info["layers"]}
+        assert calls == {"conv": 1, "square": 2, "out": 1}, calls
+        flops = {layer["name"]: layer["flops_per_weight"] for layer in info["layers"]}
+        assert flops["square"] == 2 and flops["conv"] == 28 * 28, flops
 
         # Bad input: clear one-line errors and exit code 1.
         for name, bad, wanted in (("none", NoPrunable(), "no prunable layers"),
