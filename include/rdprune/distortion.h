@@ -12,20 +12,22 @@
 namespace rdprune {
 
 struct CurveOptions {
-  std::string metric = "kl";          // mse: mean over samples and outputs of (f(X) - Y)^2
-                                      // worst: max over samples of the per-sample mean
-                                      // kl: mean over samples of KL(softmax(Y) || softmax(f(X)))
-  int64_t levels = 100;               // grid steps; levels + 1 points
-  bool tail = true;                   // add the geometric tail near 100% (see layer_levels)
-  int64_t batch_size = 256;           // calibration samples per forward pass
-  bool recalibrate_bn = false;        // batch-norm aware: pruned networks run with each calibration
-                                      // batch's own statistics (as re-estimating them on it would give)
-  bool plain = false;                 // a full forward per layer and level (the exactness oracle)
-  int64_t max_memory_mib = 0;         // MiB of cached stage inputs for suffix execution; 0: no limit
-  std::vector<int64_t> context_kept;  // empty: curves of the network as it is; otherwise kept weights
-                                      // per layer: each layer's curve is measured with every other
-                                      // layer pruned by magnitude to this count (around a plan)
-  std::string cache_dir;              // empty: no cache
+  std::string metric = "kl";           // mse: mean over samples and outputs of (f(X) - Y)^2
+                                       // worst: max over samples of the per-sample mean
+                                       // kl: mean over samples of KL(softmax(Y) || softmax(f(X)))
+  int64_t levels = 100;                // grid steps; levels + 1 points
+  std::string estimator = "measured";  // measured: forward passes; taylor: second-order Taylor
+                                       // estimates from one gradient pass (src/nn/taylor.cpp)
+  bool tail = true;                    // add the geometric tail near 100% (see layer_levels)
+  int64_t batch_size = 256;            // calibration samples per forward pass
+  bool recalibrate_bn = false;         // batch-norm aware: pruned networks run with each calibration
+                                       // batch's own statistics (as re-estimating them on it would give)
+  bool plain = false;                  // a full forward per layer and level (the exactness oracle)
+  int64_t max_memory_mib = 0;          // MiB of cached stage inputs for suffix execution; 0: no limit
+  std::vector<int64_t> context_kept;   // empty: curves of the network as it is; otherwise kept weights
+                                       // per layer: each layer's curve is measured with every other
+                                       // layer pruned by magnitude to this count (around a plan)
+  std::string cache_dir;               // empty: no cache
   bool progress = true;
 };
 
@@ -44,6 +46,15 @@ std::string fingerprint(Network& network);
 CurveSet measure_curves(Network& network, const Dataset& calibration,
                         const std::string& calibration_description, const std::vector<LayerInfo>& infos,
                         const CurveOptions& options);
+
+// Taylor estimator internals (src/nn/taylor.cpp): per-weight coefficients c_j such that pruning a
+// set P costs about sum_{j in P} c_j w_j^2, from one backward pass per calibration sample; and a
+// layer's curve at `levels` from them.
+std::vector<torch::Tensor> taylor_coefficients(Network& network, const Dataset& calibration,
+                                               const std::string& metric, uint64_t seed);
+LayerCurve taylor_curve(const PrunableLayer& layer, const torch::Tensor& mask,
+                        const torch::Tensor& coefficients, const std::vector<double>& levels,
+                        int64_t unpruned);
 
 // The distortion between outputs and reference outputs under `metric` (both [N, ...]).
 double output_distortion(const torch::Tensor& outputs, const torch::Tensor& reference,

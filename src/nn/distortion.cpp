@@ -120,11 +120,47 @@ std::vector<LayerCurve> cached_layers(const std::string& path, const std::string
   }
 }
 
+// Curves from second-order Taylor estimates: one gradient pass, no forward pass per level.
+CurveSet taylor_curves(Network& network, const Dataset& calibration,
+                       const std::string& calibration_description, const std::vector<LayerInfo>& infos,
+                       const CurveOptions& options) {
+  if (!options.context_kept.empty())
+    throw Error("curves: the Taylor estimator does not measure around a plan");
+  network.apply_masks();
+  CurveSet curves;
+  curves.metric = options.metric;
+  curves.calibration = calibration_description + ", taylor estimate";
+  curves.fingerprint = fingerprint(network);
+  curves.levels = options.levels;
+  const auto coefficients = taylor_coefficients(network, calibration, options.metric, /*seed=*/0);
+  const std::vector<double> grid = level_grid(options.levels);
+  const auto& layers = network.layers();
+  for (size_t i = 0; i < layers.size(); ++i) {
+    const torch::Tensor mask = i < network.masks().size() ? network.masks()[i] : torch::Tensor();
+    const int64_t weights = layers[i].weight.numel();
+    const int64_t unpruned = unpruned_count(network, i);
+    const double current = 1.0 - static_cast<double>(unpruned) / static_cast<double>(weights);
+    LayerCurve curve = taylor_curve(layers[i], mask, coefficients[i],
+                                    layer_levels(grid, current, weights, options.tail), unpruned);
+    curve.sparsity_current = current;
+    curve.sparsity.front() = current;
+    curve.flops_per_weight = std::max(0.0, infos[i].flops_per_weight);
+    curves.layers.push_back(std::move(curve));
+  }
+  return curves;
+}
+
 }  // namespace
 
 void validate(const CurveOptions& options) {
   if (options.metric != "mse" && options.metric != "worst" && options.metric != "kl") {
     throw UsageError("--metric: expected mse, worst or kl, got '" + options.metric + "'");
+  }
+  if (options.estimator != "measured" && options.estimator != "taylor") {
+    throw UsageError("--estimator: expected measured or taylor, got '" + options.estimator + "'");
+  }
+  if (options.estimator == "taylor" && options.recalibrate_bn) {
+    throw UsageError("--estimator taylor: batch-norm aware curves need measured curves");
   }
   if (options.max_memory_mib < 0) throw UsageError("--max-memory: expected MiB >= 0");
   level_grid(options.levels);
@@ -166,6 +202,8 @@ CurveSet measure_curves(Network& network, const Dataset& calibration,
   if (calibration.size() == 0) throw Error("curves: the calibration set is empty");
   const auto& layers = network.layers();
   if (layers.empty()) throw Error("curves: the model has no prunable layers");
+  if (options.estimator == "taylor")
+    return taylor_curves(network, calibration, calibration_description, infos, options);
   torch::NoGradGuard no_grad;
   network.set_training(false);
   const torch::Device device = layers[0].weight.device();

@@ -40,6 +40,7 @@ RefineResult refine_rd(Network& network, const Dataset& calibration,
   measure(plan, 0);
   for (int64_t pass = 1; pass <= passes; ++pass) {
     CurveOptions around = curve_options;
+    around.estimator = "measured";  // curves around a plan are always measured
     around.context_kept = kept_counts(plans.back());
     const CurveSet curves = measure_curves(network, calibration, calibration_description, infos, around);
     if (on_curves) on_curves(pass, curves);

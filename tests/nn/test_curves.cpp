@@ -283,6 +283,50 @@ TEST(Prune, MeasuredSparsityEqualsThePlan) {
   EXPECT_THROW(apply_plan(*other, plan, "plan"), Error);
 }
 
+TEST(Curves, TaylorEstimatesShareTheLevelsAndTrackTheMeasuredCurves) {
+  auto network = fresh("lenet5");
+  const Dataset data = calibration_set(32);
+  const auto infos = layer_census(*network, {1, 28, 28});
+  for (const std::string metric : {"kl", "mse"}) {
+    CurveOptions options;
+    options.levels = 10;
+    options.metric = metric;
+    options.progress = false;
+    const CurveSet measured = measure_curves(*network, data, "s", infos, options);
+    options.estimator = "taylor";
+    const auto before = fingerprint(*network);
+    const CurveSet estimated = measure_curves(*network, data, "s", infos, options);
+    EXPECT_EQ(fingerprint(*network), before);
+    for (const auto& weight : network->parameters()) EXPECT_FALSE(weight.grad().defined());
+    ASSERT_EQ(estimated.layers.size(), measured.layers.size());
+    std::vector<double> a, b;
+    for (size_t i = 0; i < measured.layers.size(); ++i) {
+      const auto& m = measured.layers[i];
+      const auto& e = estimated.layers[i];
+      EXPECT_EQ(e.kept, m.kept) << m.name;
+      EXPECT_EQ(e.sparsity, m.sparsity) << m.name;
+      EXPECT_EQ(e.distortion.front(), 0.0);
+      for (size_t k = 1; k < e.distortion.size(); ++k) EXPECT_GE(e.distortion[k], e.distortion[k - 1]);
+      // Where a few weights go, the second-order estimate is close; compare the shape overall.
+      for (size_t k = 1; k < m.distortion.size(); ++k) {
+        a.push_back(std::log1p(m.distortion[k]));
+        b.push_back(std::log1p(e.distortion[k]));
+      }
+    }
+    const auto x = torch::tensor(a, torch::kFloat64);
+    const auto y = torch::tensor(b, torch::kFloat64);
+    const double r = ((x - x.mean()) * (y - y.mean())).sum().item<double>() /
+                     std::sqrt(((x - x.mean()).pow(2).sum() * (y - y.mean()).pow(2).sum()).item<double>());
+    EXPECT_GT(r, 0.7) << metric;
+  }
+  CurveOptions bad;
+  bad.estimator = "hessian";
+  EXPECT_THROW(validate(bad), UsageError);
+  bad.estimator = "taylor";
+  bad.recalibrate_bn = true;
+  EXPECT_THROW(validate(bad), UsageError);
+}
+
 TEST(Refine, KeepsThePlanThatMeasuresTheLowestJointDistortion) {
   auto network = fresh("lenet5");
   const Dataset data = calibration_set(16);

@@ -35,6 +35,9 @@ void add_curve_flags(CLI::App& command, CurveOptions& options, const std::string
   command.add_flag_callback(
       "--no-tail", [&options] { options.tail = false; },
       scope + "no geometric tail of levels between 1 - 1/steps and one kept weight (the paper's grid)");
+  command.add_option(
+      "--estimator", options.estimator,
+      scope + "measured (forward passes, default) | taylor (second-order estimates from one gradient pass)");
   command.add_option("--metric", options.metric,
                      scope + "distortion mse|worst|kl (default " + options.metric + ")");
   command.add_flag("--plain", options.plain,
