@@ -3,6 +3,7 @@
 # here one after the other on the same model, calibration set and levels, and for a TorchScript
 # model rdprune against a python3-torch script doing what the reference implementation does (a
 # full forward per layer and level). Prints each time and the ratios (< 1: the fast side wins).
+# Both sides measure the same levels: the grid and the one-weight level (--no-tail).
 # Usage: bench/curves.sh [build-dir] [calib-size] [levels] [archs]
 #   defaults: ./build 256 100 "resnet20 vgg16"; models are freshly initialised (timing does not
 #   depend on the weights).
@@ -21,7 +22,7 @@ curves() {  # model, extra flags...
   local model=$1
   shift
   "$rdprune" curves --model "$model" --dataset fashion-mnist --calib-size "$calib" --levels "$levels" \
-    --batch-size "$calib" --no-cache --out "$work/c.json" --json "$@" 2>/dev/null | seconds
+    --batch-size "$calib" --no-tail --no-cache --out "$work/c.json" --json "$@" 2>/dev/null | seconds
 }
 echo "curves at calibration $calib, $levels levels, $(nproc) threads"
 for arch in $archs; do
@@ -38,6 +39,6 @@ sys.path.insert(0, '$here')
 g = torch.Generator().manual_seed(0)
 torch.save({'x': torch.randn($calib, 1, 28, 28, generator=g), 'y': torch.randint(0, 10, ($calib,), generator=g)}, '$work/calib.pt')"
 ts_rdprune=$("$rdprune" curves --model "$work/net.ts.pt" --dataset tensors --data-dir "$work/calib.pt" \
-  --calib-size "$calib" --levels "$levels" --batch-size "$calib" --no-cache --out "$work/ts.json" --json 2>/dev/null | seconds)
+  --calib-size "$calib" --levels "$levels" --batch-size "$calib" --no-tail --no-cache --out "$work/ts.json" --json 2>/dev/null | seconds)
 ts_python=$("$py" "$here/curves_reference.py" --model "$work/net.ts.pt" --data "$work/calib.pt" --levels "$levels" --threads "$(nproc)" | seconds)
 "$py" -c "import sys; r, p = map(float, sys.argv[1:]); print(f'  torchscript rdprune {r:8.1f} s   python3-torch loop {p:8.1f} s   ratio rdprune / python = {r / p:.3f}')" "$ts_rdprune" "$ts_python"
