@@ -146,8 +146,8 @@ TEST(Additivity, RdPlansAndRandomAllocationsAreMeasured) {
   for (const auto& layer : curves.layers)
     single.layers.push_back({layer.name, layer.weights, layer.weights, 0});
   single.layers[1].kept = curves.layers[1].kept[10];
-  EXPECT_NEAR(joint_distortion(*network, calibration, single, curves.metric, 64), curves.layers[1].distortion[10],
-              1e-9 + 1e-6 * curves.layers[1].distortion[10]);
+  EXPECT_NEAR(joint_distortion(*network, calibration, single, curves.metric, 64),
+              curves.layers[1].distortion[10], 1e-9 + 1e-6 * curves.layers[1].distortion[10]);
 }
 
 }  // namespace
