@@ -24,6 +24,9 @@ struct CurveOptions {
                                        // batch's own statistics (as re-estimating them on it would give)
   bool plain = false;                  // a full forward per layer and level (the exactness oracle)
   int64_t max_memory_mib = 0;          // MiB of cached stage inputs for suffix execution; 0: no limit
+  int64_t level_batch = 1;             // suffix execution: levels whose later stages run together as
+                                       // one batch (not in batch-norm aware mode, where a batch's
+                                       // statistics must be its own)
   std::vector<int64_t> context_kept;   // empty: curves of the network as it is; otherwise kept weights
                                        // per layer: each layer's curve is measured with every other
                                        // layer pruned by magnitude to this count (around a plan)

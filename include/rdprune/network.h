@@ -60,6 +60,10 @@ class Network {
   }
   // The stage that holds layer `layer` (an index into layers()).
   size_t stage_of(size_t layer) const { return layer < layer_stages_.size() ? layer_stages_[layer] : 0; }
+  // The last stage that uses layer `layer`: later than stage_of() for a layer called again further on.
+  size_t last_stage_of(size_t layer) const {
+    return layer < layer_last_stages_.size() ? layer_last_stages_[layer] : stage_of(layer);
+  }
 
   const std::vector<PrunableLayer>& layers() const { return layers_; }
   const ModelMeta& meta() const { return meta_; }
@@ -76,7 +80,8 @@ class Network {
  protected:
   std::vector<PrunableLayer> layers_;
   std::vector<torch::Tensor> masks_;
-  std::vector<size_t> layer_stages_;  // aligned with layers_; empty: every layer in stage 0
+  std::vector<size_t> layer_stages_;       // aligned with layers_; empty: every layer in stage 0
+  std::vector<size_t> layer_last_stages_;  // aligned with layers_; empty: as layer_stages_
   ModelMeta meta_;
 };
 

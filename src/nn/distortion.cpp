@@ -1,6 +1,7 @@
 #include "rdprune/distortion.h"
 
 #include <filesystem>
+#include <functional>
 #include <iostream>
 #include <optional>
 
@@ -84,6 +85,29 @@ class StageInputs {
     return torch::cat(outputs);
   }
 
+  // The outputs of `count` versions of the cached stage at once: set(j) puts version j in place,
+  // the cached stage runs once per version, and the stages after it run all versions of a
+  // calibration batch as one batch. One [N, ...] tensor per version.
+  std::vector<torch::Tensor> outputs_together(size_t count, const std::function<void(size_t)>& set) {
+    std::vector<std::vector<torch::Tensor>> heads(inputs_.size());
+    for (size_t j = 0; j < count; ++j) {
+      set(j);
+      for (size_t b = 0; b < inputs_.size(); ++b)
+        heads[b].push_back(network_.run_stages(stage_, stage_ + 1, inputs_[b]));
+    }
+    std::vector<std::vector<torch::Tensor>> outputs(count);
+    for (auto& head : heads) {
+      const torch::Tensor tails = network_.run_stages(stage_ + 1, network_.num_stages(), torch::cat(head))
+                                      .to(torch::kCPU, torch::kFloat32);
+      head.clear();
+      const auto versions = tails.chunk(static_cast<int64_t>(count));
+      for (size_t j = 0; j < count; ++j) outputs[j].push_back(versions[j]);
+    }
+    std::vector<torch::Tensor> result;
+    for (const auto& parts : outputs) result.push_back(torch::cat(parts));
+    return result;
+  }
+
  private:
   Network& network_;
   int64_t max_bytes_;
@@ -163,6 +187,7 @@ void validate(const CurveOptions& options) {
     throw UsageError("--estimator taylor: batch-norm aware curves need measured curves");
   }
   if (options.max_memory_mib < 0) throw UsageError("--max-memory: expected MiB >= 0");
+  if (options.level_batch < 1) throw UsageError("--level-batch: expected a count >= 1");
   level_grid(options.levels);
   if (options.batch_size <= 0) throw UsageError("--batch-size: expected a positive count");
 }
@@ -300,23 +325,43 @@ CurveSet measure_curves(Network& network, const Dataset& calibration,
     const torch::Tensor resting = in_context ? weight_in_context(i) : original;
     try {
       const bool from_stage = stage_inputs && stage_inputs->advance(network.stage_of(i));
+      // Kept counts per level; the current level changes nothing alone, and a level that keeps as
+      // many weights as the previous one has its mask and its distortion.
+      std::vector<int64_t> kept(levels.size());
+      std::vector<size_t> measured;
       for (size_t k = 0; k < levels.size(); ++k) {
-        const int64_t kept = k == 0 ? unpruned : kept_at(levels[k], curve.weights);
-        double distortion = 0.0;  // alone, the current level changes nothing
-        if (k > 0 && kept == curve.kept.back()) {
-          distortion = curve.distortion.back();  // same mask as the previous level
-        } else if (k > 0 || in_context) {
-          layer.weight.detach().copy_(original * mask_keeping(order, kept, layer.weight.sizes()));
-          const torch::Tensor outputs = from_stage
-                                            ? stage_inputs->outputs()
-                                            : run_outputs(network, calibration, options.batch_size, device);
-          distortion = output_distortion(outputs, reference, options.metric);
-        }
-        curve.sparsity.push_back(k == 0 ? curve.sparsity_current : levels[k]);
-        curve.kept.push_back(kept);
-        curve.distortion.push_back(distortion);
-        progress.advance(1, layer.name);
+        kept[k] = k == 0 ? unpruned : kept_at(levels[k], curve.weights);
+        if (k == 0 ? in_context : kept[k] != kept[k - 1]) measured.push_back(k);
       }
+      auto set_level = [&](size_t k) {
+        layer.weight.detach().copy_(original * mask_keeping(order, kept[k], layer.weight.sizes()));
+      };
+      std::vector<double> distortion(levels.size(), 0.0);
+      // Versions of a layer share the later stages' batch only when those stages do not use it again.
+      const bool batchable =
+          from_stage && !options.recalibrate_bn && network.last_stage_of(i) == network.stage_of(i);
+      const size_t group = batchable ? static_cast<size_t>(options.level_batch) : 1;
+      for (size_t g = 0; g < measured.size(); g += group) {
+        const size_t count = std::min(group, measured.size() - g);
+        std::vector<torch::Tensor> outputs;
+        if (count > 1) {
+          outputs = stage_inputs->outputs_together(count, [&](size_t j) { set_level(measured[g + j]); });
+        } else {
+          set_level(measured[g]);
+          outputs.push_back(from_stage ? stage_inputs->outputs()
+                                       : run_outputs(network, calibration, options.batch_size, device));
+        }
+        for (size_t j = 0; j < count; ++j)
+          distortion[measured[g + j]] = output_distortion(outputs[j], reference, options.metric);
+        progress.advance(static_cast<int64_t>(count), layer.name);
+      }
+      for (size_t k = 0; k < levels.size(); ++k) {
+        if (k > 0 && kept[k] == kept[k - 1]) distortion[k] = distortion[k - 1];
+        curve.sparsity.push_back(k == 0 ? curve.sparsity_current : levels[k]);
+        curve.kept.push_back(kept[k]);
+        curve.distortion.push_back(distortion[k]);
+      }
+      progress.advance(static_cast<int64_t>(levels.size() - measured.size()), layer.name);
     } catch (...) {
       layer.weight.detach().copy_(original);
       restore_originals();

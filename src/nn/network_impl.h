@@ -6,6 +6,7 @@
 
 #include "rdprune/network.h"
 #include "rdprune/zoo.h"
+#include "script_stages.h"
 
 namespace rdprune {
 
@@ -56,9 +57,12 @@ class ScriptNetwork : public Network {
   std::string format() const override { return "torchscript"; }
   bool begin_batch_norm_recalibration() override;
   void end_batch_norm_recalibration() override {}
+  size_t num_stages() const override { return stages_ ? stages_->size() : 1; }
+  torch::Tensor run_stages(size_t first, size_t last, const torch::Tensor& input) override;
 
  private:
   torch::jit::Module module_;
+  std::unique_ptr<ScriptStages> stages_;           // the forward graph cut into stages; null: one stage
   std::vector<torch::jit::Module> layer_modules_;  // the module owning each layer's weight
   std::string path_;
 };

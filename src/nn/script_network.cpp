@@ -74,6 +74,20 @@ ScriptNetwork::ScriptNetwork(torch::jit::Module module, const std::string& path)
     }
     if (!mask.toTensor().to(torch::kBool).all().item<bool>()) set_mask(i, mask.toTensor());
   }
+  // Suffix execution where the graph allows it; a graph it cannot cut runs whole, as before.
+  try {
+    std::vector<torch::Tensor> weights;
+    for (const auto& layer : layers_) weights.push_back(layer.weight);
+    stages_ = std::make_unique<ScriptStages>(module_, weights);
+    for (size_t i = 0; i < layers_.size(); ++i) {
+      layer_stages_.push_back(stages_->stage_of(i));
+      layer_last_stages_.push_back(stages_->last_stage_of(i));
+    }
+  } catch (const std::exception&) {
+    stages_.reset();
+    layer_stages_.clear();
+    layer_last_stages_.clear();
+  }
 }
 
 torch::Tensor ScriptNetwork::forward(const torch::Tensor& input) {
@@ -88,6 +102,16 @@ torch::Tensor ScriptNetwork::forward(const torch::Tensor& input) {
     throw Error(path_ + ": model output is a " + output.tagKind() + ", expected a logits tensor");
   }
   return output.toTensor();
+}
+
+torch::Tensor ScriptNetwork::run_stages(size_t first, size_t last, const torch::Tensor& input) {
+  if (num_stages() == 1) return Network::run_stages(first, last, input);
+  try {
+    return stages_->run(module_, first, last, input);
+  } catch (const std::exception& e) {
+    throw Error(path_ + ": forward pass failed on input " + format_shape(input.sizes().vec()) + " (" +
+                interpreter_reason(e) + ")");
+  }
 }
 
 bool ScriptNetwork::begin_batch_norm_recalibration() {

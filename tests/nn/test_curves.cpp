@@ -144,6 +144,21 @@ TEST(Curves, EveryPointEqualsThePlainLoopKlOnVgg16) {
   expect_curves_match_plain_loop(*network, "kl", options, /*levels=*/2, /*samples=*/12);
 }
 
+TEST(Curves, LevelsBatchedTogetherEqualThePlainLoop) {
+  auto network = fresh("resnet20");
+  CurveOptions options;
+  options.tail = false;
+  options.level_batch = 3;  // 5 levels: groups of 3 and 2
+  expect_curves_match_plain_loop(*network, "kl", options);
+  auto vgg = fresh("vgg16");
+  options.level_batch = 2;
+  expect_curves_match_plain_loop(*vgg, "mse", options, /*levels=*/3, /*samples=*/12);
+  options.level_batch = 0;
+  EXPECT_THROW(
+      measure_curves(*network, calibration_set(4), "s", layer_census(*network, {1, 28, 28}), options),
+      UsageError);
+}
+
 TEST(Curves, SuffixExecutionFallsBackToThePlainLoopUnderAMemoryLimit) {
   auto network = fresh("resnet20");
   CurveOptions options;

@@ -75,7 +75,7 @@ void run_curves(CurvesFlags& flags) {
   const nlohmann::json result = {{"curves", flags.out},        {"layers", curves.layers.size()},
                                  {"points", points},           {"metric", curves.metric},
                                  {"calibration", description}, {"fingerprint", curves.fingerprint},
-                                 {"seconds", seconds}};
+                                 {"seconds", seconds},         {"stages", network->num_stages()}};
   emit(flags.common, result,
        fmt::format("wrote {}: {} layers, {} points, metric {}, calibration {} ({:.1f}s)\n", flags.out,
                    curves.layers.size(), points, curves.metric, description, seconds));

@@ -37,12 +37,18 @@ void run_info(const InfoFlags& flags) {
   double total_flops = 0;
   std::string table = fmt::format("{:<28} {:<7} {:<16} {:>10} {:>12} {:>9}\n", "layer", "type", "shape",
                                   "weights", "flops/weight", "sparsity");
-  for (const auto& info : infos) {
+  for (size_t i = 0; i < infos.size(); ++i) {
+    const auto& info = infos[i];
     total_weights += info.weights;
     total_pruned += info.sparsity * static_cast<double>(info.weights);
     total_flops += info.flops_per_weight * static_cast<double>(info.weights);
-    nlohmann::json layer = {{"name", info.name},       {"type", info.type},         {"shape", info.shape},
-                            {"weights", info.weights}, {"sparsity", info.sparsity}, {"calls", info.calls}};
+    nlohmann::json layer = {{"name", info.name},
+                            {"type", info.type},
+                            {"shape", info.shape},
+                            {"weights", info.weights},
+                            {"sparsity", info.sparsity},
+                            {"calls", info.calls},
+                            {"stage", network->stage_of(i)}};
     layer["flops_per_weight"] =
         info.flops_per_weight >= 0 ? nlohmann::json(info.flops_per_weight) : nlohmann::json();
     layers.push_back(layer);
@@ -61,6 +67,7 @@ void run_info(const InfoFlags& flags) {
                            {"num_classes", network->meta().num_classes},
                            {"layers", layers},
                            {"total_weights", total_weights},
+                           {"stages", network->num_stages()},
                            {"sparsity", sparsity}};
   result["total_flops"] = flops_known ? nlohmann::json(total_flops) : nlohmann::json();
   std::string human =
@@ -71,6 +78,10 @@ void run_info(const InfoFlags& flags) {
                        100.0 * sparsity,
                        flops_known ? fmt::format("{:.4g} MACs per sample", total_flops)
                                    : std::string("FLOPs unknown (pass --input-shape C,H,W or --dataset)"));
+  human += network->num_stages() > 1
+               ? fmt::format("forward in {} stages: curves run each layer's levels from its own stage on\n",
+                             network->num_stages())
+               : std::string("forward in 1 stage: curves run the whole forward for every level\n");
   emit(flags.common, result, human);
 }
 

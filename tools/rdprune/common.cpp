@@ -44,6 +44,8 @@ void add_curve_flags(CLI::App& command, CurveOptions& options, const std::string
                    scope + "measure curves with a full forward per layer and level (no suffix execution)");
   command.add_option("--max-memory", options.max_memory_mib,
                      scope + "MiB of cached activations for suffix execution (default 0: no limit)");
+  command.add_option("--level-batch", options.level_batch,
+                     scope + "levels whose stages after the layer's own run as one batch (default 1)");
 }
 
 void add_data_flags(CLI::App& command, DataFlags& flags, bool dataset_required) {

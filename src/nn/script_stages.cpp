@@ -1,0 +1,294 @@
+#include "script_stages.h"
+
+#include <algorithm>
+#include <functional>
+#include <limits>
+#include <unordered_map>
+#include <unordered_set>
+#include <utility>
+
+#include <torch/csrc/jit/api/function_impl.h>
+#include <torch/csrc/jit/ir/alias_analysis.h>
+#include <torch/csrc/jit/ir/ir.h>
+#include <torch/csrc/jit/passes/inliner.h>
+
+namespace rdprune {
+namespace {
+
+using torch::jit::Block;
+using torch::jit::Graph;
+using torch::jit::Node;
+using torch::jit::Value;
+
+bool is_tensor(const Value* value) {
+  return value->type()->cast<c10::TensorType>() != nullptr;
+}
+
+// Attribute writes, and calls that inlining left (interfaces): stages could not see through them.
+bool unsupported(const Block* block) {
+  for (const Node* node : block->nodes()) {
+    const auto kind = node->kind();
+    if (kind == c10::prim::SetAttr || kind == c10::prim::CallMethod || kind == c10::prim::CallFunction)
+      return true;
+    for (const Block* inner : node->blocks())
+      if (unsupported(inner)) return true;
+  }
+  return false;
+}
+
+// The attribute at a dotted path under `module`; None when there is none.
+c10::IValue resolve(const torch::jit::Module& module, const std::string& path) {
+  c10::IValue value = module._ivalue();
+  size_t begin = 0;
+  while (begin <= path.size()) {
+    const size_t dot = std::min(path.find('.', begin), path.size());
+    const std::string name = path.substr(begin, dot - begin);
+    if (!value.isObject() || !value.toObject()->type()->hasAttribute(name)) return c10::IValue();
+    value = value.toObject()->getAttr(name);
+    begin = dot + 1;
+  }
+  return value;
+}
+
+// Every value a node reads, its nested blocks included (values defined inside them too).
+void reads_of(const Node* node, std::vector<const Value*>& out) {
+  for (const Value* input : node->inputs()) out.push_back(input);
+  for (const Block* block : node->blocks()) {
+    for (const Node* inner : block->nodes()) reads_of(inner, out);
+    for (const Value* result : block->outputs()) out.push_back(result);
+  }
+}
+
+// The forward graph, inlined, as a sequence of top-level nodes. Values are "pure" when they follow
+// from the module alone (constants, attributes, side-effect-free functions of those): a stage
+// recomputes them instead of receiving them. A cut before node k is valid when exactly one
+// non-pure value, a tensor, is defined before k and read from k on.
+class ForwardGraph {
+ public:
+  explicit ForwardGraph(std::shared_ptr<Graph> graph) : graph_(std::move(graph)) {
+    self_ = graph_->inputs()[0];
+    input_ = graph_->inputs()[1];
+    pure_.insert(self_);
+    for (Node* node : graph_->nodes()) {
+      const bool pure = node->blocks().empty() && !node->hasSideEffects() && !node->isNondeterministic() &&
+                        std::all_of(node->inputs().begin(), node->inputs().end(),
+                                    [this](const Value* v) { return pure_.count(v) > 0; });
+      for (const Value* output : node->outputs()) {
+        defined_at_[output] = static_cast<int64_t>(nodes_.size());
+        if (pure) pure_.insert(output);
+      }
+      node_pure_.push_back(pure);
+      nodes_.push_back(node);
+    }
+    defined_at_[input_] = -1;
+    record_paths(graph_->block());
+  }
+
+  const std::shared_ptr<Graph>& graph() const { return graph_; }
+  Value* self() const { return self_; }
+  Value* input() const { return input_; }
+  Value* output() const { return graph_->outputs()[0]; }
+  const std::vector<Node*>& nodes() const { return nodes_; }
+  bool pure(const Value* value) const { return pure_.count(value) > 0; }
+
+  // For each cut k in [1, size): the one tensor that crosses it, or nullptr when it is not valid.
+  std::vector<Value*> carriers() const {
+    const int64_t count = static_cast<int64_t>(nodes_.size());
+    std::unordered_map<const Value*, int64_t> last_read;
+    for (int64_t k = 0; k < count; ++k) {
+      std::vector<const Value*> reads;
+      reads_of(nodes_[k], reads);
+      for (const Value* value : reads) last_read[value] = k;
+    }
+    last_read[output()] = count;
+    std::vector<int64_t> crossing(count + 1, 0);
+    std::vector<Value*> carrier(count + 1, nullptr);
+    for (const auto& [value, last] : last_read) {
+      const auto defined = defined_at_.find(value);
+      if (defined == defined_at_.end() || pure(value)) continue;  // local to a block, or recomputed
+      for (int64_t k = defined->second + 1; k <= last && k < count; ++k) {
+        ++crossing[k];
+        carrier[k] = const_cast<Value*>(value);
+      }
+    }
+    for (int64_t k = 0; k < count; ++k) {
+      if (k == 0 || crossing[k] != 1 || !is_tensor(carrier[k])) carrier[k] = nullptr;
+    }
+    carrier.resize(count);
+    return carrier;
+  }
+
+  bool node_pure(size_t k) const { return node_pure_[k]; }
+
+  // For each of `weights`, the first and the last non-pure node that read it (directly or through
+  // pure values); -1 for a weight no node reads. A weight is known by its storage, under whatever
+  // names it has.
+  std::vector<std::pair<int64_t, int64_t>> reads_of_weights(const torch::jit::Module& module,
+                                                            const std::vector<torch::Tensor>& weights) const {
+    std::unordered_map<const Value*, size_t> weight_of;
+    for (const auto& [value, path] : paths_) {
+      const c10::IValue attribute = resolve(module, path);
+      if (!attribute.isTensor()) continue;
+      for (size_t i = 0; i < weights.size(); ++i) {
+        if (attribute.toTensor().is_same(weights[i])) weight_of[value] = i;
+      }
+    }
+    std::vector<std::pair<int64_t, int64_t>> span(weights.size(), {-1, -1});
+    for (size_t k = 0; k < nodes_.size(); ++k) {
+      if (node_pure_[k]) continue;
+      std::vector<const Value*> reads;
+      reads_of(nodes_[k], reads);
+      std::unordered_set<const Value*> seen;
+      while (!reads.empty()) {
+        const Value* value = reads.back();
+        reads.pop_back();
+        if (!seen.insert(value).second) continue;
+        const auto weight = weight_of.find(value);
+        if (weight != weight_of.end()) {
+          auto& [first, last] = span[weight->second];
+          if (first < 0) first = static_cast<int64_t>(k);
+          last = static_cast<int64_t>(k);
+        }
+        // A pure value carries the attributes it was computed from.
+        if (pure(value) && value != self_) {
+          for (const Value* input : value->node()->inputs()) reads.push_back(input);
+        }
+      }
+    }
+    return span;
+  }
+
+ private:
+  // Attribute paths of prim::GetAttr results, e.g. "layers.0.conv1.weight".
+  void record_paths(const Block* block) {
+    for (const Node* node : block->nodes()) {
+      if (node->kind() == c10::prim::GetAttr) {
+        const Value* object = node->input(0);
+        const std::string& name = node->s(c10::attr::name);
+        if (object == self_) {
+          paths_[node->output()] = name;
+        } else if (const auto parent = paths_.find(object); parent != paths_.end()) {
+          paths_[node->output()] = parent->second + "." + name;
+        }
+      }
+      for (const Block* inner : node->blocks()) record_paths(inner);
+    }
+  }
+
+  std::shared_ptr<Graph> graph_;
+  Value* self_ = nullptr;
+  Value* input_ = nullptr;
+  std::vector<Node*> nodes_;
+  std::vector<bool> node_pure_;
+  std::unordered_set<const Value*> pure_;
+  std::unordered_map<const Value*, int64_t> defined_at_;
+  std::unordered_map<const Value*, std::string> paths_;
+};
+
+// A graph of (self, x) running nodes [begin, end) of `forward`, with `in` read as x, returning `out`.
+// Pure values from earlier nodes are recomputed from self.
+std::shared_ptr<Graph> stage_graph(const ForwardGraph& forward, size_t begin, size_t end, Value* in,
+                                   Value* out) {
+  auto graph = std::make_shared<Graph>();
+  Value* self = graph->addInput("self")->setType(forward.self()->type());
+  Value* x = graph->addInput("x")->setType(c10::TensorType::get());
+  std::unordered_map<const Value*, Value*> env{{forward.self(), self}, {in, x}};
+  std::function<Value*(Value*)> map = [&](Value* value) -> Value* {
+    const auto found = env.find(value);
+    if (found != env.end()) return found->second;
+    TORCH_CHECK(forward.pure(value), "stage boundary crossed by more than one value");
+    Node* source = value->node();
+    Node* copy = graph->insertNode(graph->createClone(source, map));
+    for (size_t i = 0; i < source->outputs().size(); ++i) env[source->output(i)] = copy->output(i);
+    return env.at(value);
+  };
+  for (size_t k = begin; k < end; ++k) {
+    Node* source = forward.nodes()[k];
+    Node* copy = graph->insertNode(graph->createClone(source, map));
+    for (size_t i = 0; i < source->outputs().size(); ++i) env[source->output(i)] = copy->output(i);
+  }
+  graph->registerOutput(map(out));
+  return graph;
+}
+
+}  // namespace
+
+ScriptStages::ScriptStages(const torch::jit::Module& module, const std::vector<torch::Tensor>& weights)
+    : layer_stages_(weights.size(), 0), layer_last_stages_(weights.size(), 0) {
+  const auto method = module.find_method("forward");
+  if (!method) return;
+  std::shared_ptr<Graph> graph = method->graph()->copy();
+  torch::jit::Inline(*graph);
+  if (graph->inputs().size() != 2 || graph->outputs().size() != 1 || !is_tensor(graph->inputs()[1]) ||
+      !is_tensor(graph->outputs()[0]) || unsupported(graph->block()))
+    return;
+  const ForwardGraph forward(graph);
+  const std::vector<Value*> carriers = forward.carriers();
+
+  // Each layer's stage starts at the latest valid cut at or before its first read, moved back over
+  // pure nodes (which leave the one crossing tensor as it is).
+  const auto spans = forward.reads_of_weights(module, weights);
+  std::vector<size_t> starts{0};
+  std::vector<size_t> layer_starts;
+  for (const auto& [first, last] : spans) {
+    size_t start = 0;
+    for (int64_t k = first; k > 0; --k) {
+      if (carriers[k]) {
+        start = static_cast<size_t>(k);
+        break;
+      }
+    }
+    while (start > 0 && forward.node_pure(start - 1)) --start;
+    layer_starts.push_back(start);
+    starts.push_back(start);
+  }
+  std::sort(starts.begin(), starts.end());
+  starts.erase(std::unique(starts.begin(), starts.end()), starts.end());
+  if (starts.size() < 2) return;
+
+  for (size_t s = 0; s < starts.size(); ++s) {
+    const size_t end = s + 1 < starts.size() ? starts[s + 1] : forward.nodes().size();
+    Value* in = s == 0 ? forward.input() : carriers[starts[s]];
+    Value* out = s + 1 < starts.size() ? carriers[end] : forward.output();
+    Stage stage;
+    std::shared_ptr<Graph> piece = stage_graph(forward, starts[s], end, in, out);
+    try {
+      torch::jit::AliasDb aliases(piece);
+      stage.writes_input = aliases.hasWriters(piece->inputs()[1]);
+    } catch (const std::exception&) {
+      stage.writes_input = true;
+    }
+    stage.function = std::make_shared<torch::jit::GraphFunction>(
+        c10::QualifiedName("rdprune_stage_" + std::to_string(s)), piece, nullptr);
+    stages_.push_back(std::move(stage));
+  }
+  for (size_t i = 0; i < weights.size(); ++i) {
+    layer_stages_[i] =
+        static_cast<size_t>(std::lower_bound(starts.begin(), starts.end(), layer_starts[i]) - starts.begin());
+    const int64_t last = std::max<int64_t>(spans[i].second, 0);
+    layer_last_stages_[i] = std::max(
+        layer_stages_[i],
+        static_cast<size_t>(std::upper_bound(starts.begin(), starts.end(), static_cast<size_t>(last)) -
+                            starts.begin()) -
+            1);
+  }
+}
+
+torch::Tensor ScriptStages::run(torch::jit::Module& module, size_t first, size_t last,
+                                const torch::Tensor& input) const {
+  last = std::min(last, stages_.size());
+  if (first >= last) return input;
+  // Everything a stage writes in place derives from this input: one copy keeps the caller's intact.
+  const bool writes = std::any_of(stages_.begin() + static_cast<std::ptrdiff_t>(first),
+                                  stages_.begin() + static_cast<std::ptrdiff_t>(last),
+                                  [](const Stage& stage) { return stage.writes_input; });
+  torch::Tensor x = writes ? input.clone() : input;
+  for (size_t s = first; s < last; ++s) {
+    torch::jit::Stack stack{module._ivalue(), x};
+    stages_[s].function->run(stack);
+    x = stack.back().toTensor();
+  }
+  return x;
+}
+
+}  // namespace rdprune

@@ -1,0 +1,46 @@
+// Internal: suffix execution for TorchScript models. A module's forward graph, with every method
+// call inlined, is cut wherever a single tensor carries everything the rest of the graph needs;
+// each piece becomes a function of (module, tensor) that the interpreter runs on its own.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <torch/script.h>
+
+namespace torch::jit {
+struct GraphFunction;
+}  // namespace torch::jit
+
+namespace rdprune {
+
+class ScriptStages {
+ public:
+  // Splits `module`'s forward at the latest cut before the first read of each of `weights` (the
+  // prunable layers' weights, known by their storage). One stage when the graph has no such cut, or
+  // when it is not one tensor in and one tensor out, writes module attributes or calls interfaces.
+  ScriptStages(const torch::jit::Module& module, const std::vector<torch::Tensor>& weights);
+
+  size_t size() const { return stages_.empty() ? 1 : stages_.size(); }
+  // The stage whose run first reads weights[layer].
+  size_t stage_of(size_t layer) const { return layer < layer_stages_.size() ? layer_stages_[layer] : 0; }
+  // The last stage that reads weights[layer] (a layer called again later).
+  size_t last_stage_of(size_t layer) const {
+    return layer < layer_last_stages_.size() ? layer_last_stages_[layer] : 0;
+  }
+  // Runs stages [first, last) of `module` on `input` (the input of stage `first`). A stage that
+  // writes into its input in place gets a copy, so callers may keep and reuse `input`.
+  torch::Tensor run(torch::jit::Module& module, size_t first, size_t last, const torch::Tensor& input) const;
+
+ private:
+  struct Stage {
+    std::shared_ptr<torch::jit::GraphFunction> function;
+    bool writes_input = false;
+  };
+  std::vector<Stage> stages_;  // empty: the whole forward is one stage
+  std::vector<size_t> layer_stages_;
+  std::vector<size_t> layer_last_stages_;
+};
+
+}  // namespace rdprune
