@@ -22,9 +22,11 @@ struct AdditivityPoint {
 // Distortion of the network's outputs on `calibration` with all of `plan`'s masks applied at
 // once, against the current network; the network is restored afterwards.
 // With `batch_statistics`, the pruned network runs with each batch's own batch-norm statistics
-// (as batch-norm aware curves do).
+// (as batch-norm aware curves do). `reference`: the current network's outputs on `calibration`
+// (network_outputs), when the caller has them; computed here otherwise.
 double joint_distortion(Network& network, const Dataset& calibration, const Plan& plan,
-                        const std::string& metric, int64_t batch_size, bool batch_statistics = false);
+                        const std::string& metric, int64_t batch_size, bool batch_statistics = false,
+                        const torch::Tensor& reference = {});
 
 // rd plans at `sparsities` and `random_count` random allocations drawn from the curves' levels
 // (seeded), each measured with joint_distortion.

@@ -36,6 +36,25 @@ struct CurveOptions {
 
 void validate(const CurveOptions& options);
 
+// Runs `network` over `data` in order (no shuffling, no augmentation), `batch_size` samples at a
+// time, on the device of its weights; the outputs [N, ...] as float on the CPU.
+torch::Tensor network_outputs(Network& network, const Dataset& data, int64_t batch_size);
+
+// Saves the network's buffers (batch-norm running statistics) and puts them back, with eval mode,
+// when it goes out of scope: measurements that run a pruned network on batch statistics move them.
+class BufferGuard {
+ public:
+  explicit BufferGuard(Network& network);
+  ~BufferGuard();
+  BufferGuard(const BufferGuard&) = delete;
+  BufferGuard& operator=(const BufferGuard&) = delete;
+
+ private:
+  Network& network_;
+  std::vector<torch::Tensor> buffers_;
+  std::vector<torch::Tensor> saved_;
+};
+
 // A hash of everything that decides the network's outputs: layer names, parameters, buffers and
 // masks. 16 hex digits.
 std::string fingerprint(Network& network);

@@ -13,6 +13,9 @@
 
 namespace rdprune {
 
+// The tensors that pass from one stage of a network to the next.
+using StageValues = std::vector<torch::Tensor>;
+
 // A prunable weight: every Conv2d and Linear weight, named by its module path.
 struct PrunableLayer {
   std::string name;      // e.g. "layer1.0.conv1"
@@ -52,12 +55,19 @@ class Network {
   virtual void end_batch_norm_recalibration() = 0;
 
   // Suffix execution: the network as a sequence of stages, forward(x) == run_stages(0,
-  // num_stages(), x), where a stage's output is the next stage's input. A model without known
-  // stages is one stage. When only layer i changes, the input of stage_of(i) does not.
+  // num_stages(), {x})[0], where a stage's outputs are the next stage's inputs: one tensor, or
+  // several (a residual block cut after its first convolution hands on its input and the branch).
+  // A model without known stages is one stage. When only layer i changes, the inputs of
+  // stage_of(i) do not.
   virtual size_t num_stages() const { return 1; }
-  virtual torch::Tensor run_stages(size_t first, size_t last, const torch::Tensor& input) {
-    return first == 0 && last >= 1 ? forward(input) : input;
+  virtual StageValues run_stages(size_t first, size_t last, StageValues input) {
+    if (first == 0 && last >= 1) return {forward(input.at(0))};
+    return input;
   }
+  // True when, in eval mode, each sample's output depends on that sample alone, so that batches
+  // may be joined (level batching). A TorchScript forward may couple samples (batch-wide
+  // statistics, branches on the whole batch), so only models that know it say so.
+  virtual bool independent_samples() const { return false; }
   // The stage that holds layer `layer` (an index into layers()).
   size_t stage_of(size_t layer) const { return layer < layer_stages_.size() ? layer_stages_[layer] : 0; }
   // The last stage that uses layer `layer`: later than stage_of() for a layer called again further on.

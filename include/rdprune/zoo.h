@@ -1,5 +1,5 @@
-// The native model zoo. Every model is a sequence of stages (stem, blocks, head) so that a
-// caller can run the network from any stage on: forward(x) == run_from(0, x).
+// The native model zoo. Every model is a sequence of stages (stem, blocks or half blocks, head) so
+// that a caller can run the network from any stage on: forward(x) == run_from(0, {x})[0].
 #pragma once
 
 #include <functional>
@@ -19,23 +19,27 @@ struct ZooSpec {
 
 class ZooNetImpl : public torch::nn::Module {
  public:
-  torch::Tensor forward(torch::Tensor x) { return run_from(0, std::move(x)); }
-  // Runs stages [first, last) on `x`, the output of stage first-1 (or the input when first = 0).
-  torch::Tensor run_range(size_t first, size_t last, torch::Tensor x);
+  // The tensors passed between stages: one, or several where a stage hands on more than one.
+  using Values = std::vector<torch::Tensor>;
+
+  torch::Tensor forward(torch::Tensor x) { return run_from(0, {std::move(x)}).at(0); }
+  // Runs stages [first, last) on `x`, the outputs of stage first-1 (or {input} when first = 0).
+  Values run_range(size_t first, size_t last, Values x);
   // Runs stages [first, num_stages()).
-  torch::Tensor run_from(size_t first, torch::Tensor x) {
-    return run_range(first, num_stages(), std::move(x));
-  }
+  Values run_from(size_t first, Values x) { return run_range(first, num_stages(), std::move(x)); }
   size_t num_stages() const { return stages_.size(); }
-  // Module-path prefix of each stage ("" for stages without parameters of their own).
-  const std::vector<std::string>& stage_prefixes() const { return stage_prefixes_; }
+  // Module-path prefixes of each stage's own layers (empty for stages without parameters). A layer
+  // belongs to the stage with the longest prefix that names it.
+  const std::vector<std::vector<std::string>>& stage_prefixes() const { return stage_prefixes_; }
 
  protected:
+  void add_stage(std::vector<std::string> prefixes, std::function<Values(Values)> stage);
+  // A stage from one tensor to one tensor.
   void add_stage(std::string prefix, std::function<torch::Tensor(torch::Tensor)> stage);
 
  private:
-  std::vector<std::function<torch::Tensor(torch::Tensor)>> stages_;
-  std::vector<std::string> stage_prefixes_;
+  std::vector<std::function<Values(Values)>> stages_;
+  std::vector<std::vector<std::string>> stage_prefixes_;
 };
 
 // Builds the architecture with fresh weights. Throws UsageError for an unknown name or a spec the

@@ -12,16 +12,6 @@
 namespace rdprune {
 namespace {
 
-torch::Tensor outputs_of(Network& network, const Dataset& data, int64_t batch_size) {
-  const auto device = network.layers()[0].weight.device();
-  BatchLoader loader(data, batch_size, /*shuffle=*/false, /*seed=*/0);
-  std::vector<torch::Tensor> outputs;
-  for (int64_t i = 0; i < loader.num_batches(); ++i) {
-    outputs.push_back(network.forward(loader.get(i).images.to(device)).to(torch::kCPU, torch::kFloat32));
-  }
-  return torch::cat(outputs);
-}
-
 double predicted_sum(const CurveSet& curves, const Plan& plan) {
   double sum = 0;
   for (size_t i = 0; i < curves.layers.size(); ++i) {
@@ -37,48 +27,54 @@ double predicted_sum(const CurveSet& curves, const Plan& plan) {
 }  // namespace
 
 double joint_distortion(Network& network, const Dataset& calibration, const Plan& plan,
-                        const std::string& metric, int64_t batch_size, bool batch_statistics) {
+                        const std::string& metric, int64_t batch_size, bool batch_statistics,
+                        const torch::Tensor& reference) {
   torch::NoGradGuard no_grad;
   network.set_training(false);
-  const torch::Tensor reference = outputs_of(network, calibration, batch_size);
+  const torch::Tensor dense =
+      reference.defined() ? reference : network_outputs(network, calibration, batch_size);
   std::vector<torch::Tensor> weights;
   std::vector<torch::Tensor> masks = network.masks();
-  std::vector<torch::Tensor> buffers = network.buffers();
-  std::vector<torch::Tensor> saved_buffers;
   for (const auto& layer : network.layers()) weights.push_back(layer.weight.detach().clone());
-  for (const auto& buffer : buffers) saved_buffers.push_back(buffer.detach().clone());
-  auto restore = [&] {
-    network.set_training(false);
-    for (size_t b = 0; b < buffers.size(); ++b) buffers[b].detach().copy_(saved_buffers[b]);
+  auto restore_weights = [&] {
     for (size_t i = 0; i < weights.size(); ++i) {
       network.layers()[i].weight.detach().copy_(weights[i]);
       network.set_mask(i, masks[i]);
     }
   };
+  const BufferGuard buffers(network);
   double distortion = 0;
   try {
     apply_plan(network, plan, "additivity plan");
     network.set_training(batch_statistics);
-    distortion = output_distortion(outputs_of(network, calibration, batch_size), reference, metric);
+    distortion = output_distortion(network_outputs(network, calibration, batch_size), dense, metric);
   } catch (...) {
-    restore();
+    restore_weights();
     throw;
   }
-  restore();
+  restore_weights();
   return distortion;
 }
 
 std::vector<AdditivityPoint> additivity_study(Network& network, const Dataset& calibration,
                                               const CurveSet& curves, const std::vector<double>& sparsities,
                                               int64_t random_count, uint64_t seed, int64_t batch_size) {
+  torch::Tensor reference;
+  {
+    torch::NoGradGuard no_grad;
+    network.set_training(false);
+    reference = network_outputs(network, calibration, batch_size);
+  }
+  auto measured = [&](const Plan& plan) {
+    return joint_distortion(network, calibration, plan, curves.metric, batch_size, curves.bn_recalibrated,
+                            reference);
+  };
   std::vector<AdditivityPoint> points;
   for (double sparsity : sparsities) {
     RdOptions options;
     options.sparsity_target = sparsity;
     const Plan plan = allocate_rd(curves, options);
-    points.push_back(
-        {"rd", plan.sparsity_achieved(), predicted_sum(curves, plan),
-         joint_distortion(network, calibration, plan, curves.metric, batch_size, curves.bn_recalibrated)});
+    points.push_back({"rd", plan.sparsity_achieved(), predicted_sum(curves, plan), measured(plan)});
   }
   std::mt19937_64 rng(seed);
   std::uniform_real_distribution<double> level(0.2, 0.98);
@@ -97,9 +93,7 @@ std::vector<AdditivityPoint> additivity_study(Network& network, const Dataset& c
       }
       plan.layers.push_back({layer.name, layer.weights, layer.kept[best], layer.flops_per_weight});
     }
-    points.push_back(
-        {"random", plan.sparsity_achieved(), predicted_sum(curves, plan),
-         joint_distortion(network, calibration, plan, curves.metric, batch_size, curves.bn_recalibrated)});
+    points.push_back({"random", plan.sparsity_achieved(), predicted_sum(curves, plan), measured(plan)});
   }
   return points;
 }

@@ -37,17 +37,6 @@ struct Fnv {
   std::string hex() const { return fmt::format("{:016x}", state); }
 };
 
-// Runs the network over the calibration set in order; returns float outputs [N, ...] on the CPU.
-torch::Tensor run_outputs(Network& network, const Dataset& data, int64_t batch_size,
-                          const torch::Device& device) {
-  BatchLoader loader(data, batch_size, /*shuffle=*/false, /*seed=*/0);
-  std::vector<torch::Tensor> outputs;
-  for (int64_t i = 0; i < loader.num_batches(); ++i) {
-    outputs.push_back(network.forward(loader.get(i).images.to(device)).to(torch::kCPU, torch::kFloat32));
-  }
-  return torch::cat(outputs);
-}
-
 // The inputs of one stage for every calibration batch, carried forward stage by stage so that a
 // layer's levels run only the stages from its own on (suffix execution).
 class StageInputs {
@@ -56,18 +45,19 @@ class StageInputs {
               int64_t max_bytes)
       : network_(network), max_bytes_(max_bytes) {
     BatchLoader loader(data, batch_size, /*shuffle=*/false, /*seed=*/0);
-    for (int64_t i = 0; i < loader.num_batches(); ++i) inputs_.push_back(loader.get(i).images.to(device));
+    for (int64_t i = 0; i < loader.num_batches(); ++i) inputs_.push_back({loader.get(i).images.to(device)});
   }
 
-  // Moves the cache to the input of `stage` (never backwards). False when that input would take
-  // more than the memory limit; the cache then stays where it was.
+  // Moves the cache to the inputs of `stage` (never backwards). False when they would take more
+  // than the memory limit; the cache then stays where it was.
   bool advance(size_t stage) {
     if (stage <= stage_) return stage == stage_;
-    std::vector<torch::Tensor> next;
+    std::vector<StageValues> next;
     int64_t bytes = 0;
     for (const auto& input : inputs_) {
       next.push_back(network_.run_stages(stage_, stage, input));
-      bytes += next.back().numel() * static_cast<int64_t>(next.back().element_size());
+      for (const auto& value : next.back())
+        bytes += value.numel() * static_cast<int64_t>(value.element_size());
       if (max_bytes_ > 0 && bytes > max_bytes_) return false;
     }
     inputs_ = std::move(next);
@@ -78,10 +68,7 @@ class StageInputs {
   // The network's outputs from the cached stage on, [N, ...] float on the CPU.
   torch::Tensor outputs() {
     std::vector<torch::Tensor> outputs;
-    for (const auto& input : inputs_) {
-      outputs.push_back(
-          network_.run_stages(stage_, network_.num_stages(), input).to(torch::kCPU, torch::kFloat32));
-    }
+    for (const auto& input : inputs_) outputs.push_back(logits(network_.run_stages(stage_, last(), input)));
     return torch::cat(outputs);
   }
 
@@ -89,19 +76,25 @@ class StageInputs {
   // the cached stage runs once per version, and the stages after it run all versions of a
   // calibration batch as one batch. One [N, ...] tensor per version.
   std::vector<torch::Tensor> outputs_together(size_t count, const std::function<void(size_t)>& set) {
-    std::vector<std::vector<torch::Tensor>> heads(inputs_.size());
+    std::vector<std::vector<StageValues>> heads(inputs_.size());
     for (size_t j = 0; j < count; ++j) {
       set(j);
       for (size_t b = 0; b < inputs_.size(); ++b)
         heads[b].push_back(network_.run_stages(stage_, stage_ + 1, inputs_[b]));
     }
     std::vector<std::vector<torch::Tensor>> outputs(count);
-    for (auto& head : heads) {
-      const torch::Tensor tails = network_.run_stages(stage_ + 1, network_.num_stages(), torch::cat(head))
-                                      .to(torch::kCPU, torch::kFloat32);
-      head.clear();
-      const auto versions = tails.chunk(static_cast<int64_t>(count));
-      for (size_t j = 0; j < count; ++j) outputs[j].push_back(versions[j]);
+    for (auto& versions : heads) {
+      // Each value the stage hands on, every version's batch one after the other.
+      StageValues together;
+      for (size_t v = 0; v < versions.front().size(); ++v) {
+        std::vector<torch::Tensor> parts;
+        for (const auto& version : versions) parts.push_back(version.at(v));
+        together.push_back(torch::cat(parts));
+      }
+      versions.clear();
+      const auto tails = logits(network_.run_stages(stage_ + 1, last(), std::move(together)))
+                             .chunk(static_cast<int64_t>(count));
+      for (size_t j = 0; j < count; ++j) outputs[j].push_back(tails[j]);
     }
     std::vector<torch::Tensor> result;
     for (const auto& parts : outputs) result.push_back(torch::cat(parts));
@@ -109,10 +102,15 @@ class StageInputs {
   }
 
  private:
+  size_t last() const { return network_.num_stages(); }
+  static torch::Tensor logits(const StageValues& values) {
+    return values.at(0).to(torch::kCPU, torch::kFloat32);
+  }
+
   Network& network_;
   int64_t max_bytes_;
   size_t stage_ = 0;
-  std::vector<torch::Tensor> inputs_;
+  std::vector<StageValues> inputs_;  // per calibration batch
 };
 
 std::string cache_key(const std::string& fingerprint, const std::string& calibration,
@@ -175,6 +173,27 @@ CurveSet taylor_curves(Network& network, const Dataset& calibration,
 }
 
 }  // namespace
+
+torch::Tensor network_outputs(Network& network, const Dataset& data, int64_t batch_size) {
+  const torch::Device device =
+      network.layers().empty() ? torch::Device(torch::kCPU) : network.layers()[0].weight.device();
+  BatchLoader loader(data, batch_size, /*shuffle=*/false, /*seed=*/0);
+  std::vector<torch::Tensor> outputs;
+  for (int64_t i = 0; i < loader.num_batches(); ++i) {
+    outputs.push_back(network.forward(loader.get(i).images.to(device)).to(torch::kCPU, torch::kFloat32));
+  }
+  return torch::cat(outputs);
+}
+
+BufferGuard::BufferGuard(Network& network) : network_(network), buffers_(network.buffers()) {
+  for (const auto& buffer : buffers_) saved_.push_back(buffer.detach().clone());
+}
+
+BufferGuard::~BufferGuard() {
+  torch::NoGradGuard no_grad;
+  for (size_t b = 0; b < buffers_.size(); ++b) buffers_[b].detach().copy_(saved_[b]);
+  network_.set_training(false);
+}
 
 void validate(const CurveOptions& options) {
   if (options.metric != "mse" && options.metric != "worst" && options.metric != "kl") {
@@ -242,15 +261,8 @@ CurveSet measure_curves(Network& network, const Dataset& calibration,
   curves.bn_recalibrated = options.recalibrate_bn;
   // Batch-norm aware: pruned networks run with the statistics of each calibration batch (what
   // re-estimating them on that batch gives), which moves the running statistics; they are put back.
-  std::vector<torch::Tensor> buffers = network.buffers();
-  std::vector<torch::Tensor> saved_buffers;
-  if (options.recalibrate_bn) {
-    for (const auto& buffer : buffers) saved_buffers.push_back(buffer.detach().clone());
-  }
-  auto restore_buffers = [&] {
-    for (size_t b = 0; b < saved_buffers.size(); ++b) buffers[b].detach().copy_(saved_buffers[b]);
-    network.set_training(false);
-  };
+  std::optional<BufferGuard> buffers;
+  if (options.recalibrate_bn) buffers.emplace(network);
 
   const std::string key = cache_key(curves.fingerprint, calibration_description, options);
   std::string cache_path;
@@ -268,7 +280,7 @@ CurveSet measure_curves(Network& network, const Dataset& calibration,
     write_file_atomic(cache_path, json.dump());
   };
 
-  const torch::Tensor reference = run_outputs(network, calibration, options.batch_size, device);
+  const torch::Tensor reference = network_outputs(network, calibration, options.batch_size);
 
   // Around a plan: every layer pruned by magnitude to its context count while the others' curves
   // are measured; each layer's own levels start from its weights before the context.
@@ -337,9 +349,10 @@ CurveSet measure_curves(Network& network, const Dataset& calibration,
         layer.weight.detach().copy_(original * mask_keeping(order, kept[k], layer.weight.sizes()));
       };
       std::vector<double> distortion(levels.size(), 0.0);
-      // Versions of a layer share the later stages' batch only when those stages do not use it again.
-      const bool batchable =
-          from_stage && !options.recalibrate_bn && network.last_stage_of(i) == network.stage_of(i);
+      // Versions of a layer share the later stages' batch only when those stages do not use it
+      // again and treat every sample on its own.
+      const bool batchable = from_stage && !options.recalibrate_bn && network.independent_samples() &&
+                             network.last_stage_of(i) == network.stage_of(i);
       const size_t group = batchable ? static_cast<size_t>(options.level_batch) : 1;
       for (size_t g = 0; g < measured.size(); g += group) {
         const size_t count = std::min(group, measured.size() - g);
@@ -349,7 +362,7 @@ CurveSet measure_curves(Network& network, const Dataset& calibration,
         } else {
           set_level(measured[g]);
           outputs.push_back(from_stage ? stage_inputs->outputs()
-                                       : run_outputs(network, calibration, options.batch_size, device));
+                                       : network_outputs(network, calibration, options.batch_size));
         }
         for (size_t j = 0; j < count; ++j)
           distortion[measured[g + j]] = output_distortion(outputs[j], reference, options.metric);
@@ -365,7 +378,6 @@ CurveSet measure_curves(Network& network, const Dataset& calibration,
     } catch (...) {
       layer.weight.detach().copy_(original);
       restore_originals();
-      restore_buffers();
       throw;
     }
     layer.weight.detach().copy_(resting);
@@ -373,7 +385,6 @@ CurveSet measure_curves(Network& network, const Dataset& calibration,
     save_cache();
   }
   restore_originals();
-  restore_buffers();
   progress.finish();
   return curves;
 }

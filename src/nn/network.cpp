@@ -83,13 +83,20 @@ NativeNetwork::NativeNetwork(const ModelMeta& meta) {
     }
   }
   masks_.resize(layers_.size());
-  // Each layer belongs to the stage whose module prefix names it.
+  // Each layer belongs to the stage with the longest module prefix that names it.
   const auto& prefixes = model_->stage_prefixes();
   for (const auto& layer : layers_) {
     size_t stage = prefixes.size();
-    for (size_t s = 0; s < prefixes.size() && stage == prefixes.size(); ++s) {
-      const std::string& prefix = prefixes[s];
-      if (!prefix.empty() && (layer.name == prefix || layer.name.rfind(prefix + ".", 0) == 0)) stage = s;
+    size_t matched = 0;
+    for (size_t s = 0; s < prefixes.size(); ++s) {
+      for (const auto& prefix : prefixes[s]) {
+        const bool names =
+            !prefix.empty() && (layer.name == prefix || layer.name.rfind(prefix + ".", 0) == 0);
+        if (names && prefix.size() > matched) {
+          stage = s;
+          matched = prefix.size();
+        }
+      }
     }
     if (stage == prefixes.size())
       throw Error("zoo model " + meta.arch + ": layer " + layer.name + " has no stage");

@@ -28,8 +28,9 @@ class NativeNetwork : public Network {
   bool begin_batch_norm_recalibration() override;
   void end_batch_norm_recalibration() override;
   size_t num_stages() const override { return model_->num_stages(); }
-  torch::Tensor run_stages(size_t first, size_t last, const torch::Tensor& input) override {
-    return model_->run_range(first, last, input);
+  bool independent_samples() const override { return true; }
+  StageValues run_stages(size_t first, size_t last, StageValues input) override {
+    return model_->run_range(first, last, std::move(input));
   }
 
   ZooNetImpl& model() { return *model_; }
@@ -58,7 +59,7 @@ class ScriptNetwork : public Network {
   bool begin_batch_norm_recalibration() override;
   void end_batch_norm_recalibration() override {}
   size_t num_stages() const override { return stages_ ? stages_->size() : 1; }
-  torch::Tensor run_stages(size_t first, size_t last, const torch::Tensor& input) override;
+  StageValues run_stages(size_t first, size_t last, StageValues input) override;
 
  private:
   torch::jit::Module module_;

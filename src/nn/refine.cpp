@@ -3,6 +3,7 @@
 #include <iostream>
 
 #include <fmt/format.h>
+#include <torch/torch.h>
 
 #include "rdprune/additivity.h"
 #include "rdprune/error.h"
@@ -25,11 +26,17 @@ RefineResult refine_rd(Network& network, const Dataset& calibration,
   if (passes < 0) throw UsageError("--refine: expected a count >= 0");
   std::vector<Plan> plans = {plan};
   RefineResult result;
+  torch::Tensor reference;  // the network's outputs as it is, before any pass prunes it
+  {
+    torch::NoGradGuard no_grad;
+    network.set_training(false);
+    reference = network_outputs(network, calibration, curve_options.batch_size);
+  }
   auto measure = [&](const Plan& candidate, int64_t pass) {
     RefineStep step;
     step.pass = pass;
     step.measured = joint_distortion(network, calibration, candidate, curve_options.metric,
-                                     curve_options.batch_size, curve_options.recalibrate_bn);
+                                     curve_options.batch_size, curve_options.recalibrate_bn, reference);
     step.sparsity = candidate.sparsity_achieved();
     result.steps.push_back(step);
     if (curve_options.progress) {

@@ -104,13 +104,13 @@ torch::Tensor ScriptNetwork::forward(const torch::Tensor& input) {
   return output.toTensor();
 }
 
-torch::Tensor ScriptNetwork::run_stages(size_t first, size_t last, const torch::Tensor& input) {
-  if (num_stages() == 1) return Network::run_stages(first, last, input);
+StageValues ScriptNetwork::run_stages(size_t first, size_t last, StageValues input) {
+  if (num_stages() == 1) return Network::run_stages(first, last, std::move(input));
+  const std::string shape = input.empty() ? "?" : format_shape(input.front().sizes().vec());
   try {
-    return stages_->run(module_, first, last, input);
+    return stages_->run(module_, first, last, std::move(input));
   } catch (const std::exception& e) {
-    throw Error(path_ + ": forward pass failed on input " + format_shape(input.sizes().vec()) + " (" +
-                interpreter_reason(e) + ")");
+    throw Error(path_ + ": forward pass failed on input " + shape + " (" + interpreter_reason(e) + ")");
   }
 }
 

@@ -59,10 +59,13 @@ void reads_of(const Node* node, std::vector<const Value*>& out) {
   }
 }
 
+// At most this many tensors pass between two stages.
+constexpr size_t kMaxCarried = 4;
+
 // The forward graph, inlined, as a sequence of top-level nodes. Values are "pure" when they follow
 // from the module alone (constants, attributes, side-effect-free functions of those): a stage
-// recomputes them instead of receiving them. A cut before node k is valid when exactly one
-// non-pure value, a tensor, is defined before k and read from k on.
+// recomputes them instead of receiving them. A cut before node k is valid when the non-pure values
+// defined before k and read from k on are a few tensors.
 class ForwardGraph {
  public:
   explicit ForwardGraph(std::shared_ptr<Graph> graph) : graph_(std::move(graph)) {
@@ -91,8 +94,10 @@ class ForwardGraph {
   const std::vector<Node*>& nodes() const { return nodes_; }
   bool pure(const Value* value) const { return pure_.count(value) > 0; }
 
-  // For each cut k in [1, size): the one tensor that crosses it, or nullptr when it is not valid.
-  std::vector<Value*> carriers() const {
+  // For each cut k in [1, size): the tensors that cross it, in the order they are defined; empty
+  // when the cut is not valid (nothing or more than kMaxCarried values cross, or one that is not
+  // a tensor).
+  std::vector<std::vector<Value*>> carriers() const {
     const int64_t count = static_cast<int64_t>(nodes_.size());
     std::unordered_map<const Value*, int64_t> last_read;
     for (int64_t k = 0; k < count; ++k) {
@@ -101,21 +106,28 @@ class ForwardGraph {
       for (const Value* value : reads) last_read[value] = k;
     }
     last_read[output()] = count;
-    std::vector<int64_t> crossing(count + 1, 0);
-    std::vector<Value*> carrier(count + 1, nullptr);
+    std::vector<std::vector<Value*>> carried(count);
+    std::vector<bool> valid(count, true);
+    valid[0] = false;
     for (const auto& [value, last] : last_read) {
       const auto defined = defined_at_.find(value);
       if (defined == defined_at_.end() || pure(value)) continue;  // local to a block, or recomputed
       for (int64_t k = defined->second + 1; k <= last && k < count; ++k) {
-        ++crossing[k];
-        carrier[k] = const_cast<Value*>(value);
+        if (!is_tensor(value)) valid[k] = false;
+        carried[k].push_back(const_cast<Value*>(value));
       }
     }
     for (int64_t k = 0; k < count; ++k) {
-      if (k == 0 || crossing[k] != 1 || !is_tensor(carrier[k])) carrier[k] = nullptr;
+      if (!valid[k] || carried[k].empty() || carried[k].size() > kMaxCarried) {
+        carried[k].clear();
+        continue;
+      }
+      std::sort(carried[k].begin(), carried[k].end(), [this](const Value* a, const Value* b) {
+        const int64_t da = defined_at_.at(a), db = defined_at_.at(b);
+        return da != db ? da < db : a->offset() < b->offset();
+      });
     }
-    carrier.resize(count);
-    return carrier;
+    return carried;
   }
 
   bool node_pure(size_t k) const { return node_pure_[k]; }
@@ -185,18 +197,18 @@ class ForwardGraph {
   std::unordered_map<const Value*, std::string> paths_;
 };
 
-// A graph of (self, x) running nodes [begin, end) of `forward`, with `in` read as x, returning `out`.
-// Pure values from earlier nodes are recomputed from self.
-std::shared_ptr<Graph> stage_graph(const ForwardGraph& forward, size_t begin, size_t end, Value* in,
-                                   Value* out) {
+// A graph of (self, ins...) running nodes [begin, end) of `forward` and returning `outs`. Pure
+// values from earlier nodes are recomputed from self.
+std::shared_ptr<Graph> stage_graph(const ForwardGraph& forward, size_t begin, size_t end,
+                                   const std::vector<Value*>& ins, const std::vector<Value*>& outs) {
   auto graph = std::make_shared<Graph>();
   Value* self = graph->addInput("self")->setType(forward.self()->type());
-  Value* x = graph->addInput("x")->setType(c10::TensorType::get());
-  std::unordered_map<const Value*, Value*> env{{forward.self(), self}, {in, x}};
+  std::unordered_map<const Value*, Value*> env{{forward.self(), self}};
+  for (Value* in : ins) env[in] = graph->addInput()->setType(c10::TensorType::get());
   std::function<Value*(Value*)> map = [&](Value* value) -> Value* {
     const auto found = env.find(value);
     if (found != env.end()) return found->second;
-    TORCH_CHECK(forward.pure(value), "stage boundary crossed by more than one value");
+    TORCH_CHECK(forward.pure(value), "a value crosses a stage boundary without being handed on");
     Node* source = value->node();
     Node* copy = graph->insertNode(graph->createClone(source, map));
     for (size_t i = 0; i < source->outputs().size(); ++i) env[source->output(i)] = copy->output(i);
@@ -207,7 +219,11 @@ std::shared_ptr<Graph> stage_graph(const ForwardGraph& forward, size_t begin, si
     Node* copy = graph->insertNode(graph->createClone(source, map));
     for (size_t i = 0; i < source->outputs().size(); ++i) env[source->output(i)] = copy->output(i);
   }
-  graph->registerOutput(map(out));
+  // A function returns one value: several leave as a tuple.
+  std::vector<Value*> results;
+  for (Value* out : outs) results.push_back(map(out));
+  graph->registerOutput(results.size() == 1 ? results.front()
+                                            : graph->insertNode(graph->createTuple(results))->output());
   return graph;
 }
 
@@ -223,17 +239,17 @@ ScriptStages::ScriptStages(const torch::jit::Module& module, const std::vector<t
       !is_tensor(graph->outputs()[0]) || unsupported(graph->block()))
     return;
   const ForwardGraph forward(graph);
-  const std::vector<Value*> carriers = forward.carriers();
+  const std::vector<std::vector<Value*>> carriers = forward.carriers();
 
   // Each layer's stage starts at the latest valid cut at or before its first read, moved back over
-  // pure nodes (which leave the one crossing tensor as it is).
+  // pure nodes (which leave the crossing tensors as they are).
   const auto spans = forward.reads_of_weights(module, weights);
   std::vector<size_t> starts{0};
   std::vector<size_t> layer_starts;
   for (const auto& [first, last] : spans) {
     size_t start = 0;
     for (int64_t k = first; k > 0; --k) {
-      if (carriers[k]) {
+      if (!carriers[k].empty()) {
         start = static_cast<size_t>(k);
         break;
       }
@@ -248,13 +264,15 @@ ScriptStages::ScriptStages(const torch::jit::Module& module, const std::vector<t
 
   for (size_t s = 0; s < starts.size(); ++s) {
     const size_t end = s + 1 < starts.size() ? starts[s + 1] : forward.nodes().size();
-    Value* in = s == 0 ? forward.input() : carriers[starts[s]];
-    Value* out = s + 1 < starts.size() ? carriers[end] : forward.output();
+    const std::vector<Value*> ins = s == 0 ? std::vector<Value*>{forward.input()} : carriers[starts[s]];
+    const std::vector<Value*> outs =
+        s + 1 < starts.size() ? carriers[end] : std::vector<Value*>{forward.output()};
     Stage stage;
-    std::shared_ptr<Graph> piece = stage_graph(forward, starts[s], end, in, out);
+    std::shared_ptr<Graph> piece = stage_graph(forward, starts[s], end, ins, outs);
     try {
       torch::jit::AliasDb aliases(piece);
-      stage.writes_input = aliases.hasWriters(piece->inputs()[1]);
+      for (size_t i = 1; i < piece->inputs().size(); ++i)
+        stage.writes_input = stage.writes_input || aliases.hasWriters(piece->inputs()[i]);
     } catch (const std::exception&) {
       stage.writes_input = true;
     }
@@ -274,21 +292,30 @@ ScriptStages::ScriptStages(const torch::jit::Module& module, const std::vector<t
   }
 }
 
-torch::Tensor ScriptStages::run(torch::jit::Module& module, size_t first, size_t last,
-                                const torch::Tensor& input) const {
+StageValues ScriptStages::run(torch::jit::Module& module, size_t first, size_t last,
+                              StageValues input) const {
   last = std::min(last, stages_.size());
   if (first >= last) return input;
-  // Everything a stage writes in place derives from this input: one copy keeps the caller's intact.
+  // Everything a stage writes in place derives from these inputs: copies keep the caller's intact.
   const bool writes = std::any_of(stages_.begin() + static_cast<std::ptrdiff_t>(first),
                                   stages_.begin() + static_cast<std::ptrdiff_t>(last),
                                   [](const Stage& stage) { return stage.writes_input; });
-  torch::Tensor x = writes ? input.clone() : input;
-  for (size_t s = first; s < last; ++s) {
-    torch::jit::Stack stack{module._ivalue(), x};
-    stages_[s].function->run(stack);
-    x = stack.back().toTensor();
+  if (writes) {
+    for (auto& value : input) value = value.clone();
   }
-  return x;
+  for (size_t s = first; s < last; ++s) {
+    torch::jit::Stack stack{module._ivalue()};
+    for (auto& value : input) stack.emplace_back(std::move(value));
+    stages_[s].function->run(stack);
+    input.clear();
+    const c10::IValue result = stack.back();
+    if (result.isTuple()) {
+      for (const auto& value : result.toTupleRef().elements()) input.push_back(value.toTensor());
+    } else {
+      input.push_back(result.toTensor());
+    }
+  }
+  return input;
 }
 
 }  // namespace rdprune

@@ -1,6 +1,6 @@
 // Internal: suffix execution for TorchScript models. A module's forward graph, with every method
-// call inlined, is cut wherever a single tensor carries everything the rest of the graph needs;
-// each piece becomes a function of (module, tensor) that the interpreter runs on its own.
+// call inlined, is cut wherever a few tensors carry everything the rest of the graph needs; each
+// piece becomes a function of (module, tensors) that the interpreter runs on its own.
 #pragma once
 
 #include <memory>
@@ -8,6 +8,8 @@
 #include <vector>
 
 #include <torch/script.h>
+
+#include "rdprune/network.h"
 
 namespace torch::jit {
 struct GraphFunction;
@@ -29,9 +31,9 @@ class ScriptStages {
   size_t last_stage_of(size_t layer) const {
     return layer < layer_last_stages_.size() ? layer_last_stages_[layer] : 0;
   }
-  // Runs stages [first, last) of `module` on `input` (the input of stage `first`). A stage that
-  // writes into its input in place gets a copy, so callers may keep and reuse `input`.
-  torch::Tensor run(torch::jit::Module& module, size_t first, size_t last, const torch::Tensor& input) const;
+  // Runs stages [first, last) of `module` on `input` (the inputs of stage `first`). A stage that
+  // writes into its inputs in place gets copies, so callers may keep and reuse theirs.
+  StageValues run(torch::jit::Module& module, size_t first, size_t last, StageValues input) const;
 
  private:
   struct Stage {

@@ -5,12 +5,17 @@
 namespace rdprune {
 namespace nn = torch::nn;
 
-void ZooNetImpl::add_stage(std::string prefix, std::function<torch::Tensor(torch::Tensor)> stage) {
-  stage_prefixes_.push_back(std::move(prefix));
+void ZooNetImpl::add_stage(std::vector<std::string> prefixes, std::function<Values(Values)> stage) {
+  stage_prefixes_.push_back(std::move(prefixes));
   stages_.push_back(std::move(stage));
 }
 
-torch::Tensor ZooNetImpl::run_range(size_t first, size_t last, torch::Tensor x) {
+void ZooNetImpl::add_stage(std::string prefix, std::function<torch::Tensor(torch::Tensor)> stage) {
+  add_stage(std::vector<std::string>{std::move(prefix)},
+            [stage = std::move(stage)](Values x) -> Values { return {stage(std::move(x.at(0)))}; });
+}
+
+ZooNetImpl::Values ZooNetImpl::run_range(size_t first, size_t last, Values x) {
   for (size_t i = first; i < std::min(last, stages_.size()); ++i) x = stages_[i](std::move(x));
   return x;
 }
@@ -44,9 +49,12 @@ struct ResidualBlockImpl : nn::Module {
     }
   }
 
-  torch::Tensor forward(const torch::Tensor& x) {
-    torch::Tensor out = torch::relu(bn1(conv1(x)));
-    out = bn2(conv2(out));
+  torch::Tensor forward(const torch::Tensor& x) { return tail(x, head(x)); }
+  // The block in two halves, so that suffix execution can start at conv2 with the block's input
+  // and the first convolution's output in hand.
+  torch::Tensor head(const torch::Tensor& x) { return torch::relu(bn1(conv1(x))); }
+  torch::Tensor tail(const torch::Tensor& x, const torch::Tensor& branch) {
+    torch::Tensor out = bn2(conv2(branch));
     if (bottleneck_) out = bn3(conv3(torch::relu(out)));
     out += downsample.is_empty() ? x : downsample->forward(x);
     return torch::relu(out);
@@ -90,8 +98,10 @@ class ResNetImpl : public ZooNetImpl {
         ResidualBlock block(in, config.widths[stage], stride, config.bottleneck);
         in = config.bottleneck ? config.widths[stage] * 4 : config.widths[stage];
         layer->push_back(block);
-        add_stage(stage_name + "." + std::to_string(b),
-                  [block](torch::Tensor x) mutable { return block(x); });
+        const std::string name = stage_name + "." + std::to_string(b);
+        add_stage({name}, [block](Values x) mutable -> Values { return {x.at(0), block->head(x.at(0))}; });
+        add_stage({name + ".conv2", name + ".conv3", name + ".downsample"},
+                  [block](Values x) mutable -> Values { return {block->tail(x.at(0), x.at(1))}; });
       }
       register_module(stage_name, layer);
     }

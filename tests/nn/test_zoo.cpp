@@ -71,12 +71,17 @@ TEST(Zoo, StagesRunFromAnyPoint) {
   const auto full = model->forward(x);
   // Feeding stage j the output of stages [0, j) reproduces the forward pass exactly.
   for (size_t j = 0; j <= model->num_stages(); ++j) {
-    const auto hidden = model->run_range(0, j, x);
-    EXPECT_TRUE(torch::equal(model->run_from(j, hidden), full)) << "stage " << j;
+    const auto hidden = model->run_range(0, j, {x});
+    const auto out = model->run_from(j, hidden);
+    ASSERT_EQ(out.size(), 1u);
+    EXPECT_TRUE(torch::equal(out[0], full)) << "stage " << j;
   }
-  EXPECT_EQ(model->stage_prefixes().front(), "conv1");
-  EXPECT_EQ(model->stage_prefixes().back(), "fc");
-  EXPECT_EQ(model->num_stages(), 1u + 9u + 1u);
+  EXPECT_EQ(model->stage_prefixes().front().front(), "conv1");
+  EXPECT_EQ(model->stage_prefixes().back().front(), "fc");
+  EXPECT_EQ(model->num_stages(), 1u + 2u * 9u + 1u);  // stem, nine blocks in two halves, head
+  // A block's second half hands on one tensor, its first half two.
+  EXPECT_EQ(model->run_range(0, 2, {x}).size(), 2u);
+  EXPECT_EQ(model->run_range(0, 3, {x}).size(), 1u);
 }
 
 TEST(Zoo, UnknownArchitectureIsAUsageError) {

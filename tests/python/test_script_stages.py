@@ -114,8 +114,8 @@ def check_model(args, work, name, module, traced, min_stages):
     stages = [layer["stage"] for layer in info["layers"]]
     if info["stages"] < min_stages:
         sys.exit(f"{label}: {info['stages']} stages, expected at least {min_stages}")
-    if stages != sorted(stages) and name != "called_twice":
-        sys.exit(f"{label}: layer stages out of order: {stages}")
+    if not all(0 <= stage < info["stages"] for stage in stages):
+        sys.exit(f"{label}: layer stages {stages} outside 0..{info['stages'] - 1}")
 
     curves = {}
     for mode, flags in (("plain", ["--plain"]), ("fast", []), ("batched", ["--level-batch", "3"])):
@@ -144,7 +144,7 @@ def main():
         args.calib = os.path.join(work, "calib.pt")
         torch.save({"x": torch.randn(20, 1, 28, 28), "y": torch.randint(0, 10, (20,))}, args.calib)
         for traced in (False, True):
-            check_model(args, work, "resnet_like", ResNetLike(), traced, min_stages=4)
+            check_model(args, work, "resnet_like", ResNetLike(), traced, min_stages=8)
             check_model(args, work, "called_twice", CalledTwice(), traced, min_stages=2)
         check_model(args, work, "branchy", Branchy(), False, min_stages=2)
     print("ok")
