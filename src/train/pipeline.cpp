@@ -153,7 +153,12 @@ PipelineResult run_pipeline(std::unique_ptr<Network>& network, const DatasetSpli
           if (!dir.empty())
             write_file_atomic((dir / fmt::format("curves-refine-{}.json", pass)).string(), to_json(around));
         };
-        plan = refine_rd(*network, calibration, calibration_description, infos, curve_options, rd, plan,
+        // Refinement judges plans by the network the evaluation will see: after recalibration,
+        // batch norm runs on statistics of the pruned network, so the passes measure with batch
+        // statistics (judged with the dense statistics, plans of collapsed networks win).
+        CurveOptions refine_options = curve_options;
+        if (options.bn_recalibrate && !network->buffers().empty()) refine_options.recalibrate_bn = true;
+        plan = refine_rd(*network, calibration, calibration_description, infos, refine_options, rd, plan,
                          options.refine, save)
                    .plan;
       }

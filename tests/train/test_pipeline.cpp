@@ -22,13 +22,17 @@ DatasetSplits toy_data(const TempDir& dir) {
   return load_dataset(options);
 }
 
-std::unique_ptr<Network> trained_lenet(const DatasetSplits& data) {
+std::unique_ptr<Network> fresh_model(const std::string& arch) {
   torch::manual_seed(0);
   ModelMeta meta;
-  meta.arch = "lenet5";
+  meta.arch = arch;
   meta.input_shape = {1, 28, 28};
   meta.num_classes = 10;
-  auto network = create_network(meta);
+  return create_network(meta);
+}
+
+std::unique_ptr<Network> trained_lenet(const DatasetSplits& data) {
+  auto network = fresh_model("lenet5");
   TrainOptions options;
   options.steps = 40;
   options.batch_size = 32;
@@ -84,6 +88,31 @@ TEST(Pipeline, IterativeRdGrowsMasksFineTunesAndResumes) {
   EXPECT_TRUE(resumed.rounds[0].resumed);
   EXPECT_TRUE(resumed.rounds[1].resumed);
   EXPECT_DOUBLE_EQ(resumed.last().finetuned.top1, result.last().finetuned.top1);
+}
+
+TEST(Pipeline, RefinementMeasuresWithBatchStatisticsWhenBatchNormIsRecalibrated) {
+  TempDir data_dir;
+  const auto data = toy_data(data_dir);
+  for (const bool recalibrate : {false, true}) {
+    TempDir out;
+    auto network = fresh_model("resnet20");
+    PipelineOptions options;
+    options.method = "rd";
+    options.rd.sparsity_target = 0.5;
+    options.calib_size = 16;
+    options.curves.levels = 4;
+    options.curves.tail = false;
+    options.refine = 1;
+    options.bn_recalibrate = recalibrate;
+    options.eval_limit = 16;
+    options.progress = false;
+    options.out_dir = out.file("run");
+    run_pipeline(network, data, options);
+    const auto first = curves_from_json(read_file(out.file("run/round-1/curves.json")), "c");
+    const auto around = curves_from_json(read_file(out.file("run/round-1/curves-refine-1.json")), "r");
+    EXPECT_FALSE(first.bn_recalibrated);
+    EXPECT_EQ(around.bn_recalibrated, recalibrate);
+  }
 }
 
 TEST(Pipeline, EveryBaselineMeetsTheTargetWithoutEmptyingALayer) {
