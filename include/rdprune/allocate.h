@@ -19,6 +19,10 @@ struct RdOptions {
   bool allow_empty = false;               // allow a layer to lose every weight
   std::string solver = "dp";              // dp | lagrange
   int64_t resolution = int64_t{1} << 16;  // DP budget cells (see DpOptions)
+  // Per layer, the fewest and most weights a chosen level may keep (refinement's trust region);
+  // empty: no bounds.
+  std::vector<int64_t> kept_lower;
+  std::vector<int64_t> kept_upper;
 };
 
 void validate(const RdOptions& options);

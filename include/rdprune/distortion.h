@@ -39,6 +39,9 @@ void validate(const CurveOptions& options);
 // Runs `network` over `data` in order (no shuffling, no augmentation), `batch_size` samples at a
 // time, on the device of its weights; the outputs [N, ...] as float on the CPU.
 torch::Tensor network_outputs(Network& network, const Dataset& data, int64_t batch_size);
+// The reference every distortion is measured against: network_outputs() in eval mode (running
+// batch-norm statistics), without gradients.
+torch::Tensor reference_outputs(Network& network, const Dataset& data, int64_t batch_size);
 
 // Saves the network's buffers (batch-norm running statistics) and puts them back, with eval mode,
 // when it goes out of scope: measurements that run a pruned network on batch statistics move them.

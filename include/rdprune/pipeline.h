@@ -13,6 +13,7 @@
 #include "rdprune/distortion.h"
 #include "rdprune/network.h"
 #include "rdprune/plan.h"
+#include "rdprune/refine.h"
 #include "rdprune/train.h"
 
 namespace rdprune {
@@ -24,8 +25,10 @@ struct PipelineOptions {
   std::string schedule = "geometric";  // geometric: 1-(1-a)^r reaching the target; linear: S*r/R
   CurveOptions curves;                 // rd only
   int64_t refine = 2;                  // rd: passes of curves re-measured around the plan
-  int64_t calib_size = 256;            // calibration samples (rd curves, batch-norm recalibration)
-  bool synthetic = false;              // zero-data calibration: N(0,1) inputs
+  // rd: allocators whose plans compete with rd's own as the start of refinement (default: all)
+  std::vector<std::string> refine_from = {"global", "lamp", "uniform", "uniform+", "erk"};
+  int64_t calib_size = 256;  // calibration samples (rd curves, batch-norm recalibration)
+  bool synthetic = false;    // zero-data calibration: N(0,1) inputs
   uint64_t seed = 0;
   TrainOptions finetune;  // steps = 0: no fine-tuning
   bool bn_recalibrate = false;
@@ -45,8 +48,12 @@ struct RoundResult {
   double sparsity_achieved = 0;
   double flops_sparsity_achieved = 0;
   std::optional<double> predicted_distortion;
-  EvalResult pruned;     // before fine-tuning
-  EvalResult finetuned;  // after fine-tuning (equal to `pruned` when there was none)
+  // Joint distortion of the plan, measured on the calibration set in the curves' metric (with
+  // batch statistics under --bn-recalibrate): the quantity rd minimises, for every method alike.
+  std::optional<double> measured_distortion;
+  std::vector<RefineStep> refine;  // rd: every start and pass of refinement, the chosen one marked
+  EvalResult pruned;               // before fine-tuning
+  EvalResult finetuned;            // after fine-tuning (equal to `pruned` when there was none)
   double curve_seconds = 0;
   bool resumed = false;
 };

@@ -1,7 +1,11 @@
-// rd around its own plan. Per-layer curves are measured with every other layer dense, yet the plan
+// rd around a plan. Per-layer curves are measured with every other layer dense, yet the plan
 // prunes them all together, and the distortions of layers pruned together do not add up exactly
-// (docs/results.md). Refinement re-measures every curve with the other layers pruned as the plan
-// says, solves again, and keeps whichever plan measures the lowest joint distortion.
+// (docs/results.md). Refinement is a local search on the measured joint distortion: it re-measures
+// every curve with the other layers pruned as the current plan says, solves again, and moves only
+// to a plan that measures lower. When the unbounded solution measures worse (the curves describe
+// the neighbourhood of the current plan, not the whole space), it solves again with every layer
+// held within a shrinking factor of its current kept count (a trust region). The search starts
+// from the lowest-measuring of several plans: rd's own and, with --refine-from, other allocators'.
 #pragma once
 
 #include <functional>
@@ -18,7 +22,9 @@
 namespace rdprune {
 
 struct RefineStep {
-  int64_t pass = 0;     // 0: the plan from the curves alone
+  std::string start;    // the plan the search started from: "rd" or an allocator's name
+  int64_t pass = 0;     // 0: a starting plan as it is; k: solved on the k-th curves
+  double trust = 0;     // the factor each layer's kept count could move by (0: unbounded)
   double measured = 0;  // joint distortion of this pass's plan on the calibration set
   double sparsity = 0;  // the plan's weight sparsity
   bool chosen = false;
@@ -26,16 +32,26 @@ struct RefineStep {
 
 struct RefineResult {
   Plan plan;                      // the chosen plan
-  std::vector<RefineStep> steps;  // one per pass, in order
+  std::vector<RefineStep> steps;  // every plan measured, in order
 };
 
-// Starts from `plan` (allocated from `curves`, which were measured on `network` as it is), then
-// `passes` times: measures curves around the latest plan, allocates under `rd` again. Returns the
-// plan with the lowest measured joint distortion (the earliest on ties). `on_curves` sees each
-// pass's curves (to save them). O(passes * curve measurement).
+struct RefineStart {
+  std::string name;  // "rd" for the plan from the curves alone
+  Plan plan;
+};
+
+using RefineCurvesSink = std::function<void(const std::string& start, int64_t pass, const CurveSet&)>;
+
+// Measures every start's plan and keeps the lowest; then up to `passes` times: measures curves
+// around the current plan, allocates under `rd` (unbounded, then within factors 4, 2 and 1.25 of
+// each layer's kept count) and moves to the first plan that measures lower; stops early when none
+// does. Returns the lowest-measuring plan of all (the earliest on ties), which never measures worse
+// than any start. `on_curves` sees each pass's curves (to save them).
+// O(passes * curve measurement + starts + 4 * passes joint measurements).
 RefineResult refine_rd(Network& network, const Dataset& calibration,
                        const std::string& calibration_description, const std::vector<LayerInfo>& infos,
-                       const CurveOptions& curve_options, const RdOptions& rd, const Plan& plan,
-                       int64_t passes, const std::function<void(int64_t, const CurveSet&)>& on_curves = {});
+                       const CurveOptions& curve_options, const RdOptions& rd,
+                       const std::vector<RefineStart>& starts, int64_t passes,
+                       const RefineCurvesSink& on_curves = {});
 
 }  // namespace rdprune

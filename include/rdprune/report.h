@@ -22,6 +22,7 @@ struct CompareRow {
   double top1 = 0;         // final
   double top5 = 0;
   double loss = 0;
+  double measured_distortion = 0;  // joint distortion of the plan on the calibration set (NaN: none)
 };
 
 // results.csv and results.md in `dir`.

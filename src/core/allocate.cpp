@@ -39,6 +39,11 @@ double cost_of(BudgetKind budget, const LayerCurve& layer, size_t k) {
 
 std::vector<Allowed> allowed_levels(const CurveSet& curves, const RdOptions& options) {
   std::vector<Allowed> allowed(curves.layers.size());
+  const bool bounded = !options.kept_lower.empty() || !options.kept_upper.empty();
+  if (bounded && (options.kept_lower.size() != curves.layers.size() ||
+                  options.kept_upper.size() != curves.layers.size())) {
+    throw Error("allocate: kept-weight bounds do not match the curves' layers");
+  }
   for (const auto& name : options.keep_dense) {
     const bool known = std::any_of(curves.layers.begin(), curves.layers.end(),
                                    [&](const LayerCurve& layer) { return layer.name == name; });
@@ -59,6 +64,8 @@ std::vector<Allowed> allowed_levels(const CurveSet& curves, const RdOptions& opt
         ok = (s + 1e-12 >= options.min_sparsity || is_current) && s <= options.max_sparsity + 1e-12 &&
              (options.allow_empty || layer.kept[k] > 0 || is_current);
       }
+      if (bounded && (layer.kept[k] < options.kept_lower[i] || layer.kept[k] > options.kept_upper[i]))
+        ok = false;
       if (!ok) continue;
       allowed[i].level.push_back(k);
       allowed[i].choices.push_back({cost_of(options.budget, layer, k), layer.distortion[k]});

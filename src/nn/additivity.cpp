@@ -29,10 +29,9 @@ double predicted_sum(const CurveSet& curves, const Plan& plan) {
 double joint_distortion(Network& network, const Dataset& calibration, const Plan& plan,
                         const std::string& metric, int64_t batch_size, bool batch_statistics,
                         const torch::Tensor& reference) {
-  torch::NoGradGuard no_grad;
-  network.set_training(false);
   const torch::Tensor dense =
-      reference.defined() ? reference : network_outputs(network, calibration, batch_size);
+      reference.defined() ? reference : reference_outputs(network, calibration, batch_size);
+  torch::NoGradGuard no_grad;
   std::vector<torch::Tensor> weights;
   std::vector<torch::Tensor> masks = network.masks();
   for (const auto& layer : network.layers()) weights.push_back(layer.weight.detach().clone());
@@ -59,12 +58,7 @@ double joint_distortion(Network& network, const Dataset& calibration, const Plan
 std::vector<AdditivityPoint> additivity_study(Network& network, const Dataset& calibration,
                                               const CurveSet& curves, const std::vector<double>& sparsities,
                                               int64_t random_count, uint64_t seed, int64_t batch_size) {
-  torch::Tensor reference;
-  {
-    torch::NoGradGuard no_grad;
-    network.set_training(false);
-    reference = network_outputs(network, calibration, batch_size);
-  }
+  const torch::Tensor reference = reference_outputs(network, calibration, batch_size);
   auto measured = [&](const Plan& plan) {
     return joint_distortion(network, calibration, plan, curves.metric, batch_size, curves.bn_recalibrated,
                             reference);

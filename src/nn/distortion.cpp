@@ -185,6 +185,12 @@ torch::Tensor network_outputs(Network& network, const Dataset& data, int64_t bat
   return torch::cat(outputs);
 }
 
+torch::Tensor reference_outputs(Network& network, const Dataset& data, int64_t batch_size) {
+  torch::NoGradGuard no_grad;
+  network.set_training(false);
+  return network_outputs(network, data, batch_size);
+}
+
 BufferGuard::BufferGuard(Network& network) : network_(network), buffers_(network.buffers()) {
   for (const auto& buffer : buffers_) saved_.push_back(buffer.detach().clone());
 }

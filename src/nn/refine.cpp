@@ -1,5 +1,7 @@
 #include "rdprune/refine.h"
 
+#include <algorithm>
+#include <cmath>
 #include <iostream>
 
 #include <fmt/format.h>
@@ -17,50 +19,87 @@ std::vector<int64_t> kept_counts(const Plan& plan) {
   return kept;
 }
 
+// Bounds every layer's kept count to within `factor` of the plan's (and always allows the densest
+// level that keeps no more than the plan, so the plan's budget stays reachable).
+void trust_region(const CurveSet& curves, const Plan& plan, double factor, RdOptions& options) {
+  options.kept_lower.clear();
+  options.kept_upper.clear();
+  for (size_t i = 0; i < curves.layers.size(); ++i) {
+    const LayerCurve& layer = curves.layers[i];
+    const double centre = static_cast<double>(plan.layers[i].kept);
+    auto lower = static_cast<int64_t>(std::floor(centre / factor));
+    const auto below = std::find_if(layer.kept.begin(), layer.kept.end(),
+                                    [&](int64_t kept) { return static_cast<double>(kept) <= centre; });
+    if (below != layer.kept.end()) lower = std::min(lower, *below);
+    options.kept_lower.push_back(lower);
+    options.kept_upper.push_back(static_cast<int64_t>(std::ceil(centre * factor)));
+  }
+}
+
 }  // namespace
 
 RefineResult refine_rd(Network& network, const Dataset& calibration,
                        const std::string& calibration_description, const std::vector<LayerInfo>& infos,
-                       const CurveOptions& curve_options, const RdOptions& rd, const Plan& plan,
-                       int64_t passes, const std::function<void(int64_t, const CurveSet&)>& on_curves) {
+                       const CurveOptions& curve_options, const RdOptions& rd,
+                       const std::vector<RefineStart>& starts, int64_t passes,
+                       const RefineCurvesSink& on_curves) {
   if (passes < 0) throw UsageError("--refine: expected a count >= 0");
-  std::vector<Plan> plans = {plan};
+  if (starts.empty()) throw Error("refine: no plan to start from");
   RefineResult result;
-  torch::Tensor reference;  // the network's outputs as it is, before any pass prunes it
-  {
-    torch::NoGradGuard no_grad;
-    network.set_training(false);
-    reference = network_outputs(network, calibration, curve_options.batch_size);
-  }
-  auto measure = [&](const Plan& candidate, int64_t pass) {
+  std::vector<Plan> plans;  // parallel to result.steps
+  // The network's outputs as it is, before any plan prunes it.
+  const torch::Tensor reference = reference_outputs(network, calibration, curve_options.batch_size);
+  auto measure = [&](const std::string& start, const Plan& candidate, int64_t pass, double trust) {
     RefineStep step;
+    step.start = start;
     step.pass = pass;
+    step.trust = trust;
     step.measured = joint_distortion(network, calibration, candidate, curve_options.metric,
                                      curve_options.batch_size, curve_options.recalibrate_bn, reference);
     step.sparsity = candidate.sparsity_achieved();
     result.steps.push_back(step);
+    plans.push_back(candidate);
     if (curve_options.progress) {
-      std::cerr << fmt::format("refine: pass {} plan at sparsity {:.4f} measures {} distortion {:.6g}\n",
-                               pass, step.sparsity, curve_options.metric, step.measured);
+      std::cerr << fmt::format("refine: {} pass {}{} plan at sparsity {:.4f} measures {} distortion {:.6g}\n",
+                               start, pass, trust > 0 ? fmt::format(" (trust x{})", trust) : std::string(),
+                               step.sparsity, curve_options.metric, step.measured);
     }
+    return step.measured;
   };
-  measure(plan, 0);
+  size_t current = 0;
+  for (const auto& start : starts) {
+    measure(start.name, start.plan, 0, 0);
+    if (result.steps.back().measured < result.steps[current].measured) current = result.steps.size() - 1;
+  }
+  const std::string origin = result.steps[current].start;
+  constexpr double kTrust[] = {0, 4, 2, 1.25};  // 0: unbounded
   for (int64_t pass = 1; pass <= passes; ++pass) {
     CurveOptions around = curve_options;
     around.estimator = "measured";  // curves around a plan are always measured
-    around.context_kept = kept_counts(plans.back());
+    around.context_kept = kept_counts(plans[current]);
     const CurveSet curves = measure_curves(network, calibration, calibration_description, infos, around);
-    if (on_curves) on_curves(pass, curves);
-    plans.push_back(allocate_rd(curves, rd));
-    measure(plans.back(), pass);
-    if (kept_counts(plans.back()) == kept_counts(plans[plans.size() - 2])) break;  // a fixed point
+    if (on_curves) on_curves(origin, pass, curves);
+    bool moved = false;
+    for (double trust : kTrust) {
+      RdOptions bounded = rd;
+      if (trust > 0) trust_region(curves, plans[current], trust, bounded);
+      Plan candidate;
+      try {
+        candidate = allocate_rd(curves, bounded);
+      } catch (const Error&) {
+        continue;  // the region cannot meet the budget
+      }
+      if (kept_counts(candidate) == kept_counts(plans[current])) break;  // a fixed point of the curves
+      if (measure(origin, candidate, pass, trust) < result.steps[current].measured) {
+        current = result.steps.size() - 1;
+        moved = true;
+        break;
+      }
+    }
+    if (!moved) break;  // no plan near the current one measures lower
   }
-  size_t best = 0;
-  for (size_t i = 1; i < result.steps.size(); ++i) {
-    if (result.steps[i].measured < result.steps[best].measured) best = i;
-  }
-  result.steps[best].chosen = true;
-  result.plan = plans[best];
+  result.steps[current].chosen = true;
+  result.plan = plans[current];
   return result;
 }
 

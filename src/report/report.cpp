@@ -39,19 +39,22 @@ void write_compare_tables(const std::string& dir, const std::vector<CompareRow>&
   std::string csv =
       "method,sparsity_target,sparsity_achieved,flops_kept_percent,rounds,finetune_steps,top1_before_"
       "finetune,"
-      "top1,top5,loss,dense_top1\n";
+      "top1,top5,loss,dense_top1,measured_distortion\n";
   std::string md = fmt::format("Dense top-1: {:.2f}%\n\n", 100 * dense_top1);
   md +=
       "| method | target | achieved sparsity | kept FLOPs % | rounds | fine-tune steps | top-1 before "
-      "fine-tune | top-1 | top-5 |\n";
-  md += "| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n";
+      "fine-tune | top-1 | top-5 | measured distortion |\n";
+  md += "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n";
   for (const auto& row : rows) {
-    csv += fmt::format("{},{:.4f},{:.6f},{:.4f},{},{},{:.6f},{:.6f},{:.6f},{:.6f},{:.6f}\n", row.method,
+    const bool measured = std::isfinite(row.measured_distortion);
+    csv += fmt::format("{},{:.4f},{:.6f},{:.4f},{},{},{:.6f},{:.6f},{:.6f},{:.6f},{:.6f},{}\n", row.method,
                        row.sparsity_target, row.sparsity_achieved, 100 * row.flops_kept, row.rounds,
-                       row.finetune_steps, row.top1_pruned, row.top1, row.top5, row.loss, dense_top1);
-    md += fmt::format("| {} | {:.2f} | {:.4f} | {:.2f} | {} | {} | {:.2f}% | {:.2f}% | {:.2f}% |\n",
+                       row.finetune_steps, row.top1_pruned, row.top1, row.top5, row.loss, dense_top1,
+                       measured ? fmt::format("{:.6g}", row.measured_distortion) : std::string());
+    md += fmt::format("| {} | {:.2f} | {:.4f} | {:.2f} | {} | {} | {:.2f}% | {:.2f}% | {:.2f}% | {} |\n",
                       row.method, row.sparsity_target, row.sparsity_achieved, 100 * row.flops_kept,
-                      row.rounds, row.finetune_steps, 100 * row.top1_pruned, 100 * row.top1, 100 * row.top5);
+                      row.rounds, row.finetune_steps, 100 * row.top1_pruned, 100 * row.top1, 100 * row.top5,
+                      measured ? fmt::format("{:.4g}", row.measured_distortion) : std::string("-"));
   }
   write_file_atomic((fs::path(dir) / "results.csv").string(), csv);
   write_file_atomic((fs::path(dir) / "results.md").string(), md);

@@ -8,6 +8,7 @@
 #include <torch/torch.h>
 #include <nlohmann/json.hpp>
 
+#include "rdprune/additivity.h"
 #include "rdprune/atomic_file.h"
 #include "rdprune/error.h"
 #include "rdprune/magnitude_baselines.h"
@@ -32,6 +33,12 @@ void validate(const PipelineOptions& options) {
   }
   if (options.method == "rd") validate(options.curves);
   if (options.refine < 0 || options.refine > 20) throw UsageError("--refine: expected a count in [0, 20]");
+  for (const auto& method : options.refine_from) {
+    if (std::find(baselines.begin(), baselines.end(), method) == baselines.end()) {
+      throw UsageError("--refine-from: unknown method '" + method +
+                       "' (known: global, lamp, uniform, uniform+, erk)");
+    }
+  }
   if (options.calib_size <= 0) throw UsageError("--calib-size: expected a positive count");
   if (options.finetune.steps > 0) validate(options.finetune);
   if (options.finetune.steps < 0) throw UsageError("--finetune-steps: expected a count >= 0");
@@ -74,6 +81,17 @@ nlohmann::json round_json(const RoundResult& round) {
                          {"curve_seconds", round.curve_seconds}};
   json["predicted_distortion"] =
       round.predicted_distortion ? nlohmann::json(*round.predicted_distortion) : nlohmann::json();
+  json["measured_distortion"] =
+      round.measured_distortion ? nlohmann::json(*round.measured_distortion) : nlohmann::json();
+  nlohmann::json refine = nlohmann::json::array();
+  for (const auto& step : round.refine) {
+    refine.push_back({{"start", step.start},
+                      {"pass", step.pass},
+                      {"measured", step.measured},
+                      {"sparsity", step.sparsity},
+                      {"chosen", step.chosen}});
+  }
+  json["refine"] = refine;
   return json;
 }
 
@@ -85,11 +103,33 @@ RoundResult round_from_json(const nlohmann::json& json) {
   round.flops_sparsity_achieved = json.at("flops_sparsity_achieved").get<double>();
   if (json.at("predicted_distortion").is_number())
     round.predicted_distortion = json["predicted_distortion"].get<double>();
+  if (json.contains("measured_distortion") && json["measured_distortion"].is_number())
+    round.measured_distortion = json["measured_distortion"].get<double>();
+  for (const auto& step : json.value("refine", nlohmann::json::array())) {
+    round.refine.push_back({step.at("start").get<std::string>(), step.at("pass").get<int64_t>(),
+                            step.at("measured").get<double>(), step.at("sparsity").get<double>(),
+                            step.at("chosen").get<bool>()});
+  }
   round.pruned = eval_from_json(json.at("pruned"));
   round.finetuned = eval_from_json(json.at("finetuned"));
   round.curve_seconds = json.value("curve_seconds", 0.0);
   round.resumed = true;
   return round;
+}
+
+// Whether an allocator's plan keeps rd's constraints: --keep-dense layers as they are, every other
+// layer within --min-sparsity and --max-sparsity (a layer already sparser than the minimum may stay).
+bool honours(const Plan& plan, const std::vector<LayerInfo>& infos, const RdOptions& rd) {
+  for (size_t i = 0; i < infos.size(); ++i) {
+    const double s = plan.layers[i].sparsity();
+    const bool unchanged = std::abs(s - infos[i].sparsity) < 1e-9;
+    if (std::find(rd.keep_dense.begin(), rd.keep_dense.end(), infos[i].name) != rd.keep_dense.end()) {
+      if (!unchanged) return false;
+    } else if ((s + 1e-12 < rd.min_sparsity && !unchanged) || s > rd.max_sparsity + 1e-12) {
+      return false;
+    }
+  }
+  return true;
 }
 
 std::string model_file(const Network& network) {
@@ -137,6 +177,11 @@ PipelineResult run_pipeline(std::unique_ptr<Network>& network, const DatasetSpli
     round.round = r;
     round.sparsity_target = target;
     const auto infos = layer_census(*network, shape);
+    // Plans are judged by the network the evaluation will see: after recalibration, batch norm
+    // runs on statistics of the pruned network, so joint distortions are measured with batch
+    // statistics (judged with the dense statistics, plans of collapsed networks win).
+    const bool batch_statistics =
+        options.curves.recalibrate_bn || (options.bn_recalibrate && !network->buffers().empty());
     Plan plan;
     if (options.method == "rd") {
       CurveOptions curve_options = options.curves;
@@ -148,19 +193,28 @@ PipelineResult run_pipeline(std::unique_ptr<Network>& network, const DatasetSpli
       RdOptions rd = options.rd;
       rd.sparsity_target = target;
       plan = allocate_rd(curves, rd);
-      if (options.refine > 0) {
-        const auto save = [&](int64_t pass, const CurveSet& around) {
+      if (options.refine > 0 || !options.refine_from.empty()) {
+        const auto save = [&](const std::string&, int64_t pass, const CurveSet& around) {
           if (!dir.empty())
             write_file_atomic((dir / fmt::format("curves-refine-{}.json", pass)).string(), to_json(around));
         };
-        // Refinement judges plans by the network the evaluation will see: after recalibration,
-        // batch norm runs on statistics of the pruned network, so the passes measure with batch
-        // statistics (judged with the dense statistics, plans of collapsed networks win).
+        std::vector<RefineStart> starts = {{"rd", plan}};
+        for (const auto& method : options.refine_from) {
+          Plan start =
+              allocate_baseline(method, *network, infos, BaselineOptions{rd.budget, target, rd.allow_empty});
+          if (honours(start, infos, rd)) {
+            starts.push_back({method, std::move(start)});
+          } else if (options.progress) {
+            std::cerr << "refine: " << method
+                      << "'s plan breaks --keep-dense, --min-sparsity or --max-sparsity; not a start\n";
+          }
+        }
         CurveOptions refine_options = curve_options;
-        if (options.bn_recalibrate && !network->buffers().empty()) refine_options.recalibrate_bn = true;
-        plan = refine_rd(*network, calibration, calibration_description, infos, refine_options, rd, plan,
-                         options.refine, save)
-                   .plan;
+        refine_options.recalibrate_bn = batch_statistics;
+        RefineResult refined = refine_rd(*network, calibration, calibration_description, infos,
+                                         refine_options, rd, starts, options.refine, save);
+        plan = std::move(refined.plan);
+        round.refine = std::move(refined.steps);
       }
       round.curve_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     } else {
@@ -168,6 +222,14 @@ PipelineResult run_pipeline(std::unique_ptr<Network>& network, const DatasetSpli
                                BaselineOptions{options.rd.budget, target, options.rd.allow_empty});
     }
     if (!dir.empty()) write_file_atomic((dir / "plan.json").string(), to_json(plan));
+    {
+      const auto chosen = std::find_if(round.refine.begin(), round.refine.end(),
+                                       [](const RefineStep& step) { return step.chosen; });
+      round.measured_distortion = chosen != round.refine.end()
+                                      ? chosen->measured  // refinement measured it just so
+                                      : joint_distortion(*network, calibration, plan, options.curves.metric,
+                                                         options.curves.batch_size, batch_statistics);
+    }
     apply_plan(*network, plan, options.method + " plan");
     round.sparsity_achieved = plan.sparsity_achieved();
     round.flops_sparsity_achieved = plan.flops_sparsity_achieved();

@@ -298,6 +298,15 @@ TEST_F(Cli, BaselinesFinetuneRunCompareAdditivity) {
   EXPECT_GE(run_json.at("sparsity_achieved").get<double>(), 0.9);
   EXPECT_TRUE(run_json.at("top1").is_number());
   EXPECT_EQ(run_json.at("rounds").size(), 2u);
+  EXPECT_TRUE(run_json.at("rounds")[1].at("measured_distortion").is_number());
+  {
+    // Every start rd's refinement considered, and the one kept, are on record.
+    const auto metrics = nlohmann::json::parse(read_file(work_.file("run/round-2/metrics.json")));
+    int chosen = 0;
+    for (const auto& step : metrics.at("refine")) chosen += step.at("chosen").get<bool>() ? 1 : 0;
+    EXPECT_EQ(chosen, 1);
+    EXPECT_GE(metrics.at("refine").size(), 6u);
+  }
 
   const std::string out = work_.file("compare");
   const Result compared = rdprune({"compare", "--model", model, "--data-dir", data_dir(), "--methods",
@@ -309,7 +318,9 @@ TEST_F(Cli, BaselinesFinetuneRunCompareAdditivity) {
   for (const auto& cell : results) {
     EXPECT_GE(cell.at("sparsity_achieved").get<double>(), cell.at("sparsity_target").get<double>());
     EXPECT_TRUE(cell.at("top1").is_number());
+    EXPECT_TRUE(cell.at("measured_distortion").is_number());
   }
+  EXPECT_NE(read_file(out + "/results.csv").find(",measured_distortion\n"), std::string::npos);
   for (const char* file : {"results.csv", "results.md", "results.json", "top1_vs_sparsity.gp",
                            "layer_sparsity.dat", "rd_curves.dat"}) {
     EXPECT_TRUE(std::filesystem::exists(out + "/" + file)) << file;
@@ -338,6 +349,9 @@ TEST_F(Cli, BaselinesFinetuneRunCompareAdditivity) {
   expect_error(rdprune({"run", "--model", model, "--data-dir", data_dir(), "--method", "magic", "--sparsity",
                         "0.5", "--out-dir", work_.file("x")}),
                2, "unknown method");
+  expect_error(rdprune({"run", "--model", model, "--data-dir", data_dir(), "--refine-from", "lamp,magic",
+                        "--sparsity", "0.5", "--out-dir", work_.file("x")}),
+               2, "--refine-from: unknown method");
 }
 
 TEST_F(Cli, ErrorsInJsonModeAreJsonToo) {

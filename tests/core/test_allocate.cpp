@@ -55,6 +55,9 @@ double brute_force(const CurveSet& curves, const RdOptions& options, bool* feasi
         ok = false;
       if (!dense && k == 0 && s > options.max_sparsity + 1e-12) ok = false;
       if (!options.allow_empty && k != 0 && l.kept[k] == 0) ok = false;
+      if (!options.kept_lower.empty() &&
+          (l.kept[k] < options.kept_lower[i] || l.kept[k] > options.kept_upper[i]))
+        ok = false;
       cost += options.budget == BudgetKind::kParams ? static_cast<double>(l.kept[k])
                                                     : static_cast<double>(l.kept[k]) * l.flops_per_weight;
       distortion += l.distortion[k];
@@ -90,6 +93,13 @@ TEST(AllocateRd, MatchesBruteForceUnderEveryConstraint) {
     if (trial % 5 == 2) options.max_sparsity = 0.8;
     if (trial % 7 == 3) options.keep_dense = {"l0"};
     options.allow_empty = trial % 6 == 5;
+    if (trial % 8 == 6) {  // a trust region: per-layer bounds on the kept count
+      for (const auto& l : curves.layers) {
+        const auto lower = static_cast<int64_t>(u(rng) * static_cast<double>(l.weights));
+        options.kept_lower.push_back(lower);
+        options.kept_upper.push_back(lower + static_cast<int64_t>(u(rng) * static_cast<double>(l.weights)));
+      }
+    }
     bool feasible = false;
     const double expected = brute_force(curves, options, &feasible);
     if (!feasible) {
@@ -110,6 +120,10 @@ TEST(AllocateRd, MatchesBruteForceUnderEveryConstraint) {
     }
     for (size_t i = 0; i < plan.layers.size(); ++i) {
       EXPECT_GE(plan.layers[i].sparsity(), curves.layers[i].sparsity_current - 1e-12);  // masks only grow
+      if (!options.kept_lower.empty()) {
+        EXPECT_GE(plan.layers[i].kept, options.kept_lower[i]);
+        EXPECT_LE(plan.layers[i].kept, options.kept_upper[i]);
+      }
       if (!options.allow_empty) {
         EXPECT_GT(plan.layers[i].kept, 0);
       }
@@ -131,6 +145,19 @@ TEST(AllocateRd, TargetsOutsideTheRangeAreUsageErrors) {
   options.sparsity_target = 0.5;
   options.solver = "simplex";
   EXPECT_THROW(allocate_rd(curves, options), UsageError);
+}
+
+TEST(AllocateRd, KeptBoundsMustNameEveryLayer) {
+  std::mt19937_64 rng(3);
+  CurveSet curves;
+  curves.metric = "mse";
+  curves.layers.push_back(make_curve("a", 100, 1, 0, level_grid(10), rng));
+  curves.layers.push_back(make_curve("b", 100, 1, 0, level_grid(10), rng));
+  RdOptions options;
+  options.sparsity_target = 0.5;
+  options.kept_lower = {0};
+  options.kept_upper = {100};
+  EXPECT_THROW(allocate_rd(curves, options), Error);
 }
 
 TEST(AllocateRd, NeverEmptiesALayerUnlessAllowed) {

@@ -11,6 +11,7 @@
 #include "rdprune/atomic_file.h"
 #include "rdprune/distortion.h"
 #include "rdprune/error.h"
+#include "rdprune/magnitude_baselines.h"
 #include "rdprune/masks.h"
 #include "rdprune/refine.h"
 
@@ -356,22 +357,71 @@ TEST(Refine, KeepsThePlanThatMeasuresTheLowestJointDistortion) {
   const Plan first = allocate_rd(curves, rd);
   const auto before = fingerprint(*network);
   int64_t seen = 0;
-  const RefineResult result =
-      refine_rd(*network, data, "s", infos, options, rd, first, 3, [&](int64_t pass, const CurveSet& around) {
-        EXPECT_EQ(pass, ++seen);
-        EXPECT_EQ(around.layers.size(), curves.layers.size());
-      });
+  const RefineResult result = refine_rd(*network, data, "s", infos, options, rd, {{"rd", first}}, 3,
+                                        [&](const std::string& start, int64_t pass, const CurveSet& around) {
+                                          EXPECT_EQ(start, "rd");
+                                          EXPECT_EQ(pass, ++seen);
+                                          EXPECT_EQ(around.layers.size(), curves.layers.size());
+                                        });
   EXPECT_EQ(fingerprint(*network), before);
-  ASSERT_GE(result.steps.size(), 2u);
-  EXPECT_EQ(static_cast<int64_t>(result.steps.size()), seen + 1);
+  ASSERT_GE(seen, 1);
+  EXPECT_LE(seen, 3);
   EXPECT_NEAR(result.steps[0].measured, joint_distortion(*network, data, first, "mse", 256), 1e-9);
   size_t chosen = 0;
+  int chosen_count = 0;
   for (size_t i = 0; i < result.steps.size(); ++i) {
-    if (result.steps[i].chosen) chosen = i;
+    if (result.steps[i].chosen) {
+      chosen = i;
+      ++chosen_count;
+    }
     EXPECT_GE(result.steps[i].sparsity, 0.9 - 1e-9);
+    EXPECT_LE(result.steps[i].pass, seen);
+    EXPECT_GE(result.steps[i].trust, 0.0);
   }
+  EXPECT_EQ(chosen_count, 1);
   for (const auto& step : result.steps) EXPECT_LE(result.steps[chosen].measured, step.measured);
   EXPECT_NEAR(joint_distortion(*network, data, result.plan, "mse", 256), result.steps[chosen].measured, 1e-9);
+}
+
+TEST(Refine, StartsFromEveryPlanGivenAndNeverMeasuresWorseThanAnyOfThem) {
+  auto network = fresh("lenet5");
+  const Dataset data = calibration_set(16);
+  CurveOptions options;
+  options.metric = "kl";
+  options.levels = 10;
+  options.progress = false;
+  const auto infos = layer_census(*network, {1, 28, 28});
+  RdOptions rd;
+  rd.sparsity_target = 0.9;
+  const Plan first = allocate_rd(measure_curves(*network, data, "s", infos, options), rd);
+  const BaselineOptions baseline{BudgetKind::kParams, 0.9, false};
+  const Plan lamp = allocate_baseline("lamp", *network, infos, baseline);
+  const Plan uniform = allocate_baseline("uniform", *network, infos, baseline);
+  std::vector<std::string> seen;
+  const RefineResult result = refine_rd(
+      *network, data, "s", infos, options, rd, {{"rd", first}, {"lamp", lamp}, {"uniform", uniform}}, 2,
+      [&](const std::string& start, int64_t, const CurveSet&) { seen.push_back(start); });
+  // Every start is measured as it is, in order; the search goes on from the lowest.
+  ASSERT_GE(result.steps.size(), 3u);
+  EXPECT_EQ(result.steps[0].start, "rd");
+  EXPECT_EQ(result.steps[1].start, "lamp");
+  EXPECT_EQ(result.steps[2].start, "uniform");
+  for (size_t i = 0; i < 3; ++i) EXPECT_EQ(result.steps[i].pass, 0);
+  EXPECT_NEAR(result.steps[1].measured, joint_distortion(*network, data, lamp, "kl", 256), 1e-9);
+  EXPECT_NEAR(result.steps[2].measured, joint_distortion(*network, data, uniform, "kl", 256), 1e-9);
+  size_t best = 0;
+  for (size_t i = 1; i < 3; ++i) {
+    if (result.steps[i].measured < result.steps[best].measured) best = i;
+  }
+  ASSERT_FALSE(seen.empty());
+  for (const auto& start : seen) EXPECT_EQ(start, result.steps[best].start);
+  for (size_t i = 3; i < result.steps.size(); ++i) EXPECT_EQ(result.steps[i].start, result.steps[best].start);
+  int chosen = 0;
+  for (const auto& step : result.steps) {
+    chosen += step.chosen ? 1 : 0;
+    EXPECT_LE(joint_distortion(*network, data, result.plan, "kl", 256), step.measured + 1e-9);
+  }
+  EXPECT_EQ(chosen, 1);
 }
 
 }  // namespace

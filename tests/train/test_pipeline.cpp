@@ -88,6 +88,63 @@ TEST(Pipeline, IterativeRdGrowsMasksFineTunesAndResumes) {
   EXPECT_TRUE(resumed.rounds[0].resumed);
   EXPECT_TRUE(resumed.rounds[1].resumed);
   EXPECT_DOUBLE_EQ(resumed.last().finetuned.top1, result.last().finetuned.top1);
+  EXPECT_EQ(resumed.last().measured_distortion, result.last().measured_distortion);
+  EXPECT_EQ(resumed.last().refine.size(), result.last().refine.size());
+}
+
+TEST(Pipeline, RdStartsFromTheLowestMeasuringPlanThatKeepsItsConstraints) {
+  TempDir data_dir;
+  const auto data = toy_data(data_dir);
+  auto trained = trained_lenet(data);
+  TempDir out;
+  const std::string dense = out.file("dense.pt");
+  trained->save(dense);
+  PipelineOptions options;
+  options.method = "rd";
+  options.rd.sparsity_target = 0.9;
+  options.calib_size = 32;
+  options.curves.levels = 10;
+  options.refine = 0;  // screening only: every start measured, the lowest kept
+  options.progress = false;
+  options.out_dir = out.file("screen");
+  auto network = load_network(dense);
+  const RoundResult screened = run_pipeline(network, data, options).last();
+  ASSERT_EQ(screened.refine.size(), 6u);  // rd and the five baselines
+  EXPECT_EQ(screened.refine[0].start, "rd");
+  size_t lowest = 0;
+  for (size_t i = 0; i < screened.refine.size(); ++i) {
+    EXPECT_EQ(screened.refine[i].pass, 0);
+    if (screened.refine[i].measured < screened.refine[lowest].measured) lowest = i;
+  }
+  EXPECT_TRUE(screened.refine[lowest].chosen);
+  ASSERT_TRUE(screened.measured_distortion.has_value());
+  EXPECT_DOUBLE_EQ(*screened.measured_distortion, screened.refine[lowest].measured);
+  // The kept plan is the lowest start's, and it measures what the round reports.
+  const auto plan = plan_from_json(read_file(out.file("screen/round-1/plan.json")), "plan");
+  EXPECT_EQ(plan.method, screened.refine[lowest].start);
+  auto again = load_network(dense);
+  EXPECT_NEAR(joint_distortion(*again, data.train.head(32), plan, "kl", 256), *screened.measured_distortion,
+              1e-6);
+
+  // A plan that breaks --keep-dense does not start (uniform prunes every layer).
+  options.rd.keep_dense = {"conv2"};
+  options.out_dir = out.file("keep");
+  network = load_network(dense);
+  const RoundResult kept = run_pipeline(network, data, options).last();
+  ASSERT_FALSE(kept.refine.empty());
+  EXPECT_EQ(kept.refine[0].start, "rd");
+  for (const auto& step : kept.refine) EXPECT_NE(step.start, "uniform");
+  EXPECT_EQ((network->layers()[1].weight == 0).sum().item<int64_t>(), 0);
+
+  // --refine-from none and --refine 0: the paper's plan, measured all the same.
+  options.rd.keep_dense.clear();
+  options.refine_from.clear();
+  options.out_dir = out.file("paper");
+  network = load_network(dense);
+  const RoundResult paper = run_pipeline(network, data, options).last();
+  EXPECT_TRUE(paper.refine.empty());
+  ASSERT_TRUE(paper.measured_distortion.has_value());
+  EXPECT_DOUBLE_EQ(*paper.measured_distortion, screened.refine[0].measured);
 }
 
 TEST(Pipeline, RefinementMeasuresWithBatchStatisticsWhenBatchNormIsRecalibrated) {

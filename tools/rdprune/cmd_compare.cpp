@@ -1,5 +1,6 @@
 // rdprune compare --model M --dataset D --methods ... --sparsities ... --out-dir DIR
 // Every cell starts from the same dense model with the same data, seeds and fine-tuning.
+#include <cmath>
 #include <filesystem>
 
 #include <fmt/format.h>
@@ -78,6 +79,7 @@ void run_compare(CompareFlags& flags) {
       row.top1 = last.finetuned.top1;
       row.top5 = last.finetuned.top5;
       row.loss = last.finetuned.loss;
+      row.measured_distortion = last.measured_distortion.value_or(std::nan(""));
       rows.push_back(row);
       results.push_back({{"method", method},
                          {"sparsity_target", sparsity},
@@ -88,7 +90,10 @@ void run_compare(CompareFlags& flags) {
                          {"loss", row.loss},
                          {"top1_before_finetune", row.top1_pruned},
                          {"rounds", row.rounds},
-                         {"finetune_steps", row.finetune_steps}});
+                         {"finetune_steps", row.finetune_steps},
+                         {"measured_distortion", std::isfinite(row.measured_distortion)
+                                                     ? nlohmann::json(row.measured_distortion)
+                                                     : nlohmann::json()}});
       if (sparsity == sparsities.back()) {
         const fs::path plan =
             fs::path(options.out_dir) / fmt::format("round-{}", options.rounds) / "plan.json";

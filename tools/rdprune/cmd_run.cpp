@@ -37,12 +37,15 @@ void run_run(RunFlags& flags) {
   const RoundResult& last = result.last();
   nlohmann::json rounds = nlohmann::json::array();
   for (const auto& round : result.rounds) {
-    rounds.push_back({{"round", round.round},
-                      {"sparsity_target", round.sparsity_target},
-                      {"sparsity_achieved", round.sparsity_achieved},
-                      {"top1_pruned", round.pruned.top1},
-                      {"top1", round.finetuned.top1},
-                      {"resumed", round.resumed}});
+    rounds.push_back(
+        {{"round", round.round},
+         {"sparsity_target", round.sparsity_target},
+         {"sparsity_achieved", round.sparsity_achieved},
+         {"top1_pruned", round.pruned.top1},
+         {"top1", round.finetuned.top1},
+         {"measured_distortion",
+          round.measured_distortion ? nlohmann::json(*round.measured_distortion) : nlohmann::json()},
+         {"resumed", round.resumed}});
   }
   const nlohmann::json json = {{"method", options.method},
                                {"sparsity_target", options.rd.sparsity_target},

@@ -23,6 +23,9 @@ void add_pipeline_flags(CLI::App& command, PipelineFlags& flags) {
   add_curve_flags(command, o.curves, "rd: ");
   command.add_option("--refine", o.refine,
                      "rd: passes re-measuring curves around the plan and solving again (default 2)");
+  command.add_option("--refine-from", flags.refine_from,
+                     "rd: allocators whose plans compete with rd's own as the start of refinement, "
+                     "comma-separated, or all (default) or none");
   command.add_flag("--synthetic", o.synthetic, "rd: zero-data calibration with N(0,1) inputs");
   command.add_flag("--no-cache", flags.no_cache, "rd: do not cache curves");
   command.add_flag("--bn-aware-curves", o.curves.recalibrate_bn,
@@ -40,6 +43,11 @@ void finish_pipeline_flags(PipelineFlags& flags, const std::string& out_dir) {
   auto& o = flags.options;
   o.rd.budget = parse_budget(flags.budget);
   if (!flags.keep_dense.empty()) o.rd.keep_dense = split_list(flags.keep_dense, "--keep-dense");
+  if (flags.refine_from == "none") {
+    o.refine_from.clear();
+  } else if (flags.refine_from != "all") {
+    o.refine_from = split_list(flags.refine_from, "--refine-from");
+  }
   o.finetune.seed = o.seed;
   if (flags.no_cache) {
     o.curves.cache_dir.clear();

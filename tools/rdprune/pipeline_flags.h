@@ -12,6 +12,7 @@ struct PipelineFlags {
   PipelineOptions options;
   std::string budget = "params";
   std::string keep_dense;
+  std::string refine_from = "all";
   bool no_cache = false;
   std::string cache_dir;  // empty: <out-dir>/cache
 };
