@@ -132,6 +132,61 @@ bool honours(const Plan& plan, const std::vector<LayerInfo>& infos, const RdOpti
   return true;
 }
 
+// What decides a run's results (not how fast it goes). A directory's finished rounds are resumed
+// only by a run with the same settings.
+nlohmann::json settings_json(const PipelineOptions& o) {
+  const TrainOptions& f = o.finetune;
+  nlohmann::json json = {
+      {"method", o.method},
+      {"sparsity", o.rd.sparsity_target},
+      {"budget", to_string(o.rd.budget)},
+      {"rounds", o.rounds},
+      {"schedule", o.schedule},
+      {"allow_empty", o.rd.allow_empty},
+      {"calib_size", o.calib_size},
+      {"synthetic", o.synthetic},
+      {"seed", o.seed},
+      {"bn_recalibrate", o.bn_recalibrate},
+      {"eval_limit", o.eval_limit},
+      {"finetune",
+       {{"steps", f.steps}, {"batch_size", f.batch_size}, {"optimizer", f.optimizer}, {"lr", f.lr},
+        {"momentum", f.momentum}, {"weight_decay", f.weight_decay}, {"schedule", f.schedule},
+        {"warmup_fraction", f.warmup_fraction}, {"pad", f.augmentation.pad}, {"flip", f.augmentation.flip}}}};
+  if (o.method == "rd") {
+    json["rd"] = {{"min_sparsity", o.rd.min_sparsity}, {"max_sparsity", o.rd.max_sparsity},
+                  {"keep_dense", o.rd.keep_dense},     {"solver", o.rd.solver},
+                  {"metric", o.curves.metric},         {"levels", o.curves.levels},
+                  {"tail", o.curves.tail},             {"estimator", o.curves.estimator},
+                  {"bn_aware", o.curves.recalibrate_bn}, {"refine", o.refine},
+                  {"refine_from", o.refine_from}};
+  }
+  return json;
+}
+
+// Records the settings in `dir`, or checks them against those a previous run recorded there.
+void check_settings(const fs::path& dir, const PipelineOptions& options) {
+  const nlohmann::json settings = settings_json(options);
+  const fs::path path = dir / "settings.json";
+  if (fs::exists(path)) {
+    nlohmann::json recorded;
+    try {
+      recorded = nlohmann::json::parse(read_file(path.string()));
+    } catch (const nlohmann::json::exception&) {
+      throw Error(path.string() + ": not a JSON settings record");
+    }
+    if (recorded != settings) {
+      std::string differs;
+      for (const auto& [key, value] : settings.items()) {
+        if (!recorded.contains(key) || recorded[key] != value) differs += (differs.empty() ? "" : ", ") + key;
+      }
+      throw UsageError("--out-dir: " + dir.string() + " holds a run started with other settings (" + differs +
+                       "); use another directory, or remove it to start over");
+    }
+    return;
+  }
+  write_file_atomic(path.string(), settings.dump(1) + "\n");
+}
+
 std::string model_file(const Network& network) {
   return network.format() == "torchscript" ? "model.ts.pt" : "model.pt";
 }
@@ -157,7 +212,10 @@ PipelineResult run_pipeline(std::unique_ptr<Network>& network, const DatasetSpli
                     fmt::format("{}x{}x{}", shape[0], shape[1], shape[2]), options.seed);
   }
   const Dataset test = options.eval_limit > 0 ? data.test.head(options.eval_limit) : data.test;
-  if (!options.out_dir.empty()) fs::create_directories(options.out_dir);
+  if (!options.out_dir.empty()) {
+    fs::create_directories(options.out_dir);
+    check_settings(options.out_dir, options);
+  }
 
   PipelineResult result;
   for (int64_t r = 1; r <= options.rounds; ++r) {

@@ -90,6 +90,15 @@ TEST(Pipeline, IterativeRdGrowsMasksFineTunesAndResumes) {
   EXPECT_DOUBLE_EQ(resumed.last().finetuned.top1, result.last().finetuned.top1);
   EXPECT_EQ(resumed.last().measured_distortion, result.last().measured_distortion);
   EXPECT_EQ(resumed.last().refine.size(), result.last().refine.size());
+  // A run with other settings does not take over the directory's rounds.
+  auto other = load_network(model_path);
+  options.finetune.steps = 11;
+  try {
+    run_pipeline(other, data, options);
+    ADD_FAILURE() << "expected a UsageError";
+  } catch (const UsageError& e) {
+    EXPECT_NE(std::string(e.what()).find("other settings (finetune)"), std::string::npos) << e.what();
+  }
 }
 
 TEST(Pipeline, RdStartsFromTheLowestMeasuringPlanThatKeepsItsConstraints) {
