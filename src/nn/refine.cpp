@@ -80,6 +80,7 @@ RefineResult refine_rd(Network& network, const Dataset& calibration,
     const CurveSet curves = measure_curves(network, calibration, calibration_description, infos, around);
     if (on_curves) on_curves(origin, pass, curves);
     bool moved = false;
+    std::vector<std::vector<int64_t>> tried;  // a smaller region often gives the same plan again
     for (double trust : kTrust) {
       RdOptions bounded = rd;
       if (trust > 0) trust_region(curves, plans[current], trust, bounded);
@@ -89,7 +90,10 @@ RefineResult refine_rd(Network& network, const Dataset& calibration,
       } catch (const Error&) {
         continue;  // the region cannot meet the budget
       }
-      if (kept_counts(candidate) == kept_counts(plans[current])) break;  // a fixed point of the curves
+      const std::vector<int64_t> kept = kept_counts(candidate);
+      if (kept == kept_counts(plans[current])) break;  // a fixed point of the curves
+      if (std::find(tried.begin(), tried.end(), kept) != tried.end()) continue;
+      tried.push_back(kept);
       if (measure(origin, candidate, pass, trust) < result.steps[current].measured) {
         current = result.steps.size() - 1;
         moved = true;

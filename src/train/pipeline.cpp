@@ -136,28 +136,39 @@ bool honours(const Plan& plan, const std::vector<LayerInfo>& infos, const RdOpti
 // only by a run with the same settings.
 nlohmann::json settings_json(const PipelineOptions& o) {
   const TrainOptions& f = o.finetune;
-  nlohmann::json json = {
-      {"method", o.method},
-      {"sparsity", o.rd.sparsity_target},
-      {"budget", to_string(o.rd.budget)},
-      {"rounds", o.rounds},
-      {"schedule", o.schedule},
-      {"allow_empty", o.rd.allow_empty},
-      {"calib_size", o.calib_size},
-      {"synthetic", o.synthetic},
-      {"seed", o.seed},
-      {"bn_recalibrate", o.bn_recalibrate},
-      {"eval_limit", o.eval_limit},
-      {"finetune",
-       {{"steps", f.steps}, {"batch_size", f.batch_size}, {"optimizer", f.optimizer}, {"lr", f.lr},
-        {"momentum", f.momentum}, {"weight_decay", f.weight_decay}, {"schedule", f.schedule},
-        {"warmup_fraction", f.warmup_fraction}, {"pad", f.augmentation.pad}, {"flip", f.augmentation.flip}}}};
+  nlohmann::json json = {{"method", o.method},
+                         {"sparsity", o.rd.sparsity_target},
+                         {"budget", to_string(o.rd.budget)},
+                         {"rounds", o.rounds},
+                         {"schedule", o.schedule},
+                         {"allow_empty", o.rd.allow_empty},
+                         {"calib_size", o.calib_size},
+                         {"synthetic", o.synthetic},
+                         {"seed", o.seed},
+                         {"bn_recalibrate", o.bn_recalibrate},
+                         {"eval_limit", o.eval_limit},
+                         {"finetune",
+                          {{"steps", f.steps},
+                           {"batch_size", f.batch_size},
+                           {"optimizer", f.optimizer},
+                           {"lr", f.lr},
+                           {"momentum", f.momentum},
+                           {"weight_decay", f.weight_decay},
+                           {"schedule", f.schedule},
+                           {"warmup_fraction", f.warmup_fraction},
+                           {"pad", f.augmentation.pad},
+                           {"flip", f.augmentation.flip}}}};
   if (o.method == "rd") {
-    json["rd"] = {{"min_sparsity", o.rd.min_sparsity}, {"max_sparsity", o.rd.max_sparsity},
-                  {"keep_dense", o.rd.keep_dense},     {"solver", o.rd.solver},
-                  {"metric", o.curves.metric},         {"levels", o.curves.levels},
-                  {"tail", o.curves.tail},             {"estimator", o.curves.estimator},
-                  {"bn_aware", o.curves.recalibrate_bn}, {"refine", o.refine},
+    json["rd"] = {{"min_sparsity", o.rd.min_sparsity},
+                  {"max_sparsity", o.rd.max_sparsity},
+                  {"keep_dense", o.rd.keep_dense},
+                  {"solver", o.rd.solver},
+                  {"metric", o.curves.metric},
+                  {"levels", o.curves.levels},
+                  {"tail", o.curves.tail},
+                  {"estimator", o.curves.estimator},
+                  {"bn_aware", o.curves.recalibrate_bn},
+                  {"refine", o.refine},
                   {"refine_from", o.refine_from}};
   }
   return json;
@@ -183,6 +194,11 @@ void check_settings(const fs::path& dir, const PipelineOptions& options) {
                        "); use another directory, or remove it to start over");
     }
     return;
+  }
+  if (fs::exists(dir / "round-1")) {
+    throw UsageError("--out-dir: " + dir.string() +
+                     " holds rounds of a run whose settings are not on record; use another directory, or "
+                     "remove it to start over");
   }
   write_file_atomic(path.string(), settings.dump(1) + "\n");
 }

@@ -99,6 +99,10 @@ TEST(Pipeline, IterativeRdGrowsMasksFineTunesAndResumes) {
   } catch (const UsageError& e) {
     EXPECT_NE(std::string(e.what()).find("other settings (finetune)"), std::string::npos) << e.what();
   }
+  // Nor do rounds whose settings are not on record.
+  std::filesystem::remove(out.file("run/settings.json"));
+  options.finetune.steps = 10;
+  EXPECT_THROW(run_pipeline(other, data, options), UsageError);
 }
 
 TEST(Pipeline, RdStartsFromTheLowestMeasuringPlanThatKeepsItsConstraints) {
