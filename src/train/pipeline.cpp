@@ -87,6 +87,7 @@ nlohmann::json round_json(const RoundResult& round) {
   for (const auto& step : round.refine) {
     refine.push_back({{"start", step.start},
                       {"pass", step.pass},
+                      {"trust", step.trust},
                       {"measured", step.measured},
                       {"sparsity", step.sparsity},
                       {"chosen", step.chosen}});
@@ -105,10 +106,15 @@ RoundResult round_from_json(const nlohmann::json& json) {
     round.predicted_distortion = json["predicted_distortion"].get<double>();
   if (json.contains("measured_distortion") && json["measured_distortion"].is_number())
     round.measured_distortion = json["measured_distortion"].get<double>();
-  for (const auto& step : json.value("refine", nlohmann::json::array())) {
-    round.refine.push_back({step.at("start").get<std::string>(), step.at("pass").get<int64_t>(),
-                            step.at("measured").get<double>(), step.at("sparsity").get<double>(),
-                            step.at("chosen").get<bool>()});
+  for (const auto& entry : json.value("refine", nlohmann::json::array())) {
+    RefineStep step;
+    step.start = entry.at("start").get<std::string>();
+    step.pass = entry.at("pass").get<int64_t>();
+    step.trust = entry.value("trust", 0.0);
+    step.measured = entry.at("measured").get<double>();
+    step.sparsity = entry.at("sparsity").get<double>();
+    step.chosen = entry.at("chosen").get<bool>();
+    round.refine.push_back(step);
   }
   round.pruned = eval_from_json(json.at("pruned"));
   round.finetuned = eval_from_json(json.at("finetuned"));

@@ -89,7 +89,17 @@ TEST(Pipeline, IterativeRdGrowsMasksFineTunesAndResumes) {
   EXPECT_TRUE(resumed.rounds[1].resumed);
   EXPECT_DOUBLE_EQ(resumed.last().finetuned.top1, result.last().finetuned.top1);
   EXPECT_EQ(resumed.last().measured_distortion, result.last().measured_distortion);
-  EXPECT_EQ(resumed.last().refine.size(), result.last().refine.size());
+  ASSERT_EQ(resumed.last().refine.size(), result.last().refine.size());
+  for (size_t i = 0; i < result.last().refine.size(); ++i) {
+    const RefineStep& a = result.last().refine[i];
+    const RefineStep& b = resumed.last().refine[i];
+    EXPECT_EQ(a.start, b.start);
+    EXPECT_EQ(a.pass, b.pass);
+    EXPECT_DOUBLE_EQ(a.trust, b.trust);
+    EXPECT_DOUBLE_EQ(a.measured, b.measured);
+    EXPECT_DOUBLE_EQ(a.sparsity, b.sparsity);
+    EXPECT_EQ(a.chosen, b.chosen);
+  }
   // A run with other settings does not take over the directory's rounds.
   auto other = load_network(model_path);
   options.finetune.steps = 11;
