@@ -19,12 +19,25 @@
 namespace rdprune {
 namespace fs = std::filesystem;
 
-void validate(const PipelineOptions& options) {
+namespace {
+
+bool is_baseline(const std::string& method) {
   const auto& baselines = baseline_methods();
-  if (options.method != "rd" &&
-      std::find(baselines.begin(), baselines.end(), options.method) == baselines.end()) {
-    throw UsageError("--method: unknown method '" + options.method +
-                     "' (known: rd, global, lamp, uniform, uniform+, erk)");
+  return std::find(baselines.begin(), baselines.end(), method) != baselines.end();
+}
+
+std::string baseline_names() {
+  std::string names;
+  for (const auto& method : baseline_methods()) names += (names.empty() ? "" : ", ") + method;
+  return names;
+}
+
+}  // namespace
+
+void validate(const PipelineOptions& options) {
+  if (options.method != "rd" && !is_baseline(options.method)) {
+    throw UsageError("--method: unknown method '" + options.method + "' (known: rd, " + baseline_names() +
+                     ")");
   }
   validate(options.rd);
   if (options.rounds < 1 || options.rounds > 100) throw UsageError("--rounds: expected a count in [1, 100]");
@@ -34,10 +47,8 @@ void validate(const PipelineOptions& options) {
   if (options.method == "rd") validate(options.curves);
   if (options.refine < 0 || options.refine > 20) throw UsageError("--refine: expected a count in [0, 20]");
   for (const auto& method : options.refine_from) {
-    if (std::find(baselines.begin(), baselines.end(), method) == baselines.end()) {
-      throw UsageError("--refine-from: unknown method '" + method +
-                       "' (known: global, lamp, uniform, uniform+, erk)");
-    }
+    if (!is_baseline(method))
+      throw UsageError("--refine-from: unknown method '" + method + "' (known: " + baseline_names() + ")");
   }
   if (options.calib_size <= 0) throw UsageError("--calib-size: expected a positive count");
   if (options.finetune.steps > 0) validate(options.finetune);
