@@ -4,7 +4,8 @@
 # sparsity with a short fine-tune, and writes the report (tables and plots) to out/compare.
 # Knobs (environment): EPOCHS (default 2), FINETUNE_STEPS (default 20), LEVELS (default 30),
 # REFINE (rd refinement passes, default 1). Batch-norm statistics are re-estimated after pruning;
-# rd runs its defaults with one refinement pass: see docs/results.md, "The main job".
+# rd runs its defaults with one refinement pass, judging every plan it considers after the same
+# fine-tuning steps: see docs/results.md, "The main job".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh

@@ -58,6 +58,23 @@ class BufferGuard {
   std::vector<torch::Tensor> saved_;
 };
 
+// Saves everything a trial on the network changes (parameters, masks and, through BufferGuard,
+// batch-norm statistics) and puts it back, with eval mode and no gradients, when it goes out of
+// scope: measurements that prune, recalibrate or fine-tune the network to judge a plan.
+class StateGuard {
+ public:
+  explicit StateGuard(Network& network);
+  ~StateGuard();
+  StateGuard(const StateGuard&) = delete;
+  StateGuard& operator=(const StateGuard&) = delete;
+
+ private:
+  Network& network_;
+  std::vector<torch::Tensor> saved_parameters_;
+  std::vector<torch::Tensor> masks_;
+  BufferGuard buffers_;  // destroyed after ~StateGuard's body has restored the rest
+};
+
 // A hash of everything that decides the network's outputs: layer names, parameters, buffers and
 // masks. 16 hex digits.
 std::string fingerprint(Network& network);

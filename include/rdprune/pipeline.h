@@ -27,6 +27,9 @@ struct PipelineOptions {
   int64_t refine = 2;                  // rd: passes of curves re-measured around the plan
   // rd: allocators whose plans compete with rd's own as the start of refinement (default: all)
   std::vector<std::string> refine_from = {"global", "lamp", "uniform", "uniform+", "erk"};
+  // rd: fine-tuning steps each candidate plan gets before refinement judges it (Recovery);
+  // -1: min(finetune.steps, kAutoRecoverySteps), so plans are judged as pruned when no fine-tuning follows
+  int64_t recovery_steps = -1;
   int64_t calib_size = 256;  // calibration samples (rd curves, batch-norm recalibration)
   bool synthetic = false;    // zero-data calibration: N(0,1) inputs
   uint64_t seed = 0;
@@ -37,7 +40,12 @@ struct PipelineOptions {
   bool progress = true;
 };
 
+constexpr int64_t kAutoRecoverySteps = 100;
+
 void validate(const PipelineOptions& options);
+
+// The recovery steps `options` ask for, with -1 resolved.
+int64_t recovery_steps(const PipelineOptions& options);
 
 // Sparsity target of round r (1-based) of `rounds` reaching `final_target`.
 double round_target(const std::string& schedule, double final_target, int64_t r, int64_t rounds);

@@ -6,6 +6,7 @@
 // the neighbourhood of the current plan, not the whole space), it solves again with every layer
 // held within a shrinking factor of its current kept count (a trust region). The search starts
 // from the lowest-measuring of several plans: rd's own and, with --refine-from, other allocators'.
+// When fine-tuning follows, plans are judged by what it makes of them (Recovery).
 #pragma once
 
 #include <functional>
@@ -18,6 +19,7 @@
 #include "rdprune/distortion.h"
 #include "rdprune/network.h"
 #include "rdprune/plan.h"
+#include "rdprune/train.h"
 
 namespace rdprune {
 
@@ -25,7 +27,9 @@ struct RefineStep {
   std::string start;    // the plan the search started from: "rd" or an allocator's name
   int64_t pass = 0;     // 0: a starting plan as it is; k: solved on the k-th curves
   double trust = 0;     // the factor each layer's kept count could move by (0: unbounded)
-  double measured = 0;  // joint distortion of this pass's plan on the calibration set
+  double measured = 0;  // joint distortion of this pass's plan on the calibration set (after
+                        // `recovery_steps` steps of fine-tuning when there were any)
+  int64_t recovery_steps = 0;
   double sparsity = 0;  // the plan's weight sparsity
   bool chosen = false;
 };
@@ -40,18 +44,39 @@ struct RefineStart {
   Plan plan;
 };
 
+// Judging a plan by the network fine-tuning will make of it. At high sparsity the pruned network's
+// outputs are near chance for every plan, and the plan that measures lowest before fine-tuning is
+// not the one fine-tuning recovers best (docs/results.md). With steps > 0, each plan is applied,
+// batch norm re-estimated on the calibration set when `recalibrate_bn`, the network fine-tuned for
+// `steps` steps of `train` (the round's own optimizer and learning rate, masks held, the same seed
+// and so the same batches for every plan) and then measured in evaluation mode.
+struct Recovery {
+  int64_t steps = 0;              // 0: judge plans as pruned
+  const Dataset* data = nullptr;  // the fine-tuning data
+  TrainOptions train;             // `steps` replaces train.steps
+  bool recalibrate_bn = false;
+};
+
+// The distortion against `reference` (the unpruned network's reference_outputs on `calibration`)
+// left after `recovery` fine-tunes the network pruned by `plan`. The network's parameters, buffers
+// and masks are restored afterwards. O(recovery.steps training steps + one pass over calibration).
+double recovered_distortion(Network& network, const Dataset& calibration, const Plan& plan,
+                            const std::string& metric, int64_t batch_size, const torch::Tensor& reference,
+                            const Recovery& recovery);
+
 using RefineCurvesSink = std::function<void(const std::string& start, int64_t pass, const CurveSet&)>;
 
 // Measures every start's plan and keeps the lowest; then up to `passes` times: measures curves
 // around the current plan, allocates under `rd` (unbounded, then within factors 4, 2 and 1.25 of
 // each layer's kept count) and moves to the first plan that measures lower; stops early when none
 // does. Returns the lowest-measuring plan of all (the earliest on ties), which never measures worse
-// than any start. `on_curves` sees each pass's curves (to save them).
+// than any start. `on_curves` sees each pass's curves (to save them). With `recovery.steps` > 0,
+// every plan is judged by recovered_distortion instead of joint_distortion.
 // O(passes * curve measurement + starts + 4 * passes joint measurements).
 RefineResult refine_rd(Network& network, const Dataset& calibration,
                        const std::string& calibration_description, const std::vector<LayerInfo>& infos,
                        const CurveOptions& curve_options, const RdOptions& rd,
                        const std::vector<RefineStart>& starts, int64_t passes,
-                       const RefineCurvesSink& on_curves = {});
+                       const RefineCurvesSink& on_curves = {}, const Recovery& recovery = {});
 
 }  // namespace rdprune

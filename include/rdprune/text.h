@@ -10,6 +10,9 @@ namespace rdprune {
 // "1,28,28" -> {1, 28, 28}. Every entry must be a positive integer. Throws UsageError naming `what`.
 std::vector<int64_t> parse_shape(const std::string& text, const std::string& what);
 
+// "25" -> 25. Must be an integer >= 0. Throws UsageError naming `what`.
+int64_t parse_count(const std::string& text, const std::string& what);
+
 // "0.8,0.9" -> {0.8, 0.9}. Every entry must be a finite number. Throws UsageError naming `what`.
 std::vector<double> parse_doubles(const std::string& text, const std::string& what);
 

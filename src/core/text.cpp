@@ -1,6 +1,7 @@
 #include "rdprune/text.h"
 
 #include <cmath>
+#include <optional>
 #include <sstream>
 
 #include "rdprune/error.h"
@@ -19,22 +20,39 @@ std::vector<std::string> split_list(const std::string& text, const std::string& 
   return items;
 }
 
+namespace {
+
+// The whole of `text` as an integer, or nothing.
+std::optional<long long> whole_integer(const std::string& text) {
+  size_t used = 0;
+  long long value = 0;
+  try {
+    value = std::stoll(text, &used);
+  } catch (const std::exception&) {
+    return std::nullopt;
+  }
+  if (used != text.size()) return std::nullopt;
+  return value;
+}
+
+}  // namespace
+
 std::vector<int64_t> parse_shape(const std::string& text, const std::string& what) {
   std::vector<int64_t> shape;
   for (const auto& item : split_list(text, what)) {
-    size_t used = 0;
-    long long value = 0;
-    try {
-      value = std::stoll(item, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    if (used != item.size() || value <= 0) {
+    const auto value = whole_integer(item);
+    if (!value || *value <= 0) {
       throw UsageError(what + ": expected positive integers like 1,28,28, got '" + text + "'");
     }
-    shape.push_back(value);
+    shape.push_back(*value);
   }
   return shape;
+}
+
+int64_t parse_count(const std::string& text, const std::string& what) {
+  const auto value = whole_integer(text);
+  if (!value || *value < 0) throw UsageError(what + ": expected a count >= 0, got '" + text + "'");
+  return *value;
 }
 
 std::vector<double> parse_doubles(const std::string& text, const std::string& what) {

@@ -32,27 +32,10 @@ double joint_distortion(Network& network, const Dataset& calibration, const Plan
   const torch::Tensor dense =
       reference.defined() ? reference : reference_outputs(network, calibration, batch_size);
   torch::NoGradGuard no_grad;
-  std::vector<torch::Tensor> weights;
-  std::vector<torch::Tensor> masks = network.masks();
-  for (const auto& layer : network.layers()) weights.push_back(layer.weight.detach().clone());
-  auto restore_weights = [&] {
-    for (size_t i = 0; i < weights.size(); ++i) {
-      network.layers()[i].weight.detach().copy_(weights[i]);
-      network.set_mask(i, masks[i]);
-    }
-  };
-  const BufferGuard buffers(network);
-  double distortion = 0;
-  try {
-    apply_plan(network, plan, "additivity plan");
-    network.set_training(batch_statistics);
-    distortion = output_distortion(network_outputs(network, calibration, batch_size), dense, metric);
-  } catch (...) {
-    restore_weights();
-    throw;
-  }
-  restore_weights();
-  return distortion;
+  const StateGuard saved(network);
+  apply_plan(network, plan, "additivity plan");
+  network.set_training(batch_statistics);
+  return output_distortion(network_outputs(network, calibration, batch_size), dense, metric);
 }
 
 std::vector<AdditivityPoint> additivity_study(Network& network, const Dataset& calibration,

@@ -201,6 +201,22 @@ BufferGuard::~BufferGuard() {
   network_.set_training(false);
 }
 
+StateGuard::StateGuard(Network& network) : network_(network), masks_(network.masks()), buffers_(network) {
+  torch::NoGradGuard no_grad;
+  for (const auto& parameter : network.parameters()) saved_parameters_.push_back(parameter.detach().clone());
+}
+
+StateGuard::~StateGuard() {
+  torch::NoGradGuard no_grad;
+  const auto parameters = network_.parameters();
+  for (size_t i = 0; i < saved_parameters_.size(); ++i) {
+    parameters[i].mutable_grad() = torch::Tensor();
+    parameters[i].detach().copy_(saved_parameters_[i]);
+  }
+  for (size_t i = 0; i < network_.layers().size(); ++i)
+    network_.set_mask(i, i < masks_.size() ? masks_[i] : torch::Tensor());
+}
+
 void validate(const CurveOptions& options) {
   if (options.metric != "mse" && options.metric != "worst" && options.metric != "kl") {
     throw UsageError("--metric: expected mse, worst or kl, got '" + options.metric + "'");

@@ -9,6 +9,7 @@
 
 #include "rdprune/additivity.h"
 #include "rdprune/error.h"
+#include "rdprune/masks.h"
 
 namespace rdprune {
 namespace {
@@ -38,11 +39,27 @@ void trust_region(const CurveSet& curves, const Plan& plan, double factor, RdOpt
 
 }  // namespace
 
+double recovered_distortion(Network& network, const Dataset& calibration, const Plan& plan,
+                            const std::string& metric, int64_t batch_size, const torch::Tensor& reference,
+                            const Recovery& recovery) {
+  if (recovery.steps <= 0 || recovery.data == nullptr) throw Error("recovery: no fine-tuning steps or data");
+  const StateGuard saved(network);
+  apply_plan(network, plan, "recovery plan");
+  if (recovery.recalibrate_bn) recalibrate_batch_norm(network, calibration);
+  TrainOptions train = recovery.train;
+  train.steps = recovery.steps;
+  train.progress = false;
+  rdprune::train(network, *recovery.data, train);
+  network.set_training(false);
+  torch::NoGradGuard no_grad;
+  return output_distortion(network_outputs(network, calibration, batch_size), reference, metric);
+}
+
 RefineResult refine_rd(Network& network, const Dataset& calibration,
                        const std::string& calibration_description, const std::vector<LayerInfo>& infos,
                        const CurveOptions& curve_options, const RdOptions& rd,
                        const std::vector<RefineStart>& starts, int64_t passes,
-                       const RefineCurvesSink& on_curves) {
+                       const RefineCurvesSink& on_curves, const Recovery& recovery) {
   if (passes < 0) throw UsageError("--refine: expected a count >= 0");
   if (starts.empty()) throw Error("refine: no plan to start from");
   RefineResult result;
@@ -54,15 +71,21 @@ RefineResult refine_rd(Network& network, const Dataset& calibration,
     step.start = start;
     step.pass = pass;
     step.trust = trust;
-    step.measured = joint_distortion(network, calibration, candidate, curve_options.metric,
-                                     curve_options.batch_size, curve_options.recalibrate_bn, reference);
+    step.recovery_steps = recovery.steps;
+    step.measured = recovery.steps > 0
+                        ? recovered_distortion(network, calibration, candidate, curve_options.metric,
+                                               curve_options.batch_size, reference, recovery)
+                        : joint_distortion(network, calibration, candidate, curve_options.metric,
+                                           curve_options.batch_size, curve_options.recalibrate_bn, reference);
     step.sparsity = candidate.sparsity_achieved();
     result.steps.push_back(step);
     plans.push_back(candidate);
     if (curve_options.progress) {
-      std::cerr << fmt::format("refine: {} pass {}{} plan at sparsity {:.4f} measures {} distortion {:.6g}\n",
-                               start, pass, trust > 0 ? fmt::format(" (trust x{})", trust) : std::string(),
-                               step.sparsity, curve_options.metric, step.measured);
+      std::cerr << fmt::format(
+          "refine: {} pass {}{} plan at sparsity {:.4f} measures {} distortion {:.6g}{}\n", start, pass,
+          trust > 0 ? fmt::format(" (trust x{})", trust) : std::string(), step.sparsity, curve_options.metric,
+          step.measured,
+          recovery.steps > 0 ? fmt::format(" after {} fine-tuning steps", recovery.steps) : std::string());
     }
     return step.measured;
   };

@@ -50,6 +50,8 @@ void validate(const PipelineOptions& options) {
     if (!is_baseline(method))
       throw UsageError("--refine-from: unknown method '" + method + "' (known: " + baseline_names() + ")");
   }
+  if (options.recovery_steps < -1 || options.recovery_steps > 100000)
+    throw UsageError("--recovery-steps: expected a count in [0, 100000] or auto");
   if (options.calib_size <= 0) throw UsageError("--calib-size: expected a positive count");
   if (options.finetune.steps > 0) validate(options.finetune);
   if (options.finetune.steps < 0) throw UsageError("--finetune-steps: expected a count >= 0");
@@ -57,6 +59,11 @@ void validate(const PipelineOptions& options) {
   if (!options.out_dir.empty() && fs::exists(options.out_dir) && !fs::is_directory(options.out_dir)) {
     throw UsageError("--out-dir: " + options.out_dir + " exists and is not a directory");
   }
+}
+
+int64_t recovery_steps(const PipelineOptions& options) {
+  if (options.recovery_steps >= 0) return options.recovery_steps;
+  return std::min(options.finetune.steps, kAutoRecoverySteps);
 }
 
 double round_target(const std::string& schedule, double final_target, int64_t r, int64_t rounds) {
@@ -100,6 +107,7 @@ nlohmann::json round_json(const RoundResult& round) {
                       {"pass", step.pass},
                       {"trust", step.trust},
                       {"measured", step.measured},
+                      {"recovery_steps", step.recovery_steps},
                       {"sparsity", step.sparsity},
                       {"chosen", step.chosen}});
   }
@@ -123,6 +131,7 @@ RoundResult round_from_json(const nlohmann::json& json) {
     step.pass = entry.at("pass").get<int64_t>();
     step.trust = entry.value("trust", 0.0);
     step.measured = entry.at("measured").get<double>();
+    step.recovery_steps = entry.value("recovery_steps", int64_t{0});
     step.sparsity = entry.at("sparsity").get<double>();
     step.chosen = entry.at("chosen").get<bool>();
     round.refine.push_back(step);
@@ -186,7 +195,8 @@ nlohmann::json settings_json(const PipelineOptions& o) {
                   {"estimator", o.curves.estimator},
                   {"bn_aware", o.curves.recalibrate_bn},
                   {"refine", o.refine},
-                  {"refine_from", o.refine_from}};
+                  {"refine_from", o.refine_from},
+                  {"recovery_steps", recovery_steps(o)}};
   }
   return json;
 }
@@ -302,8 +312,14 @@ PipelineResult run_pipeline(std::unique_ptr<Network>& network, const DatasetSpli
         }
         CurveOptions refine_options = curve_options;
         refine_options.recalibrate_bn = batch_statistics;
+        Recovery recovery;
+        recovery.steps = recovery_steps(options);
+        recovery.data = &data.train;
+        recovery.train = options.finetune;
+        recovery.train.seed = derive_seed(options.finetune.seed, static_cast<uint64_t>(r));
+        recovery.recalibrate_bn = options.bn_recalibrate;
         RefineResult refined = refine_rd(*network, calibration, calibration_description, infos,
-                                         refine_options, rd, starts, options.refine, save);
+                                         refine_options, rd, starts, options.refine, save, recovery);
         plan = std::move(refined.plan);
         round.refine = std::move(refined.steps);
       }
@@ -316,7 +332,7 @@ PipelineResult run_pipeline(std::unique_ptr<Network>& network, const DatasetSpli
     {
       const auto chosen = std::find_if(round.refine.begin(), round.refine.end(),
                                        [](const RefineStep& step) { return step.chosen; });
-      round.measured_distortion = chosen != round.refine.end()
+      round.measured_distortion = chosen != round.refine.end() && chosen->recovery_steps == 0
                                       ? chosen->measured  // refinement measured it just so
                                       : joint_distortion(*network, calibration, plan, options.curves.metric,
                                                          options.curves.batch_size, batch_statistics);

@@ -352,6 +352,9 @@ TEST_F(Cli, BaselinesFinetuneRunCompareAdditivity) {
   expect_error(rdprune({"run", "--model", model, "--data-dir", data_dir(), "--refine-from", "lamp,magic",
                         "--sparsity", "0.5", "--out-dir", work_.file("x")}),
                2, "--refine-from: unknown method");
+  expect_error(rdprune({"run", "--model", model, "--data-dir", data_dir(), "--recovery-steps", "some",
+                        "--sparsity", "0.5", "--out-dir", work_.file("x")}),
+               2, "--recovery-steps: expected a count");
 }
 
 TEST_F(Cli, ErrorsInJsonModeAreJsonToo) {

@@ -16,6 +16,15 @@ TEST(Text, ParsesShapes) {
   EXPECT_THROW(parse_shape("-3", "--input-shape"), UsageError);
 }
 
+TEST(Text, ParsesCounts) {
+  EXPECT_EQ(parse_count("25", "--recovery-steps"), 25);
+  EXPECT_EQ(parse_count("0", "--recovery-steps"), 0);
+  EXPECT_THROW(parse_count("-1", "--recovery-steps"), UsageError);
+  EXPECT_THROW(parse_count("2.5", "--recovery-steps"), UsageError);
+  EXPECT_THROW(parse_count("", "--recovery-steps"), UsageError);
+  EXPECT_THROW(parse_count("many", "--recovery-steps"), UsageError);
+}
+
 TEST(Text, ParsesDoubles) {
   EXPECT_EQ(parse_doubles("0.5,1e-3", "--mean"), (std::vector<double>{0.5, 1e-3}));
   EXPECT_THROW(parse_doubles("nan", "--mean"), UsageError);

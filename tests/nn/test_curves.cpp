@@ -424,5 +424,83 @@ TEST(Refine, StartsFromEveryPlanGivenAndNeverMeasuresWorseThanAnyOfThem) {
   EXPECT_EQ(chosen, 1);
 }
 
+TEST(Refine, RecoveredDistortionIsTheDistortionLeftAfterFineTuningThePrunedNetwork) {
+  TempDir dir;
+  auto network = fresh("resnet20");
+  const Dataset calibration = calibration_set(16);
+  const Dataset train_data = calibration_set(48);
+  const auto infos = layer_census(*network, {1, 28, 28});
+  const Plan plan =
+      allocate_baseline("lamp", *network, infos, BaselineOptions{BudgetKind::kParams, 0.8, false});
+  Recovery recovery;
+  recovery.steps = 3;
+  recovery.data = &train_data;
+  recovery.train.batch_size = 8;
+  recovery.train.lr = 0.01;
+  recovery.train.seed = 5;
+  recovery.recalibrate_bn = true;
+  const torch::Tensor reference = reference_outputs(*network, calibration, 256);
+  const auto before = fingerprint(*network);
+  const double recovered = recovered_distortion(*network, calibration, plan, "kl", 256, reference, recovery);
+  // Parameters, batch-norm statistics and masks are as they were; the same seed gives the same value.
+  EXPECT_EQ(fingerprint(*network), before);
+  EXPECT_DOUBLE_EQ(recovered_distortion(*network, calibration, plan, "kl", 256, reference, recovery),
+                   recovered);
+  // By hand: prune, re-estimate batch norm, fine-tune, measure in evaluation mode.
+  network->save(dir.file("copy.pt"));
+  auto copy = load_network(dir.file("copy.pt"));
+  apply_plan(*copy, plan, "test");
+  recalibrate_batch_norm(*copy, calibration);
+  TrainOptions train_options = recovery.train;
+  train_options.steps = 3;
+  train_options.progress = false;
+  train(*copy, train_data, train_options);
+  copy->set_training(false);
+  torch::NoGradGuard no_grad;
+  const double by_hand = output_distortion(network_outputs(*copy, calibration, 256), reference, "kl");
+  EXPECT_NEAR(recovered, by_hand, 1e-6 * std::max(1.0, by_hand));
+  EXPECT_GT(std::abs(recovered - joint_distortion(*network, calibration, plan, "kl", 256, true, reference)),
+            1e-9);  // fine-tuning moved it
+  recovery.steps = 0;
+  EXPECT_THROW(recovered_distortion(*network, calibration, plan, "kl", 256, reference, recovery), Error);
+}
+
+TEST(Refine, WithRecoveryEveryPlanIsJudgedAfterFineTuning) {
+  auto network = fresh("lenet5");
+  const Dataset data = calibration_set(16);
+  const Dataset train_data = calibration_set(32);
+  CurveOptions options;
+  options.levels = 10;
+  options.progress = false;
+  const auto infos = layer_census(*network, {1, 28, 28});
+  RdOptions rd;
+  rd.sparsity_target = 0.9;
+  const Plan first = allocate_rd(measure_curves(*network, data, "s", infos, options), rd);
+  const Plan erk =
+      allocate_baseline("erk", *network, infos, BaselineOptions{BudgetKind::kParams, 0.9, false});
+  Recovery recovery;
+  recovery.steps = 2;
+  recovery.data = &train_data;
+  recovery.train.batch_size = 8;
+  recovery.train.lr = 0.05;
+  const auto before = fingerprint(*network);
+  const RefineResult result =
+      refine_rd(*network, data, "s", infos, options, rd, {{"rd", first}, {"erk", erk}}, 1, {}, recovery);
+  EXPECT_EQ(fingerprint(*network), before);
+  const torch::Tensor reference = reference_outputs(*network, data, 256);
+  ASSERT_GE(result.steps.size(), 2u);
+  EXPECT_NEAR(result.steps[1].measured,
+              recovered_distortion(*network, data, erk, "kl", 256, reference, recovery), 1e-9);
+  const RefineStep* chosen = nullptr;
+  for (const auto& step : result.steps) {
+    EXPECT_EQ(step.recovery_steps, 2);
+    if (step.chosen) chosen = &step;
+  }
+  ASSERT_NE(chosen, nullptr);
+  for (const auto& step : result.steps) EXPECT_LE(chosen->measured, step.measured);
+  EXPECT_NEAR(recovered_distortion(*network, data, result.plan, "kl", 256, reference, recovery),
+              chosen->measured, 1e-9);
+}
+
 }  // namespace
 }  // namespace rdprune

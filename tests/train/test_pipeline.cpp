@@ -9,6 +9,7 @@
 #include "rdprune/atomic_file.h"
 #include "rdprune/error.h"
 #include "rdprune/pipeline.h"
+#include "rdprune/sample_order.h"
 
 namespace rdprune {
 namespace {
@@ -98,7 +99,9 @@ TEST(Pipeline, IterativeRdGrowsMasksFineTunesAndResumes) {
     EXPECT_DOUBLE_EQ(a.trust, b.trust);
     EXPECT_DOUBLE_EQ(a.measured, b.measured);
     EXPECT_DOUBLE_EQ(a.sparsity, b.sparsity);
+    EXPECT_EQ(a.recovery_steps, b.recovery_steps);
     EXPECT_EQ(a.chosen, b.chosen);
+    EXPECT_EQ(a.recovery_steps, 10);  // auto: min(--finetune-steps, 100)
   }
   // A run with other settings does not take over the directory's rounds.
   auto other = load_network(model_path);
@@ -107,7 +110,7 @@ TEST(Pipeline, IterativeRdGrowsMasksFineTunesAndResumes) {
     run_pipeline(other, data, options);
     ADD_FAILURE() << "expected a UsageError";
   } catch (const UsageError& e) {
-    EXPECT_NE(std::string(e.what()).find("other settings (finetune)"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("other settings (finetune, rd)"), std::string::npos) << e.what();
   }
   // Nor do rounds whose settings are not on record.
   std::filesystem::remove(out.file("run/settings.json"));
@@ -170,6 +173,68 @@ TEST(Pipeline, RdStartsFromTheLowestMeasuringPlanThatKeepsItsConstraints) {
   EXPECT_DOUBLE_EQ(*paper.measured_distortion, screened.refine[0].measured);
 }
 
+TEST(Pipeline, WhenFineTuningFollowsPlansAreJudgedByWhatItRecovers) {
+  TempDir data_dir;
+  const auto data = toy_data(data_dir);
+  auto trained = trained_lenet(data);
+  TempDir out;
+  const std::string dense = out.file("dense.pt");
+  trained->save(dense);
+  PipelineOptions options;
+  options.method = "rd";
+  options.rd.sparsity_target = 0.9;
+  options.calib_size = 32;
+  options.curves.levels = 10;
+  options.refine = 0;
+  options.refine_from = {"lamp", "erk"};
+  options.finetune.steps = 4;
+  options.finetune.batch_size = 32;
+  options.progress = false;
+  options.out_dir = out.file("auto");
+  EXPECT_EQ(recovery_steps(options), 4);
+  auto network = load_network(dense);
+  const RoundResult judged = run_pipeline(network, data, options).last();
+  ASSERT_EQ(judged.refine.size(), 3u);
+  const RefineStep* chosen = nullptr;
+  for (const auto& step : judged.refine) {
+    EXPECT_EQ(step.recovery_steps, 4);
+    if (step.chosen) chosen = &step;
+  }
+  ASSERT_NE(chosen, nullptr);
+  // The round's measured distortion stays the pruned plan's, as for every other method.
+  const auto plan = plan_from_json(read_file(out.file("auto/round-1/plan.json")), "plan");
+  const Dataset calibration = data.train.head(32);
+  auto again = load_network(dense);
+  ASSERT_TRUE(judged.measured_distortion.has_value());
+  EXPECT_NEAR(*judged.measured_distortion, joint_distortion(*again, calibration, plan, "kl", 256), 1e-6);
+  // And the recorded judgement is recovered_distortion of the chosen plan, with the round's seed.
+  Recovery recovery;
+  recovery.steps = 4;
+  recovery.data = &data.train;
+  recovery.train = options.finetune;
+  recovery.train.seed = derive_seed(options.finetune.seed, 1);
+  const torch::Tensor reference = reference_outputs(*again, calibration, 256);
+  EXPECT_NEAR(chosen->measured,
+              recovered_distortion(*again, calibration, plan, "kl", 256, reference, recovery), 1e-6);
+  const auto settings = nlohmann::json::parse(read_file(out.file("auto/settings.json")));
+  EXPECT_EQ(settings["rd"]["recovery_steps"], 4);
+
+  // --recovery-steps 0: judged as pruned, as without fine-tuning.
+  options.recovery_steps = 0;
+  options.out_dir = out.file("zero");
+  network = load_network(dense);
+  const RoundResult pruned = run_pipeline(network, data, options).last();
+  ASSERT_EQ(pruned.refine.size(), 3u);
+  for (const auto& step : pruned.refine) {
+    EXPECT_EQ(step.recovery_steps, 0);
+    if (step.chosen) {
+      EXPECT_DOUBLE_EQ(step.measured, *pruned.measured_distortion);
+    }
+  }
+  const auto zero_plan = plan_from_json(read_file(out.file("zero/round-1/plan.json")), "plan");
+  EXPECT_NEAR(*pruned.measured_distortion, joint_distortion(*again, calibration, zero_plan, "kl", 256), 1e-6);
+}
+
 TEST(Pipeline, RefinementMeasuresWithBatchStatisticsWhenBatchNormIsRecalibrated) {
   TempDir data_dir;
   const auto data = toy_data(data_dir);
@@ -227,6 +292,9 @@ TEST(Pipeline, BadOptionsAreUsageErrors) {
   write_file_atomic(dir.file("file"), "x");
   options.schedule = "geometric";
   options.out_dir = dir.file("file");
+  EXPECT_THROW(validate(options), UsageError);
+  options.out_dir.clear();
+  options.recovery_steps = -2;
   EXPECT_THROW(validate(options), UsageError);
 }
 

@@ -26,6 +26,9 @@ void add_pipeline_flags(CLI::App& command, PipelineFlags& flags) {
   command.add_option("--refine-from", flags.refine_from,
                      "rd: allocators whose plans compete with rd's own as the start of refinement, "
                      "comma-separated, or all (default) or none");
+  command.add_option("--recovery-steps", flags.recovery_steps,
+                     "rd: fine-tuning steps each candidate plan gets before refinement judges it; auto "
+                     "(default): min(--finetune-steps, 100), 0: judge plans as pruned");
   command.add_flag("--synthetic", o.synthetic, "rd: zero-data calibration with N(0,1) inputs");
   command.add_flag("--no-cache", flags.no_cache, "rd: do not cache curves");
   command.add_flag("--bn-aware-curves", o.curves.recalibrate_bn,
@@ -47,6 +50,9 @@ void finish_pipeline_flags(PipelineFlags& flags, const std::string& out_dir) {
     o.refine_from.clear();
   } else if (flags.refine_from != "all") {
     o.refine_from = split_list(flags.refine_from, "--refine-from");
+  }
+  if (flags.recovery_steps != "auto") {
+    o.recovery_steps = parse_count(flags.recovery_steps, "--recovery-steps");
   }
   o.finetune.seed = o.seed;
   if (flags.no_cache) {

@@ -13,6 +13,7 @@ struct PipelineFlags {
   std::string budget = "params";
   std::string keep_dense;
   std::string refine_from = "all";
+  std::string recovery_steps = "auto";
   bool no_cache = false;
   std::string cache_dir;  // empty: <out-dir>/cache
 };
