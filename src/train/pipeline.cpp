@@ -278,6 +278,10 @@ PipelineResult run_pipeline(std::unique_ptr<Network>& network, const DatasetSpli
     round.round = r;
     round.sparsity_target = target;
     const auto infos = layer_census(*network, shape);
+    // This round's fine-tuning: rd's recovery judgements run the same steps from the same seed.
+    TrainOptions finetune = options.finetune;
+    finetune.progress = options.progress;
+    finetune.seed = derive_seed(options.finetune.seed, static_cast<uint64_t>(r));
     // Plans are judged by the network the evaluation will see: after recalibration, batch norm
     // runs on statistics of the pruned network, so joint distortions are measured with batch
     // statistics (judged with the dense statistics, plans of collapsed networks win).
@@ -315,8 +319,7 @@ PipelineResult run_pipeline(std::unique_ptr<Network>& network, const DatasetSpli
         Recovery recovery;
         recovery.steps = recovery_steps(options);
         recovery.data = &data.train;
-        recovery.train = options.finetune;
-        recovery.train.seed = derive_seed(options.finetune.seed, static_cast<uint64_t>(r));
+        recovery.train = finetune;
         recovery.recalibrate_bn = options.bn_recalibrate;
         RefineResult refined = refine_rd(*network, calibration, calibration_description, infos,
                                          refine_options, rd, starts, options.refine, save, recovery);
@@ -344,9 +347,6 @@ PipelineResult run_pipeline(std::unique_ptr<Network>& network, const DatasetSpli
     round.pruned = evaluate(*network, test, 256, /*progress=*/false);
     if (options.bn_recalibrate) recalibrate_batch_norm(*network, calibration);
     if (options.finetune.steps > 0) {
-      TrainOptions finetune = options.finetune;
-      finetune.progress = options.progress;
-      finetune.seed = derive_seed(options.finetune.seed, static_cast<uint64_t>(r));
       train(*network, data.train, finetune);
     }
     round.finetuned = (options.bn_recalibrate || options.finetune.steps > 0)
