@@ -40,4 +40,16 @@ struct FrontierPoint {
 Plan allocate_rd(const CurveSet& curves, const RdOptions& options,
                  std::vector<FrontierPoint>* frontier = nullptr);
 
+// Whether a plan keeps rd's constraints: --keep-dense layers at their current sparsity, every other
+// layer within [min_sparsity, max_sparsity] (a layer left at its current sparsity may stay below
+// the minimum, as rd's own levels allow). `layers[i].sparsity` is the current sparsity.
+bool honours(const Plan& plan, const std::vector<LayerInfo>& layers, const RdOptions& options);
+
+// A plan between two plans for the same layers and budget: every layer's density (kept / weights)
+// is the weighted geometric mean a^weight_a * b^(1 - weight_a), and the densities are scaled
+// together to meet the options' budget, within the constraints (allocate_by_score). Throws Error
+// if the budget cannot be met. O(200 * layers).
+Plan blend_plans(const Plan& a, const Plan& b, double weight_a, const std::vector<LayerInfo>& layers,
+                 const RdOptions& options);
+
 }  // namespace rdprune

@@ -23,8 +23,16 @@ bool is_shape_baseline(const std::string& method);  // uniform, uniform+, erk
 
 // Densities clamp(scale * score_i, floor_i, cap_i) with the scale solved by bisection so the kept
 // cost meets the budget, then rounded down to whole weights (never above budget; at least one
-// weight per layer unless allow_empty; never more than a layer's unpruned weights).
-// `layers[i].sparsity` is the layer's current sparsity (masks only grow).
+// weight per layer unless allow_empty; never more than a layer's unpruned weights). Densities are
+// fractions of a layer's weights; a cap above the layer's unpruned share is clamped to it, the
+// budget it frees left unused. O(200 * layers).
+Plan allocate_by_score(const std::string& method, const std::vector<LayerInfo>& layers,
+                       const std::vector<double>& score, const std::vector<double>& floor_density,
+                       const std::vector<double>& cap, const BaselineOptions& options);
+
+// The shape baselines: allocate_by_score with uniform scores (uniform, uniform+ with its first
+// layer dense and last layer floor) or ERK's. `layers[i].sparsity` is the layer's current sparsity
+// (masks only grow).
 Plan allocate_shape_baseline(const std::string& method, const std::vector<LayerInfo>& layers,
                              const BaselineOptions& options);
 

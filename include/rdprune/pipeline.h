@@ -30,6 +30,9 @@ struct PipelineOptions {
   // rd: fine-tuning steps each candidate plan gets before refinement judges it (Recovery);
   // -1: min(finetune.steps, kAutoRecoverySteps), so plans are judged as pruned when no fine-tuning follows
   int64_t recovery_steps = -1;
+  // rd: blends of the lowest-measuring start with the next-lowest ones (refine_rd); -1: 2 when
+  // plans are judged after recovery, else 0
+  int64_t blends = -1;
   int64_t calib_size = 256;  // calibration samples (rd curves, batch-norm recalibration)
   bool synthetic = false;    // zero-data calibration: N(0,1) inputs
   uint64_t seed = 0;
@@ -41,11 +44,15 @@ struct PipelineOptions {
 };
 
 constexpr int64_t kAutoRecoverySteps = 100;
+constexpr int64_t kAutoBlends = 2;
 
 void validate(const PipelineOptions& options);
 
 // The recovery steps `options` ask for, with -1 resolved.
 int64_t recovery_steps(const PipelineOptions& options);
+
+// The blends `options` ask for, with -1 resolved.
+int64_t blend_count(const PipelineOptions& options);
 
 // Sparsity target of round r (1-based) of `rounds` reaching `final_target`.
 double round_target(const std::string& schedule, double final_target, int64_t r, int64_t rounds);

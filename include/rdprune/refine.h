@@ -5,7 +5,8 @@
 // to a plan that measures lower. When the unbounded solution measures worse (the curves describe
 // the neighbourhood of the current plan, not the whole space), it solves again with every layer
 // held within a shrinking factor of its current kept count (a trust region). The search starts
-// from the lowest-measuring of several plans: rd's own and, with --refine-from, other allocators'.
+// from the lowest-measuring of several plans: rd's own and, with --refine-from, other allocators',
+// or a blend between the lowest and a next-lowest.
 // When fine-tuning follows, plans are judged by what it makes of them (Recovery).
 #pragma once
 
@@ -66,17 +67,20 @@ double recovered_distortion(Network& network, const Dataset& calibration, const 
 
 using RefineCurvesSink = std::function<void(const std::string& start, int64_t pass, const CurveSet&)>;
 
-// Measures every start's plan and keeps the lowest; then up to `passes` times: measures curves
+// Measures every start's plan and keeps the lowest; then measures `blends` plans halfway (in log
+// density, blend_plans) between the lowest start and each of the next-lowest, and keeps the lowest
+// of all (a blend is named "a+b" in the steps); then up to `passes` times: measures curves
 // around the current plan, allocates under `rd` (unbounded, then within factors 4, 2 and 1.25 of
 // each layer's kept count) and moves to the first plan that measures lower; stops early when none
 // does. Returns the lowest-measuring plan of all (the earliest on ties), which never measures worse
 // than any start. `on_curves` sees each pass's curves (to save them). With `recovery.steps` > 0,
 // every plan is judged by recovered_distortion instead of joint_distortion.
-// O(passes * curve measurement + starts + 4 * passes joint measurements).
+// O(passes * curve measurement + starts + blends + 4 * passes joint measurements).
 RefineResult refine_rd(Network& network, const Dataset& calibration,
                        const std::string& calibration_description, const std::vector<LayerInfo>& infos,
                        const CurveOptions& curve_options, const RdOptions& rd,
                        const std::vector<RefineStart>& starts, int64_t passes,
-                       const RefineCurvesSink& on_curves = {}, const Recovery& recovery = {});
+                       const RefineCurvesSink& on_curves = {}, const Recovery& recovery = {},
+                       int64_t blends = 0);
 
 }  // namespace rdprune

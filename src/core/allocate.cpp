@@ -5,6 +5,7 @@
 
 #include <fmt/format.h>
 
+#include "rdprune/baselines.h"
 #include "rdprune/error.h"
 #include "rdprune/knapsack.h"
 
@@ -141,6 +142,57 @@ Plan allocate_rd(const CurveSet& curves, const RdOptions& options, std::vector<F
       frontier->push_back({cost, dense > 0 ? 1.0 - cost / dense : 0.0, row[b]});
     }
   }
+  return plan;
+}
+
+namespace {
+
+bool kept_dense(const RdOptions& options, const std::string& name) {
+  return std::find(options.keep_dense.begin(), options.keep_dense.end(), name) != options.keep_dense.end();
+}
+
+}  // namespace
+
+bool honours(const Plan& plan, const std::vector<LayerInfo>& layers, const RdOptions& options) {
+  if (plan.layers.size() != layers.size()) return false;
+  for (size_t i = 0; i < layers.size(); ++i) {
+    const double s = plan.layers[i].sparsity();
+    const bool unchanged = std::abs(s - layers[i].sparsity) < 1e-9;
+    if (kept_dense(options, layers[i].name)) {
+      if (!unchanged) return false;
+    } else if ((s + 1e-12 < options.min_sparsity && !unchanged) || s > options.max_sparsity + 1e-12) {
+      return false;
+    }
+  }
+  return true;
+}
+
+Plan blend_plans(const Plan& a, const Plan& b, double weight_a, const std::vector<LayerInfo>& layers,
+                 const RdOptions& options) {
+  if (a.layers.size() != layers.size() || b.layers.size() != layers.size())
+    throw Error("blend: the plans do not match the model's layers");
+  if (!(weight_a >= 0 && weight_a <= 1)) throw Error("blend: expected a weight in [0, 1]");
+  const size_t n = layers.size();
+  std::vector<double> score(n);
+  std::vector<double> floor_density(n);
+  std::vector<double> cap(n);
+  for (size_t i = 0; i < n; ++i) {
+    const auto weights = static_cast<double>(layers[i].weights);
+    const double current = std::round((1.0 - layers[i].sparsity) * weights) / weights;
+    const double density_a = static_cast<double>(a.layers[i].kept) / weights;
+    const double density_b = static_cast<double>(b.layers[i].kept) / weights;
+    score[i] = std::pow(density_a, weight_a) * std::pow(density_b, 1.0 - weight_a);
+    if (kept_dense(options, layers[i].name)) {
+      cap[i] = floor_density[i] = current;
+    } else {
+      cap[i] = std::min(current, 1.0 - options.min_sparsity);
+      floor_density[i] = std::min(cap[i], 1.0 - options.max_sparsity);
+    }
+  }
+  Plan plan =
+      allocate_by_score("rd", layers, score, floor_density, cap,
+                        BaselineOptions{options.budget, options.sparsity_target, options.allow_empty});
+  plan.solver.clear();
   return plan;
 }
 

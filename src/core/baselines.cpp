@@ -82,6 +82,41 @@ Plan make_plan(const std::string& method, const std::vector<LayerInfo>& layers, 
   return plan;
 }
 
+Plan allocate_by_score(const std::string& method, const std::vector<LayerInfo>& layers,
+                       const std::vector<double>& score, const std::vector<double>& floor_density,
+                       const std::vector<double>& cap, const BaselineOptions& options) {
+  const size_t n = layers.size();
+  if (score.size() != n || floor_density.size() != n || cap.size() != n)
+    throw Error(method + ": one score, floor and cap per layer expected");
+  const double budget = total_budget(layers, options);
+  auto density_at = [&](double scale, size_t i) {
+    return std::clamp(scale * score[i], std::min(floor_density[i], cap[i]), cap[i]);
+  };
+  auto cost_at = [&](double scale) {
+    double cost = 0;
+    for (size_t i = 0; i < n; ++i) {
+      cost += density_at(scale, i) * static_cast<double>(layers[i].weights) *
+              unit_cost(options.budget, layers[i]);
+    }
+    return cost;
+  };
+  // The kept cost grows with the scale; bisect for the largest scale within budget. Layers whose
+  // density would pass their cap stay at the cap (dense for ERK) and the rest absorb the budget.
+  double low = 0;
+  double high = 1;
+  while (cost_at(high) < budget && high < 1e30) high *= 2;
+  for (int iteration = 0; iteration < 200; ++iteration) {
+    const double mid = 0.5 * (low + high);
+    (cost_at(mid) <= budget ? low : high) = mid;
+  }
+  std::vector<int64_t> kept(n);
+  for (size_t i = 0; i < n; ++i) {
+    kept[i] =
+        static_cast<int64_t>(std::floor(density_at(low, i) * static_cast<double>(layers[i].weights) + 1e-9));
+  }
+  return make_plan(method, layers, std::move(kept), options);
+}
+
 Plan allocate_shape_baseline(const std::string& method, const std::vector<LayerInfo>& layers,
                              const BaselineOptions& options) {
   check_sparsity_target(options.sparsity_target, "--sparsity");
@@ -110,33 +145,7 @@ Plan allocate_shape_baseline(const std::string& method, const std::vector<LayerI
     if (first_conv < n) floor_density[first_conv] = cap[first_conv];
     floor_density[n - 1] = std::min(cap[n - 1], std::max(floor_density[n - 1], 0.2));
   }
-  const double budget = total_budget(layers, options);
-  auto density_at = [&](double scale, size_t i) {
-    return std::clamp(scale * score[i], std::min(floor_density[i], cap[i]), cap[i]);
-  };
-  auto cost_at = [&](double scale) {
-    double cost = 0;
-    for (size_t i = 0; i < n; ++i) {
-      cost += density_at(scale, i) * static_cast<double>(layers[i].weights) *
-              unit_cost(options.budget, layers[i]);
-    }
-    return cost;
-  };
-  // The kept cost grows with the scale; bisect for the largest scale within budget. Layers whose
-  // density would pass their cap stay at the cap (dense for ERK) and the rest absorb the budget.
-  double low = 0;
-  double high = 1;
-  while (cost_at(high) < budget && high < 1e30) high *= 2;
-  for (int iteration = 0; iteration < 200; ++iteration) {
-    const double mid = 0.5 * (low + high);
-    (cost_at(mid) <= budget ? low : high) = mid;
-  }
-  std::vector<int64_t> kept(n);
-  for (size_t i = 0; i < n; ++i) {
-    kept[i] =
-        static_cast<int64_t>(std::floor(density_at(low, i) * static_cast<double>(layers[i].weights) + 1e-9));
-  }
-  return make_plan(method, layers, std::move(kept), options);
+  return allocate_by_score(method, layers, score, floor_density, cap, options);
 }
 
 }  // namespace rdprune

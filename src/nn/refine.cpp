@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <iostream>
+#include <numeric>
 
 #include <fmt/format.h>
 #include <torch/torch.h>
@@ -59,9 +60,10 @@ RefineResult refine_rd(Network& network, const Dataset& calibration,
                        const std::string& calibration_description, const std::vector<LayerInfo>& infos,
                        const CurveOptions& curve_options, const RdOptions& rd,
                        const std::vector<RefineStart>& starts, int64_t passes,
-                       const RefineCurvesSink& on_curves, const Recovery& recovery) {
+                       const RefineCurvesSink& on_curves, const Recovery& recovery, int64_t blends) {
   if (passes < 0) throw UsageError("--refine: expected a count >= 0");
   if (starts.empty()) throw Error("refine: no plan to start from");
+  if (blends < 0) throw UsageError("--blends: expected a count >= 0");
   RefineResult result;
   std::vector<Plan> plans;  // parallel to result.steps
   // The network's outputs as it is, before any plan prunes it.
@@ -93,6 +95,31 @@ RefineResult refine_rd(Network& network, const Dataset& calibration,
   for (const auto& start : starts) {
     measure(start.name, start.plan, 0, 0);
     if (result.steps.back().measured < result.steps[current].measured) current = result.steps.size() - 1;
+  }
+  // Blends: the best start halfway (in log density) towards each of the next-best `blends` starts.
+  // Under recovery the starts often measure close together and fine-tuning favours neither
+  // extreme; a plan between two good ones is a move the pruned network's curves cannot propose.
+  std::vector<size_t> order(result.steps.size());
+  std::iota(order.begin(), order.end(), size_t{0});
+  std::stable_sort(order.begin(), order.end(),
+                   [&](size_t x, size_t y) { return result.steps[x].measured < result.steps[y].measured; });
+  const size_t best = order.front();
+  std::vector<std::vector<int64_t>> blended;
+  for (size_t k = 1; k < order.size() && static_cast<int64_t>(k) <= blends; ++k) {
+    Plan blend;
+    try {
+      blend = blend_plans(plans[best], plans[order[k]], 0.5, infos, rd);
+    } catch (const Error&) {
+      continue;  // the constraints cannot meet the budget between these two
+    }
+    const std::vector<int64_t> kept = kept_counts(blend);
+    const bool seen =
+        std::find(blended.begin(), blended.end(), kept) != blended.end() ||
+        std::any_of(plans.begin(), plans.end(), [&](const Plan& p) { return kept_counts(p) == kept; });
+    if (seen || !honours(blend, infos, rd)) continue;
+    blended.push_back(kept);
+    const std::string name = result.steps[best].start + "+" + result.steps[order[k]].start;
+    if (measure(name, blend, 0, 0) < result.steps[current].measured) current = result.steps.size() - 1;
   }
   const std::string origin = result.steps[current].start;
   constexpr double kTrust[] = {0, 4, 2, 1.25};  // 0: unbounded

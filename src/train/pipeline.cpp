@@ -52,6 +52,8 @@ void validate(const PipelineOptions& options) {
   }
   if (options.recovery_steps < -1 || options.recovery_steps > 100000)
     throw UsageError("--recovery-steps: expected a count in [0, 100000] or auto");
+  if (options.blends < -1 || options.blends > 20)
+    throw UsageError("--blends: expected a count in [0, 20] or auto");
   if (options.calib_size <= 0) throw UsageError("--calib-size: expected a positive count");
   if (options.finetune.steps > 0) validate(options.finetune);
   if (options.finetune.steps < 0) throw UsageError("--finetune-steps: expected a count >= 0");
@@ -64,6 +66,11 @@ void validate(const PipelineOptions& options) {
 int64_t recovery_steps(const PipelineOptions& options) {
   if (options.recovery_steps >= 0) return options.recovery_steps;
   return std::min(options.finetune.steps, kAutoRecoverySteps);
+}
+
+int64_t blend_count(const PipelineOptions& options) {
+  if (options.blends >= 0) return options.blends;
+  return recovery_steps(options) > 0 ? kAutoBlends : 0;
 }
 
 double round_target(const std::string& schedule, double final_target, int64_t r, int64_t rounds) {
@@ -143,21 +150,6 @@ RoundResult round_from_json(const nlohmann::json& json) {
   return round;
 }
 
-// Whether an allocator's plan keeps rd's constraints: --keep-dense layers as they are, every other
-// layer within --min-sparsity and --max-sparsity (a layer already sparser than the minimum may stay).
-bool honours(const Plan& plan, const std::vector<LayerInfo>& infos, const RdOptions& rd) {
-  for (size_t i = 0; i < infos.size(); ++i) {
-    const double s = plan.layers[i].sparsity();
-    const bool unchanged = std::abs(s - infos[i].sparsity) < 1e-9;
-    if (std::find(rd.keep_dense.begin(), rd.keep_dense.end(), infos[i].name) != rd.keep_dense.end()) {
-      if (!unchanged) return false;
-    } else if ((s + 1e-12 < rd.min_sparsity && !unchanged) || s > rd.max_sparsity + 1e-12) {
-      return false;
-    }
-  }
-  return true;
-}
-
 // What decides a run's results (not how fast it goes). A directory's finished rounds are resumed
 // only by a run with the same settings.
 nlohmann::json settings_json(const PipelineOptions& o) {
@@ -196,7 +188,8 @@ nlohmann::json settings_json(const PipelineOptions& o) {
                   {"bn_aware", o.curves.recalibrate_bn},
                   {"refine", o.refine},
                   {"refine_from", o.refine_from},
-                  {"recovery_steps", recovery_steps(o)}};
+                  {"recovery_steps", recovery_steps(o)},
+                  {"blends", blend_count(o)}};
   }
   return json;
 }
@@ -321,8 +314,9 @@ PipelineResult run_pipeline(std::unique_ptr<Network>& network, const DatasetSpli
         recovery.data = &data.train;
         recovery.train = finetune;
         recovery.recalibrate_bn = options.bn_recalibrate;
-        RefineResult refined = refine_rd(*network, calibration, calibration_description, infos,
-                                         refine_options, rd, starts, options.refine, save, recovery);
+        RefineResult refined =
+            refine_rd(*network, calibration, calibration_description, infos, refine_options, rd, starts,
+                      options.refine, save, recovery, blend_count(options));
         plan = std::move(refined.plan);
         round.refine = std::move(refined.steps);
       }

@@ -355,6 +355,9 @@ TEST_F(Cli, BaselinesFinetuneRunCompareAdditivity) {
   expect_error(rdprune({"run", "--model", model, "--data-dir", data_dir(), "--recovery-steps", "some",
                         "--sparsity", "0.5", "--out-dir", work_.file("x")}),
                2, "--recovery-steps: expected a count");
+  expect_error(rdprune({"run", "--model", model, "--data-dir", data_dir(), "--blends", "50", "--sparsity",
+                        "0.5", "--out-dir", work_.file("x")}),
+               2, "--blends: expected a count in [0, 20]");
 }
 
 TEST_F(Cli, ErrorsInJsonModeAreJsonToo) {

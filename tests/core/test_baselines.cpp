@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include "rdprune/allocate.h"
 #include "rdprune/error.h"
 
 namespace rdprune {
@@ -77,6 +78,76 @@ TEST(Baselines, FlopsBudgetAndMonotoneMasks) {
   EXPECT_LE(plan.layers[1].kept, 20);  // already 80% sparse: masks only grow
   EXPECT_THROW(allocate_shape_baseline("uniform", layers, {BudgetKind::kParams, 1.0, false}), UsageError);
   EXPECT_THROW(allocate_shape_baseline("magic", layers, {BudgetKind::kParams, 0.5, false}), UsageError);
+}
+
+TEST(Baselines, AllocateByScoreScalesScoresToTheBudgetBetweenFloorsAndCaps) {
+  const std::vector<LayerInfo> layers = {layer("a", "conv2d", {10, 10}), layer("b", "conv2d", {10, 10}),
+                                         layer("c", "linear", {10, 10})};
+  // Budget 150 of 300: a's floor (0.3 above 0.2 s) and c's cap (0.7 below 0.8 s) bind, and b's
+  // 0.4 s takes the rest: 30 + 40 s + 70 = 150 at s = 1.25, so b keeps 50.
+  const Plan plan = allocate_by_score("x", layers, {0.2, 0.4, 0.8}, {0.3, 0, 0}, {1, 1, 0.7},
+                                      {BudgetKind::kParams, 0.5, false});
+  EXPECT_EQ(plan.method, "x");
+  EXPECT_EQ(plan.layers[0].kept, 30);
+  EXPECT_EQ(plan.layers[1].kept, 50);
+  EXPECT_EQ(plan.layers[2].kept, 70);
+  EXPECT_THROW(
+      allocate_by_score("x", layers, {1, 1}, {0, 0, 0}, {1, 1, 1}, {BudgetKind::kParams, 0.5, false}), Error);
+}
+
+TEST(Blend, HalfwayIsTheGeometricMeanOfDensitiesScaledToTheBudget) {
+  const std::vector<LayerInfo> layers = {layer("a", "conv2d", {10, 10}), layer("b", "linear", {10, 10})};
+  const BaselineOptions half{BudgetKind::kParams, 0.5, false};
+  const Plan first = make_plan("erk", layers, {90, 10}, half);
+  const Plan second = make_plan("lamp", layers, {60, 40}, half);
+  RdOptions rd;
+  rd.sparsity_target = 0.5;
+  // sqrt(0.9 * 0.6) = 0.7348 and sqrt(0.1 * 0.4) = 0.2, scaled by 100 / 93.48: 78.6 and 21.4.
+  const Plan blend = blend_plans(first, second, 0.5, layers, rd);
+  EXPECT_EQ(blend.method, "rd");
+  EXPECT_EQ(blend.layers[0].kept, 78);
+  EXPECT_EQ(blend.layers[1].kept, 21);
+  // The ends are the plans themselves.
+  EXPECT_EQ(blend_plans(first, second, 1.0, layers, rd).layers[0].kept, 90);
+  EXPECT_EQ(blend_plans(first, second, 0.0, layers, rd).layers[1].kept, 40);
+  EXPECT_THROW(blend_plans(first, second, 1.5, layers, rd), Error);
+  EXPECT_THROW(blend_plans(first, second, 0.5, {layers[0]}, rd), Error);
+}
+
+TEST(Blend, KeepsRdConstraints) {
+  const std::vector<LayerInfo> layers = {layer("a", "conv2d", {10, 10}), layer("b", "linear", {10, 10})};
+  const BaselineOptions half{BudgetKind::kParams, 0.5, false};
+  const Plan first = make_plan("erk", layers, {90, 10}, half);
+  const Plan second = make_plan("lamp", layers, {60, 40}, half);
+  RdOptions rd;
+  rd.sparsity_target = 0.5;
+  rd.max_sparsity = 0.7;  // b keeps at least 30; a takes the rest
+  Plan blend = blend_plans(first, second, 0.5, layers, rd);
+  EXPECT_EQ(blend.layers[0].kept, 70);
+  EXPECT_EQ(blend.layers[1].kept, 30);
+  EXPECT_TRUE(honours(blend, layers, rd));
+  EXPECT_FALSE(honours(first, layers, rd));  // b at 90% sparsity
+  rd.max_sparsity = 1;
+  rd.min_sparsity = 0.4;  // a keeps at most 60
+  blend = blend_plans(first, second, 0.5, layers, rd);
+  EXPECT_EQ(blend.layers[0].kept, 60);
+  EXPECT_EQ(blend.layers[1].kept, 40);
+  EXPECT_TRUE(honours(blend, layers, rd));
+  // A layer kept dense stays as it is (here already 20% sparse) and the others meet the budget.
+  const std::vector<LayerInfo> three = {layer("a", "conv2d", {10, 10}, 1, 0.2),
+                                        layer("b", "linear", {10, 10}), layer("c", "linear", {10, 10})};
+  const BaselineOptions budget{BudgetKind::kParams, 0.5, false};
+  RdOptions dense;
+  dense.sparsity_target = 0.5;
+  dense.keep_dense = {"a"};
+  blend = blend_plans(make_plan("x", three, {80, 50, 20}, budget),
+                      make_plan("y", three, {80, 20, 50}, budget), 0.5, three, dense);
+  EXPECT_EQ(blend.layers[0].kept, 80);
+  EXPECT_EQ(blend.layers[1].kept, 35);
+  EXPECT_EQ(blend.layers[2].kept, 35);
+  EXPECT_TRUE(honours(blend, three, dense));
+  blend.layers[0].kept = 70;
+  EXPECT_FALSE(honours(blend, three, dense));
 }
 
 }  // namespace

@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <filesystem>
 #include <numeric>
 
@@ -422,6 +423,48 @@ TEST(Refine, StartsFromEveryPlanGivenAndNeverMeasuresWorseThanAnyOfThem) {
     EXPECT_LE(joint_distortion(*network, data, result.plan, "kl", 256), step.measured + 1e-9);
   }
   EXPECT_EQ(chosen, 1);
+}
+
+TEST(Refine, BlendsTheLowestStartWithTheNextLowestAndKeepsTheLowestOfAll) {
+  auto network = fresh("lenet5");
+  const Dataset data = calibration_set(16);
+  CurveOptions options;
+  options.levels = 10;
+  options.progress = false;
+  const auto infos = layer_census(*network, {1, 28, 28});
+  RdOptions rd;
+  rd.sparsity_target = 0.9;
+  const BaselineOptions baseline{BudgetKind::kParams, 0.9, false};
+  const std::vector<RefineStart> starts = {
+      {"rd", allocate_rd(measure_curves(*network, data, "s", infos, options), rd)},
+      {"lamp", allocate_baseline("lamp", *network, infos, baseline)},
+      {"uniform", allocate_baseline("uniform", *network, infos, baseline)},
+      {"erk", allocate_baseline("erk", *network, infos, baseline)}};
+  const auto before = fingerprint(*network);
+  const RefineResult result = refine_rd(*network, data, "s", infos, options, rd, starts, 0, {}, {}, 2);
+  EXPECT_EQ(fingerprint(*network), before);
+  // The four starts, then the lowest halfway towards the second and the third lowest.
+  ASSERT_EQ(result.steps.size(), 6u);
+  std::vector<size_t> order = {0, 1, 2, 3};
+  std::stable_sort(order.begin(), order.end(),
+                   [&](size_t x, size_t y) { return result.steps[x].measured < result.steps[y].measured; });
+  for (size_t k = 1; k <= 2; ++k) {
+    const RefineStep& step = result.steps[3 + k];
+    EXPECT_EQ(step.start, starts[order[0]].name + "+" + starts[order[k]].name);
+    EXPECT_EQ(step.pass, 0);
+    const Plan blend = blend_plans(starts[order[0]].plan, starts[order[k]].plan, 0.5, infos, rd);
+    EXPECT_GE(blend.sparsity_achieved(), 0.9 - 1e-9);
+    EXPECT_NEAR(step.measured, joint_distortion(*network, data, blend, "kl", 256), 1e-9);
+  }
+  const RefineStep* chosen = nullptr;
+  for (const auto& step : result.steps) {
+    if (step.chosen) chosen = &step;
+  }
+  ASSERT_NE(chosen, nullptr);
+  for (const auto& step : result.steps) EXPECT_LE(chosen->measured, step.measured);
+  // Without blends only the starts are measured.
+  EXPECT_EQ(refine_rd(*network, data, "s", infos, options, rd, starts, 0).steps.size(), 4u);
+  EXPECT_THROW(refine_rd(*network, data, "s", infos, options, rd, starts, 0, {}, {}, -1), UsageError);
 }
 
 TEST(Refine, RecoveredDistortionIsTheDistortionLeftAfterFineTuningThePrunedNetwork) {

@@ -193,8 +193,14 @@ TEST(Pipeline, WhenFineTuningFollowsPlansAreJudgedByWhatItRecovers) {
   options.out_dir = out.file("auto");
   EXPECT_EQ(recovery_steps(options), 4);
   auto network = load_network(dense);
+  EXPECT_EQ(blend_count(options), 2);  // auto: plans judged after recovery are blended too
   const RoundResult judged = run_pipeline(network, data, options).last();
-  ASSERT_EQ(judged.refine.size(), 3u);
+  // rd, lamp and erk, then the best halfway towards each of the other two (unless a blend repeats a
+  // plan already measured).
+  ASSERT_GE(judged.refine.size(), 3u);
+  ASSERT_LE(judged.refine.size(), 5u);
+  for (size_t i = 3; i < judged.refine.size(); ++i)
+    EXPECT_NE(judged.refine[i].start.find('+'), std::string::npos);
   const RefineStep* chosen = nullptr;
   for (const auto& step : judged.refine) {
     EXPECT_EQ(step.recovery_steps, 4);
@@ -218,9 +224,11 @@ TEST(Pipeline, WhenFineTuningFollowsPlansAreJudgedByWhatItRecovers) {
               recovered_distortion(*again, calibration, plan, "kl", 256, reference, recovery), 1e-6);
   const auto settings = nlohmann::json::parse(read_file(out.file("auto/settings.json")));
   EXPECT_EQ(settings["rd"]["recovery_steps"], 4);
+  EXPECT_EQ(settings["rd"]["blends"], 2);
 
   // --recovery-steps 0: judged as pruned, as without fine-tuning.
   options.recovery_steps = 0;
+  EXPECT_EQ(blend_count(options), 0);  // auto: no blends when plans are judged as pruned
   options.out_dir = out.file("zero");
   network = load_network(dense);
   const RoundResult pruned = run_pipeline(network, data, options).last();
@@ -295,6 +303,11 @@ TEST(Pipeline, BadOptionsAreUsageErrors) {
   EXPECT_THROW(validate(options), UsageError);
   options.out_dir.clear();
   options.recovery_steps = -2;
+  EXPECT_THROW(validate(options), UsageError);
+  options.recovery_steps = -1;
+  options.blends = 21;
+  EXPECT_THROW(validate(options), UsageError);
+  options.blends = -2;
   EXPECT_THROW(validate(options), UsageError);
 }
 

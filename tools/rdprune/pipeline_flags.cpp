@@ -29,6 +29,9 @@ void add_pipeline_flags(CLI::App& command, PipelineFlags& flags) {
   command.add_option("--recovery-steps", flags.recovery_steps,
                      "rd: fine-tuning steps each candidate plan gets before refinement judges it; auto "
                      "(default): min(--finetune-steps, 100), 0: judge plans as pruned");
+  command.add_option("--blends", flags.blends,
+                     "rd: plans halfway between the best start and each next-best one that refinement "
+                     "also judges; auto (default): 2 when plans are judged after recovery, else 0");
   command.add_flag("--synthetic", o.synthetic, "rd: zero-data calibration with N(0,1) inputs");
   command.add_flag("--no-cache", flags.no_cache, "rd: do not cache curves");
   command.add_flag("--bn-aware-curves", o.curves.recalibrate_bn,
@@ -54,6 +57,7 @@ void finish_pipeline_flags(PipelineFlags& flags, const std::string& out_dir) {
   if (flags.recovery_steps != "auto") {
     o.recovery_steps = parse_count(flags.recovery_steps, "--recovery-steps");
   }
+  if (flags.blends != "auto") o.blends = parse_count(flags.blends, "--blends");
   o.finetune.seed = o.seed;
   if (flags.no_cache) {
     o.curves.cache_dir.clear();

@@ -14,6 +14,7 @@ struct PipelineFlags {
   std::string keep_dense;
   std::string refine_from = "all";
   std::string recovery_steps = "auto";
+  std::string blends = "auto";
   bool no_cache = false;
   std::string cache_dir;  // empty: <out-dir>/cache
 };
