@@ -95,11 +95,15 @@ TEST(Baselines, AllocateByScoreScalesScoresToTheBudgetBetweenFloorsAndCaps) {
       allocate_by_score("x", layers, {1, 1}, {0, 0, 0}, {1, 1, 1}, {BudgetKind::kParams, 0.5, false}), Error);
 }
 
+// Two layers of 100 weights and two plans keeping half of them: (90, 10) and (60, 40).
+struct Pair {
+  std::vector<LayerInfo> layers = {layer("a", "conv2d", {10, 10}), layer("b", "linear", {10, 10})};
+  Plan first = make_plan("erk", layers, {90, 10}, {BudgetKind::kParams, 0.5, false});
+  Plan second = make_plan("lamp", layers, {60, 40}, {BudgetKind::kParams, 0.5, false});
+};
+
 TEST(Blend, HalfwayIsTheGeometricMeanOfDensitiesScaledToTheBudget) {
-  const std::vector<LayerInfo> layers = {layer("a", "conv2d", {10, 10}), layer("b", "linear", {10, 10})};
-  const BaselineOptions half{BudgetKind::kParams, 0.5, false};
-  const Plan first = make_plan("erk", layers, {90, 10}, half);
-  const Plan second = make_plan("lamp", layers, {60, 40}, half);
+  const auto [layers, first, second] = Pair{};
   RdOptions rd;
   rd.sparsity_target = 0.5;
   // sqrt(0.9 * 0.6) = 0.7348 and sqrt(0.1 * 0.4) = 0.2, scaled by 100 / 93.48: 78.6 and 21.4.
@@ -115,10 +119,7 @@ TEST(Blend, HalfwayIsTheGeometricMeanOfDensitiesScaledToTheBudget) {
 }
 
 TEST(Blend, KeepsRdConstraints) {
-  const std::vector<LayerInfo> layers = {layer("a", "conv2d", {10, 10}), layer("b", "linear", {10, 10})};
-  const BaselineOptions half{BudgetKind::kParams, 0.5, false};
-  const Plan first = make_plan("erk", layers, {90, 10}, half);
-  const Plan second = make_plan("lamp", layers, {60, 40}, half);
+  const auto [layers, first, second] = Pair{};
   RdOptions rd;
   rd.sparsity_target = 0.5;
   rd.max_sparsity = 0.7;  // b keeps at least 30; a takes the rest
