@@ -97,14 +97,13 @@ RefineResult refine_rd(Network& network, const Dataset& calibration,
     if (result.steps.back().measured < result.steps[current].measured) current = result.steps.size() - 1;
   }
   // Blends: the best start halfway (in log density) towards each of the next-best `blends` starts.
-  // Under recovery the starts often measure close together and fine-tuning favours neither
-  // extreme; a plan between two good ones is a move the pruned network's curves cannot propose.
+  // Judged after recovery, good starts often measure close together, and a plan between two of them
+  // is a move the pruned network's curves do not propose (docs/results.md).
   std::vector<size_t> order(result.steps.size());
   std::iota(order.begin(), order.end(), size_t{0});
   std::stable_sort(order.begin(), order.end(),
                    [&](size_t x, size_t y) { return result.steps[x].measured < result.steps[y].measured; });
   const size_t best = order.front();
-  std::vector<std::vector<int64_t>> blended;
   for (size_t k = 1; k < order.size() && static_cast<int64_t>(k) <= blends; ++k) {
     Plan blend;
     try {
@@ -114,10 +113,8 @@ RefineResult refine_rd(Network& network, const Dataset& calibration,
     }
     const std::vector<int64_t> kept = kept_counts(blend);
     const bool seen =
-        std::find(blended.begin(), blended.end(), kept) != blended.end() ||
-        std::any_of(plans.begin(), plans.end(), [&](const Plan& p) { return kept_counts(p) == kept; });
+        std::any_of(plans.begin(), plans.end(), [&](const Plan& plan) { return kept_counts(plan) == kept; });
     if (seen || !honours(blend, infos, rd)) continue;
-    blended.push_back(kept);
     const std::string name = result.steps[best].start + "+" + result.steps[order[k]].start;
     if (measure(name, blend, 0, 0) < result.steps[current].measured) current = result.steps.size() - 1;
   }
