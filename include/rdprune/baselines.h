@@ -21,6 +21,9 @@ struct BaselineOptions {
 const std::vector<std::string>& baseline_methods();
 bool is_shape_baseline(const std::string& method);  // uniform, uniform+, erk
 
+// The weights a layer still has: its weights less those its current sparsity has pruned.
+int64_t unpruned(const LayerInfo& layer);
+
 // Densities clamp(scale * score_i, floor_i, cap_i) with the scale solved by bisection so the kept
 // cost meets the budget, then rounded down to whole weights (never above budget; at least one
 // weight per layer unless allow_empty; never more than a layer's unpruned weights). Densities are

@@ -28,6 +28,10 @@ void validate(const RdOptions& options) {
 
 namespace {
 
+bool kept_dense(const RdOptions& options, const std::string& name) {
+  return std::find(options.keep_dense.begin(), options.keep_dense.end(), name) != options.keep_dense.end();
+}
+
 struct Allowed {
   std::vector<size_t> level;  // curve level index per choice
   std::vector<Choice> choices;
@@ -52,8 +56,7 @@ std::vector<Allowed> allowed_levels(const CurveSet& curves, const RdOptions& opt
   }
   for (size_t i = 0; i < curves.layers.size(); ++i) {
     const LayerCurve& layer = curves.layers[i];
-    const bool dense = std::find(options.keep_dense.begin(), options.keep_dense.end(), layer.name) !=
-                       options.keep_dense.end();
+    const bool dense = kept_dense(options, layer.name);
     for (size_t k = 0; k < layer.sparsity.size(); ++k) {
       const double s = layer.sparsity[k];
       const bool is_current = k == 0;  // the first level is the layer's current sparsity
@@ -145,14 +148,6 @@ Plan allocate_rd(const CurveSet& curves, const RdOptions& options, std::vector<F
   return plan;
 }
 
-namespace {
-
-bool kept_dense(const RdOptions& options, const std::string& name) {
-  return std::find(options.keep_dense.begin(), options.keep_dense.end(), name) != options.keep_dense.end();
-}
-
-}  // namespace
-
 bool honours(const Plan& plan, const std::vector<LayerInfo>& layers, const RdOptions& options) {
   if (plan.layers.size() != layers.size()) return false;
   for (size_t i = 0; i < layers.size(); ++i) {
@@ -178,7 +173,7 @@ Plan blend_plans(const Plan& a, const Plan& b, double weight_a, const std::vecto
   std::vector<double> cap(n);
   for (size_t i = 0; i < n; ++i) {
     const auto weights = static_cast<double>(layers[i].weights);
-    const double current = std::round((1.0 - layers[i].sparsity) * weights) / weights;
+    const double current = static_cast<double>(unpruned(layers[i])) / weights;
     const double density_a = static_cast<double>(a.layers[i].kept) / weights;
     const double density_b = static_cast<double>(b.layers[i].kept) / weights;
     score[i] = std::pow(density_a, weight_a) * std::pow(density_b, 1.0 - weight_a);
@@ -189,11 +184,8 @@ Plan blend_plans(const Plan& a, const Plan& b, double weight_a, const std::vecto
       floor_density[i] = std::min(cap[i], 1.0 - options.max_sparsity);
     }
   }
-  Plan plan =
-      allocate_by_score("rd", layers, score, floor_density, cap,
-                        BaselineOptions{options.budget, options.sparsity_target, options.allow_empty});
-  plan.solver.clear();
-  return plan;
+  return allocate_by_score("rd", layers, score, floor_density, cap,
+                           BaselineOptions{options.budget, options.sparsity_target, options.allow_empty});
 }
 
 }  // namespace rdprune

@@ -19,15 +19,15 @@ bool is_shape_baseline(const std::string& method) {
   return method == "uniform" || method == "uniform+" || method == "erk";
 }
 
+int64_t unpruned(const LayerInfo& layer) {
+  return layer.weights -
+         static_cast<int64_t>(std::llround(layer.sparsity * static_cast<double>(layer.weights)));
+}
+
 namespace {
 
 double unit_cost(BudgetKind budget, const LayerInfo& layer) {
   return budget == BudgetKind::kParams ? 1.0 : std::max(0.0, layer.flops_per_weight);
-}
-
-int64_t unpruned(const LayerInfo& layer) {
-  return layer.weights -
-         static_cast<int64_t>(std::llround(layer.sparsity * static_cast<double>(layer.weights)));
 }
 
 double total_budget(const std::vector<LayerInfo>& layers, const BaselineOptions& options) {
