@@ -60,6 +60,8 @@ class Dataset {
   Batch batch(const torch::Tensor& indices) const;
   // The first `n` samples (all if n >= size()): the calibration and `--limit` subset.
   Dataset head(int64_t n) const;
+  // Samples [begin, begin + n), clipped to the split (empty when begin >= size()).
+  Dataset slice(int64_t begin, int64_t n) const;
 
  private:
   torch::Tensor images_;

@@ -58,21 +58,29 @@ class BufferGuard {
   std::vector<torch::Tensor> saved_;
 };
 
-// Saves everything a trial on the network changes (parameters, masks and, through BufferGuard,
-// batch-norm statistics) and puts it back, with eval mode and no gradients, when it goes out of
-// scope: measurements that prune, recalibrate or fine-tune the network to judge a plan.
+// Everything a trial on the network changes: parameters, batch-norm statistics and masks (copies).
+struct NetworkState {
+  std::vector<torch::Tensor> parameters;
+  std::vector<torch::Tensor> buffers;
+  std::vector<torch::Tensor> masks;  // undefined: dense
+};
+
+NetworkState snapshot(Network& network);
+// Puts `state` (a snapshot of this network) back, with eval mode and no gradients.
+void restore(Network& network, const NetworkState& state);
+
+// Saves the network's state and restores it when it goes out of scope: measurements that prune,
+// recalibrate or fine-tune the network to judge a plan.
 class StateGuard {
  public:
-  explicit StateGuard(Network& network);
-  ~StateGuard();
+  explicit StateGuard(Network& network) : network_(network), saved_(snapshot(network)) {}
+  ~StateGuard() { restore(network_, saved_); }
   StateGuard(const StateGuard&) = delete;
   StateGuard& operator=(const StateGuard&) = delete;
 
  private:
   Network& network_;
-  std::vector<torch::Tensor> saved_parameters_;
-  std::vector<torch::Tensor> masks_;
-  BufferGuard buffers_;  // destroyed after ~StateGuard's body has restored the rest
+  NetworkState saved_;
 };
 
 // A hash of everything that decides the network's outputs: layer names, parameters, buffers and

@@ -33,6 +33,10 @@ struct PipelineOptions {
   // rd: blends of the lowest-measuring start with the next-lowest ones (refine_rd); -1: 2 when
   // plans are judged after recovery, else 0
   int64_t blends = -1;
+  // rd: training images, after the calibration ones, that plans judged after recovery are measured
+  // on (fewer when the split ends sooner); -1: kAutoJudgeSize when plans are judged after recovery,
+  // 0: the calibration set
+  int64_t judge_size = -1;
   int64_t calib_size = 256;  // calibration samples (rd curves, batch-norm recalibration)
   bool synthetic = false;    // zero-data calibration: N(0,1) inputs
   uint64_t seed = 0;
@@ -45,6 +49,7 @@ struct PipelineOptions {
 
 constexpr int64_t kAutoRecoverySteps = 100;
 constexpr int64_t kAutoBlends = 2;
+constexpr int64_t kAutoJudgeSize = 1024;
 
 void validate(const PipelineOptions& options);
 
@@ -53,6 +58,9 @@ int64_t recovery_steps(const PipelineOptions& options);
 
 // The blends `options` ask for, with -1 resolved.
 int64_t blend_count(const PipelineOptions& options);
+
+// The judging images `options` ask for, with -1 resolved.
+int64_t judge_count(const PipelineOptions& options);
 
 // Sparsity target of round r (1-based) of `rounds` reaching `final_target`.
 double round_target(const std::string& schedule, double final_target, int64_t r, int64_t rounds);

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -38,6 +39,9 @@ struct RefineStep {
 struct RefineResult {
   Plan plan;                      // the chosen plan
   std::vector<RefineStep> steps;  // every plan measured, in order
+  // Judged after recovery: the network the chosen plan's recovery left (what fine-tuning with the
+  // recovery's options makes of the plan), so that the caller need not fine-tune it again.
+  std::optional<NetworkState> recovered;
 };
 
 struct RefineStart {
@@ -50,20 +54,26 @@ struct RefineStart {
 // not the one fine-tuning recovers best (docs/results.md). With steps > 0, each plan is applied,
 // batch norm re-estimated on the calibration set when `recalibrate_bn`, the network fine-tuned for
 // `steps` steps of `train` (the round's own optimizer and learning rate, masks held, the same seed
-// and so the same batches for every plan) and then measured in evaluation mode.
+// and so the same batches for every plan) and then measured in evaluation mode, on `judge` images
+// when given: the calibration set is small and a plan's recovered distortion on it is a noisy
+// estimate of how the network does on other images (docs/results.md, "Judging on more images").
 struct Recovery {
   int64_t steps = 0;              // 0: judge plans as pruned
   const Dataset* data = nullptr;  // the fine-tuning data
   TrainOptions train;             // `steps` replaces train.steps
   bool recalibrate_bn = false;
+  const Dataset* judge = nullptr;  // the images a recovered network is measured on; null: calibration
 };
 
-// The distortion against `reference` (the unpruned network's reference_outputs on `calibration`)
-// left after `recovery` fine-tunes the network pruned by `plan`. The network's parameters, buffers
-// and masks are restored afterwards. O(recovery.steps training steps + one pass over calibration).
+// The distortion against `reference` (the unpruned network's reference_outputs on recovery.judge,
+// or on `calibration` without one) left after `recovery` fine-tunes the network pruned by `plan`
+// (batch-norm statistics re-estimated on `calibration` first when recovery.recalibrate_bn). The
+// network's parameters, buffers and masks are restored afterwards; `recovered`, when given,
+// receives them as recovery left them. O(recovery.steps training steps + one pass over the
+// judging images).
 double recovered_distortion(Network& network, const Dataset& calibration, const Plan& plan,
                             const std::string& metric, int64_t batch_size, const torch::Tensor& reference,
-                            const Recovery& recovery);
+                            const Recovery& recovery, NetworkState* recovered = nullptr);
 
 using RefineCurvesSink = std::function<void(const std::string& start, int64_t pass, const CurveSet&)>;
 
@@ -74,7 +84,8 @@ using RefineCurvesSink = std::function<void(const std::string& start, int64_t pa
 // each layer's kept count) and moves to the first plan that measures lower; stops early when none
 // does. Returns the lowest-measuring plan of all (the earliest on ties), which never measures worse
 // than any start. `on_curves` sees each pass's curves (to save them). With `recovery.steps` > 0,
-// every plan is judged by recovered_distortion instead of joint_distortion.
+// every plan is judged by recovered_distortion instead of joint_distortion, and the result keeps
+// the chosen plan's recovered network.
 // O(passes * curve measurement + starts + blends + 4 * passes joint measurements).
 RefineResult refine_rd(Network& network, const Dataset& calibration,
                        const std::string& calibration_description, const std::vector<LayerInfo>& infos,

@@ -307,6 +307,13 @@ Dataset Dataset::head(int64_t n) const {
                  description_ + " (first " + std::to_string(count) + ")");
 }
 
+Dataset Dataset::slice(int64_t begin, int64_t n) const {
+  const int64_t first = std::clamp<int64_t>(begin, 0, size());
+  const int64_t count = std::clamp<int64_t>(n, 0, size() - first);
+  return Dataset(images_.narrow(0, first, count), labels_.narrow(0, first, count), num_classes_,
+                 normalization_, fmt::format("{} [{}:{}]", description_, first, first + count));
+}
+
 BatchLoader::BatchLoader(const Dataset& dataset, int64_t batch_size, bool shuffle, uint64_t seed,
                          Augmentation augmentation, bool drop_last)
     : dataset_(dataset),

@@ -201,20 +201,29 @@ BufferGuard::~BufferGuard() {
   network_.set_training(false);
 }
 
-StateGuard::StateGuard(Network& network) : network_(network), masks_(network.masks()), buffers_(network) {
+NetworkState snapshot(Network& network) {
   torch::NoGradGuard no_grad;
-  for (const auto& parameter : network.parameters()) saved_parameters_.push_back(parameter.detach().clone());
+  NetworkState state;
+  for (const auto& parameter : network.parameters()) state.parameters.push_back(parameter.detach().clone());
+  for (const auto& buffer : network.buffers()) state.buffers.push_back(buffer.detach().clone());
+  state.masks = network.masks();  // set_mask replaces masks, never writes into them
+  return state;
 }
 
-StateGuard::~StateGuard() {
+void restore(Network& network, const NetworkState& state) {
   torch::NoGradGuard no_grad;
-  const auto parameters = network_.parameters();
-  for (size_t i = 0; i < saved_parameters_.size(); ++i) {
+  const auto parameters = network.parameters();
+  const auto buffers = network.buffers();
+  if (parameters.size() != state.parameters.size() || buffers.size() != state.buffers.size())
+    throw Error("restore: the state is of another network");
+  for (size_t i = 0; i < parameters.size(); ++i) {
     parameters[i].mutable_grad() = torch::Tensor();
-    parameters[i].detach().copy_(saved_parameters_[i]);
+    parameters[i].detach().copy_(state.parameters[i]);
   }
-  for (size_t i = 0; i < network_.layers().size(); ++i)
-    network_.set_mask(i, i < masks_.size() ? masks_[i] : torch::Tensor());
+  for (size_t b = 0; b < buffers.size(); ++b) buffers[b].detach().copy_(state.buffers[b]);
+  for (size_t i = 0; i < network.layers().size(); ++i)
+    network.set_mask(i, i < state.masks.size() ? state.masks[i] : torch::Tensor());
+  network.set_training(false);
 }
 
 void validate(const CurveOptions& options) {

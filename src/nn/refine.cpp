@@ -42,7 +42,7 @@ void trust_region(const CurveSet& curves, const Plan& plan, double factor, RdOpt
 
 double recovered_distortion(Network& network, const Dataset& calibration, const Plan& plan,
                             const std::string& metric, int64_t batch_size, const torch::Tensor& reference,
-                            const Recovery& recovery) {
+                            const Recovery& recovery, NetworkState* recovered) {
   if (recovery.steps <= 0 || recovery.data == nullptr) throw Error("recovery: no fine-tuning steps or data");
   const StateGuard saved(network);
   apply_plan(network, plan, "recovery plan");
@@ -52,8 +52,10 @@ double recovered_distortion(Network& network, const Dataset& calibration, const 
   train.progress = false;
   rdprune::train(network, *recovery.data, train);
   network.set_training(false);
+  if (recovered != nullptr) *recovered = snapshot(network);
   torch::NoGradGuard no_grad;
-  return output_distortion(network_outputs(network, calibration, batch_size), reference, metric);
+  const Dataset& judge = recovery.judge != nullptr ? *recovery.judge : calibration;
+  return output_distortion(network_outputs(network, judge, batch_size), reference, metric);
 }
 
 RefineResult refine_rd(Network& network, const Dataset& calibration,
@@ -66,20 +68,35 @@ RefineResult refine_rd(Network& network, const Dataset& calibration,
   if (blends < 0) throw UsageError("--blends: expected a count >= 0");
   RefineResult result;
   std::vector<Plan> plans;  // parallel to result.steps
-  // The network's outputs as it is, before any plan prunes it.
+  // The network's outputs as it is, before any plan prunes it, on the images plans are judged on.
   const torch::Tensor reference = reference_outputs(network, calibration, curve_options.batch_size);
+  const torch::Tensor judge_reference =
+      recovery.steps > 0 && recovery.judge != nullptr
+          ? reference_outputs(network, *recovery.judge, curve_options.batch_size)
+          : reference;
+  std::optional<NetworkState> lowest_recovered;  // of the lowest-measuring plan so far,
+  size_t lowest_index = 0;                       // the step that measured it
   auto measure = [&](const std::string& start, const Plan& candidate, int64_t pass, double trust) {
     RefineStep step;
     step.start = start;
     step.pass = pass;
     step.trust = trust;
     step.recovery_steps = recovery.steps;
-    step.measured = recovery.steps > 0
-                        ? recovered_distortion(network, calibration, candidate, curve_options.metric,
-                                               curve_options.batch_size, reference, recovery)
-                        : joint_distortion(network, calibration, candidate, curve_options.metric,
-                                           curve_options.batch_size, curve_options.recalibrate_bn, reference);
+    NetworkState recovered;
+    step.measured =
+        recovery.steps > 0
+            ? recovered_distortion(network, calibration, candidate, curve_options.metric,
+                                   curve_options.batch_size, judge_reference, recovery, &recovered)
+            : joint_distortion(network, calibration, candidate, curve_options.metric,
+                               curve_options.batch_size, curve_options.recalibrate_bn, reference);
     step.sparsity = candidate.sparsity_achieved();
+    const bool lowest = std::none_of(result.steps.begin(), result.steps.end(), [&](const RefineStep& other) {
+      return other.measured <= step.measured;
+    });
+    if (recovery.steps > 0 && lowest) {
+      lowest_recovered = std::move(recovered);
+      lowest_index = result.steps.size();
+    }
     result.steps.push_back(step);
     plans.push_back(candidate);
     if (curve_options.progress) {
@@ -151,6 +168,7 @@ RefineResult refine_rd(Network& network, const Dataset& calibration,
   }
   result.steps[current].chosen = true;
   result.plan = plans[current];
+  if (lowest_index == current) result.recovered = std::move(lowest_recovered);
   return result;
 }
 

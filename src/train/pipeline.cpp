@@ -54,6 +54,8 @@ void validate(const PipelineOptions& options) {
     throw UsageError("--recovery-steps: expected a count in [0, 100000] or auto");
   if (options.blends < -1 || options.blends > 20)
     throw UsageError("--blends: expected a count in [0, 20] or auto");
+  if (options.judge_size < -1 || options.judge_size > 1000000)
+    throw UsageError("--judge-size: expected a count in [0, 1000000] or auto");
   if (options.calib_size <= 0) throw UsageError("--calib-size: expected a positive count");
   if (options.finetune.steps > 0) validate(options.finetune);
   if (options.finetune.steps < 0) throw UsageError("--finetune-steps: expected a count >= 0");
@@ -71,6 +73,11 @@ int64_t recovery_steps(const PipelineOptions& options) {
 int64_t blend_count(const PipelineOptions& options) {
   if (options.blends >= 0) return options.blends;
   return recovery_steps(options) > 0 ? kAutoBlends : 0;
+}
+
+int64_t judge_count(const PipelineOptions& options) {
+  if (options.judge_size >= 0) return options.judge_size;
+  return recovery_steps(options) > 0 ? kAutoJudgeSize : 0;
 }
 
 double round_target(const std::string& schedule, double final_target, int64_t r, int64_t rounds) {
@@ -189,7 +196,8 @@ nlohmann::json settings_json(const PipelineOptions& o) {
                   {"refine", o.refine},
                   {"refine_from", o.refine_from},
                   {"recovery_steps", recovery_steps(o)},
-                  {"blends", blend_count(o)}};
+                  {"blends", blend_count(o)},
+                  {"judge_size", judge_count(o)}};
   }
   return json;
 }
@@ -248,6 +256,8 @@ PipelineResult run_pipeline(std::unique_ptr<Network>& network, const DatasetSpli
                     fmt::format("{}x{}x{}", shape[0], shape[1], shape[2]), options.seed);
   }
   const Dataset test = options.eval_limit > 0 ? data.test.head(options.eval_limit) : data.test;
+  // rd's judging images: the training images after the calibration ones.
+  const Dataset judge = data.train.slice(options.synthetic ? 0 : calibration.size(), judge_count(options));
   if (!options.out_dir.empty()) {
     fs::create_directories(options.out_dir);
     check_settings(options.out_dir, options);
@@ -281,6 +291,7 @@ PipelineResult run_pipeline(std::unique_ptr<Network>& network, const DatasetSpli
     const bool batch_statistics =
         options.curves.recalibrate_bn || (options.bn_recalibrate && !network->buffers().empty());
     Plan plan;
+    std::optional<NetworkState> finetuned;  // rd: the chosen plan as its recovery fine-tuned it
     if (options.method == "rd") {
       CurveOptions curve_options = options.curves;
       curve_options.progress = options.progress;
@@ -314,11 +325,15 @@ PipelineResult run_pipeline(std::unique_ptr<Network>& network, const DatasetSpli
         recovery.data = &data.train;
         recovery.train = finetune;
         recovery.recalibrate_bn = options.bn_recalibrate;
+        if (judge.size() > 0) recovery.judge = &judge;
         RefineResult refined =
             refine_rd(*network, calibration, calibration_description, infos, refine_options, rd, starts,
                       options.refine, save, recovery, blend_count(options));
         plan = std::move(refined.plan);
         round.refine = std::move(refined.steps);
+        // Recovery ran this round's whole fine-tuning (same steps, data, options and seed): the
+        // network it left is the one fine-tuning would make again.
+        if (recovery.steps == options.finetune.steps) finetuned = std::move(refined.recovered);
       }
       round.curve_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     } else {
@@ -339,9 +354,13 @@ PipelineResult run_pipeline(std::unique_ptr<Network>& network, const DatasetSpli
     round.flops_sparsity_achieved = plan.flops_sparsity_achieved();
     round.predicted_distortion = plan.predicted_distortion;
     round.pruned = evaluate(*network, test, 256, /*progress=*/false);
-    if (options.bn_recalibrate) recalibrate_batch_norm(*network, calibration);
-    if (options.finetune.steps > 0) {
-      train(*network, data.train, finetune);
+    if (finetuned) {
+      restore(*network, *finetuned);
+      if (options.progress)
+        std::cerr << fmt::format("round {}: the chosen plan was fine-tuned when it was judged\n", r);
+    } else {
+      if (options.bn_recalibrate) recalibrate_batch_norm(*network, calibration);
+      if (options.finetune.steps > 0) train(*network, data.train, finetune);
     }
     round.finetuned = (options.bn_recalibrate || options.finetune.steps > 0)
                           ? evaluate(*network, test, 256, /*progress=*/false)

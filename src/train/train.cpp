@@ -67,6 +67,7 @@ TrainResult train(Network& network, const Dataset& data, const TrainOptions& opt
   const int64_t per_epoch = loader.num_batches();
   const int64_t total = options.steps > 0 ? options.steps : options.epochs * per_epoch;
   auto optimizer = make_optimizer(network, options);
+  const torch::AutoGradMode with_gradients(true);  // also when a caller holds a NoGradGuard
   network.set_training(true);
   network.apply_masks();
 

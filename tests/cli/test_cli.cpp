@@ -358,6 +358,12 @@ TEST_F(Cli, BaselinesFinetuneRunCompareAdditivity) {
   expect_error(rdprune({"run", "--model", model, "--data-dir", data_dir(), "--blends", "50", "--sparsity",
                         "0.5", "--out-dir", work_.file("x")}),
                2, "--blends: expected a count in [0, 20]");
+  expect_error(rdprune({"run", "--model", model, "--data-dir", data_dir(), "--judge-size", "many",
+                        "--sparsity", "0.5", "--out-dir", work_.file("x")}),
+               2, "--judge-size: expected a count");
+  expect_error(rdprune({"run", "--model", model, "--data-dir", data_dir(), "--judge-size", "2000000",
+                        "--sparsity", "0.5", "--out-dir", work_.file("x")}),
+               2, "--judge-size: expected a count in [0, 1000000]");
 }
 
 TEST_F(Cli, ErrorsInJsonModeAreJsonToo) {

@@ -262,5 +262,20 @@ TEST(Dataset, HeadTakesTheFirstSamples) {
   EXPECT_EQ(splits.train.head(100).size(), 20);
 }
 
+TEST(Dataset, SliceTakesTheSamplesAfterAnOffsetClippedToTheSplit) {
+  TempDir dir;
+  testing::write_idx_dataset(dir.path(), 20, 10, false);
+  const auto splits = load_dataset(idx_options(dir.path()));
+  const Dataset middle = splits.train.slice(5, 10);
+  EXPECT_EQ(middle.size(), 10);
+  EXPECT_TRUE(
+      torch::equal(middle.batch(torch::arange(10)).labels, splits.train.batch(torch::arange(5, 15)).labels));
+  EXPECT_TRUE(
+      torch::equal(middle.batch(torch::arange(10)).images, splits.train.batch(torch::arange(5, 15)).images));
+  EXPECT_EQ(splits.train.slice(15, 10).size(), 5);
+  EXPECT_EQ(splits.train.slice(20, 10).size(), 0);
+  EXPECT_EQ(splits.train.slice(30, 10).size(), 0);
+}
+
 }  // namespace
 }  // namespace rdprune

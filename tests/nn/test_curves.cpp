@@ -504,6 +504,26 @@ TEST(Refine, RecoveredDistortionIsTheDistortionLeftAfterFineTuningThePrunedNetwo
   EXPECT_NEAR(recovered, by_hand, 1e-6 * std::max(1.0, by_hand));
   EXPECT_GT(std::abs(recovered - joint_distortion(*network, calibration, plan, "kl", 256, true, reference)),
             1e-9);  // fine-tuning moved it
+  // On other images: the recovered network measured there, against the dense outputs there; the
+  // network recovery left comes back on request.
+  const Dataset judge = train_data.slice(16, 32);
+  recovery.judge = &judge;
+  const torch::Tensor judge_reference = reference_outputs(*network, judge, 256);
+  NetworkState left;
+  const double judged =
+      recovered_distortion(*network, calibration, plan, "kl", 256, judge_reference, recovery, &left);
+  EXPECT_EQ(fingerprint(*network), before);
+  EXPECT_NEAR(judged, output_distortion(network_outputs(*copy, judge, 256), judge_reference, "kl"),
+              1e-6 * std::max(1.0, judged));
+  {
+    const StateGuard guard(*network);
+    restore(*network, left);
+    for (size_t i = 0; i < copy->parameters().size(); ++i)
+      EXPECT_TRUE(torch::allclose(network->parameters()[i], copy->parameters()[i], 1e-5, 1e-6));
+    for (size_t i = 0; i < copy->buffers().size(); ++i)
+      EXPECT_TRUE(torch::allclose(network->buffers()[i], copy->buffers()[i], 1e-5, 1e-6));
+  }
+  EXPECT_EQ(fingerprint(*network), before);
   recovery.steps = 0;
   EXPECT_THROW(recovered_distortion(*network, calibration, plan, "kl", 256, reference, recovery), Error);
 }
@@ -543,6 +563,13 @@ TEST(Refine, WithRecoveryEveryPlanIsJudgedAfterFineTuning) {
   for (const auto& step : result.steps) EXPECT_LE(chosen->measured, step.measured);
   EXPECT_NEAR(recovered_distortion(*network, data, result.plan, "kl", 256, reference, recovery),
               chosen->measured, 1e-9);
+  // The result keeps the chosen plan's recovered network.
+  ASSERT_TRUE(result.recovered.has_value());
+  const StateGuard guard(*network);
+  restore(*network, *result.recovered);
+  torch::NoGradGuard no_grad;
+  EXPECT_NEAR(output_distortion(network_outputs(*network, data, 256), reference, "kl"), chosen->measured,
+              1e-9);
 }
 
 }  // namespace

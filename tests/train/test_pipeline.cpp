@@ -8,6 +8,7 @@
 #include "rdprune/additivity.h"
 #include "rdprune/atomic_file.h"
 #include "rdprune/error.h"
+#include "rdprune/masks.h"
 #include "rdprune/pipeline.h"
 #include "rdprune/sample_order.h"
 
@@ -213,22 +214,45 @@ TEST(Pipeline, WhenFineTuningFollowsPlansAreJudgedByWhatItRecovers) {
   auto again = load_network(dense);
   ASSERT_TRUE(judged.measured_distortion.has_value());
   EXPECT_NEAR(*judged.measured_distortion, joint_distortion(*again, calibration, plan, "kl", 256), 1e-6);
-  // And the recorded judgement is recovered_distortion of the chosen plan, with the round's seed.
+  // And the recorded judgement is recovered_distortion of the chosen plan, with the round's seed,
+  // on the training images after the calibration ones (auto: up to 1024; the toy split has 224).
+  EXPECT_EQ(judge_count(options), kAutoJudgeSize);
+  const Dataset judge = data.train.slice(32, kAutoJudgeSize);
+  ASSERT_EQ(judge.size(), 224);
   Recovery recovery;
   recovery.steps = 4;
   recovery.data = &data.train;
   recovery.train = options.finetune;
   recovery.train.seed = derive_seed(options.finetune.seed, 1);
-  const torch::Tensor reference = reference_outputs(*again, calibration, 256);
+  recovery.judge = &judge;
+  const torch::Tensor reference = reference_outputs(*again, judge, 256);
   EXPECT_NEAR(chosen->measured,
               recovered_distortion(*again, calibration, plan, "kl", 256, reference, recovery), 1e-6);
+  // The round's network is the one the judgement measured: recovery ran the round's fine-tuning.
+  auto kept = load_network(out.file("auto/round-1/model.pt"));
+  kept->set_training(false);
+  {
+    torch::NoGradGuard no_grad;
+    EXPECT_NEAR(output_distortion(network_outputs(*kept, judge, 256), reference, "kl"), chosen->measured,
+                1e-6);
+  }
+  // ... and the one fine-tuning the plan by hand gives.
+  apply_plan(*again, plan, "test");
+  TrainOptions by_hand = recovery.train;
+  by_hand.progress = false;
+  train(*again, data.train, by_hand);
+  for (size_t i = 0; i < kept->parameters().size(); ++i)
+    EXPECT_TRUE(torch::allclose(kept->parameters()[i], again->parameters()[i], 1e-5, 1e-6));
   const auto settings = nlohmann::json::parse(read_file(out.file("auto/settings.json")));
   EXPECT_EQ(settings["rd"]["recovery_steps"], 4);
   EXPECT_EQ(settings["rd"]["blends"], 2);
+  EXPECT_EQ(settings["rd"]["judge_size"], kAutoJudgeSize);
+  again = load_network(dense);
 
   // --recovery-steps 0: judged as pruned, as without fine-tuning.
   options.recovery_steps = 0;
   EXPECT_EQ(blend_count(options), 0);  // auto: no blends when plans are judged as pruned
+  EXPECT_EQ(judge_count(options), 0);  // ... and judged on the calibration set
   options.out_dir = out.file("zero");
   network = load_network(dense);
   const RoundResult pruned = run_pipeline(network, data, options).last();
@@ -309,6 +333,13 @@ TEST(Pipeline, BadOptionsAreUsageErrors) {
   EXPECT_THROW(validate(options), UsageError);
   options.blends = -2;
   EXPECT_THROW(validate(options), UsageError);
+  options.blends = -1;
+  options.judge_size = -2;
+  EXPECT_THROW(validate(options), UsageError);
+  options.judge_size = 1000001;
+  EXPECT_THROW(validate(options), UsageError);
+  options.judge_size = 0;
+  EXPECT_NO_THROW(validate(options));
 }
 
 TEST(Additivity, RdPlansAndRandomAllocationsAreMeasured) {

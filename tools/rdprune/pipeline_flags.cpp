@@ -32,6 +32,10 @@ void add_pipeline_flags(CLI::App& command, PipelineFlags& flags) {
   command.add_option("--blends", flags.blends,
                      "rd: plans halfway between the best start and each next-best one that refinement "
                      "also judges; auto (default): 2 when plans are judged after recovery, else 0");
+  command.add_option("--judge-size", flags.judge_size,
+                     "rd: training images after the calibration ones that plans judged after recovery "
+                     "are measured on; auto (default): 1024 when plans are judged after recovery, 0: "
+                     "the calibration set");
   command.add_flag("--synthetic", o.synthetic, "rd: zero-data calibration with N(0,1) inputs");
   command.add_flag("--no-cache", flags.no_cache, "rd: do not cache curves");
   command.add_flag("--bn-aware-curves", o.curves.recalibrate_bn,
@@ -58,6 +62,7 @@ void finish_pipeline_flags(PipelineFlags& flags, const std::string& out_dir) {
     o.recovery_steps = parse_count(flags.recovery_steps, "--recovery-steps");
   }
   if (flags.blends != "auto") o.blends = parse_count(flags.blends, "--blends");
+  if (flags.judge_size != "auto") o.judge_size = parse_count(flags.judge_size, "--judge-size");
   o.finetune.seed = o.seed;
   if (flags.no_cache) {
     o.curves.cache_dir.clear();
