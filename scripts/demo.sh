@@ -3,9 +3,10 @@
 # compares rd with every baseline (lamp, global, uniform, uniform+, erk) at 80, 90 and 95%
 # sparsity with a short fine-tune, and writes the report (tables and plots) to out/compare.
 # Knobs (environment): EPOCHS (default 2), FINETUNE_STEPS (default 20), LEVELS (default 30),
-# REFINE (rd refinement passes, default 1), BLENDS (default 0). Batch-norm statistics are
-# re-estimated after pruning; rd runs its defaults with one refinement pass and no blends (they
-# changed no figure here and cost a minute), judging every plan it considers after the same
+# REFINE (rd refinement passes, default 1), BLENDS (default 0), STARTS (allocators whose plans
+# rd's search may start from, default global,lamp,erk). Batch-norm statistics are re-estimated
+# after pruning; rd runs its defaults with one refinement pass, no blends and no uniform starts
+# (they changed no figure here and cost a minute), judging every plan it considers after the same
 # fine-tuning steps: see docs/results.md, "The main job".
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +20,7 @@ if [ ! -f "$model" ]; then
 fi
 ./build/rdprune compare --model "$model" --dataset fashion-mnist \
   --methods rd,lamp,global,uniform,uniform+,erk --sparsities 0.8,0.9,0.95 \
-  --finetune-steps "${FINETUNE_STEPS:-20}" --levels "${LEVELS:-30}" --refine "${REFINE:-1}" --blends "${BLENDS:-0}" --bn-recalibrate --calib-size 128 --eval-limit 2000 \
+  --finetune-steps "${FINETUNE_STEPS:-20}" --levels "${LEVELS:-30}" --refine "${REFINE:-1}" \
+  --refine-from "${STARTS:-global,lamp,erk}" --blends "${BLENDS:-0}" --bn-recalibrate --calib-size 128 --eval-limit 2000 \
   --out-dir out/compare
 echo "report: out/compare/results.md, out/compare/*.png"
