@@ -78,6 +78,7 @@ struct RoundResult {
   EvalResult pruned;               // before fine-tuning
   EvalResult finetuned;            // after fine-tuning (equal to `pruned` when there was none)
   double curve_seconds = 0;
+  bool finetune_from_judgement = false;  // rd: the network kept is the one its judgement fine-tuned
   bool resumed = false;
 };
 

@@ -63,6 +63,7 @@ struct Recovery {
   TrainOptions train;             // `steps` replaces train.steps
   bool recalibrate_bn = false;
   const Dataset* judge = nullptr;  // the images a recovered network is measured on; null: calibration
+  bool keep_recovered = false;     // refine_rd: keep the chosen plan's recovered network
 };
 
 // The distortion against `reference` (the unpruned network's reference_outputs on recovery.judge,
@@ -84,8 +85,8 @@ using RefineCurvesSink = std::function<void(const std::string& start, int64_t pa
 // each layer's kept count) and moves to the first plan that measures lower; stops early when none
 // does. Returns the lowest-measuring plan of all (the earliest on ties), which never measures worse
 // than any start. `on_curves` sees each pass's curves (to save them). With `recovery.steps` > 0,
-// every plan is judged by recovered_distortion instead of joint_distortion, and the result keeps
-// the chosen plan's recovered network.
+// every plan is judged by recovered_distortion instead of joint_distortion, and with
+// `recovery.keep_recovered` the result keeps the chosen plan's recovered network.
 // O(passes * curve measurement + starts + blends + 4 * passes joint measurements).
 RefineResult refine_rd(Network& network, const Dataset& calibration,
                        const std::string& calibration_description, const std::vector<LayerInfo>& infos,

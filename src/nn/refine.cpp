@@ -83,17 +83,17 @@ RefineResult refine_rd(Network& network, const Dataset& calibration,
     step.trust = trust;
     step.recovery_steps = recovery.steps;
     NetworkState recovered;
-    step.measured =
-        recovery.steps > 0
-            ? recovered_distortion(network, calibration, candidate, curve_options.metric,
-                                   curve_options.batch_size, judge_reference, recovery, &recovered)
-            : joint_distortion(network, calibration, candidate, curve_options.metric,
-                               curve_options.batch_size, curve_options.recalibrate_bn, reference);
+    step.measured = recovery.steps > 0
+                        ? recovered_distortion(network, calibration, candidate, curve_options.metric,
+                                               curve_options.batch_size, judge_reference, recovery,
+                                               recovery.keep_recovered ? &recovered : nullptr)
+                        : joint_distortion(network, calibration, candidate, curve_options.metric,
+                                           curve_options.batch_size, curve_options.recalibrate_bn, reference);
     step.sparsity = candidate.sparsity_achieved();
     const bool lowest = std::none_of(result.steps.begin(), result.steps.end(), [&](const RefineStep& other) {
       return other.measured <= step.measured;
     });
-    if (recovery.steps > 0 && lowest) {
+    if (recovery.keep_recovered && recovery.steps > 0 && lowest) {
       lowest_recovered = std::move(recovered);
       lowest_index = result.steps.size();
     }

@@ -76,8 +76,8 @@ int64_t blend_count(const PipelineOptions& options) {
 }
 
 int64_t judge_count(const PipelineOptions& options) {
-  if (options.judge_size >= 0) return options.judge_size;
-  return recovery_steps(options) > 0 ? kAutoJudgeSize : 0;
+  if (recovery_steps(options) == 0) return 0;  // plans judged as pruned are measured on calibration
+  return options.judge_size >= 0 ? options.judge_size : kAutoJudgeSize;
 }
 
 double round_target(const std::string& schedule, double final_target, int64_t r, int64_t rounds) {
@@ -110,7 +110,8 @@ nlohmann::json round_json(const RoundResult& round) {
                          {"flops_sparsity_achieved", round.flops_sparsity_achieved},
                          {"pruned", eval_json(round.pruned)},
                          {"finetuned", eval_json(round.finetuned)},
-                         {"curve_seconds", round.curve_seconds}};
+                         {"curve_seconds", round.curve_seconds},
+                         {"finetune_from_judgement", round.finetune_from_judgement}};
   json["predicted_distortion"] =
       round.predicted_distortion ? nlohmann::json(*round.predicted_distortion) : nlohmann::json();
   json["measured_distortion"] =
@@ -153,6 +154,7 @@ RoundResult round_from_json(const nlohmann::json& json) {
   round.pruned = eval_from_json(json.at("pruned"));
   round.finetuned = eval_from_json(json.at("finetuned"));
   round.curve_seconds = json.value("curve_seconds", 0.0);
+  round.finetune_from_judgement = json.value("finetune_from_judgement", false);
   round.resumed = true;
   return round;
 }
@@ -326,14 +328,16 @@ PipelineResult run_pipeline(std::unique_ptr<Network>& network, const DatasetSpli
         recovery.train = finetune;
         recovery.recalibrate_bn = options.bn_recalibrate;
         if (judge.size() > 0) recovery.judge = &judge;
+        recovery.keep_recovered = recovery.steps == options.finetune.steps;
         RefineResult refined =
             refine_rd(*network, calibration, calibration_description, infos, refine_options, rd, starts,
                       options.refine, save, recovery, blend_count(options));
         plan = std::move(refined.plan);
         round.refine = std::move(refined.steps);
         // Recovery ran this round's whole fine-tuning (same steps, data, options and seed): the
-        // network it left is the one fine-tuning would make again.
-        if (recovery.steps == options.finetune.steps) finetuned = std::move(refined.recovered);
+        // network it left is what fine-tuning the plan again would make (on the CPU exactly; on
+        // an accelerator up to its nondeterministic kernels).
+        if (recovery.keep_recovered) finetuned = std::move(refined.recovered);
       }
       round.curve_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     } else {
@@ -354,6 +358,7 @@ PipelineResult run_pipeline(std::unique_ptr<Network>& network, const DatasetSpli
     round.flops_sparsity_achieved = plan.flops_sparsity_achieved();
     round.predicted_distortion = plan.predicted_distortion;
     round.pruned = evaluate(*network, test, 256, /*progress=*/false);
+    round.finetune_from_judgement = finetuned.has_value();
     if (finetuned) {
       restore(*network, *finetuned);
       if (options.progress)

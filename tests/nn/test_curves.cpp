@@ -546,6 +546,7 @@ TEST(Refine, WithRecoveryEveryPlanIsJudgedAfterFineTuning) {
   recovery.data = &train_data;
   recovery.train.batch_size = 8;
   recovery.train.lr = 0.05;
+  recovery.keep_recovered = true;
   const auto before = fingerprint(*network);
   const RefineResult result =
       refine_rd(*network, data, "s", infos, options, rd, {{"rd", first}, {"erk", erk}}, 1, {}, recovery);

@@ -229,6 +229,7 @@ TEST(Pipeline, WhenFineTuningFollowsPlansAreJudgedByWhatItRecovers) {
   EXPECT_NEAR(chosen->measured,
               recovered_distortion(*again, calibration, plan, "kl", 256, reference, recovery), 1e-6);
   // The round's network is the one the judgement measured: recovery ran the round's fine-tuning.
+  EXPECT_TRUE(judged.finetune_from_judgement);
   auto kept = load_network(out.file("auto/round-1/model.pt"));
   kept->set_training(false);
   {
@@ -253,9 +254,13 @@ TEST(Pipeline, WhenFineTuningFollowsPlansAreJudgedByWhatItRecovers) {
   options.recovery_steps = 0;
   EXPECT_EQ(blend_count(options), 0);  // auto: no blends when plans are judged as pruned
   EXPECT_EQ(judge_count(options), 0);  // ... and judged on the calibration set
+  options.judge_size = 512;
+  EXPECT_EQ(judge_count(options), 0);  // whatever --judge-size says
+  options.judge_size = -1;
   options.out_dir = out.file("zero");
   network = load_network(dense);
   const RoundResult pruned = run_pipeline(network, data, options).last();
+  EXPECT_FALSE(pruned.finetune_from_judgement);
   ASSERT_EQ(pruned.refine.size(), 3u);
   for (const auto& step : pruned.refine) {
     EXPECT_EQ(step.recovery_steps, 0);
@@ -265,6 +270,19 @@ TEST(Pipeline, WhenFineTuningFollowsPlansAreJudgedByWhatItRecovers) {
   }
   const auto zero_plan = plan_from_json(read_file(out.file("zero/round-1/plan.json")), "plan");
   EXPECT_NEAR(*pruned.measured_distortion, joint_distortion(*again, calibration, zero_plan, "kl", 256), 1e-6);
+
+  // Fewer recovery steps than the round's fine-tuning: the chosen plan is fine-tuned again.
+  options.recovery_steps = 2;
+  options.out_dir = out.file("two");
+  network = load_network(dense);
+  const RoundResult shorter = run_pipeline(network, data, options).last();
+  EXPECT_FALSE(shorter.finetune_from_judgement);
+  for (const auto& step : shorter.refine) EXPECT_EQ(step.recovery_steps, 2);
+  const auto metrics = nlohmann::json::parse(read_file(out.file("two/round-1/metrics.json")));
+  EXPECT_EQ(metrics["finetune_from_judgement"], false);
+  EXPECT_EQ(
+      nlohmann::json::parse(read_file(out.file("auto/round-1/metrics.json")))["finetune_from_judgement"],
+      true);
 }
 
 TEST(Pipeline, RefinementMeasuresWithBatchStatisticsWhenBatchNormIsRecalibrated) {
