@@ -69,13 +69,13 @@ RefineResult refine_rd(Network& network, const Dataset& calibration,
   RefineResult result;
   std::vector<Plan> plans;  // parallel to result.steps
   // The network's outputs as it is, before any plan prunes it, on the images plans are judged on.
-  const torch::Tensor reference = reference_outputs(network, calibration, curve_options.batch_size);
-  const torch::Tensor judge_reference =
-      recovery.steps > 0 && recovery.judge != nullptr
-          ? reference_outputs(network, *recovery.judge, curve_options.batch_size)
-          : reference;
-  std::optional<NetworkState> lowest_recovered;  // of the lowest-measuring plan so far,
-  size_t lowest_index = 0;                       // the step that measured it
+  const bool recovering = recovery.steps > 0;
+  const torch::Tensor reference =
+      reference_outputs(network, recovering && recovery.judge != nullptr ? *recovery.judge : calibration,
+                        curve_options.batch_size);
+  size_t current = 0;                           // the lowest-measuring plan so far (the earliest on ties)
+  std::optional<NetworkState> current_network;  // its recovered network, with keep_recovered
+  // Measures a plan and makes it the current one when it measures lower; true when it did.
   auto measure = [&](const std::string& start, const Plan& candidate, int64_t pass, double trust) {
     RefineStep step;
     step.start = start;
@@ -83,20 +83,14 @@ RefineResult refine_rd(Network& network, const Dataset& calibration,
     step.trust = trust;
     step.recovery_steps = recovery.steps;
     NetworkState recovered;
-    step.measured = recovery.steps > 0
+    step.measured = recovering
                         ? recovered_distortion(network, calibration, candidate, curve_options.metric,
-                                               curve_options.batch_size, judge_reference, recovery,
+                                               curve_options.batch_size, reference, recovery,
                                                recovery.keep_recovered ? &recovered : nullptr)
                         : joint_distortion(network, calibration, candidate, curve_options.metric,
                                            curve_options.batch_size, curve_options.recalibrate_bn, reference);
     step.sparsity = candidate.sparsity_achieved();
-    const bool lowest = std::none_of(result.steps.begin(), result.steps.end(), [&](const RefineStep& other) {
-      return other.measured <= step.measured;
-    });
-    if (recovery.keep_recovered && recovery.steps > 0 && lowest) {
-      lowest_recovered = std::move(recovered);
-      lowest_index = result.steps.size();
-    }
+    const bool lower = result.steps.empty() || step.measured < result.steps[current].measured;
     result.steps.push_back(step);
     plans.push_back(candidate);
     if (curve_options.progress) {
@@ -104,15 +98,15 @@ RefineResult refine_rd(Network& network, const Dataset& calibration,
           "refine: {} pass {}{} plan at sparsity {:.4f} measures {} distortion {:.6g}{}\n", start, pass,
           trust > 0 ? fmt::format(" (trust x{})", trust) : std::string(), step.sparsity, curve_options.metric,
           step.measured,
-          recovery.steps > 0 ? fmt::format(" after {} fine-tuning steps", recovery.steps) : std::string());
+          recovering ? fmt::format(" after {} fine-tuning steps", recovery.steps) : std::string());
     }
-    return step.measured;
+    if (lower) {
+      current = result.steps.size() - 1;
+      if (recovery.keep_recovered && recovering) current_network = std::move(recovered);
+    }
+    return lower;
   };
-  size_t current = 0;
-  for (const auto& start : starts) {
-    measure(start.name, start.plan, 0, 0);
-    if (result.steps.back().measured < result.steps[current].measured) current = result.steps.size() - 1;
-  }
+  for (const auto& start : starts) measure(start.name, start.plan, 0, 0);
   // Blends: the best start halfway (in log density) towards each of the next-best `blends` starts.
   // Judged after recovery, good starts often measure close together, and a plan between two of them
   // is a move the pruned network's curves do not propose (docs/results.md).
@@ -133,7 +127,7 @@ RefineResult refine_rd(Network& network, const Dataset& calibration,
         std::any_of(plans.begin(), plans.end(), [&](const Plan& plan) { return kept_counts(plan) == kept; });
     if (seen || !honours(blend, infos, rd)) continue;
     const std::string name = result.steps[best].start + "+" + result.steps[order[k]].start;
-    if (measure(name, blend, 0, 0) < result.steps[current].measured) current = result.steps.size() - 1;
+    measure(name, blend, 0, 0);
   }
   const std::string origin = result.steps[current].start;
   constexpr double kTrust[] = {0, 4, 2, 1.25};  // 0: unbounded
@@ -158,8 +152,7 @@ RefineResult refine_rd(Network& network, const Dataset& calibration,
       if (kept == kept_counts(plans[current])) break;  // a fixed point of the curves
       if (std::find(tried.begin(), tried.end(), kept) != tried.end()) continue;
       tried.push_back(kept);
-      if (measure(origin, candidate, pass, trust) < result.steps[current].measured) {
-        current = result.steps.size() - 1;
+      if (measure(origin, candidate, pass, trust)) {
         moved = true;
         break;
       }
@@ -168,7 +161,7 @@ RefineResult refine_rd(Network& network, const Dataset& calibration,
   }
   result.steps[current].chosen = true;
   result.plan = plans[current];
-  if (lowest_index == current) result.recovered = std::move(lowest_recovered);
+  result.recovered = std::move(current_network);
   return result;
 }
 

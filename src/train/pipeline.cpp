@@ -334,10 +334,10 @@ PipelineResult run_pipeline(std::unique_ptr<Network>& network, const DatasetSpli
                       options.refine, save, recovery, blend_count(options));
         plan = std::move(refined.plan);
         round.refine = std::move(refined.steps);
-        // Recovery ran this round's whole fine-tuning (same steps, data, options and seed): the
-        // network it left is what fine-tuning the plan again would make (on the CPU exactly; on
-        // an accelerator up to its nondeterministic kernels).
-        if (recovery.keep_recovered) finetuned = std::move(refined.recovered);
+        // With keep_recovered, recovery ran this round's whole fine-tuning (same steps, data,
+        // options and seed): the network it left is what fine-tuning the plan again would make
+        // (on the CPU exactly; on an accelerator up to its nondeterministic kernels).
+        finetuned = std::move(refined.recovered);
       }
       round.curve_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     } else {
