@@ -37,6 +37,10 @@ struct PipelineOptions {
   // on (fewer when the split ends sooner); -1: kAutoJudgeSize when plans are judged after recovery,
   // 0: the calibration set
   int64_t judge_size = -1;
+  // rd: what plans judged after recovery are judged by (Recovery::judge_by): distortion | loss |
+  // auto (kAutoJudgeBy when plans are judged after recovery; plans judged as pruned are always
+  // judged by their distortion)
+  std::string judge_by = "auto";
   int64_t calib_size = 256;  // calibration samples (rd curves, batch-norm recalibration)
   bool synthetic = false;    // zero-data calibration: N(0,1) inputs
   uint64_t seed = 0;
@@ -50,6 +54,7 @@ struct PipelineOptions {
 constexpr int64_t kAutoRecoverySteps = 100;
 constexpr int64_t kAutoBlends = 2;
 constexpr int64_t kAutoJudgeSize = 1024;
+constexpr const char* kAutoJudgeBy = "distortion";
 
 void validate(const PipelineOptions& options);
 
@@ -61,6 +66,9 @@ int64_t blend_count(const PipelineOptions& options);
 
 // The judging images `options` ask for, with -1 resolved.
 int64_t judge_count(const PipelineOptions& options);
+
+// What plans are judged by, with auto resolved: "distortion" or "loss".
+std::string judge_metric(const PipelineOptions& options);
 
 // Sparsity target of round r (1-based) of `rounds` reaching `final_target`.
 double round_target(const std::string& schedule, double final_target, int64_t r, int64_t rounds);

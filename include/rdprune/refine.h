@@ -32,7 +32,8 @@ struct RefineStep {
   double measured = 0;  // joint distortion of this pass's plan on the calibration set (after
                         // `recovery_steps` steps of fine-tuning when there were any)
   int64_t recovery_steps = 0;
-  double sparsity = 0;  // the plan's weight sparsity
+  std::string judged_by = "distortion";  // what `measured` is: "distortion" or (after recovery) "loss"
+  double sparsity = 0;                   // the plan's weight sparsity
   bool chosen = false;
 };
 
@@ -64,10 +65,16 @@ struct Recovery {
   bool recalibrate_bn = false;
   const Dataset* judge = nullptr;  // the images a recovered network is measured on; null: calibration
   bool keep_recovered = false;     // refine_rd: keep the chosen plan's recovered network
+  // What a recovered network is judged by: "distortion" (against the unpruned network's outputs,
+  // in the curves' metric) or "loss" (mean cross-entropy against the judging images' labels). At
+  // low sparsity fine-tuning can take the network past the unpruned one, which the distortion
+  // counts against it (docs/results.md, "Judging by the loss").
+  std::string judge_by = "distortion";
 };
 
 // The distortion against `reference` (the unpruned network's reference_outputs on recovery.judge,
-// or on `calibration` without one) left after `recovery` fine-tunes the network pruned by `plan`
+// or on `calibration` without one), or with recovery.judge_by "loss" the mean cross-entropy on
+// those images' labels, left after `recovery` fine-tunes the network pruned by `plan`
 // (batch-norm statistics re-estimated on `calibration` first when recovery.recalibrate_bn). The
 // network's parameters, buffers and masks are restored afterwards; `recovered`, when given,
 // receives them as recovery left them. O(recovery.steps training steps + one pass over the

@@ -11,6 +11,7 @@
 #include "rdprune/additivity.h"
 #include "rdprune/error.h"
 #include "rdprune/masks.h"
+#include "rdprune/train.h"
 
 namespace rdprune {
 namespace {
@@ -44,6 +45,8 @@ double recovered_distortion(Network& network, const Dataset& calibration, const 
                             const std::string& metric, int64_t batch_size, const torch::Tensor& reference,
                             const Recovery& recovery, NetworkState* recovered) {
   if (recovery.steps <= 0 || recovery.data == nullptr) throw Error("recovery: no fine-tuning steps or data");
+  if (recovery.judge_by != "distortion" && recovery.judge_by != "loss")
+    throw UsageError("--judge-by: expected distortion or loss, got '" + recovery.judge_by + "'");
   const StateGuard saved(network);
   apply_plan(network, plan, "recovery plan");
   if (recovery.recalibrate_bn) recalibrate_batch_norm(network, calibration);
@@ -55,6 +58,7 @@ double recovered_distortion(Network& network, const Dataset& calibration, const 
   if (recovered != nullptr) *recovered = snapshot(network);
   torch::NoGradGuard no_grad;
   const Dataset& judge = recovery.judge != nullptr ? *recovery.judge : calibration;
+  if (recovery.judge_by == "loss") return evaluate(network, judge, batch_size).loss;
   return output_distortion(network_outputs(network, judge, batch_size), reference, metric);
 }
 
@@ -82,6 +86,7 @@ RefineResult refine_rd(Network& network, const Dataset& calibration,
     step.pass = pass;
     step.trust = trust;
     step.recovery_steps = recovery.steps;
+    if (recovering) step.judged_by = recovery.judge_by;
     NetworkState recovered;
     step.measured = recovering
                         ? recovered_distortion(network, calibration, candidate, curve_options.metric,
@@ -95,8 +100,9 @@ RefineResult refine_rd(Network& network, const Dataset& calibration,
     plans.push_back(candidate);
     if (curve_options.progress) {
       std::cerr << fmt::format(
-          "refine: {} pass {}{} plan at sparsity {:.4f} measures {} distortion {:.6g}{}\n", start, pass,
-          trust > 0 ? fmt::format(" (trust x{})", trust) : std::string(), step.sparsity, curve_options.metric,
+          "refine: {} pass {}{} plan at sparsity {:.4f} measures {} {:.6g}{}\n", start, pass,
+          trust > 0 ? fmt::format(" (trust x{})", trust) : std::string(), step.sparsity,
+          step.judged_by == "loss" ? std::string("loss") : curve_options.metric + " distortion",
           step.measured,
           recovering ? fmt::format(" after {} fine-tuning steps", recovery.steps) : std::string());
     }

@@ -56,6 +56,8 @@ void validate(const PipelineOptions& options) {
     throw UsageError("--blends: expected a count in [0, 20] or auto");
   if (options.judge_size < -1 || options.judge_size > 1000000)
     throw UsageError("--judge-size: expected a count in [0, 1000000] or auto");
+  if (options.judge_by != "auto" && options.judge_by != "distortion" && options.judge_by != "loss")
+    throw UsageError("--judge-by: expected distortion, loss or auto, got '" + options.judge_by + "'");
   if (options.calib_size <= 0) throw UsageError("--calib-size: expected a positive count");
   if (options.finetune.steps > 0) validate(options.finetune);
   if (options.finetune.steps < 0) throw UsageError("--finetune-steps: expected a count >= 0");
@@ -78,6 +80,11 @@ int64_t blend_count(const PipelineOptions& options) {
 int64_t judge_count(const PipelineOptions& options) {
   if (recovery_steps(options) == 0) return 0;  // plans judged as pruned are measured on calibration
   return options.judge_size >= 0 ? options.judge_size : kAutoJudgeSize;
+}
+
+std::string judge_metric(const PipelineOptions& options) {
+  if (recovery_steps(options) == 0) return "distortion";  // plans judged as pruned
+  return options.judge_by == "auto" ? std::string(kAutoJudgeBy) : options.judge_by;
 }
 
 double round_target(const std::string& schedule, double final_target, int64_t r, int64_t rounds) {
@@ -123,6 +130,7 @@ nlohmann::json round_json(const RoundResult& round) {
                       {"trust", step.trust},
                       {"measured", step.measured},
                       {"recovery_steps", step.recovery_steps},
+                      {"judged_by", step.judged_by},
                       {"sparsity", step.sparsity},
                       {"chosen", step.chosen}});
   }
@@ -147,6 +155,7 @@ RoundResult round_from_json(const nlohmann::json& json) {
     step.trust = entry.value("trust", 0.0);
     step.measured = entry.at("measured").get<double>();
     step.recovery_steps = entry.value("recovery_steps", int64_t{0});
+    step.judged_by = entry.value("judged_by", std::string("distortion"));
     step.sparsity = entry.at("sparsity").get<double>();
     step.chosen = entry.at("chosen").get<bool>();
     round.refine.push_back(step);
@@ -199,7 +208,8 @@ nlohmann::json settings_json(const PipelineOptions& o) {
                   {"refine_from", o.refine_from},
                   {"recovery_steps", recovery_steps(o)},
                   {"blends", blend_count(o)},
-                  {"judge_size", judge_count(o)}};
+                  {"judge_size", judge_count(o)},
+                  {"judge_by", judge_metric(o)}};
   }
   return json;
 }
@@ -329,6 +339,7 @@ PipelineResult run_pipeline(std::unique_ptr<Network>& network, const DatasetSpli
         recovery.recalibrate_bn = options.bn_recalibrate;
         if (judge.size() > 0) recovery.judge = &judge;
         recovery.keep_recovered = recovery.steps == options.finetune.steps;
+        recovery.judge_by = judge_metric(options);
         RefineResult refined =
             refine_rd(*network, calibration, calibration_description, infos, refine_options, rd, starts,
                       options.refine, save, recovery, blend_count(options));

@@ -364,6 +364,9 @@ TEST_F(Cli, BaselinesFinetuneRunCompareAdditivity) {
   expect_error(rdprune({"run", "--model", model, "--data-dir", data_dir(), "--judge-size", "2000000",
                         "--sparsity", "0.5", "--out-dir", work_.file("x")}),
                2, "--judge-size: expected a count in [0, 1000000]");
+  expect_error(rdprune({"run", "--model", model, "--data-dir", data_dir(), "--judge-by", "accuracy",
+                        "--sparsity", "0.5", "--out-dir", work_.file("x")}),
+               2, "--judge-by: expected distortion, loss or auto, got 'accuracy'");
 }
 
 TEST_F(Cli, ErrorsInJsonModeAreJsonToo) {

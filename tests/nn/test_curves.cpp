@@ -524,6 +524,15 @@ TEST(Refine, RecoveredDistortionIsTheDistortionLeftAfterFineTuningThePrunedNetwo
       EXPECT_TRUE(torch::allclose(network->buffers()[i], copy->buffers()[i], 1e-5, 1e-6));
   }
   EXPECT_EQ(fingerprint(*network), before);
+  // Judged by the loss: the recovered network's mean cross-entropy on the judging images' labels.
+  recovery.judge_by = "loss";
+  const double loss = recovered_distortion(*network, calibration, plan, "kl", 256, judge_reference, recovery);
+  EXPECT_NEAR(loss, evaluate(*copy, judge).loss, 1e-6 * std::max(1.0, loss));
+  EXPECT_GT(std::abs(loss - judged), 1e-6);
+  EXPECT_EQ(fingerprint(*network), before);
+  recovery.judge_by = "accuracy";
+  EXPECT_THROW(recovered_distortion(*network, calibration, plan, "kl", 256, reference, recovery), UsageError);
+  recovery.judge_by = "distortion";
   recovery.steps = 0;
   EXPECT_THROW(recovered_distortion(*network, calibration, plan, "kl", 256, reference, recovery), Error);
 }

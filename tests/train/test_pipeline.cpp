@@ -202,9 +202,11 @@ TEST(Pipeline, WhenFineTuningFollowsPlansAreJudgedByWhatItRecovers) {
   ASSERT_LE(judged.refine.size(), 5u);
   for (size_t i = 3; i < judged.refine.size(); ++i)
     EXPECT_NE(judged.refine[i].start.find('+'), std::string::npos);
+  EXPECT_EQ(judge_metric(options), "distortion");  // auto
   const RefineStep* chosen = nullptr;
   for (const auto& step : judged.refine) {
     EXPECT_EQ(step.recovery_steps, 4);
+    EXPECT_EQ(step.judged_by, "distortion");
     if (step.chosen) chosen = &step;
   }
   ASSERT_NE(chosen, nullptr);
@@ -248,6 +250,7 @@ TEST(Pipeline, WhenFineTuningFollowsPlansAreJudgedByWhatItRecovers) {
   EXPECT_EQ(settings["rd"]["recovery_steps"], 4);
   EXPECT_EQ(settings["rd"]["blends"], 2);
   EXPECT_EQ(settings["rd"]["judge_size"], kAutoJudgeSize);
+  EXPECT_EQ(settings["rd"]["judge_by"], "distortion");
   again = load_network(dense);
 
   // --recovery-steps 0: judged as pruned, as without fine-tuning.
@@ -264,6 +267,7 @@ TEST(Pipeline, WhenFineTuningFollowsPlansAreJudgedByWhatItRecovers) {
   ASSERT_EQ(pruned.refine.size(), 3u);
   for (const auto& step : pruned.refine) {
     EXPECT_EQ(step.recovery_steps, 0);
+    EXPECT_EQ(step.judged_by, "distortion");
     if (step.chosen) {
       EXPECT_DOUBLE_EQ(step.measured, *pruned.measured_distortion);
     }
@@ -283,6 +287,41 @@ TEST(Pipeline, WhenFineTuningFollowsPlansAreJudgedByWhatItRecovers) {
   EXPECT_EQ(
       nlohmann::json::parse(read_file(out.file("auto/round-1/metrics.json")))["finetune_from_judgement"],
       true);
+
+  // Judged by the loss: every plan by its recovered network's cross-entropy on the judging images'
+  // labels; the round keeps the lowest one's network, which measures just that.
+  options.recovery_steps = -1;
+  options.judge_by = "loss";
+  EXPECT_EQ(judge_metric(options), "loss");
+  options.out_dir = out.file("loss");
+  network = load_network(dense);
+  const RoundResult by_loss = run_pipeline(network, data, options).last();
+  const RefineStep* lowest = nullptr;
+  for (const auto& step : by_loss.refine) {
+    EXPECT_EQ(step.judged_by, "loss");
+    if (step.chosen) lowest = &step;
+  }
+  ASSERT_NE(lowest, nullptr);
+  for (const auto& step : by_loss.refine) EXPECT_GE(step.measured, lowest->measured);
+  EXPECT_TRUE(by_loss.finetune_from_judgement);
+  auto kept_by_loss = load_network(out.file("loss/round-1/model.pt"));
+  EXPECT_NEAR(evaluate(*kept_by_loss, judge).loss, lowest->measured, 1e-6);
+  const auto loss_metrics = nlohmann::json::parse(read_file(out.file("loss/round-1/metrics.json")));
+  EXPECT_EQ(loss_metrics["refine"][0]["judged_by"], "loss");
+  EXPECT_EQ(nlohmann::json::parse(read_file(out.file("loss/settings.json")))["rd"]["judge_by"], "loss");
+  // A finished round comes back with its judgements as they were recorded.
+  network = load_network(dense);
+  const RoundResult resumed = run_pipeline(network, data, options).last();
+  EXPECT_TRUE(resumed.resumed);
+  EXPECT_EQ(resumed.refine.front().judged_by, "loss");
+  // The directory's rounds were judged by the loss: judging by the distortion there is refused.
+  options.judge_by = "distortion";
+  network = load_network(dense);
+  EXPECT_THROW(run_pipeline(network, data, options), UsageError);
+  // Plans judged as pruned are judged by their distortion whatever --judge-by says.
+  options.judge_by = "loss";
+  options.recovery_steps = 0;
+  EXPECT_EQ(judge_metric(options), "distortion");
 }
 
 TEST(Pipeline, RefinementMeasuresWithBatchStatisticsWhenBatchNormIsRecalibrated) {
@@ -357,6 +396,10 @@ TEST(Pipeline, BadOptionsAreUsageErrors) {
   options.judge_size = 1000001;
   EXPECT_THROW(validate(options), UsageError);
   options.judge_size = 0;
+  EXPECT_NO_THROW(validate(options));
+  options.judge_by = "accuracy";
+  EXPECT_THROW(validate(options), UsageError);
+  options.judge_by = "loss";
   EXPECT_NO_THROW(validate(options));
 }
 

@@ -36,6 +36,10 @@ void add_pipeline_flags(CLI::App& command, PipelineFlags& flags) {
                      "rd: training images after the calibration ones that plans judged after recovery "
                      "are measured on; auto (default): 1024 when plans are judged after recovery, 0: "
                      "the calibration set");
+  command.add_option("--judge-by", o.judge_by,
+                     "rd: what plans judged after recovery are judged by: distortion (against the "
+                     "unpruned network's outputs), loss (cross-entropy on the judging images' labels) "
+                     "or auto (default: distortion)");
   command.add_flag("--synthetic", o.synthetic, "rd: zero-data calibration with N(0,1) inputs");
   command.add_flag("--no-cache", flags.no_cache, "rd: do not cache curves");
   command.add_flag("--bn-aware-curves", o.curves.recalibrate_bn,
