@@ -41,6 +41,10 @@ struct PipelineOptions {
   // auto (kAutoJudgeBy when plans are judged after recovery; plans judged as pruned are always
   // judged by their distortion)
   std::string judge_by = "auto";
+  // rd, in every round before the last: judge each rule's plan at the round's own target (round) or
+  // at the final target, taking the chosen rule's plan at the round's target (final; refinement
+  // passes then run in the last round only); auto: kAutoJudgeAt. One round: always round.
+  std::string judge_at = "auto";
   int64_t calib_size = 256;  // calibration samples (rd curves, batch-norm recalibration)
   bool synthetic = false;    // zero-data calibration: N(0,1) inputs
   uint64_t seed = 0;
@@ -55,6 +59,7 @@ constexpr int64_t kAutoRecoverySteps = 100;
 constexpr int64_t kAutoBlends = 2;
 constexpr int64_t kAutoJudgeSize = 1024;
 constexpr const char* kAutoJudgeBy = "distortion";
+constexpr const char* kAutoJudgeAt = "round";
 
 void validate(const PipelineOptions& options);
 
@@ -69,6 +74,9 @@ int64_t judge_count(const PipelineOptions& options);
 
 // What plans are judged by, with auto resolved: "distortion" or "loss".
 std::string judge_metric(const PipelineOptions& options);
+
+// Where rounds before the last judge plans, with auto resolved: "round" or "final".
+std::string judge_target(const PipelineOptions& options);
 
 // Sparsity target of round r (1-based) of `rounds` reaching `final_target`.
 double round_target(const std::string& schedule, double final_target, int64_t r, int64_t rounds);
@@ -87,6 +95,7 @@ struct RoundResult {
   EvalResult finetuned;            // after fine-tuning (equal to `pruned` when there was none)
   double curve_seconds = 0;
   bool finetune_from_judgement = false;  // rd: the network kept is the one its judgement fine-tuned
+  double judged_at = 0;                  // rd with refinement: the sparsity target `refine` judged plans at
   bool resumed = false;
 };
 

@@ -102,4 +102,11 @@ RefineResult refine_rd(Network& network, const Dataset& calibration,
                        const RefineCurvesSink& on_curves = {}, const Recovery& recovery = {},
                        int64_t blends = 0);
 
+// The plan refine_rd's rule `name` gives among `starts` (at their target): a start's own plan, or
+// for a blend "a+b" the blend of a's and b's plans as refine_rd makes it; nullopt when there is no
+// such start here, or the blend cannot meet the budget within rd's constraints. Lets a search
+// judged at one target be carried to another (the pipeline's --judge-at final).
+std::optional<Plan> rule_plan(const std::string& name, const std::vector<RefineStart>& starts,
+                              const std::vector<LayerInfo>& infos, const RdOptions& rd);
+
 }  // namespace rdprune

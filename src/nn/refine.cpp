@@ -62,6 +62,25 @@ double recovered_distortion(Network& network, const Dataset& calibration, const 
   return output_distortion(network_outputs(network, judge, batch_size), reference, metric);
 }
 
+std::optional<Plan> rule_plan(const std::string& name, const std::vector<RefineStart>& starts,
+                              const std::vector<LayerInfo>& infos, const RdOptions& rd) {
+  for (const auto& start : starts) {
+    if (start.name == name) return start.plan;
+  }
+  for (const auto& a : starts) {
+    for (const auto& b : starts) {
+      if (&a == &b || a.name + "+" + b.name != name) continue;
+      try {
+        Plan blend = blend_plans(a.plan, b.plan, 0.5, infos, rd);
+        if (honours(blend, infos, rd)) return blend;
+      } catch (const Error&) {
+      }
+      return std::nullopt;  // the constraints cannot meet the budget between these two
+    }
+  }
+  return std::nullopt;
+}
+
 RefineResult refine_rd(Network& network, const Dataset& calibration,
                        const std::string& calibration_description, const std::vector<LayerInfo>& infos,
                        const CurveOptions& curve_options, const RdOptions& rd,

@@ -1,8 +1,10 @@
 #include "rdprune/pipeline.h"
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <iostream>
+#include <optional>
 
 #include <fmt/format.h>
 #include <torch/torch.h>
@@ -56,6 +58,8 @@ void validate(const PipelineOptions& options) {
     throw UsageError("--blends: expected a count in [0, 20] or auto");
   if (options.judge_size < -1 || options.judge_size > 1000000)
     throw UsageError("--judge-size: expected a count in [0, 1000000] or auto");
+  if (options.judge_at != "auto" && options.judge_at != "round" && options.judge_at != "final")
+    throw UsageError("--judge-at: expected round, final or auto, got '" + options.judge_at + "'");
   if (options.judge_by != "auto" && options.judge_by != "distortion" && options.judge_by != "loss")
     throw UsageError("--judge-by: expected distortion, loss or auto, got '" + options.judge_by + "'");
   if (options.calib_size <= 0) throw UsageError("--calib-size: expected a positive count");
@@ -80,6 +84,12 @@ int64_t blend_count(const PipelineOptions& options) {
 int64_t judge_count(const PipelineOptions& options) {
   if (recovery_steps(options) == 0) return 0;  // plans judged as pruned are measured on calibration
   return options.judge_size >= 0 ? options.judge_size : kAutoJudgeSize;
+}
+
+std::string judge_target(const PipelineOptions& options) {
+  if (options.rounds == 1) return "round";
+  if (options.judge_at != "auto") return options.judge_at;
+  return kAutoJudgeAt;
 }
 
 std::string judge_metric(const PipelineOptions& options) {
@@ -119,6 +129,7 @@ nlohmann::json round_json(const RoundResult& round) {
                          {"finetuned", eval_json(round.finetuned)},
                          {"curve_seconds", round.curve_seconds},
                          {"finetune_from_judgement", round.finetune_from_judgement}};
+  json["judged_at"] = round.refine.empty() ? nlohmann::json() : nlohmann::json(round.judged_at);
   json["predicted_distortion"] =
       round.predicted_distortion ? nlohmann::json(*round.predicted_distortion) : nlohmann::json();
   json["measured_distortion"] =
@@ -164,6 +175,8 @@ RoundResult round_from_json(const nlohmann::json& json) {
   round.finetuned = eval_from_json(json.at("finetuned"));
   round.curve_seconds = json.value("curve_seconds", 0.0);
   round.finetune_from_judgement = json.value("finetune_from_judgement", false);
+  if (json.contains("judged_at") && json["judged_at"].is_number())
+    round.judged_at = json["judged_at"].get<double>();
   round.resumed = true;
   return round;
 }
@@ -209,7 +222,8 @@ nlohmann::json settings_json(const PipelineOptions& o) {
                   {"recovery_steps", recovery_steps(o)},
                   {"blends", blend_count(o)},
                   {"judge_size", judge_count(o)},
-                  {"judge_by", judge_metric(o)}};
+                  {"judge_by", judge_metric(o)},
+                  {"judge_at", judge_target(o)}};
   }
   return json;
 }
@@ -313,16 +327,15 @@ PipelineResult run_pipeline(std::unique_ptr<Network>& network, const DatasetSpli
       if (!dir.empty()) write_file_atomic((dir / "curves.json").string(), to_json(curves));
       RdOptions rd = options.rd;
       rd.sparsity_target = target;
-      plan = allocate_rd(curves, rd);
-      if (options.refine > 0 || !options.refine_from.empty()) {
-        const auto save = [&](const std::string&, int64_t pass, const CurveSet& around) {
-          if (!dir.empty())
-            write_file_atomic((dir / fmt::format("curves-refine-{}.json", pass)).string(), to_json(around));
-        };
-        std::vector<RefineStart> starts = {{"rd", plan}};
+      // The plans every rule gives at sparsity `at`: rd's own from the curves, then each allocator
+      // named by --refine-from whose plan keeps rd's constraints.
+      const auto starts_at = [&](double at) {
+        RdOptions bounded = rd;
+        bounded.sparsity_target = at;
+        std::vector<RefineStart> starts = {{"rd", allocate_rd(curves, bounded)}};
         for (const auto& method : options.refine_from) {
           Plan start =
-              allocate_baseline(method, *network, infos, BaselineOptions{rd.budget, target, rd.allow_empty});
+              allocate_baseline(method, *network, infos, BaselineOptions{rd.budget, at, rd.allow_empty});
           if (honours(start, infos, rd)) {
             starts.push_back({method, std::move(start)});
           } else if (options.progress) {
@@ -330,6 +343,15 @@ PipelineResult run_pipeline(std::unique_ptr<Network>& network, const DatasetSpli
                       << "'s plan breaks --keep-dense, --min-sparsity or --max-sparsity; not a start\n";
           }
         }
+        return starts;
+      };
+      const std::vector<RefineStart> starts = starts_at(target);
+      plan = starts.front().plan;
+      if (options.refine > 0 || !options.refine_from.empty()) {
+        const auto save = [&](const std::string&, int64_t pass, const CurveSet& around) {
+          if (!dir.empty())
+            write_file_atomic((dir / fmt::format("curves-refine-{}.json", pass)).string(), to_json(around));
+        };
         CurveOptions refine_options = curve_options;
         refine_options.recalibrate_bn = batch_statistics;
         Recovery recovery;
@@ -340,15 +362,40 @@ PipelineResult run_pipeline(std::unique_ptr<Network>& network, const DatasetSpli
         if (judge.size() > 0) recovery.judge = &judge;
         recovery.keep_recovered = recovery.steps == options.finetune.steps;
         recovery.judge_by = judge_metric(options);
-        RefineResult refined =
-            refine_rd(*network, calibration, calibration_description, infos, refine_options, rd, starts,
-                      options.refine, save, recovery, blend_count(options));
-        plan = std::move(refined.plan);
-        round.refine = std::move(refined.steps);
-        // With keep_recovered, recovery ran this round's whole fine-tuning (same steps, data,
-        // options and seed): the network it left is what fine-tuning the plan again would make
-        // (on the CPU exactly; on an accelerator up to its nondeterministic kernels).
-        finetuned = std::move(refined.recovered);
+        if (judge_target(options) == "final" && r < options.rounds) {
+          // Every rule is judged by the plan it gives at the final target, and the round takes the
+          // chosen rule's plan at its own target: a plan that is best part of the way can lead to a
+          // worse end (docs/results.md, "Judging at the final target").
+          RdOptions final_rd = rd;
+          final_rd.sparsity_target = options.rd.sparsity_target;
+          recovery.keep_recovered = false;
+          const RefineResult ahead = refine_rd(*network, calibration, calibration_description, infos,
+                                               refine_options, final_rd, starts_at(final_rd.sparsity_target),
+                                               /*passes=*/0, save, recovery, blend_count(options));
+          const auto chosen = std::find_if(ahead.steps.begin(), ahead.steps.end(),
+                                           [](const RefineStep& step) { return step.chosen; });
+          std::optional<Plan> ruled = rule_plan(chosen->start, starts, infos, rd);
+          if (options.progress) {
+            std::cerr << fmt::format("round {}: {} judged best at the final target {:.4f}; {}\n", r,
+                                     chosen->start, final_rd.sparsity_target,
+                                     ruled ? fmt::format("its plan at {:.4f} taken", target)
+                                           : fmt::format("no such plan at {:.4f}, rd's own taken", target));
+          }
+          if (ruled) plan = std::move(*ruled);
+          round.refine = ahead.steps;
+          round.judged_at = final_rd.sparsity_target;
+        } else {
+          RefineResult refined =
+              refine_rd(*network, calibration, calibration_description, infos, refine_options, rd, starts,
+                        options.refine, save, recovery, blend_count(options));
+          plan = std::move(refined.plan);
+          round.refine = std::move(refined.steps);
+          round.judged_at = target;
+          // With keep_recovered, recovery ran this round's whole fine-tuning (same steps, data,
+          // options and seed): the network it left is what fine-tuning the plan again would make
+          // (on the CPU exactly; on an accelerator up to its nondeterministic kernels).
+          finetuned = std::move(refined.recovered);
+        }
       }
       round.curve_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     } else {
@@ -359,7 +406,8 @@ PipelineResult run_pipeline(std::unique_ptr<Network>& network, const DatasetSpli
     {
       const auto chosen = std::find_if(round.refine.begin(), round.refine.end(),
                                        [](const RefineStep& step) { return step.chosen; });
-      round.measured_distortion = chosen != round.refine.end() && chosen->recovery_steps == 0
+      round.measured_distortion = chosen != round.refine.end() && chosen->recovery_steps == 0 &&
+                                          round.judged_at == round.sparsity_target
                                       ? chosen->measured  // refinement measured it just so
                                       : joint_distortion(*network, calibration, plan, options.curves.metric,
                                                          options.curves.batch_size, batch_statistics);

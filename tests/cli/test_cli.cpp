@@ -367,6 +367,9 @@ TEST_F(Cli, BaselinesFinetuneRunCompareAdditivity) {
   expect_error(rdprune({"run", "--model", model, "--data-dir", data_dir(), "--judge-by", "accuracy",
                         "--sparsity", "0.5", "--out-dir", work_.file("x")}),
                2, "--judge-by: expected distortion, loss or auto, got 'accuracy'");
+  expect_error(rdprune({"run", "--model", model, "--data-dir", data_dir(), "--judge-at", "later",
+                        "--sparsity", "0.5", "--out-dir", work_.file("x")}),
+               2, "--judge-at: expected round, final or auto, got 'later'");
 }
 
 TEST_F(Cli, ErrorsInJsonModeAreJsonToo) {

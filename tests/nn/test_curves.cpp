@@ -467,6 +467,42 @@ TEST(Refine, BlendsTheLowestStartWithTheNextLowestAndKeepsTheLowestOfAll) {
   EXPECT_THROW(refine_rd(*network, data, "s", infos, options, rd, starts, 0, {}, {}, -1), UsageError);
 }
 
+TEST(Refine, RulePlanGivesAStartsOwnPlanOrTheBlendOfTwoAtAnotherTarget) {
+  auto network = fresh("lenet5");
+  const auto infos = layer_census(*network, {1, 28, 28});
+  RdOptions rd;
+  rd.sparsity_target = 0.7;
+  const BaselineOptions baseline{BudgetKind::kParams, 0.7, false};
+  // Names with a '+' of their own (uniform+) still part correctly.
+  const std::vector<RefineStart> starts = {
+      {"lamp", allocate_baseline("lamp", *network, infos, baseline)},
+      {"uniform+", allocate_baseline("uniform+", *network, infos, baseline)},
+      {"erk", allocate_baseline("erk", *network, infos, baseline)}};
+  const auto kept = [](const Plan& plan) {
+    std::vector<int64_t> counts;
+    for (const auto& layer : plan.layers) counts.push_back(layer.kept);
+    return counts;
+  };
+  ASSERT_TRUE(rule_plan("uniform+", starts, infos, rd).has_value());
+  EXPECT_EQ(kept(*rule_plan("uniform+", starts, infos, rd)), kept(starts[1].plan));
+  const auto blend = rule_plan("uniform++erk", starts, infos, rd);
+  ASSERT_TRUE(blend.has_value());
+  EXPECT_EQ(kept(*blend), kept(blend_plans(starts[1].plan, starts[2].plan, 0.5, infos, rd)));
+  EXPECT_NEAR(blend->sparsity_achieved(), 0.7, 0.01);
+  const auto other_way = rule_plan("lamp+uniform+", starts, infos, rd);
+  ASSERT_TRUE(other_way.has_value());
+  EXPECT_EQ(kept(*other_way), kept(blend_plans(starts[0].plan, starts[1].plan, 0.5, infos, rd)));
+  EXPECT_FALSE(rule_plan("global", starts, infos, rd).has_value());
+  EXPECT_FALSE(rule_plan("lamp+global", starts, infos, rd).has_value());
+  EXPECT_FALSE(rule_plan("lamp+lamp", starts, infos, rd).has_value());
+  // No blend when the constraints cannot meet the budget between the two (every layer at most 50%
+  // sparse cannot make 70%).
+  RdOptions bounded = rd;
+  bounded.max_sparsity = 0.5;
+  EXPECT_FALSE(rule_plan("lamp+erk", starts, infos, bounded).has_value());
+  EXPECT_TRUE(rule_plan("lamp", starts, infos, bounded).has_value());  // a start's own plan is as given
+}
+
 TEST(Refine, RecoveredDistortionIsTheDistortionLeftAfterFineTuningThePrunedNetwork) {
   TempDir dir;
   auto network = fresh("resnet20");

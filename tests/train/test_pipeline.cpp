@@ -8,6 +8,7 @@
 #include "rdprune/additivity.h"
 #include "rdprune/atomic_file.h"
 #include "rdprune/error.h"
+#include "rdprune/magnitude_baselines.h"
 #include "rdprune/masks.h"
 #include "rdprune/pipeline.h"
 #include "rdprune/sample_order.h"
@@ -324,6 +325,78 @@ TEST(Pipeline, WhenFineTuningFollowsPlansAreJudgedByWhatItRecovers) {
   EXPECT_EQ(judge_metric(options), "distortion");
 }
 
+TEST(Pipeline, JudgedAtTheFinalTargetEarlierRoundsTakeTheChosenRulesPlanAtTheirOwnTarget) {
+  TempDir data_dir;
+  const auto data = toy_data(data_dir);
+  auto trained = trained_lenet(data);
+  TempDir out;
+  const std::string dense = out.file("dense.pt");
+  trained->save(dense);
+  PipelineOptions options;
+  options.method = "rd";
+  options.rd.sparsity_target = 0.9;
+  options.rounds = 2;
+  options.calib_size = 32;
+  options.curves.levels = 10;
+  options.refine = 1;
+  options.refine_from = {"lamp", "erk"};
+  options.blends = 0;
+  options.finetune.steps = 4;
+  options.finetune.batch_size = 32;
+  options.progress = false;
+  EXPECT_EQ(judge_target(options), "round");  // auto
+  options.judge_at = "final";
+  EXPECT_EQ(judge_target(options), "final");
+  options.out_dir = out.file("final");
+  auto network = load_network(dense);
+  const PipelineResult result = run_pipeline(network, data, options);
+  const double first = round_target("geometric", 0.9, 1, 2);
+  const RoundResult& one = result.rounds.at(0);
+  EXPECT_DOUBLE_EQ(one.judged_at, 0.9);
+  // rd's, LAMP's and ERK's plans at the final target, judged after recovery; no passes before the
+  // last round.
+  ASSERT_EQ(one.refine.size(), 3u);
+  const RefineStep* chosen = nullptr;
+  for (const auto& step : one.refine) {
+    EXPECT_EQ(step.pass, 0);
+    EXPECT_EQ(step.recovery_steps, 4);
+    EXPECT_NEAR(step.sparsity, 0.9, 0.01);
+    if (step.chosen) chosen = &step;
+  }
+  ASSERT_NE(chosen, nullptr);
+  EXPECT_FALSE(one.finetune_from_judgement);  // the judged network was pruned further than the round's
+  // The round's plan is the chosen rule's at the round's own target, from the dense network.
+  auto again = load_network(dense);
+  const auto infos = layer_census(*again, {1, 28, 28});
+  RdOptions rd = options.rd;
+  rd.sparsity_target = first;
+  const Plan expected =
+      chosen->start == "rd"
+          ? allocate_rd(curves_from_json(read_file(out.file("final/round-1/curves.json")), "curves"), rd)
+          : allocate_baseline(chosen->start, *again, infos,
+                              BaselineOptions{BudgetKind::kParams, first, false});
+  const Plan plan = plan_from_json(read_file(out.file("final/round-1/plan.json")), "plan");
+  ASSERT_EQ(plan.layers.size(), expected.layers.size());
+  for (size_t i = 0; i < plan.layers.size(); ++i) EXPECT_EQ(plan.layers[i].kept, expected.layers[i].kept);
+  EXPECT_NEAR(plan.sparsity_achieved(), first, 0.01);
+  // The last round judges at its own target, which is the final one.
+  EXPECT_DOUBLE_EQ(result.rounds.at(1).judged_at, 0.9);
+  EXPECT_GE(result.last().sparsity_achieved, 0.9 - 1e-9);
+  EXPECT_EQ(nlohmann::json::parse(read_file(out.file("final/round-1/metrics.json")))["judged_at"], 0.9);
+  EXPECT_EQ(nlohmann::json::parse(read_file(out.file("final/settings.json")))["rd"]["judge_at"], "final");
+  // Judged at each round's own target, round 1 judges at its own.
+  options.judge_at = "round";
+  options.out_dir = out.file("round");
+  network = load_network(dense);
+  const RoundResult own = run_pipeline(network, data, options).rounds.at(0);
+  EXPECT_DOUBLE_EQ(own.judged_at, first);
+  for (const auto& step : own.refine) EXPECT_NEAR(step.sparsity, first, 0.01);
+  // One round: always its own target.
+  options.judge_at = "final";
+  options.rounds = 1;
+  EXPECT_EQ(judge_target(options), "round");
+}
+
 TEST(Pipeline, RefinementMeasuresWithBatchStatisticsWhenBatchNormIsRecalibrated) {
   TempDir data_dir;
   const auto data = toy_data(data_dir);
@@ -400,6 +473,10 @@ TEST(Pipeline, BadOptionsAreUsageErrors) {
   options.judge_by = "accuracy";
   EXPECT_THROW(validate(options), UsageError);
   options.judge_by = "loss";
+  EXPECT_NO_THROW(validate(options));
+  options.judge_at = "later";
+  EXPECT_THROW(validate(options), UsageError);
+  options.judge_at = "final";
   EXPECT_NO_THROW(validate(options));
 }
 
