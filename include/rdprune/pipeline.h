@@ -59,7 +59,7 @@ constexpr int64_t kAutoRecoverySteps = 100;
 constexpr int64_t kAutoBlends = 2;
 constexpr int64_t kAutoJudgeSize = 1024;
 constexpr const char* kAutoJudgeBy = "distortion";
-constexpr const char* kAutoJudgeAt = "round";
+constexpr const char* kAutoJudgeAt = "final";
 
 void validate(const PipelineOptions& options);
 

@@ -344,7 +344,7 @@ TEST(Pipeline, JudgedAtTheFinalTargetEarlierRoundsTakeTheChosenRulesPlanAtTheirO
   options.finetune.steps = 4;
   options.finetune.batch_size = 32;
   options.progress = false;
-  EXPECT_EQ(judge_target(options), "round");  // auto
+  EXPECT_EQ(judge_target(options), "final");  // auto
   options.judge_at = "final";
   EXPECT_EQ(judge_target(options), "final");
   options.out_dir = out.file("final");
