@@ -43,7 +43,8 @@ struct PipelineOptions {
   std::string judge_by = "auto";
   // rd, in every round before the last: judge each rule's plan at the round's own target (round) or
   // at the final target, taking the chosen rule's plan at the round's target (final; refinement
-  // passes then run in the last round only); auto: kAutoJudgeAt. One round: always round.
+  // passes then run in the last round only); auto: kAutoJudgeAt. One round, or no allocator to
+  // start from (refine_from empty): always round.
   std::string judge_at = "auto";
   int64_t calib_size = 256;  // calibration samples (rd curves, batch-norm recalibration)
   bool synthetic = false;    // zero-data calibration: N(0,1) inputs

@@ -102,6 +102,11 @@ RefineResult refine_rd(Network& network, const Dataset& calibration,
                        const RefineCurvesSink& on_curves = {}, const Recovery& recovery = {},
                        int64_t blends = 0);
 
+// The halfway blend of two plans refine_rd measures (blend_plans with weight 0.5), or nullopt when
+// it cannot meet the budget or breaks rd's constraints.
+std::optional<Plan> blend_of(const Plan& a, const Plan& b, const std::vector<LayerInfo>& infos,
+                             const RdOptions& rd);
+
 // The plan refine_rd's rule `name` gives among `starts` (at their target): a start's own plan, or
 // for a blend "a+b" the blend of a's and b's plans as refine_rd makes it; nullopt when there is no
 // such start here, or the blend cannot meet the budget within rd's constraints. Lets a search

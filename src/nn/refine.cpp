@@ -62,6 +62,17 @@ double recovered_distortion(Network& network, const Dataset& calibration, const 
   return output_distortion(network_outputs(network, judge, batch_size), reference, metric);
 }
 
+std::optional<Plan> blend_of(const Plan& a, const Plan& b, const std::vector<LayerInfo>& infos,
+                             const RdOptions& rd) {
+  try {
+    Plan blend = blend_plans(a, b, 0.5, infos, rd);
+    if (honours(blend, infos, rd)) return blend;
+  } catch (const Error&) {
+    // the constraints cannot meet the budget between these two
+  }
+  return std::nullopt;
+}
+
 std::optional<Plan> rule_plan(const std::string& name, const std::vector<RefineStart>& starts,
                               const std::vector<LayerInfo>& infos, const RdOptions& rd) {
   for (const auto& start : starts) {
@@ -69,13 +80,7 @@ std::optional<Plan> rule_plan(const std::string& name, const std::vector<RefineS
   }
   for (const auto& a : starts) {
     for (const auto& b : starts) {
-      if (&a == &b || a.name + "+" + b.name != name) continue;
-      try {
-        Plan blend = blend_plans(a.plan, b.plan, 0.5, infos, rd);
-        if (honours(blend, infos, rd)) return blend;
-      } catch (const Error&) {
-      }
-      return std::nullopt;  // the constraints cannot meet the budget between these two
+      if (&a != &b && a.name + "+" + b.name == name) return blend_of(a.plan, b.plan, infos, rd);
     }
   }
   return std::nullopt;
@@ -141,18 +146,14 @@ RefineResult refine_rd(Network& network, const Dataset& calibration,
                    [&](size_t x, size_t y) { return result.steps[x].measured < result.steps[y].measured; });
   const size_t best = order.front();
   for (size_t k = 1; k < order.size() && static_cast<int64_t>(k) <= blends; ++k) {
-    Plan blend;
-    try {
-      blend = blend_plans(plans[best], plans[order[k]], 0.5, infos, rd);
-    } catch (const Error&) {
-      continue;  // the constraints cannot meet the budget between these two
-    }
-    const std::vector<int64_t> kept = kept_counts(blend);
+    const std::optional<Plan> blend = blend_of(plans[best], plans[order[k]], infos, rd);
+    if (!blend) continue;
+    const std::vector<int64_t> kept = kept_counts(*blend);
     const bool seen =
         std::any_of(plans.begin(), plans.end(), [&](const Plan& plan) { return kept_counts(plan) == kept; });
-    if (seen || !honours(blend, infos, rd)) continue;
+    if (seen) continue;
     const std::string name = result.steps[best].start + "+" + result.steps[order[k]].start;
-    measure(name, blend, 0, 0);
+    measure(name, *blend, 0, 0);
   }
   const std::string origin = result.steps[current].start;
   constexpr double kTrust[] = {0, 4, 2, 1.25};  // 0: unbounded

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <filesystem>
 #include <iostream>
+#include <numeric>
 #include <optional>
 
 #include <fmt/format.h>
@@ -62,6 +63,10 @@ void validate(const PipelineOptions& options) {
     throw UsageError("--judge-at: expected round, final or auto, got '" + options.judge_at + "'");
   if (options.judge_by != "auto" && options.judge_by != "distortion" && options.judge_by != "loss")
     throw UsageError("--judge-by: expected distortion, loss or auto, got '" + options.judge_by + "'");
+  if (options.synthetic && judge_metric(options) == "loss" && judge_count(options) == 0) {
+    throw UsageError(
+        "--judge-by loss: the synthetic calibration images have no labels; give --judge-size N > 0");
+  }
   if (options.calib_size <= 0) throw UsageError("--calib-size: expected a positive count");
   if (options.finetune.steps > 0) validate(options.finetune);
   if (options.finetune.steps < 0) throw UsageError("--finetune-steps: expected a count >= 0");
@@ -87,7 +92,8 @@ int64_t judge_count(const PipelineOptions& options) {
 }
 
 std::string judge_target(const PipelineOptions& options) {
-  if (options.rounds == 1) return "round";
+  // One round, or rd's own plan the only rule: nothing to judge ahead.
+  if (options.rounds == 1 || options.refine_from.empty()) return "round";
   if (options.judge_at != "auto") return options.judge_at;
   return kAutoJudgeAt;
 }
@@ -318,6 +324,7 @@ PipelineResult run_pipeline(std::unique_ptr<Network>& network, const DatasetSpli
         options.curves.recalibrate_bn || (options.bn_recalibrate && !network->buffers().empty());
     Plan plan;
     std::optional<NetworkState> finetuned;  // rd: the chosen plan as its recovery fine-tuned it
+    bool judged_ahead = false;              // rd: plans were judged at the final target, not this round's
     if (options.method == "rd") {
       CurveOptions curve_options = options.curves;
       curve_options.progress = options.progress;
@@ -339,8 +346,10 @@ PipelineResult run_pipeline(std::unique_ptr<Network>& network, const DatasetSpli
           if (honours(start, infos, rd)) {
             starts.push_back({method, std::move(start)});
           } else if (options.progress) {
-            std::cerr << "refine: " << method
-                      << "'s plan breaks --keep-dense, --min-sparsity or --max-sparsity; not a start\n";
+            std::cerr << fmt::format(
+                "refine: {}'s plan at {:.4f} breaks --keep-dense, --min-sparsity or --max-sparsity; not a "
+                "start\n",
+                method, at);
           }
         }
         return starts;
@@ -372,18 +381,31 @@ PipelineResult run_pipeline(std::unique_ptr<Network>& network, const DatasetSpli
           const RefineResult ahead = refine_rd(*network, calibration, calibration_description, infos,
                                                refine_options, final_rd, starts_at(final_rd.sparsity_target),
                                                /*passes=*/0, save, recovery, blend_count(options));
-          const auto chosen = std::find_if(ahead.steps.begin(), ahead.steps.end(),
-                                           [](const RefineStep& step) { return step.chosen; });
-          std::optional<Plan> ruled = rule_plan(chosen->start, starts, infos, rd);
-          if (options.progress) {
-            std::cerr << fmt::format("round {}: {} judged best at the final target {:.4f}; {}\n", r,
-                                     chosen->start, final_rd.sparsity_target,
-                                     ruled ? fmt::format("its plan at {:.4f} taken", target)
-                                           : fmt::format("no such plan at {:.4f}, rd's own taken", target));
-          }
-          if (ruled) plan = std::move(*ruled);
+          // The lowest-measuring rule that gives a plan at this round's target too (rd always does;
+          // an allocator's or a blend's plan there may break the constraints): the one taken, and
+          // marked chosen.
           round.refine = ahead.steps;
+          std::vector<size_t> order(round.refine.size());
+          std::iota(order.begin(), order.end(), size_t{0});
+          std::stable_sort(order.begin(), order.end(), [&](size_t x, size_t y) {
+            return round.refine[x].measured < round.refine[y].measured;
+          });
+          for (auto& step : round.refine) step.chosen = false;
+          for (const size_t i : order) {
+            std::optional<Plan> ruled = rule_plan(round.refine[i].start, starts, infos, rd);
+            if (!ruled) continue;
+            plan = std::move(*ruled);
+            round.refine[i].chosen = true;
+            if (options.progress) {
+              std::cerr << fmt::format(
+                  "round {}: {} judged best at the final target {:.4f}; its plan at {:.4f} "
+                  "taken\n",
+                  r, round.refine[i].start, final_rd.sparsity_target, target);
+            }
+            break;
+          }
           round.judged_at = final_rd.sparsity_target;
+          judged_ahead = true;
         } else {
           RefineResult refined =
               refine_rd(*network, calibration, calibration_description, infos, refine_options, rd, starts,
@@ -406,8 +428,7 @@ PipelineResult run_pipeline(std::unique_ptr<Network>& network, const DatasetSpli
     {
       const auto chosen = std::find_if(round.refine.begin(), round.refine.end(),
                                        [](const RefineStep& step) { return step.chosen; });
-      round.measured_distortion = chosen != round.refine.end() && chosen->recovery_steps == 0 &&
-                                          round.judged_at == round.sparsity_target
+      round.measured_distortion = chosen != round.refine.end() && chosen->recovery_steps == 0 && !judged_ahead
                                       ? chosen->measured  // refinement measured it just so
                                       : joint_distortion(*network, calibration, plan, options.curves.metric,
                                                          options.curves.batch_size, batch_statistics);

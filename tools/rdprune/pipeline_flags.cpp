@@ -43,7 +43,8 @@ void add_pipeline_flags(CLI::App& command, PipelineFlags& flags) {
   command.add_option("--judge-at", o.judge_at,
                      "rd, in rounds before the last: judge each rule's plan at the round's target "
                      "(round) or at the final target, taking the chosen rule's plan at the round's "
-                     "(final); auto (default): final");
+                     "(final); auto (default): final when there is more than one round and another rule "
+                     "than rd's own (--refine-from)");
   command.add_flag("--synthetic", o.synthetic, "rd: zero-data calibration with N(0,1) inputs");
   command.add_flag("--no-cache", flags.no_cache, "rd: do not cache curves");
   command.add_flag("--bn-aware-curves", o.curves.recalibrate_bn,
