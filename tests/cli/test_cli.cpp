@@ -346,30 +346,21 @@ TEST_F(Cli, BaselinesFinetuneRunCompareAdditivity) {
   expect_error(
       rdprune({"run", "--model", model, "--data-dir", data_dir(), "--sparsity", "0.5", "--out-dir", model}),
       2, "not a directory");
-  expect_error(rdprune({"run", "--model", model, "--data-dir", data_dir(), "--method", "magic", "--sparsity",
-                        "0.5", "--out-dir", work_.file("x")}),
-               2, "unknown method");
-  expect_error(rdprune({"run", "--model", model, "--data-dir", data_dir(), "--refine-from", "lamp,magic",
-                        "--sparsity", "0.5", "--out-dir", work_.file("x")}),
-               2, "--refine-from: unknown method");
-  expect_error(rdprune({"run", "--model", model, "--data-dir", data_dir(), "--recovery-steps", "some",
-                        "--sparsity", "0.5", "--out-dir", work_.file("x")}),
-               2, "--recovery-steps: expected a count");
-  expect_error(rdprune({"run", "--model", model, "--data-dir", data_dir(), "--blends", "50", "--sparsity",
-                        "0.5", "--out-dir", work_.file("x")}),
-               2, "--blends: expected a count in [0, 20]");
-  expect_error(rdprune({"run", "--model", model, "--data-dir", data_dir(), "--judge-size", "many",
-                        "--sparsity", "0.5", "--out-dir", work_.file("x")}),
-               2, "--judge-size: expected a count");
-  expect_error(rdprune({"run", "--model", model, "--data-dir", data_dir(), "--judge-size", "2000000",
-                        "--sparsity", "0.5", "--out-dir", work_.file("x")}),
-               2, "--judge-size: expected a count in [0, 1000000]");
-  expect_error(rdprune({"run", "--model", model, "--data-dir", data_dir(), "--judge-by", "accuracy",
-                        "--sparsity", "0.5", "--out-dir", work_.file("x")}),
-               2, "--judge-by: expected distortion, loss or auto, got 'accuracy'");
-  expect_error(rdprune({"run", "--model", model, "--data-dir", data_dir(), "--judge-at", "later",
-                        "--sparsity", "0.5", "--out-dir", work_.file("x")}),
-               2, "--judge-at: expected round, final or auto, got 'later'");
+  // Each bad value of a run flag: exit 2 and a message naming it.
+  const std::vector<std::array<std::string, 3>> bad_values = {
+      {"--method", "magic", "unknown method"},
+      {"--refine-from", "lamp,magic", "--refine-from: unknown method"},
+      {"--recovery-steps", "some", "--recovery-steps: expected a count"},
+      {"--blends", "50", "--blends: expected a count in [0, 20]"},
+      {"--judge-size", "many", "--judge-size: expected a count"},
+      {"--judge-size", "2000000", "--judge-size: expected a count in [0, 1000000]"},
+      {"--judge-by", "accuracy", "--judge-by: expected distortion, loss or auto, got 'accuracy'"},
+      {"--judge-at", "later", "--judge-at: expected round, final or auto, got 'later'"}};
+  for (const auto& [flag, value, message] : bad_values) {
+    expect_error(rdprune({"run", "--model", model, "--data-dir", data_dir(), flag, value, "--sparsity", "0.5",
+                          "--out-dir", work_.file("x")}),
+                 2, message);
+  }
 }
 
 TEST_F(Cli, ErrorsInJsonModeAreJsonToo) {

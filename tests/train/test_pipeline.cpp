@@ -175,23 +175,36 @@ TEST(Pipeline, RdStartsFromTheLowestMeasuringPlanThatKeepsItsConstraints) {
   EXPECT_DOUBLE_EQ(*paper.measured_distortion, screened.refine[0].measured);
 }
 
-TEST(Pipeline, WhenFineTuningFollowsPlansAreJudgedByWhatItRecovers) {
+// A LeNet-5 trained on the toy split, saved as `dense` in `out`.
+struct TrainedToy {
   TempDir data_dir;
-  const auto data = toy_data(data_dir);
-  auto trained = trained_lenet(data);
+  DatasetSplits data = toy_data(data_dir);
   TempDir out;
-  const std::string dense = out.file("dense.pt");
-  trained->save(dense);
+  std::string dense = out.file("dense.pt");
+  TrainedToy() { trained_lenet(data)->save(dense); }
+};
+
+// rd at 90% on the toy split, with 4 fine-tuning steps to judge plans by.
+PipelineOptions judged_rd() {
   PipelineOptions options;
   options.method = "rd";
   options.rd.sparsity_target = 0.9;
   options.calib_size = 32;
   options.curves.levels = 10;
-  options.refine = 0;
-  options.refine_from = {"lamp", "erk"};
   options.finetune.steps = 4;
   options.finetune.batch_size = 32;
   options.progress = false;
+  return options;
+}
+
+TEST(Pipeline, WhenFineTuningFollowsPlansAreJudgedByWhatItRecovers) {
+  const TrainedToy toy;
+  const auto& data = toy.data;
+  const auto& out = toy.out;
+  const std::string& dense = toy.dense;
+  PipelineOptions options = judged_rd();
+  options.refine = 0;
+  options.refine_from = {"lamp", "erk"};
   options.out_dir = out.file("auto");
   EXPECT_EQ(recovery_steps(options), 4);
   auto network = load_network(dense);
@@ -326,23 +339,14 @@ TEST(Pipeline, WhenFineTuningFollowsPlansAreJudgedByWhatItRecovers) {
 }
 
 TEST(Pipeline, JudgedAtTheFinalTargetEarlierRoundsTakeTheChosenRulesPlanAtTheirOwnTarget) {
-  TempDir data_dir;
-  const auto data = toy_data(data_dir);
-  auto trained = trained_lenet(data);
-  TempDir out;
-  const std::string dense = out.file("dense.pt");
-  trained->save(dense);
-  PipelineOptions options;
-  options.method = "rd";
-  options.rd.sparsity_target = 0.9;
+  const TrainedToy toy;
+  const auto& data = toy.data;
+  const auto& out = toy.out;
+  const std::string& dense = toy.dense;
+  PipelineOptions options = judged_rd();
   options.rounds = 2;
-  options.calib_size = 32;
-  options.curves.levels = 10;
   options.refine = 1;
   options.refine_from = {"lamp", "uniform+"};
-  options.finetune.steps = 4;
-  options.finetune.batch_size = 32;
-  options.progress = false;
   EXPECT_EQ(judge_target(options), "final");  // auto, with more than one round
   options.out_dir = out.file("final");
   auto network = load_network(dense);
