@@ -102,6 +102,9 @@ RefineResult refine_rd(Network& network, const Dataset& calibration,
                        const RefineCurvesSink& on_curves = {}, const Recovery& recovery = {},
                        int64_t blends = 0);
 
+// The indices of `steps` from the lowest measured to the highest (the earlier first on ties).
+std::vector<size_t> lowest_first(const std::vector<RefineStep>& steps);
+
 // The halfway blend of two plans refine_rd measures (blend_plans with weight 0.5), or nullopt when
 // it cannot meet the budget or breaks rd's constraints.
 std::optional<Plan> blend_of(const Plan& a, const Plan& b, const std::vector<LayerInfo>& infos,

@@ -62,6 +62,14 @@ double recovered_distortion(Network& network, const Dataset& calibration, const 
   return output_distortion(network_outputs(network, judge, batch_size), reference, metric);
 }
 
+std::vector<size_t> lowest_first(const std::vector<RefineStep>& steps) {
+  std::vector<size_t> order(steps.size());
+  std::iota(order.begin(), order.end(), size_t{0});
+  std::stable_sort(order.begin(), order.end(),
+                   [&](size_t x, size_t y) { return steps[x].measured < steps[y].measured; });
+  return order;
+}
+
 std::optional<Plan> blend_of(const Plan& a, const Plan& b, const std::vector<LayerInfo>& infos,
                              const RdOptions& rd) {
   try {
@@ -98,9 +106,13 @@ RefineResult refine_rd(Network& network, const Dataset& calibration,
   std::vector<Plan> plans;  // parallel to result.steps
   // The network's outputs as it is, before any plan prunes it, on the images plans are judged on.
   const bool recovering = recovery.steps > 0;
+  // (Judged by the loss, recovered networks are measured against labels instead.)
   const torch::Tensor reference =
-      reference_outputs(network, recovering && recovery.judge != nullptr ? *recovery.judge : calibration,
-                        curve_options.batch_size);
+      recovering && recovery.judge_by == "loss"
+          ? torch::Tensor()
+          : reference_outputs(network,
+                              recovering && recovery.judge != nullptr ? *recovery.judge : calibration,
+                              curve_options.batch_size);
   size_t current = 0;                           // the lowest-measuring plan so far (the earliest on ties)
   std::optional<NetworkState> current_network;  // its recovered network, with keep_recovered
   // Measures a plan and makes it the current one when it measures lower; true when it did.
@@ -140,10 +152,7 @@ RefineResult refine_rd(Network& network, const Dataset& calibration,
   // Blends: the best start halfway (in log density) towards each of the next-best `blends` starts.
   // Judged after recovery, good starts often measure close together, and a plan between two of them
   // is a move the pruned network's curves do not propose (docs/results.md).
-  std::vector<size_t> order(result.steps.size());
-  std::iota(order.begin(), order.end(), size_t{0});
-  std::stable_sort(order.begin(), order.end(),
-                   [&](size_t x, size_t y) { return result.steps[x].measured < result.steps[y].measured; });
+  const std::vector<size_t> order = lowest_first(result.steps);
   const size_t best = order.front();
   for (size_t k = 1; k < order.size() && static_cast<int64_t>(k) <= blends; ++k) {
     const std::optional<Plan> blend = blend_of(plans[best], plans[order[k]], infos, rd);

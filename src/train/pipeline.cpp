@@ -4,7 +4,6 @@
 #include <cmath>
 #include <filesystem>
 #include <iostream>
-#include <numeric>
 #include <optional>
 
 #include <fmt/format.h>
@@ -385,13 +384,8 @@ PipelineResult run_pipeline(std::unique_ptr<Network>& network, const DatasetSpli
           // an allocator's or a blend's plan there may break the constraints): the one taken, and
           // marked chosen.
           round.refine = ahead.steps;
-          std::vector<size_t> order(round.refine.size());
-          std::iota(order.begin(), order.end(), size_t{0});
-          std::stable_sort(order.begin(), order.end(), [&](size_t x, size_t y) {
-            return round.refine[x].measured < round.refine[y].measured;
-          });
           for (auto& step : round.refine) step.chosen = false;
-          for (const size_t i : order) {
+          for (const size_t i : lowest_first(round.refine)) {
             std::optional<Plan> ruled = rule_plan(round.refine[i].start, starts, infos, rd);
             if (!ruled) continue;
             plan = std::move(*ruled);
