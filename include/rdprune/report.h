@@ -3,6 +3,7 @@
 // beside the PNG so they can be redrawn; without gnuplot they are skipped with a warning.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -23,13 +24,42 @@ struct CompareRow {
   double top5 = 0;
   double loss = 0;
   double measured_distortion = 0;  // joint distortion of the plan on the calibration set (NaN: none)
+  uint64_t seed = 0;
 };
 
-// results.csv and results.md in `dir`.
-void write_compare_tables(const std::string& dir, const std::vector<CompareRow>& rows, double dense_top1);
+// One method in one setting (target, rounds, fine-tuning steps) over the seeds it ran with, and
+// its lead over the best other method in the same setting, paired seed by seed.
+struct CompareSummary {
+  std::string method;
+  double sparsity_target = 0;
+  int64_t rounds = 1;
+  int64_t finetune_steps = 0;
+  int64_t seeds = 0;
+  double sparsity_achieved = 0;  // this and the next three: means over the seeds
+  double flops_kept = 0;
+  double top1_pruned = 0;
+  double top1 = 0;
+  double top1_sd = 0;  // sample standard deviation over the seeds (NaN for one seed)
+  std::string rival;   // the other method with the highest mean top-1 in the setting (empty: none)
+  double lead = 0;     // mean over the seeds both ran of top1 - rival's top1 (NaN: no rival)
+  double lead_se = 0;  // its standard error, sd of the differences / sqrt(n) (NaN below two seeds)
+};
 
-// top1_vs_sparsity.png: final top-1 against achieved sparsity, one line per method.
-void plot_accuracy(const std::string& dir, const std::vector<CompareRow>& rows, double dense_top1);
+// Groups `rows` by method and setting, in the order they first appear. Rival ties go to the
+// method listed first. O(rows^2).
+std::vector<CompareSummary> summarize_compare(const std::vector<CompareRow>& rows);
+
+// Binomial standard error of a top-1 of `top1` measured on `samples` images: sqrt(p (1-p) / n).
+double top1_standard_error(double top1, int64_t samples);
+
+// results.csv (a row per cell and seed) and results.md (those rows, then every method against the
+// best other one, over the seeds) in `dir`; `test_samples` is the size of the test split evaluated.
+void write_compare_tables(const std::string& dir, const std::vector<CompareRow>& rows, double dense_top1,
+                          int64_t test_samples);
+
+// top1_vs_sparsity.png: mean final top-1 against achieved sparsity, a line per method and setting
+// (rounds, fine-tuning steps), with the standard deviation over seeds as error bars.
+void plot_accuracy(const std::string& dir, const std::vector<CompareSummary>& summary, double dense_top1);
 // layer_sparsity.png: each layer's sparsity under each method's plan.
 void plot_layer_sparsity(const std::string& dir, const std::vector<std::pair<std::string, Plan>>& plans,
                          const std::string& title);

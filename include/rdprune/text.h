@@ -13,6 +13,9 @@ std::vector<int64_t> parse_shape(const std::string& text, const std::string& wha
 // "25" -> 25. Must be an integer >= 0. Throws UsageError naming `what`.
 int64_t parse_count(const std::string& text, const std::string& what);
 
+// "0,1,2" -> {0, 1, 2}. Every entry must be an integer >= 0. Throws UsageError naming `what`.
+std::vector<int64_t> parse_counts(const std::string& text, const std::string& what);
+
 // "0.8,0.9" -> {0.8, 0.9}. Every entry must be a finite number. Throws UsageError naming `what`.
 std::vector<double> parse_doubles(const std::string& text, const std::string& what);
 

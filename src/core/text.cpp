@@ -55,6 +55,12 @@ int64_t parse_count(const std::string& text, const std::string& what) {
   return *value;
 }
 
+std::vector<int64_t> parse_counts(const std::string& text, const std::string& what) {
+  std::vector<int64_t> values;
+  for (const auto& item : split_list(text, what)) values.push_back(parse_count(item, what));
+  return values;
+}
+
 std::vector<double> parse_doubles(const std::string& text, const std::string& what) {
   std::vector<double> values;
   for (const auto& item : split_list(text, what)) {

@@ -1,11 +1,14 @@
 #include "rdprune/report.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
 #include <map>
+#include <optional>
 #include <set>
+#include <tuple>
 
 #include <fmt/format.h>
 
@@ -33,52 +36,201 @@ void render(const std::string& dir, const std::string& name, const std::string& 
   }
 }
 
+struct MeanSd {
+  double mean = 0;
+  double sd = 0;  // sample standard deviation; NaN below two values
+};
+
+MeanSd mean_sd(const std::vector<double>& values) {
+  MeanSd out;
+  if (values.empty()) return {std::nan(""), std::nan("")};
+  for (double v : values) out.mean += v;
+  out.mean /= static_cast<double>(values.size());
+  if (values.size() < 2) {
+    out.sd = std::nan("");
+    return out;
+  }
+  double squares = 0;
+  for (double v : values) squares += (v - out.mean) * (v - out.mean);
+  out.sd = std::sqrt(squares / static_cast<double>(values.size() - 1));
+  return out;
+}
+
+bool same_setting(const CompareSummary& a, const CompareSummary& b) {
+  return a.sparsity_target == b.sparsity_target && a.rounds == b.rounds &&
+         a.finetune_steps == b.finetune_steps;
+}
+
+// "+0.42 ± 0.15", "+0.42" without an error, "-" without a value (points of top-1).
+std::string format_lead(double lead, double se) {
+  if (!std::isfinite(lead)) return "-";
+  std::string text = fmt::format("{:+.2f}", 100 * lead);
+  if (std::isfinite(se)) text += fmt::format(" ± {:.2f}", 100 * se);
+  return text;
+}
+
 }  // namespace
 
-void write_compare_tables(const std::string& dir, const std::vector<CompareRow>& rows, double dense_top1) {
+std::vector<CompareSummary> summarize_compare(const std::vector<CompareRow>& rows) {
+  std::vector<CompareSummary> summary;
+  std::vector<std::vector<const CompareRow*>> members;  // parallel to summary
+  for (const auto& row : rows) {
+    CompareSummary key;
+    key.method = row.method;
+    key.sparsity_target = row.sparsity_target;
+    key.rounds = row.rounds;
+    key.finetune_steps = row.finetune_steps;
+    size_t g = 0;
+    while (g < summary.size() && !(summary[g].method == row.method && same_setting(summary[g], key))) ++g;
+    if (g == summary.size()) {
+      summary.push_back(key);
+      members.emplace_back();
+    }
+    members[g].push_back(&row);
+  }
+  for (size_t g = 0; g < summary.size(); ++g) {
+    CompareSummary& s = summary[g];
+    std::vector<double> top1;
+    for (const CompareRow* row : members[g]) {
+      s.sparsity_achieved += row->sparsity_achieved;
+      s.flops_kept += row->flops_kept;
+      s.top1_pruned += row->top1_pruned;
+      top1.push_back(row->top1);
+    }
+    const auto n = static_cast<double>(members[g].size());
+    s.seeds = static_cast<int64_t>(members[g].size());
+    s.sparsity_achieved /= n;
+    s.flops_kept /= n;
+    s.top1_pruned /= n;
+    const MeanSd stats = mean_sd(top1);
+    s.top1 = stats.mean;
+    s.top1_sd = stats.sd;
+  }
+  for (size_t g = 0; g < summary.size(); ++g) {
+    CompareSummary& s = summary[g];
+    s.lead = std::nan("");
+    s.lead_se = std::nan("");
+    std::optional<size_t> rival;
+    for (size_t h = 0; h < summary.size(); ++h) {
+      if (summary[h].method == s.method || !same_setting(summary[h], s)) continue;
+      if (!rival || summary[h].top1 > summary[*rival].top1) rival = h;
+    }
+    if (!rival) continue;
+    s.rival = summary[*rival].method;
+    std::vector<double> differences;  // seed by seed, over the seeds both ran
+    for (const CompareRow* mine : members[g]) {
+      for (const CompareRow* theirs : members[*rival]) {
+        if (theirs->seed == mine->seed) differences.push_back(mine->top1 - theirs->top1);
+      }
+    }
+    const MeanSd stats = mean_sd(differences);
+    s.lead = stats.mean;
+    s.lead_se = stats.sd / std::sqrt(static_cast<double>(differences.size()));
+  }
+  return summary;
+}
+
+double top1_standard_error(double top1, int64_t samples) {
+  if (samples <= 0 || !std::isfinite(top1)) return std::nan("");
+  return std::sqrt(std::clamp(top1, 0.0, 1.0) * (1 - std::clamp(top1, 0.0, 1.0)) /
+                   static_cast<double>(samples));
+}
+
+void write_compare_tables(const std::string& dir, const std::vector<CompareRow>& rows, double dense_top1,
+                          int64_t test_samples) {
+  std::set<uint64_t> seeds;
+  for (const auto& row : rows) seeds.insert(row.seed);
+  const bool several_seeds = seeds.size() > 1;
   std::string csv =
       "method,sparsity_target,sparsity_achieved,flops_kept_percent,rounds,finetune_steps,top1_before_"
       "finetune,"
-      "top1,top5,loss,dense_top1,measured_distortion\n";
-  std::string md = fmt::format("Dense top-1: {:.2f}%\n\n", 100 * dense_top1);
-  md +=
+      "top1,top5,loss,dense_top1,measured_distortion,seed\n";
+  std::string md = fmt::format(
+      "Dense top-1: {:.2f}% on {} test images (the binomial standard error of one "
+      "top-1 figure there: {:.2f} points)\n\n",
+      100 * dense_top1, test_samples, 100 * top1_standard_error(dense_top1, test_samples));
+  md += fmt::format(
       "| method | target | achieved sparsity | kept FLOPs % | rounds | fine-tune steps | top-1 before "
-      "fine-tune | top-1 | top-5 | measured distortion |\n";
-  md += "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n";
+      "fine-tune | top-1 | top-5 | measured distortion |{}\n",
+      several_seeds ? " seed |" : "");
+  md += fmt::format("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |{}\n",
+                    several_seeds ? " --- |" : "");
   for (const auto& row : rows) {
     const bool measured = std::isfinite(row.measured_distortion);
-    csv += fmt::format("{},{:.4f},{:.6f},{:.4f},{},{},{:.6f},{:.6f},{:.6f},{:.6f},{:.6f},{}\n", row.method,
+    csv += fmt::format("{},{:.4f},{:.6f},{:.4f},{},{},{:.6f},{:.6f},{:.6f},{:.6f},{:.6f},{},{}\n", row.method,
                        row.sparsity_target, row.sparsity_achieved, 100 * row.flops_kept, row.rounds,
                        row.finetune_steps, row.top1_pruned, row.top1, row.top5, row.loss, dense_top1,
-                       measured ? fmt::format("{:.6g}", row.measured_distortion) : std::string());
-    md += fmt::format("| {} | {:.2f} | {:.4f} | {:.2f} | {} | {} | {:.2f}% | {:.2f}% | {:.2f}% | {} |\n",
+                       measured ? fmt::format("{:.6g}", row.measured_distortion) : std::string(), row.seed);
+    md += fmt::format("| {} | {:.2f} | {:.4f} | {:.2f} | {} | {} | {:.2f}% | {:.2f}% | {:.2f}% | {} |{}\n",
                       row.method, row.sparsity_target, row.sparsity_achieved, 100 * row.flops_kept,
                       row.rounds, row.finetune_steps, 100 * row.top1_pruned, 100 * row.top1, 100 * row.top5,
-                      measured ? fmt::format("{:.4g}", row.measured_distortion) : std::string("-"));
+                      measured ? fmt::format("{:.4g}", row.measured_distortion) : std::string("-"),
+                      several_seeds ? fmt::format(" {} |", row.seed) : std::string());
+  }
+  std::vector<CompareSummary> summary = summarize_compare(rows);
+  // Setting by setting, so the methods at one target read down a column.
+  std::stable_sort(summary.begin(), summary.end(), [](const CompareSummary& a, const CompareSummary& b) {
+    return std::tie(a.rounds, a.finetune_steps, a.sparsity_target) <
+           std::tie(b.rounds, b.finetune_steps, b.sparsity_target);
+  });
+  const bool rivals =
+      std::any_of(summary.begin(), summary.end(), [](const CompareSummary& s) { return !s.rival.empty(); });
+  if (several_seeds || rivals) {
+    md += fmt::format(
+        "\nEach method against the best other method in the same setting{}. Lead: points of top-1, "
+        "the mean difference seed by seed{}.\n\n",
+        several_seeds ? fmt::format(", over {} seeds", seeds.size()) : std::string(),
+        several_seeds ? " ± its standard error" : std::string());
+    md +=
+        "| method | target | rounds | fine-tune steps | seeds | achieved sparsity | top-1 | sd | best other "
+        "method | lead |\n";
+    md += "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n";
+    for (const auto& s : summary) {
+      md += fmt::format("| {} | {:.2f} | {} | {} | {} | {:.4f} | {:.2f}% | {} | {} | {} |\n", s.method,
+                        s.sparsity_target, s.rounds, s.finetune_steps, s.seeds, s.sparsity_achieved,
+                        100 * s.top1, std::isfinite(s.top1_sd) ? fmt::format("{:.2f}", 100 * s.top1_sd) : "-",
+                        s.rival.empty() ? "-" : s.rival, format_lead(s.lead, s.lead_se));
+    }
   }
   write_file_atomic((fs::path(dir) / "results.csv").string(), csv);
   write_file_atomic((fs::path(dir) / "results.md").string(), md);
 }
 
-void plot_accuracy(const std::string& dir, const std::vector<CompareRow>& rows, double dense_top1) {
-  std::map<std::string, std::vector<const CompareRow*>> by_method;
-  for (const auto& row : rows) by_method[row.method].push_back(&row);
+void plot_accuracy(const std::string& dir, const std::vector<CompareSummary>& summary, double dense_top1) {
+  // A line per method and setting; the setting is named only when the comparison has several.
+  using Series = std::tuple<std::string, int64_t, int64_t>;
+  std::set<std::pair<int64_t, int64_t>> settings;
+  for (const auto& s : summary) settings.insert({s.rounds, s.finetune_steps});
+  std::vector<Series> order;
+  std::map<Series, std::vector<const CompareSummary*>> by_series;
+  for (const auto& s : summary) {
+    const Series key{s.method, s.rounds, s.finetune_steps};
+    if (by_series.find(key) == by_series.end()) order.push_back(key);
+    by_series[key].push_back(&s);
+  }
+  const bool error_bars =
+      std::any_of(summary.begin(), summary.end(), [](const CompareSummary& s) { return s.seeds > 1; });
   std::string data;
   std::string plots;
   int block = 0;
-  for (const auto& [method, list] : by_method) {
-    data += "# " + method + "\n";
-    for (const auto* row : list)
-      data += fmt::format("{:.6f},{:.6f}\n", row->sparsity_achieved, 100 * row->top1);
+  for (const auto& key : order) {
+    const auto& [method, rounds, steps] = key;
+    const std::string title = settings.size() > 1 ? fmt::format("{} r{} f{}", method, rounds, steps) : method;
+    data += "# " + title + "\n";
+    for (const auto* s : by_series[key]) {
+      data += fmt::format("{:.6f},{:.6f},{:.6f}\n", s->sparsity_achieved, 100 * s->top1,
+                          std::isfinite(s->top1_sd) ? 100 * s->top1_sd : 0.0);
+    }
     data += "\n\n";
-    plots += fmt::format("{}'{}' index {} using 1:2 with linespoints title '{}'", block ? ", " : "",
-                         (fs::path(dir) / "top1_vs_sparsity.dat").string(), block, method);
+    plots += fmt::format("{}'{}' index {} using {} title '{}'", block ? ", " : "",
+                         (fs::path(dir) / "top1_vs_sparsity.dat").string(), block,
+                         error_bars ? "1:2:3 with yerrorlines" : "1:2 with linespoints", title);
     ++block;
   }
   const std::string script = fmt::format(
-      "set title 'Top-1 against sparsity (dense {:.2f}%)'\nset xlabel 'sparsity'\nset ylabel 'top-1 (%)'\n"
+      "set title 'Top-1 against sparsity (dense {:.2f}%{})'\nset xlabel 'sparsity'\nset ylabel 'top-1 (%)'\n"
       "plot {}, {:.6f} with lines dashtype 2 title 'dense'\n",
-      100 * dense_top1, plots, 100 * dense_top1);
+      100 * dense_top1, error_bars ? "; mean and sd over seeds" : "", plots, 100 * dense_top1);
   render(dir, "top1_vs_sparsity", data, script);
 }
 

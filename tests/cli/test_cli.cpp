@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -320,13 +321,58 @@ TEST_F(Cli, BaselinesFinetuneRunCompareAdditivity) {
     EXPECT_TRUE(cell.at("top1").is_number());
     EXPECT_TRUE(cell.at("measured_distortion").is_number());
   }
-  EXPECT_NE(read_file(out + "/results.csv").find(",measured_distortion\n"), std::string::npos);
+  EXPECT_NE(read_file(out + "/results.csv").find(",measured_distortion,seed\n"), std::string::npos);
   for (const char* file : {"results.csv", "results.md", "results.json", "top1_vs_sparsity.gp",
                            "layer_sparsity.dat", "rd_curves.dat"}) {
     EXPECT_TRUE(std::filesystem::exists(out + "/" + file)) << file;
   }
   if (std::system("command -v gnuplot >/dev/null 2>&1") == 0) {
     EXPECT_TRUE(std::filesystem::exists(out + "/top1_vs_sparsity.png"));
+  }
+
+  {
+    // Lists of rounds, fine-tuning steps and seeds: every cell at each, summarised over the seeds.
+    const std::string grid = work_.file("grid");
+    const Result run = rdprune({"compare", "--model", model, "--data-dir", data_dir(), "--methods",
+                                "uniform,lamp", "--sparsities", "0.5", "--seed", "0,1", "--finetune-steps",
+                                "0,2", "--calib-size", "32", "--out-dir", grid, "--json"});
+    ASSERT_EQ(run.code, 0) << run.err;
+    const auto json = nlohmann::json::parse(run.out);
+    ASSERT_EQ(json.at("results").size(), 8u);
+    EXPECT_EQ(json.at("test_samples").get<int64_t>(), 64);
+    for (const char* cell : {"uniform-s0.5-r1-f0-seed0", "lamp-s0.5-r1-f2-seed1"}) {
+      EXPECT_TRUE(std::filesystem::exists(grid + "/" + cell + "/round-1/metrics.json")) << cell;
+    }
+    // Without fine-tuning nothing depends on the seed: both seeds give the same figures.
+    std::map<std::string, std::vector<double>> top1;
+    for (const auto& cell : json.at("results")) {
+      top1[cell.at("method").get<std::string>() + std::to_string(cell.at("finetune_steps").get<int>())]
+          .push_back(cell.at("top1").get<double>());
+    }
+    ASSERT_EQ(top1.size(), 4u);
+    for (const auto& [key, values] : top1) ASSERT_EQ(values.size(), 2u) << key;
+    EXPECT_EQ(top1["lamp0"][0], top1["lamp0"][1]);
+    const auto& summary = json.at("summary");
+    ASSERT_EQ(summary.size(), 4u);
+    for (const auto& s : summary) {
+      EXPECT_EQ(s.at("seeds"), 2);
+      EXPECT_EQ(s.at("best_other"), s.at("method") == "lamp" ? "uniform" : "lamp");
+      const std::string key =
+          s.at("method").get<std::string>() + std::to_string(s.at("finetune_steps").get<int>());
+      EXPECT_NEAR(s.at("top1").get<double>(), (top1[key][0] + top1[key][1]) / 2, 1e-12);
+    }
+    // Two methods: each one's lead is the other's, negated.
+    EXPECT_NEAR(summary[0].at("lead").get<double>() + summary[2].at("lead").get<double>(), 0, 1e-12);
+    EXPECT_NE(read_file(grid + "/results.md").find("best other method | lead |"), std::string::npos);
+    expect_error(rdprune({"compare", "--model", model, "--data-dir", data_dir(), "--seed", "0,1,0",
+                          "--out-dir", grid}),
+                 2, "--seed: 0 is listed twice");
+    expect_error(rdprune({"compare", "--model", model, "--data-dir", data_dir(), "--rounds", "1,x",
+                          "--out-dir", grid}),
+                 2, "--rounds: expected a count");
+    expect_error(rdprune({"compare", "--model", model, "--data-dir", data_dir(), "--rounds", "0,2",
+                          "--out-dir", grid}),
+                 2, "--rounds");
   }
 
   const Result additivity =

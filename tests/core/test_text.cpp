@@ -25,6 +25,14 @@ TEST(Text, ParsesCounts) {
   EXPECT_THROW(parse_count("many", "--recovery-steps"), UsageError);
 }
 
+TEST(Text, ParsesCountLists) {
+  EXPECT_EQ(parse_counts("0,1,2", "--seed"), (std::vector<int64_t>{0, 1, 2}));
+  EXPECT_EQ(parse_counts("7", "--seed"), (std::vector<int64_t>{7}));
+  EXPECT_THROW(parse_counts("0,-1", "--seed"), UsageError);
+  EXPECT_THROW(parse_counts("0,,1", "--seed"), UsageError);
+  EXPECT_THROW(parse_counts("1,x", "--rounds"), UsageError);
+}
+
 TEST(Text, ParsesDoubles) {
   EXPECT_EQ(parse_doubles("0.5,1e-3", "--mean"), (std::vector<double>{0.5, 1e-3}));
   EXPECT_THROW(parse_doubles("nan", "--mean"), UsageError);

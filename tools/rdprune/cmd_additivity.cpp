@@ -85,8 +85,8 @@ void run_additivity(AdditivityFlags& flags) {
   const double r_log = pearson(log_predicted, log_measured);
   plot_additivity(flags.out_dir, predicted, measured, kinds,
                   fmt::format("Additivity: Pearson r = {:.3f} (log-log {:.3f})", r, r_log));
-  const nlohmann::json json = {{"pearson", std::isnan(r) ? nlohmann::json() : nlohmann::json(r)},
-                               {"pearson_log", std::isnan(r_log) ? nlohmann::json() : nlohmann::json(r_log)},
+  const nlohmann::json json = {{"pearson", finite_or_null(r)},
+                               {"pearson_log", finite_or_null(r_log)},
                                {"points", rows},
                                {"out_dir", flags.out_dir}};
   write_file_atomic((fs::path(flags.out_dir) / "additivity.json").string(), json.dump(1) + "\n");

@@ -1,7 +1,9 @@
 // rdprune compare --model M --dataset D --methods ... --sparsities ... --out-dir DIR
 // Every cell starts from the same dense model with the same data, seeds and fine-tuning.
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <tuple>
 
 #include <fmt/format.h>
 
@@ -21,10 +23,31 @@ struct CompareFlags {
   CommonFlags common;
   DataFlags data;
   PipelineFlags pipeline;
+  PipelineGrid grid;
   std::string model;
   std::string methods = "rd,lamp,global,uniform,uniform+,erk";
   std::string sparsities = "0.8,0.9,0.95";
   std::string out_dir;
+};
+
+// A repeated entry would run (and resume) the same cell twice.
+template <typename T>
+void require_distinct(const std::vector<T>& values, const std::string& flag) {
+  for (size_t i = 0; i < values.size(); ++i) {
+    for (size_t j = 0; j < i; ++j) {
+      if (values[i] == values[j]) throw UsageError(fmt::format("{}: {} is listed twice", flag, values[i]));
+    }
+  }
+}
+
+// One cell of the grid, by its index in each list.
+struct Cell {
+  size_t seed = 0;
+  size_t method = 0;
+  size_t sparsity = 0;
+  size_t rounds = 0;
+  size_t steps = 0;
+  auto order() const { return std::tie(method, sparsity, rounds, steps, seed); }
 };
 
 void run_compare(CompareFlags& flags) {
@@ -32,15 +55,46 @@ void run_compare(CompareFlags& flags) {
   const auto methods = split_list(flags.methods, "--methods");
   const auto sparsities = parse_doubles(flags.sparsities, "--sparsities");
   for (double s : sparsities) check_sparsity_target(s, "--sparsities");
+  const auto rounds = parse_counts(flags.grid.rounds, "--rounds");
+  const auto steps = parse_counts(flags.grid.finetune_steps, "--finetune-steps");
+  const auto seeds = parse_counts(flags.grid.seeds, "--seed");
+  require_distinct(methods, "--methods");
+  require_distinct(sparsities, "--sparsities");
+  require_distinct(rounds, "--rounds");
+  require_distinct(steps, "--finetune-steps");
+  require_distinct(seeds, "--seed");
   if (fs::exists(flags.out_dir) && !fs::is_directory(flags.out_dir)) {
     throw UsageError("--out-dir: " + flags.out_dir + " exists and is not a directory");
   }
   finish_pipeline_flags(flags.pipeline, flags.out_dir);
-  for (const auto& method : methods) {
-    PipelineOptions check = flags.pipeline.options;
-    check.method = method;
-    check.rd.sparsity_target = sparsities.front();
-    validate(check);
+  // The options of one cell; its directory names the lists that have more than one entry.
+  const auto cell_options = [&](const Cell& cell) {
+    PipelineOptions options = flags.pipeline.options;
+    options.method = methods[cell.method];
+    options.rd.sparsity_target = sparsities[cell.sparsity];
+    options.rounds = rounds[cell.rounds];
+    options.finetune.steps = steps[cell.steps];
+    options.seed = static_cast<uint64_t>(seeds[cell.seed]);
+    options.finetune.seed = options.seed;
+    std::string name = fmt::format("{}-s{}-r{}", options.method, sparsities[cell.sparsity], options.rounds);
+    if (steps.size() > 1) name += fmt::format("-f{}", options.finetune.steps);
+    if (seeds.size() > 1) name += fmt::format("-seed{}", options.seed);
+    options.out_dir = (fs::path(flags.out_dir) / name).string();
+    return options;
+  };
+  std::vector<Cell> cells;  // seed by seed, so each seed's comparison is whole before the next begins
+  for (size_t seed = 0; seed < seeds.size(); ++seed) {
+    for (size_t method = 0; method < methods.size(); ++method) {
+      for (size_t sparsity = 0; sparsity < sparsities.size(); ++sparsity) {
+        for (size_t round = 0; round < rounds.size(); ++round) {
+          for (size_t step = 0; step < steps.size(); ++step)
+            cells.push_back({seed, method, sparsity, round, step});
+        }
+      }
+    }
+  }
+  for (const Cell& cell : cells) {
+    if (cell.seed == 0 && cell.sparsity == 0) validate(cell_options(cell));
   }
   auto dense = load_model(flags.model);
   if (dense->layers().empty())
@@ -52,67 +106,88 @@ void run_compare(CompareFlags& flags) {
                            ? splits.test.head(flags.pipeline.options.eval_limit)
                            : splits.test;
   const double dense_top1 = evaluate(*dense, test, 256, /*progress=*/false).top1;
-  const auto dense_infos = layer_census(*dense, splits.train.sample_shape());
 
-  std::vector<CompareRow> rows;
-  nlohmann::json results = nlohmann::json::array();
-  std::vector<std::pair<std::string, Plan>> densest_plans;
-  for (const auto& method : methods) {
-    for (double sparsity : sparsities) {
-      PipelineOptions options = flags.pipeline.options;
-      options.method = method;
-      options.rd.sparsity_target = sparsity;
-      options.out_dir =
-          (fs::path(flags.out_dir) / fmt::format("{}-s{}-r{}", method, sparsity, options.rounds)).string();
-      std::cerr << fmt::format("compare: {} at sparsity {}\n", method, sparsity);
-      auto network = load_model(flags.model);  // every cell from the same dense model
-      const PipelineResult result = run_pipeline(network, splits, options);
-      const RoundResult& last = result.last();
-      CompareRow row;
-      row.method = method;
-      row.sparsity_target = sparsity;
-      row.sparsity_achieved = last.sparsity_achieved;
-      row.flops_kept = 1.0 - last.flops_sparsity_achieved;
-      row.rounds = options.rounds;
-      row.finetune_steps = options.finetune.steps;
-      row.top1_pruned = last.pruned.top1;
-      row.top1 = last.finetuned.top1;
-      row.top5 = last.finetuned.top5;
-      row.loss = last.finetuned.loss;
-      row.measured_distortion = last.measured_distortion.value_or(std::nan(""));
-      rows.push_back(row);
-      results.push_back({{"method", method},
-                         {"sparsity_target", sparsity},
-                         {"sparsity_achieved", row.sparsity_achieved},
-                         {"flops_kept", row.flops_kept},
-                         {"top1", row.top1},
-                         {"top5", row.top5},
-                         {"loss", row.loss},
-                         {"top1_before_finetune", row.top1_pruned},
-                         {"rounds", row.rounds},
-                         {"finetune_steps", row.finetune_steps},
-                         {"measured_distortion", std::isfinite(row.measured_distortion)
-                                                     ? nlohmann::json(row.measured_distortion)
-                                                     : nlohmann::json()}});
-      if (sparsity == sparsities.back()) {
-        const fs::path plan =
-            fs::path(options.out_dir) / fmt::format("round-{}", options.rounds) / "plan.json";
-        densest_plans.emplace_back(method, plan_from_json(read_file(plan.string()), plan.string()));
+  std::vector<std::pair<Cell, CompareRow>> done;
+  std::vector<std::pair<std::string, Plan>> densest_plans;  // first seed and setting, highest target
+  std::string rd_curves;                                    // the first rd cell's round-1 curves
+  for (const Cell& cell : cells) {
+    const PipelineOptions options = cell_options(cell);
+    std::cerr << fmt::format("compare: {} at sparsity {}{}{}{}\n", options.method, options.rd.sparsity_target,
+                             rounds.size() > 1 ? fmt::format(", {} rounds", options.rounds) : "",
+                             steps.size() > 1 ? fmt::format(", {} steps", options.finetune.steps) : "",
+                             seeds.size() > 1 ? fmt::format(", seed {}", options.seed) : "");
+    auto network = load_model(flags.model);  // every cell from the same dense model
+    const PipelineResult result = run_pipeline(network, splits, options);
+    const RoundResult& last = result.last();
+    CompareRow row;
+    row.method = options.method;
+    row.sparsity_target = options.rd.sparsity_target;
+    row.sparsity_achieved = last.sparsity_achieved;
+    row.flops_kept = 1.0 - last.flops_sparsity_achieved;
+    row.rounds = options.rounds;
+    row.finetune_steps = options.finetune.steps;
+    row.top1_pruned = last.pruned.top1;
+    row.top1 = last.finetuned.top1;
+    row.top5 = last.finetuned.top5;
+    row.loss = last.finetuned.loss;
+    row.measured_distortion = last.measured_distortion.value_or(std::nan(""));
+    row.seed = options.seed;
+    done.emplace_back(cell, row);
+    if (cell.seed == 0 && cell.rounds == 0 && cell.steps == 0) {
+      const fs::path round_dir = fs::path(options.out_dir) / fmt::format("round-{}", options.rounds);
+      if (cell.sparsity + 1 == sparsities.size()) {
+        const fs::path plan = round_dir / "plan.json";
+        densest_plans.emplace_back(options.method, plan_from_json(read_file(plan.string()), plan.string()));
       }
+      if (options.method == "rd" && rd_curves.empty())
+        rd_curves = (fs::path(options.out_dir) / "round-1" / "curves.json").string();
     }
   }
-  write_compare_tables(flags.out_dir, rows, dense_top1);
-  plot_accuracy(flags.out_dir, rows, dense_top1);
+  std::stable_sort(done.begin(), done.end(),
+                   [](const auto& a, const auto& b) { return a.first.order() < b.first.order(); });
+  std::vector<CompareRow> rows;
+  nlohmann::json results = nlohmann::json::array();
+  for (const auto& [cell, row] : done) {
+    rows.push_back(row);
+    results.push_back({{"method", row.method},
+                       {"sparsity_target", row.sparsity_target},
+                       {"sparsity_achieved", row.sparsity_achieved},
+                       {"flops_kept", row.flops_kept},
+                       {"top1", row.top1},
+                       {"top5", row.top5},
+                       {"loss", row.loss},
+                       {"top1_before_finetune", row.top1_pruned},
+                       {"rounds", row.rounds},
+                       {"finetune_steps", row.finetune_steps},
+                       {"seed", row.seed},
+                       {"measured_distortion", finite_or_null(row.measured_distortion)}});
+  }
+  const std::vector<CompareSummary> summary = summarize_compare(rows);
+  nlohmann::json summary_json = nlohmann::json::array();
+  for (const auto& s : summary) {
+    summary_json.push_back({{"method", s.method},
+                            {"sparsity_target", s.sparsity_target},
+                            {"rounds", s.rounds},
+                            {"finetune_steps", s.finetune_steps},
+                            {"seeds", s.seeds},
+                            {"sparsity_achieved", s.sparsity_achieved},
+                            {"top1", s.top1},
+                            {"top1_sd", finite_or_null(s.top1_sd)},
+                            {"best_other", s.rival.empty() ? nlohmann::json() : nlohmann::json(s.rival)},
+                            {"lead", finite_or_null(s.lead)},
+                            {"lead_se", finite_or_null(s.lead_se)}});
+  }
+  const auto test_samples = static_cast<int64_t>(test.size());
+  write_compare_tables(flags.out_dir, rows, dense_top1, test_samples);
+  plot_accuracy(flags.out_dir, summary, dense_top1);
   plot_layer_sparsity(flags.out_dir, densest_plans,
                       fmt::format("Layer sparsity at {:.2f}", sparsities.back()));
-  for (const auto& method : methods) {
-    if (method != "rd") continue;
-    const fs::path curves = fs::path(flags.out_dir) /
-                            fmt::format("rd-s{}-r{}", sparsities.front(), flags.pipeline.options.rounds) /
-                            "round-1" / "curves.json";
-    plot_curves(flags.out_dir, curves_from_json(read_file(curves.string()), curves.string()));
-  }
-  const nlohmann::json json = {{"dense_top1", dense_top1}, {"results", results}, {"out_dir", flags.out_dir}};
+  if (!rd_curves.empty()) plot_curves(flags.out_dir, curves_from_json(read_file(rd_curves), rd_curves));
+  const nlohmann::json json = {{"dense_top1", dense_top1},
+                               {"test_samples", test_samples},
+                               {"results", results},
+                               {"summary", summary_json},
+                               {"out_dir", flags.out_dir}};
   write_file_atomic((fs::path(flags.out_dir) / "results.json").string(), json.dump(1) + "\n");
   std::string human = read_file((fs::path(flags.out_dir) / "results.md").string());
   human += "\nwrote results.csv, results.md, results.json and plots to " + flags.out_dir + "\n";
@@ -131,7 +206,7 @@ void register_compare(CLI::App& app) {
                       "Comma-separated targets in [0, 1) (default 0.8,0.9,0.95)");
   command->add_option("--out-dir", flags->out_dir, "Directory for tables, plots and every cell's rounds")
       ->required();
-  add_pipeline_flags(*command, flags->pipeline);
+  add_pipeline_flags(*command, flags->pipeline, &flags->grid);
   add_common_flags(*command, flags->common);
   add_data_flags(*command, flags->data, /*dataset_required=*/false);
   command->callback([flags] { run_compare(*flags); });

@@ -1,5 +1,6 @@
 #include "common.h"
 
+#include <cmath>
 #include <iostream>
 #include <thread>
 
@@ -121,6 +122,10 @@ void emit(const CommonFlags& flags, const nlohmann::json& result, const std::str
   } else {
     std::cout << human << std::flush;
   }
+}
+
+nlohmann::json finite_or_null(double value) {
+  return std::isfinite(value) ? nlohmann::json(value) : nlohmann::json();
 }
 
 void require_range(const std::string& flag, double value, double low, double high) {

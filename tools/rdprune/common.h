@@ -58,6 +58,9 @@ void check_model_fits(Network& network, const Dataset& data);
 // Prints the command's result: the JSON object on stdout with --json, else `human` on stdout.
 void emit(const CommonFlags& flags, const nlohmann::json& result, const std::string& human);
 
+// `value` as a JSON number, or null when it is NaN or infinite (JSON has neither).
+nlohmann::json finite_or_null(double value);
+
 // Rejects values outside [low, high] with a UsageError naming the flag.
 void require_range(const std::string& flag, double value, double low, double high);
 

@@ -7,10 +7,21 @@
 
 namespace rdprune::cli {
 
-void add_pipeline_flags(CLI::App& command, PipelineFlags& flags) {
+void add_pipeline_flags(CLI::App& command, PipelineFlags& flags, PipelineGrid* grid) {
   auto& o = flags.options;
   o.finetune.lr = 0.01;
-  command.add_option("--rounds", o.rounds, "Pruning rounds (1 = one-shot, default)");
+  if (grid != nullptr) {
+    command.add_option("--rounds", grid->rounds,
+                       "Pruning rounds (1 = one-shot, default); comma-separated: every cell at each");
+    command.add_option("--finetune-steps", grid->finetune_steps,
+                       "Fine-tuning steps per round (default 0); comma-separated: every cell at each");
+    command.add_option("--seed", grid->seeds,
+                       "Seed (default 0); comma-separated: every cell with each, summarised over them");
+  } else {
+    command.add_option("--rounds", o.rounds, "Pruning rounds (1 = one-shot, default)");
+    command.add_option("--finetune-steps", o.finetune.steps, "Fine-tuning steps per round (default 0)");
+    command.add_option("--seed", o.seed, "Seed (default 0)");
+  }
   command.add_option("--schedule", o.schedule, "Round targets: geometric 1-(1-a)^r (default) | linear");
   command.add_option("--budget", flags.budget, "params|flops (default params)");
   command.add_option("--min-sparsity", o.rd.min_sparsity, "rd: every layer at least this sparse");
@@ -50,12 +61,10 @@ void add_pipeline_flags(CLI::App& command, PipelineFlags& flags) {
   command.add_flag("--bn-aware-curves", o.curves.recalibrate_bn,
                    "rd: re-estimate batch-norm statistics at every curve level before measuring");
   command.add_option("--cache-dir", flags.cache_dir, "rd: curve cache (default <out-dir>/cache)");
-  command.add_option("--finetune-steps", o.finetune.steps, "Fine-tuning steps per round (default 0)");
   command.add_option("--finetune-lr", o.finetune.lr, "Fine-tuning peak learning rate (default 0.01)");
   command.add_option("--optimizer", o.finetune.optimizer, "Fine-tuning optimizer sgd|adamw (default sgd)");
   command.add_flag("--bn-recalibrate", o.bn_recalibrate, "Re-estimate batch-norm statistics after pruning");
   command.add_option("--eval-limit", o.eval_limit, "Evaluate on the first N test samples only");
-  command.add_option("--seed", o.seed, "Seed (default 0)");
 }
 
 void finish_pipeline_flags(PipelineFlags& flags, const std::string& out_dir) {

@@ -20,7 +20,15 @@ struct PipelineFlags {
   std::string cache_dir;  // empty: <out-dir>/cache
 };
 
-void add_pipeline_flags(CLI::App& command, PipelineFlags& flags);
+// compare's lists: every cell runs at each of these values (run takes one of each).
+struct PipelineGrid {
+  std::string rounds = "1";
+  std::string finetune_steps = "0";
+  std::string seeds = "0";
+};
+
+// With `grid`, --rounds, --finetune-steps and --seed take comma-separated lists into it.
+void add_pipeline_flags(CLI::App& command, PipelineFlags& flags, PipelineGrid* grid = nullptr);
 // Completes `flags.options` (budget, keep-dense list, cache directory under `out_dir`).
 void finish_pipeline_flags(PipelineFlags& flags, const std::string& out_dir);
 
