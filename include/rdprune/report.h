@@ -45,8 +45,8 @@ struct CompareSummary {
   double lead_se = 0;  // its standard error, sd of the differences / sqrt(n) (NaN below two seeds)
 };
 
-// Groups `rows` by method and setting, in the order they first appear. Rival ties go to the
-// method listed first. O(rows^2).
+// Groups `rows` by method and setting, ordered by rounds, fine-tuning steps and target, methods in
+// the order they first appear. Rival ties go to the method listed first. O(rows^2).
 std::vector<CompareSummary> summarize_compare(const std::vector<CompareRow>& rows);
 
 // Binomial standard error of a top-1 of `top1` measured on `samples` images: sqrt(p (1-p) / n).

@@ -127,6 +127,11 @@ std::vector<CompareSummary> summarize_compare(const std::vector<CompareRow>& row
     s.lead = stats.mean;
     s.lead_se = stats.sd / std::sqrt(static_cast<double>(differences.size()));
   }
+  // Setting by setting, so the methods at one target read down a column.
+  std::stable_sort(summary.begin(), summary.end(), [](const CompareSummary& a, const CompareSummary& b) {
+    return std::tie(a.rounds, a.finetune_steps, a.sparsity_target) <
+           std::tie(b.rounds, b.finetune_steps, b.sparsity_target);
+  });
   return summary;
 }
 
@@ -167,20 +172,19 @@ void write_compare_tables(const std::string& dir, const std::vector<CompareRow>&
                       measured ? fmt::format("{:.4g}", row.measured_distortion) : std::string("-"),
                       several_seeds ? fmt::format(" {} |", row.seed) : std::string());
   }
-  std::vector<CompareSummary> summary = summarize_compare(rows);
-  // Setting by setting, so the methods at one target read down a column.
-  std::stable_sort(summary.begin(), summary.end(), [](const CompareSummary& a, const CompareSummary& b) {
-    return std::tie(a.rounds, a.finetune_steps, a.sparsity_target) <
-           std::tie(b.rounds, b.finetune_steps, b.sparsity_target);
-  });
+  const std::vector<CompareSummary> summary = summarize_compare(rows);
   const bool rivals =
       std::any_of(summary.begin(), summary.end(), [](const CompareSummary& s) { return !s.rival.empty(); });
   if (several_seeds || rivals) {
-    md += fmt::format(
-        "\nEach method against the best other method in the same setting{}. Lead: points of top-1, "
-        "the mean difference seed by seed{}.\n\n",
-        several_seeds ? fmt::format(", over {} seeds", seeds.size()) : std::string(),
-        several_seeds ? " ± its standard error" : std::string());
+    md += several_seeds
+              ? fmt::format(
+                    "\nEach method against the best other method in the same setting, over {} seeds. Lead: "
+                    "points of top-1, the mean difference seed by seed ± its standard error, which covers "
+                    "what changes with the seed (fine-tuning), not the sampling of the test images.\n\n",
+                    seeds.size())
+              : std::string(
+                    "\nEach method against the best other method in the same setting. Lead: points "
+                    "of top-1.\n\n");
     md +=
         "| method | target | rounds | fine-tune steps | seeds | achieved sparsity | top-1 | sd | best other "
         "method | lead |\n";

@@ -7,7 +7,9 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <numeric>
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
@@ -290,11 +292,30 @@ TEST_F(Cli, BaselinesFinetuneRunCompareAdditivity) {
   const auto after = nlohmann::json::parse(rdprune({"info", "--model", tuned, "--json"}).out);
   for (size_t i = 0; i < 5; ++i) EXPECT_EQ(before["layers"][i]["sparsity"], after["layers"][i]["sparsity"]);
 
-  const Result run = rdprune(
-      {"run",        "--model",  model,      "--data-dir", data_dir(),         "--method", "rd",
-       "--sparsity", "0.9",      "--rounds", "2",          "--finetune-steps", "5",        "--calib-size",
-       "32",         "--levels", "20",       "--out-dir",  work_.file("run"),  "--json"});
+  const Result run = rdprune({"run",
+                              "--model",
+                              model,
+                              "--data-dir",
+                              data_dir(),
+                              "--method",
+                              "rd",
+                              "--sparsity",
+                              "0.9",
+                              "--rounds",
+                              "2",
+                              "--finetune-steps",
+                              "5",
+                              "--calib-size",
+                              "32",
+                              "--levels",
+                              "20",
+                              "--seed",
+                              "3",
+                              "--out-dir",
+                              work_.file("run"),
+                              "--json"});
   ASSERT_EQ(run.code, 0) << run.err;
+  EXPECT_EQ(nlohmann::json::parse(read_file(work_.file("run/settings.json"))).at("seed"), 3);
   const auto run_json = nlohmann::json::parse(run.out);
   EXPECT_GE(run_json.at("sparsity_achieved").get<double>(), 0.9);
   EXPECT_TRUE(run_json.at("top1").is_number());
@@ -333,37 +354,48 @@ TEST_F(Cli, BaselinesFinetuneRunCompareAdditivity) {
   {
     // Lists of rounds, fine-tuning steps and seeds: every cell at each, summarised over the seeds.
     const std::string grid = work_.file("grid");
-    const Result run = rdprune({"compare", "--model", model, "--data-dir", data_dir(), "--methods",
-                                "uniform,lamp", "--sparsities", "0.5", "--seed", "0,1", "--finetune-steps",
-                                "0,2", "--calib-size", "32", "--out-dir", grid, "--json"});
+    const std::vector<std::string> command = {
+        "compare",      "--model",      model,    "--data-dir", data_dir(), "--methods", "uniform,lamp",
+        "--sparsities", "0.5",          "--seed", "0,1",        "--rounds", "1,2",       "--finetune-steps",
+        "0,2",          "--calib-size", "32",     "--out-dir",  grid,       "--json"};
+    const Result run = rdprune(command);
     ASSERT_EQ(run.code, 0) << run.err;
     const auto json = nlohmann::json::parse(run.out);
-    ASSERT_EQ(json.at("results").size(), 8u);
+    // Without fine-tuning nothing depends on the seed: those cells run for the first seed only.
+    ASSERT_EQ(json.at("results").size(), 12u);
     EXPECT_EQ(json.at("test_samples").get<int64_t>(), 64);
-    for (const char* cell : {"uniform-s0.5-r1-f0-seed0", "lamp-s0.5-r1-f2-seed1"}) {
-      EXPECT_TRUE(std::filesystem::exists(grid + "/" + cell + "/round-1/metrics.json")) << cell;
+    for (const char* cell : {"uniform-s0.5-r1-f0", "lamp-s0.5-r2-f2", "lamp-s0.5-r2-f2-seed1"}) {
+      EXPECT_TRUE(std::filesystem::exists(grid + "/" + cell + "/settings.json")) << cell;
     }
-    // Without fine-tuning nothing depends on the seed: both seeds give the same figures.
-    std::map<std::string, std::vector<double>> top1;
-    for (const auto& cell : json.at("results")) {
-      top1[cell.at("method").get<std::string>() + std::to_string(cell.at("finetune_steps").get<int>())]
-          .push_back(cell.at("top1").get<double>());
-    }
-    ASSERT_EQ(top1.size(), 4u);
-    for (const auto& [key, values] : top1) ASSERT_EQ(values.size(), 2u) << key;
-    EXPECT_EQ(top1["lamp0"][0], top1["lamp0"][1]);
+    EXPECT_FALSE(std::filesystem::exists(grid + "/lamp-s0.5-r1-f0-seed1"));
+    std::map<std::string, std::vector<double>> top1;  // by method, rounds and steps
+    const auto key = [](const nlohmann::json& cell) {
+      return fmt::format("{} r{} f{}", cell.at("method").get<std::string>(), cell.at("rounds").get<int>(),
+                         cell.at("finetune_steps").get<int>());
+    };
+    for (const auto& cell : json.at("results")) top1[key(cell)].push_back(cell.at("top1").get<double>());
+    ASSERT_EQ(top1.size(), 8u);
     const auto& summary = json.at("summary");
-    ASSERT_EQ(summary.size(), 4u);
-    for (const auto& s : summary) {
-      EXPECT_EQ(s.at("seeds"), 2);
+    ASSERT_EQ(summary.size(), 8u);
+    for (size_t i = 0; i < summary.size(); ++i) {
+      const auto& s = summary[i];
+      const auto& values = top1[key(s)];
+      EXPECT_EQ(s.at("seeds").get<size_t>(), values.size());
+      EXPECT_EQ(values.size(), s.at("finetune_steps") == 0 ? 1u : 2u);
+      EXPECT_NEAR(s.at("top1").get<double>(),
+                  std::accumulate(values.begin(), values.end(), 0.0) / values.size(), 1e-12);
       EXPECT_EQ(s.at("best_other"), s.at("method") == "lamp" ? "uniform" : "lamp");
-      const std::string key =
-          s.at("method").get<std::string>() + std::to_string(s.at("finetune_steps").get<int>());
-      EXPECT_NEAR(s.at("top1").get<double>(), (top1[key][0] + top1[key][1]) / 2, 1e-12);
+      // Settings in order, the two methods of each together: each one's lead is the other's, negated.
+      if (i % 2 == 1) {
+        EXPECT_EQ(key(s).substr(key(s).find(' ')), key(summary[i - 1]).substr(key(summary[i - 1]).find(' ')));
+        EXPECT_NEAR(s.at("lead").get<double>() + summary[i - 1].at("lead").get<double>(), 0, 1e-12);
+      }
     }
-    // Two methods: each one's lead is the other's, negated.
-    EXPECT_NEAR(summary[0].at("lead").get<double>() + summary[2].at("lead").get<double>(), 0, 1e-12);
     EXPECT_NE(read_file(grid + "/results.md").find("best other method | lead |"), std::string::npos);
+    // A rerun resumes every cell and reports the same figures.
+    const Result again = rdprune(command);
+    ASSERT_EQ(again.code, 0) << again.err;
+    EXPECT_EQ(nlohmann::json::parse(again.out).at("results"), json.at("results"));
     expect_error(rdprune({"compare", "--model", model, "--data-dir", data_dir(), "--seed", "0,1,0",
                           "--out-dir", grid}),
                  2, "--seed: 0 is listed twice");
@@ -401,7 +433,8 @@ TEST_F(Cli, BaselinesFinetuneRunCompareAdditivity) {
       {"--judge-size", "many", "--judge-size: expected a count"},
       {"--judge-size", "2000000", "--judge-size: expected a count in [0, 1000000]"},
       {"--judge-by", "accuracy", "--judge-by: expected distortion, loss or auto, got 'accuracy'"},
-      {"--judge-at", "later", "--judge-at: expected round, final or auto, got 'later'"}};
+      {"--judge-at", "later", "--judge-at: expected round, final or auto, got 'later'"},
+      {"--seed", "0,1", "--seed"}};
   for (const auto& [flag, value, message] : bad_values) {
     expect_error(rdprune({"run", "--model", model, "--data-dir", data_dir(), flag, value, "--sparsity", "0.5",
                           "--out-dir", work_.file("x")}),

@@ -67,7 +67,8 @@ void run_compare(CompareFlags& flags) {
     throw UsageError("--out-dir: " + flags.out_dir + " exists and is not a directory");
   }
   finish_pipeline_flags(flags.pipeline, flags.out_dir);
-  // The options of one cell; its directory names the lists that have more than one entry.
+  // The options of one cell. Its directory names the seed unless it is 0 and the fine-tuning steps
+  // when several are compared, so a comparison resumes when seeds are added to its list.
   const auto cell_options = [&](const Cell& cell) {
     PipelineOptions options = flags.pipeline.options;
     options.method = methods[cell.method];
@@ -78,17 +79,21 @@ void run_compare(CompareFlags& flags) {
     options.finetune.seed = options.seed;
     std::string name = fmt::format("{}-s{}-r{}", options.method, sparsities[cell.sparsity], options.rounds);
     if (steps.size() > 1) name += fmt::format("-f{}", options.finetune.steps);
-    if (seeds.size() > 1) name += fmt::format("-seed{}", options.seed);
+    if (options.seed != 0) name += fmt::format("-seed{}", options.seed);
     options.out_dir = (fs::path(flags.out_dir) / name).string();
     return options;
   };
-  std::vector<Cell> cells;  // seed by seed, so each seed's comparison is whole before the next begins
+  // Seed by seed, so each seed's comparison is whole before the next begins. Without fine-tuning,
+  // on real calibration images, nothing depends on the seed: those cells run for the first only.
+  std::vector<Cell> cells;
   for (size_t seed = 0; seed < seeds.size(); ++seed) {
     for (size_t method = 0; method < methods.size(); ++method) {
       for (size_t sparsity = 0; sparsity < sparsities.size(); ++sparsity) {
         for (size_t round = 0; round < rounds.size(); ++round) {
-          for (size_t step = 0; step < steps.size(); ++step)
+          for (size_t step = 0; step < steps.size(); ++step) {
+            if (seed > 0 && steps[step] == 0 && !flags.pipeline.options.synthetic) continue;
             cells.push_back({seed, method, sparsity, round, step});
+          }
         }
       }
     }
