@@ -396,15 +396,6 @@ TEST_F(Cli, BaselinesFinetuneRunCompareAdditivity) {
     const Result again = rdprune(command);
     ASSERT_EQ(again.code, 0) << again.err;
     EXPECT_EQ(nlohmann::json::parse(again.out).at("results"), json.at("results"));
-    expect_error(rdprune({"compare", "--model", model, "--data-dir", data_dir(), "--seed", "0,1,0",
-                          "--out-dir", grid}),
-                 2, "--seed: 0 is listed twice");
-    expect_error(rdprune({"compare", "--model", model, "--data-dir", data_dir(), "--rounds", "1,x",
-                          "--out-dir", grid}),
-                 2, "--rounds: expected a count");
-    expect_error(rdprune({"compare", "--model", model, "--data-dir", data_dir(), "--rounds", "0,2",
-                          "--out-dir", grid}),
-                 2, "--rounds");
   }
 
   const Result additivity =
@@ -413,14 +404,20 @@ TEST_F(Cli, BaselinesFinetuneRunCompareAdditivity) {
   ASSERT_EQ(additivity.code, 0) << additivity.err;
   EXPECT_EQ(nlohmann::json::parse(additivity.out).at("points").size(), 7u);
 
-  // Bad input: unknown method, a sparsity list with a value outside [0, 1), an output directory
-  // that is a file.
-  expect_error(rdprune({"compare", "--model", model, "--data-dir", data_dir(), "--methods", "rd,magic",
-                        "--out-dir", out}),
-               2, "unknown method");
-  expect_error(rdprune({"compare", "--model", model, "--data-dir", data_dir(), "--sparsities", "0.5,1.2",
-                        "--out-dir", out}),
-               2, "--sparsities");
+  // Bad input: an unknown method, a sparsity list with a value outside [0, 1), repeated or malformed
+  // list entries; then an output directory that is a file.
+  const std::vector<std::array<std::string, 3>> bad_lists = {
+      {"--methods", "rd,magic", "unknown method"},
+      {"--sparsities", "0.5,1.2", "--sparsities"},
+      {"--sparsities", "0.5,0.5", "--sparsities: 0.5 is listed twice"},
+      {"--seed", "0,1,0", "--seed: 0 is listed twice"},
+      {"--rounds", "1,x", "--rounds: expected a count"},
+      {"--rounds", "0,2", "--rounds"}};
+  for (const auto& [flag, value, message] : bad_lists) {
+    expect_error(
+        rdprune({"compare", "--model", model, "--data-dir", data_dir(), flag, value, "--out-dir", out}), 2,
+        message);
+  }
   expect_error(
       rdprune({"run", "--model", model, "--data-dir", data_dir(), "--sparsity", "0.5", "--out-dir", model}),
       2, "not a directory");
