@@ -100,6 +100,9 @@ struct RoundResult {
   bool resumed = false;
 };
 
+// In every round's directory: the final model's per-image top-1 outcomes on the test split.
+inline constexpr const char* kTestHitsFile = "test_hits.txt";
+
 struct PipelineResult {
   std::vector<RoundResult> rounds;
   const RoundResult& last() const { return rounds.back(); }

@@ -25,6 +25,7 @@ struct CompareRow {
   double loss = 0;
   double measured_distortion = 0;  // joint distortion of the plan on the calibration set (NaN: none)
   uint64_t seed = 0;
+  std::vector<uint8_t> top1_hits;  // per test image, 1 when top-1 is correct (empty: unknown)
 };
 
 // One method in one setting (target, rounds, fine-tuning steps) over the seeds it ran with, and
@@ -42,7 +43,14 @@ struct CompareSummary {
   double top1_sd = 0;  // sample standard deviation over the seeds (NaN for one seed)
   std::string rival;   // the other method with the highest mean top-1 in the setting (empty: none)
   double lead = 0;     // mean over the seeds both ran of top1 - rival's top1 (NaN: no rival)
-  double lead_se = 0;  // its standard error, sd of the differences / sqrt(n) (NaN below two seeds)
+  // The lead's standard error from what changes with the seed: sd of the differences / sqrt(n)
+  // (NaN below two seeds).
+  double lead_se_seeds = 0;
+  // ... and from the sampling of the test images: the root mean over seeds of the paired variance
+  // of each difference (hits.h; NaN without per-image outcomes for both).
+  double lead_se_test = 0;
+  // Both together, sqrt(seeds^2 + test^2), either alone where the other is NaN (NaN: neither).
+  double lead_se = 0;
 };
 
 // Groups `rows` by method and setting, ordered by rounds, fine-tuning steps and target, methods in

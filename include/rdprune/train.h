@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "rdprune/dataset.h"
 #include "rdprune/network.h"
@@ -49,6 +50,7 @@ struct EvalResult {
   double loss = 0;  // mean cross-entropy
   int64_t samples = 0;
   double seconds = 0;
+  std::vector<uint8_t> hits;  // per sample in dataset order: 1 when top-1 is correct (rdprune/hits.h)
 };
 
 // Evaluates in eval mode, unaugmented, in dataset order. Throws Error if the model's output is

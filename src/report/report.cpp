@@ -13,6 +13,7 @@
 #include <fmt/format.h>
 
 #include "rdprune/atomic_file.h"
+#include "rdprune/hits.h"
 
 namespace rdprune {
 namespace fs = std::filesystem;
@@ -109,6 +110,8 @@ std::vector<CompareSummary> summarize_compare(const std::vector<CompareRow>& row
   for (size_t g = 0; g < summary.size(); ++g) {
     CompareSummary& s = summary[g];
     s.lead = std::nan("");
+    s.lead_se_seeds = std::nan("");
+    s.lead_se_test = std::nan("");
     s.lead_se = std::nan("");
     std::optional<size_t> rival;
     for (size_t h = 0; h < summary.size(); ++h) {
@@ -118,14 +121,29 @@ std::vector<CompareSummary> summarize_compare(const std::vector<CompareRow>& row
     if (!rival) continue;
     s.rival = summary[*rival].method;
     std::vector<double> differences;  // seed by seed, over the seeds both ran
+    double test_variance = 0;         // summed over the seeds with per-image outcomes for both
+    size_t paired = 0;
     for (const CompareRow* mine : members[g]) {
       for (const CompareRow* theirs : members[*rival]) {
-        if (theirs->seed == mine->seed) differences.push_back(mine->top1 - theirs->top1);
+        if (theirs->seed != mine->seed) continue;
+        differences.push_back(mine->top1 - theirs->top1);
+        if (!mine->top1_hits.empty() && mine->top1_hits.size() == theirs->top1_hits.size()) {
+          const double error = paired_difference(mine->top1_hits, theirs->top1_hits).standard_error;
+          test_variance += error * error;
+          ++paired;
+        }
       }
     }
     const MeanSd stats = mean_sd(differences);
     s.lead = stats.mean;
-    s.lead_se = stats.sd / std::sqrt(static_cast<double>(differences.size()));
+    s.lead_se_seeds = stats.sd / std::sqrt(static_cast<double>(differences.size()));
+    // Every seed is evaluated on the same images, so their sampling errors do not average out.
+    s.lead_se_test =
+        paired == differences.size() ? std::sqrt(test_variance / static_cast<double>(paired)) : std::nan("");
+    const bool seeds_known = std::isfinite(s.lead_se_seeds);
+    const bool test_known = std::isfinite(s.lead_se_test);
+    s.lead_se = seeds_known && test_known ? std::hypot(s.lead_se_seeds, s.lead_se_test)
+                                          : (seeds_known ? s.lead_se_seeds : s.lead_se_test);
   }
   // Setting by setting, so the methods at one target read down a column.
   std::stable_sort(summary.begin(), summary.end(), [](const CompareSummary& a, const CompareSummary& b) {
@@ -178,22 +196,28 @@ void write_compare_tables(const std::string& dir, const std::vector<CompareRow>&
   if (several_seeds || rivals) {
     md += several_seeds
               ? fmt::format(
-                    "\nEach method against the best other method in the same setting, over {} seeds. Lead: "
-                    "points of top-1, the mean difference seed by seed ± its standard error, which covers "
-                    "what changes with the seed (fine-tuning), not the sampling of the test images.\n\n",
+                    "\nEach method against the best other method in the same setting, over {} seeds. "
+                    "Lead: points of top-1, the mean of the seed-by-seed differences ± its standard "
+                    "error, from what changes with the seed (± seeds: the spread of the differences) "
+                    "and from the sampling of the test images (± test: paired, from the images only "
+                    "one of the two classifies correctly).\n\n",
                     seeds.size())
               : std::string(
-                    "\nEach method against the best other method in the same setting. Lead: points "
-                    "of top-1.\n\n");
+                    "\nEach method against the best other method in the same setting. Lead: points of "
+                    "top-1 ± its standard error from the sampling of the test images (paired, from the "
+                    "images only one of the two classifies correctly).\n\n");
     md +=
         "| method | target | rounds | fine-tune steps | seeds | achieved sparsity | top-1 | sd | best other "
-        "method | lead |\n";
-    md += "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n";
+        "method | lead | ± seeds | ± test |\n";
+    md += "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n";
+    const auto points = [](double value) {
+      return std::isfinite(value) ? fmt::format("{:.2f}", 100 * value) : std::string("-");
+    };
     for (const auto& s : summary) {
-      md += fmt::format("| {} | {:.2f} | {} | {} | {} | {:.4f} | {:.2f}% | {} | {} | {} |\n", s.method,
-                        s.sparsity_target, s.rounds, s.finetune_steps, s.seeds, s.sparsity_achieved,
-                        100 * s.top1, std::isfinite(s.top1_sd) ? fmt::format("{:.2f}", 100 * s.top1_sd) : "-",
-                        s.rival.empty() ? "-" : s.rival, format_lead(s.lead, s.lead_se));
+      md += fmt::format("| {} | {:.2f} | {} | {} | {} | {:.4f} | {:.2f}% | {} | {} | {} | {} | {} |\n",
+                        s.method, s.sparsity_target, s.rounds, s.finetune_steps, s.seeds, s.sparsity_achieved,
+                        100 * s.top1, points(s.top1_sd), s.rival.empty() ? "-" : s.rival,
+                        format_lead(s.lead, s.lead_se), points(s.lead_se_seeds), points(s.lead_se_test));
     }
   }
   write_file_atomic((fs::path(dir) / "results.csv").string(), csv);

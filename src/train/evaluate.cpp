@@ -20,6 +20,8 @@ EvalResult evaluate(Network& network, const Dataset& data, int64_t batch_size, b
   int64_t correct1 = 0;
   int64_t correct5 = 0;
   double loss_sum = 0;
+  EvalResult result;
+  result.hits.reserve(static_cast<size_t>(data.size()));
   Progress progress("eval", loader.num_batches(), std::cerr, progress_enabled);
   const auto start = std::chrono::steady_clock::now();
   for (int64_t i = 0; i < loader.num_batches(); ++i) {
@@ -39,12 +41,14 @@ EvalResult evaluate(Network& network, const Dataset& data, int64_t batch_size, b
             .item<double>();
     const torch::Tensor topk = std::get<1>(logits.topk(k, /*dim=*/1));
     const torch::Tensor hits = topk.eq(batch.labels.view({-1, 1}));
-    correct1 += hits.select(1, 0).sum().item<int64_t>();
+    const torch::Tensor top1_hits = hits.select(1, 0).to(torch::kUInt8).contiguous();
+    correct1 += top1_hits.sum().item<int64_t>();
+    result.hits.insert(result.hits.end(), top1_hits.data_ptr<uint8_t>(),
+                       top1_hits.data_ptr<uint8_t>() + top1_hits.numel());
     correct5 += hits.any(1).sum().item<int64_t>();
     progress.advance(1);
   }
   progress.finish();
-  EvalResult result;
   result.samples = data.size();
   result.top1 = static_cast<double>(correct1) / static_cast<double>(result.samples);
   result.top5 = static_cast<double>(correct5) / static_cast<double>(result.samples);

@@ -13,6 +13,7 @@
 #include "rdprune/additivity.h"
 #include "rdprune/atomic_file.h"
 #include "rdprune/error.h"
+#include "rdprune/hits.h"
 #include "rdprune/magnitude_baselines.h"
 #include "rdprune/masks.h"
 #include "rdprune/refine.h"
@@ -452,6 +453,7 @@ PipelineResult run_pipeline(std::unique_ptr<Network>& network, const DatasetSpli
     }
     if (!dir.empty()) {
       network->save((dir / model_file(*network)).string());
+      write_file_atomic((dir / kTestHitsFile).string(), hits_to_text(round.finetuned.hits));
       write_file_atomic(metrics_path.string(), round_json(round).dump(1) + "\n");
     }
     result.rounds.push_back(round);

@@ -392,10 +392,20 @@ TEST_F(Cli, BaselinesFinetuneRunCompareAdditivity) {
       }
     }
     EXPECT_NE(read_file(grid + "/results.md").find("best other method | lead |"), std::string::npos);
-    // A rerun resumes every cell and reports the same figures.
+    // Every round keeps the final model's per-image outcomes, so every lead has its test sampling error.
+    const std::string hits = grid + "/lamp-s0.5-r2-f2-seed1/round-2/test_hits.txt";
+    ASSERT_TRUE(std::filesystem::exists(hits));
+    EXPECT_EQ(read_file(hits).substr(0, 18), "rdprune.hits/1 64\n");
+    for (const auto& s : summary) EXPECT_TRUE(s.at("lead_se_test").is_number());
+    // A rerun resumes every cell and reports the same figures; outcomes a round lacks (it finished
+    // before they were kept) are measured again from its model.
+    std::filesystem::remove(hits);
     const Result again = rdprune(command);
     ASSERT_EQ(again.code, 0) << again.err;
-    EXPECT_EQ(nlohmann::json::parse(again.out).at("results"), json.at("results"));
+    const auto json_again = nlohmann::json::parse(again.out);
+    EXPECT_EQ(json_again.at("results"), json.at("results"));
+    EXPECT_EQ(json_again.at("summary"), json.at("summary"));
+    EXPECT_TRUE(std::filesystem::exists(hits));
   }
 
   const Result additivity =

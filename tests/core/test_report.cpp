@@ -8,6 +8,8 @@
 #include <gtest/gtest.h>
 
 #include "rdprune/atomic_file.h"
+#include "rdprune/error.h"
+#include "rdprune/hits.h"
 
 namespace rdprune {
 namespace {
@@ -93,6 +95,58 @@ TEST(Report, RivalsComeFromTheSameSettingAndTiesGoToTheFirstListed) {
   EXPECT_TRUE(std::isnan(find(summary, "rd", 0.9, 20).lead_se));
 }
 
+TEST(Report, HitsFilesRoundTripAndRefuseDamage) {
+  const std::vector<uint8_t> hits = {1, 0, 0, 1, 1};
+  EXPECT_EQ(hits_to_text(hits), "rdprune.hits/1 5\n10011\n");
+  EXPECT_EQ(hits_from_text(hits_to_text(hits), "h"), hits);
+  EXPECT_EQ(hits_from_text("rdprune.hits/1 0\n\n", "h"), std::vector<uint8_t>());
+  for (const char* bad :
+       {"", "rdprune.hits/2 5\n10011\n", "rdprune.hits/1 6\n10011\n", "rdprune.hits/1 5\n1001",
+        "rdprune.hits/1 5\n10021\n", "rdprune.hits/1 x\n10011\n", "rdprune.hits/1 5"}) {
+    EXPECT_THROW(hits_from_text(bad, "test_hits.txt"), Error) << bad;
+  }
+}
+
+TEST(Report, PairedDifferenceByHand) {
+  // b = 2 images only mine classifies correctly, c = 1 only theirs: d = 1/5, variance (3/5 - d^2) / 5.
+  const PairedDifference paired = paired_difference({1, 1, 0, 0, 1}, {1, 0, 1, 0, 0});
+  EXPECT_NEAR(paired.difference, 0.2, 1e-12);
+  EXPECT_NEAR(paired.standard_error, std::sqrt((0.6 - 0.04) / 5), 1e-12);
+  // Identical outcomes: no difference and no sampling error.
+  EXPECT_EQ(paired_difference({1, 0, 1}, {1, 0, 1}).standard_error, 0);
+  EXPECT_THROW(paired_difference({1, 0}, {1}), Error);
+  EXPECT_THROW(paired_difference({}, {}), Error);
+}
+
+TEST(Report, LeadErrorAddsTheTestImagesSampling) {
+  // Two seeds; on each, rd and lamp disagree on images as below (4 images).
+  std::vector<CompareRow> rows = {cell("rd", 0.9, 0, 0.75), cell("rd", 0.9, 1, 0.75),
+                                  cell("lamp", 0.9, 0, 0.50), cell("lamp", 0.9, 1, 0.25)};
+  rows[0].top1_hits = {1, 1, 1, 0};
+  rows[1].top1_hits = {1, 1, 0, 1};
+  rows[2].top1_hits = {1, 0, 1, 0};
+  rows[3].top1_hits = {0, 0, 0, 1};
+  const auto summary = summarize_compare(rows);
+  const CompareSummary& rd = find(summary, "rd", 0.9);
+  // Differences 0.25 and 0.50: lead 0.375, from the seeds sd 0.1768 / sqrt(2) = 0.125.
+  EXPECT_NEAR(rd.lead, 0.375, 1e-12);
+  EXPECT_NEAR(rd.lead_se_seeds, 0.125, 1e-12);
+  // Seed 0: b = 1, c = 0, variance (1/4 - 1/16) / 4; seed 1: b = 2, c = 0, variance (2/4 - 1/4) / 4.
+  const double test = std::sqrt(((0.25 - 0.0625) / 4 + (0.5 - 0.25) / 4) / 2);
+  EXPECT_NEAR(rd.lead_se_test, test, 1e-12);
+  EXPECT_NEAR(rd.lead_se, std::hypot(0.125, test), 1e-12);
+  // Without outcomes for one of the pairs, the test part is unknown and the error is the seeds' alone.
+  rows[3].top1_hits.clear();
+  const CompareSummary& partial = find(summarize_compare(rows), "rd", 0.9);
+  EXPECT_TRUE(std::isnan(partial.lead_se_test));
+  EXPECT_NEAR(partial.lead_se, 0.125, 1e-12);
+  // One seed with outcomes: the test part alone.
+  const std::vector<CompareRow> one = {rows[0], rows[2]};
+  const CompareSummary& single = find(summarize_compare(one), "rd", 0.9);
+  EXPECT_TRUE(std::isnan(single.lead_se_seeds));
+  EXPECT_NEAR(single.lead_se, std::sqrt((0.25 - 0.0625) / 4), 1e-12);
+}
+
 TEST(Report, BinomialStandardError) {
   EXPECT_NEAR(top1_standard_error(0.9, 10000), 0.003, 1e-12);  // sqrt(0.9 * 0.1 / 10000)
   EXPECT_NEAR(top1_standard_error(0.5, 100), 0.05, 1e-12);
@@ -122,7 +176,7 @@ TEST(Report, TablesCarryTheSeedAndTheLeadOverTheSeeds) {
       << md;
   EXPECT_NE(md.find("| measured distortion | seed |"), std::string::npos) << md;
   // rd 82.00% (sd 2.83) against lamp: differences +1 and +3 points, mean +2, standard error 1.
-  EXPECT_NE(md.find("| rd | 0.90 | 2 | 100 | 2 | 0.9001 | 82.00% | 2.83 | lamp | +2.00 ± 1.00 |"),
+  EXPECT_NE(md.find("| rd | 0.90 | 2 | 100 | 2 | 0.9001 | 82.00% | 2.83 | lamp | +2.00 ± 1.00 | 1.00 | - |"),
             std::string::npos)
       << md;
   EXPECT_NE(md.find("| lamp | 0.90 | 2 | 100 | 2 | 0.9001 | 80.00% | 1.41 | rd | -2.00 ± 1.00 |"),

@@ -134,6 +134,10 @@ TEST(Evaluate, CountsTopOneAndTopFiveByHand) {
   EXPECT_DOUBLE_EQ(result.top1, expected_top1);
   EXPECT_DOUBLE_EQ(result.top5, expected_top5);
   EXPECT_NEAR(result.loss, expected_loss, 1e-5);
+  // Per-image outcomes in dataset order, across batches of 16.
+  const auto expected_hits = logits.argmax(1).eq(batch.labels);
+  ASSERT_EQ(result.hits.size(), 40u);
+  for (int64_t i = 0; i < 40; ++i) EXPECT_EQ(result.hits[i] != 0, expected_hits[i].item<bool>()) << i;
 }
 
 }  // namespace

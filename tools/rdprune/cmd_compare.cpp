@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <iostream>
 #include <tuple>
 
 #include <fmt/format.h>
@@ -12,6 +13,7 @@
 #include "pipeline_flags.h"
 #include "rdprune/atomic_file.h"
 #include "rdprune/error.h"
+#include "rdprune/hits.h"
 #include "rdprune/report.h"
 #include "rdprune/text.h"
 
@@ -49,6 +51,32 @@ struct Cell {
   size_t steps = 0;
   auto order() const { return std::tie(method, sparsity, rounds, steps, seed); }
 };
+
+// The final model's per-image outcomes on `test`, as its last round recorded them. A round that
+// finished before they were kept has them measured now from `network` (its resumed final model)
+// and recorded. Empty, with a warning, when they do not reproduce the recorded top-1.
+std::vector<uint8_t> test_hits(const fs::path& round_dir, Network& network, const Dataset& test,
+                               double top1) {
+  const fs::path path = round_dir / kTestHitsFile;
+  std::vector<uint8_t> hits;
+  if (fs::exists(path)) {
+    hits = hits_from_text(read_file(path.string()), path.string());
+  } else {
+    hits = evaluate(network, test, 256, /*progress=*/false).hits;
+    write_file_atomic(path.string(), hits_to_text(hits));
+  }
+  const auto correct = static_cast<double>(std::count(hits.begin(), hits.end(), uint8_t{1}));
+  if (static_cast<int64_t>(hits.size()) != test.size() ||
+      std::abs(correct / static_cast<double>(hits.size()) - top1) > 0.5 / static_cast<double>(test.size())) {
+    std::cerr << fmt::format(
+        "compare: {} holds {} outcomes with top-1 {:.4f}, not the round's {:.4f} on {} images; its lead "
+        "is given without the test images' sampling error\n",
+        path.string(), hits.size(), hits.empty() ? 0.0 : correct / static_cast<double>(hits.size()), top1,
+        test.size());
+    return {};
+  }
+  return hits;
+}
 
 void run_compare(CompareFlags& flags) {
   apply_threads(flags.common);
@@ -137,6 +165,8 @@ void run_compare(CompareFlags& flags) {
     row.loss = last.finetuned.loss;
     row.measured_distortion = last.measured_distortion.value_or(std::nan(""));
     row.seed = options.seed;
+    row.top1_hits = test_hits(fs::path(options.out_dir) / fmt::format("round-{}", options.rounds), *network,
+                              test, row.top1);
     done.emplace_back(cell, row);
     if (cell.seed == 0 && cell.rounds == 0 && cell.steps == 0) {
       const fs::path round_dir = fs::path(options.out_dir) / fmt::format("round-{}", options.rounds);
@@ -180,7 +210,9 @@ void run_compare(CompareFlags& flags) {
                             {"top1_sd", finite_or_null(s.top1_sd)},
                             {"best_other", s.rival.empty() ? nlohmann::json() : nlohmann::json(s.rival)},
                             {"lead", finite_or_null(s.lead)},
-                            {"lead_se", finite_or_null(s.lead_se)}});
+                            {"lead_se", finite_or_null(s.lead_se)},
+                            {"lead_se_seeds", finite_or_null(s.lead_se_seeds)},
+                            {"lead_se_test", finite_or_null(s.lead_se_test)}});
   }
   const auto test_samples = static_cast<int64_t>(test.size());
   write_compare_tables(flags.out_dir, rows, dense_top1, test_samples);

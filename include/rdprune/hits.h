@@ -1,0 +1,28 @@
+// Per-image top-1 outcomes of a model on a test split: which images it classified correctly, in
+// dataset order. Two models evaluated on the same images are compared pair by pair with them, so a
+// difference in top-1 carries its own sampling error. Torch-free.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace rdprune {
+
+// The file format (test_hits.txt, docs/formats.md): "rdprune.hits/1 N\n" and a line of N
+// characters, '1' for an image classified correctly and '0' for one that was not.
+std::string hits_to_text(const std::vector<uint8_t>& hits);
+// Throws Error naming `where` on a wrong header, count or character.
+std::vector<uint8_t> hits_from_text(const std::string& text, const std::string& where);
+
+// Top-1 of `mine` minus top-1 of `theirs` on the same images, and the standard error of that
+// difference from the sampling of the images (the paired, McNemar-style variance
+// ((b + c) / n - d^2) / n, with b and c the images only one of the two classifies correctly).
+struct PairedDifference {
+  double difference = 0;
+  double standard_error = 0;
+};
+// Throws Error when the two differ in length or are empty.
+PairedDifference paired_difference(const std::vector<uint8_t>& mine, const std::vector<uint8_t>& theirs);
+
+}  // namespace rdprune
