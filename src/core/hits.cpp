@@ -47,21 +47,37 @@ std::vector<uint8_t> hits_from_text(const std::string& text, const std::string& 
   return hits;
 }
 
-PairedDifference paired_difference(const std::vector<uint8_t>& mine, const std::vector<uint8_t>& theirs) {
+PairedDifference paired_difference_over_runs(const std::vector<std::vector<uint8_t>>& mine,
+                                             const std::vector<std::vector<uint8_t>>& theirs) {
   if (mine.empty() || mine.size() != theirs.size())
-    throw Error(fmt::format("paired difference: outcomes on {} and {} images", mine.size(), theirs.size()));
-  int64_t only_mine = 0;    // b
-  int64_t only_theirs = 0;  // c
-  for (size_t i = 0; i < mine.size(); ++i) {
-    if (mine[i] != 0 && theirs[i] == 0) ++only_mine;
-    if (mine[i] == 0 && theirs[i] != 0) ++only_theirs;
+    throw Error(fmt::format("paired difference over runs: {} and {} runs", mine.size(), theirs.size()));
+  const size_t n = mine.front().size();
+  for (size_t s = 0; s < mine.size(); ++s) {
+    if (n == 0 || mine[s].size() != n || theirs[s].size() != n)
+      throw Error(fmt::format("paired difference: outcomes on {} and {} images, expected {}", mine[s].size(),
+                              theirs[s].size(), n));
   }
-  const auto n = static_cast<double>(mine.size());
+  const auto k = static_cast<double>(mine.size());
+  double sum = 0;          // of each image's difference averaged over the pairs
+  double sum_squares = 0;  // of its square
+  for (size_t i = 0; i < n; ++i) {
+    int64_t net = 0;  // pairs in which only mine is right, minus those in which only theirs is
+    for (size_t s = 0; s < mine.size(); ++s) net += (mine[s][i] != 0 ? 1 : 0) - (theirs[s][i] != 0 ? 1 : 0);
+    const double mean = static_cast<double>(net) / k;
+    sum += mean;
+    sum_squares += mean * mean;
+  }
+  const auto images = static_cast<double>(n);
   PairedDifference out;
-  out.difference = static_cast<double>(only_mine - only_theirs) / n;
-  const double discordant = static_cast<double>(only_mine + only_theirs) / n;
-  out.standard_error = std::sqrt(std::max(0.0, discordant - out.difference * out.difference) / n);
+  out.difference = sum / images;
+  out.standard_error =
+      std::sqrt(std::max(0.0, sum_squares / images - out.difference * out.difference) / images);
   return out;
+}
+
+PairedDifference paired_difference(const std::vector<uint8_t>& mine, const std::vector<uint8_t>& theirs) {
+  return paired_difference_over_runs(std::vector<std::vector<uint8_t>>{mine},
+                                     std::vector<std::vector<uint8_t>>{theirs});
 }
 
 }  // namespace rdprune

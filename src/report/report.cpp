@@ -120,26 +120,28 @@ std::vector<CompareSummary> summarize_compare(const std::vector<CompareRow>& row
     }
     if (!rival) continue;
     s.rival = summary[*rival].method;
-    std::vector<double> differences;  // seed by seed, over the seeds both ran
-    double test_variance = 0;         // summed over the seeds with per-image outcomes for both
-    size_t paired = 0;
+    std::vector<double> differences;            // seed by seed, over the seeds both ran
+    std::vector<std::vector<uint8_t>> my_hits;  // and the per-image outcomes of those seeds
+    std::vector<std::vector<uint8_t>> their_hits;
     for (const CompareRow* mine : members[g]) {
       for (const CompareRow* theirs : members[*rival]) {
         if (theirs->seed != mine->seed) continue;
         differences.push_back(mine->top1 - theirs->top1);
         if (!mine->top1_hits.empty() && mine->top1_hits.size() == theirs->top1_hits.size()) {
-          const double error = paired_difference(mine->top1_hits, theirs->top1_hits).standard_error;
-          test_variance += error * error;
-          ++paired;
+          my_hits.push_back(mine->top1_hits);
+          their_hits.push_back(theirs->top1_hits);
         }
       }
     }
     const MeanSd stats = mean_sd(differences);
     s.lead = stats.mean;
     s.lead_se_seeds = stats.sd / std::sqrt(static_cast<double>(differences.size()));
-    // Every seed is evaluated on the same images, so their sampling errors do not average out.
+    const bool all_paired = !my_hits.empty() && my_hits.size() == differences.size() &&
+                            std::all_of(my_hits.begin(), my_hits.end(), [&](const auto& hits) {
+                              return hits.size() == my_hits.front().size();
+                            });
     s.lead_se_test =
-        paired == differences.size() ? std::sqrt(test_variance / static_cast<double>(paired)) : std::nan("");
+        all_paired ? paired_difference_over_runs(my_hits, their_hits).standard_error : std::nan("");
     const bool seeds_known = std::isfinite(s.lead_se_seeds);
     const bool test_known = std::isfinite(s.lead_se_test);
     s.lead_se = seeds_known && test_known ? std::hypot(s.lead_se_seeds, s.lead_se_test)

@@ -405,7 +405,15 @@ TEST_F(Cli, BaselinesFinetuneRunCompareAdditivity) {
     const auto json_again = nlohmann::json::parse(again.out);
     EXPECT_EQ(json_again.at("results"), json.at("results"));
     EXPECT_EQ(json_again.at("summary"), json.at("summary"));
-    EXPECT_TRUE(std::filesystem::exists(hits));
+    ASSERT_TRUE(std::filesystem::exists(hits));
+    // A damaged record is measured again, with a warning, and replaced.
+    const std::string recorded = read_file(hits);
+    write_file_atomic(hits, recorded.substr(0, 40));
+    const Result repaired = rdprune(command);
+    ASSERT_EQ(repaired.code, 0) << repaired.err;
+    EXPECT_NE(repaired.err.find("measuring again"), std::string::npos) << repaired.err;
+    EXPECT_EQ(nlohmann::json::parse(repaired.out).at("summary"), json.at("summary"));
+    EXPECT_EQ(read_file(hits), recorded);
   }
 
   const Result additivity =

@@ -116,6 +116,16 @@ TEST(Report, PairedDifferenceByHand) {
   EXPECT_EQ(paired_difference({1, 0, 1}, {1, 0, 1}).standard_error, 0);
   EXPECT_THROW(paired_difference({1, 0}, {1}), Error);
   EXPECT_THROW(paired_difference({}, {}), Error);
+  // Over seeds: a seed's disagreement that the other seed reverses on the same image cancels.
+  const PairedDifference two = paired_difference_over_runs({{1, 0}, {0, 0}}, {{0, 0}, {1, 0}});
+  EXPECT_EQ(two.difference, 0);
+  EXPECT_EQ(two.standard_error, 0);
+  // Two identical seeds give the one-seed figures.
+  const PairedDifference same =
+      paired_difference_over_runs({{1, 1, 0, 0, 1}, {1, 1, 0, 0, 1}}, {{1, 0, 1, 0, 0}, {1, 0, 1, 0, 0}});
+  EXPECT_NEAR(same.standard_error, paired.standard_error, 1e-12);
+  EXPECT_THROW(paired_difference_over_runs({{1}, {1}}, {{1}}), Error);
+  EXPECT_THROW(paired_difference_over_runs({{1}, {1, 0}}, {{1}, {1, 0}}), Error);
 }
 
 TEST(Report, LeadErrorAddsTheTestImagesSampling) {
@@ -131,8 +141,9 @@ TEST(Report, LeadErrorAddsTheTestImagesSampling) {
   // Differences 0.25 and 0.50: lead 0.375, from the seeds sd 0.1768 / sqrt(2) = 0.125.
   EXPECT_NEAR(rd.lead, 0.375, 1e-12);
   EXPECT_NEAR(rd.lead_se_seeds, 0.125, 1e-12);
-  // Seed 0: b = 1, c = 0, variance (1/4 - 1/16) / 4; seed 1: b = 2, c = 0, variance (2/4 - 1/4) / 4.
-  const double test = std::sqrt(((0.25 - 0.0625) / 4 + (0.5 - 0.25) / 4) / 2);
+  // Image by image, seed 0: (1,1,1,0) - (1,0,1,0) = (0,1,0,0); seed 1: (1,1,0,1) - (0,0,0,1) =
+  // (1,1,0,0). Averaged over the seeds: (0.5, 1, 0, 0), mean 0.375, mean square 0.3125.
+  const double test = std::sqrt((0.3125 - 0.375 * 0.375) / 4);
   EXPECT_NEAR(rd.lead_se_test, test, 1e-12);
   EXPECT_NEAR(rd.lead_se, std::hypot(0.125, test), 1e-12);
   // Without outcomes for one of the pairs, the test part is unknown and the error is the seeds' alone.

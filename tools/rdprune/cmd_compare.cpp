@@ -52,29 +52,37 @@ struct Cell {
   auto order() const { return std::tie(method, sparsity, rounds, steps, seed); }
 };
 
-// The final model's per-image outcomes on `test`, as its last round recorded them. A round that
-// finished before they were kept has them measured now from `network` (its resumed final model)
-// and recorded. Empty, with a warning, when they do not reproduce the recorded top-1.
+// The final model's per-image outcomes on `test`, as its last round recorded them. When the round
+// has none (it finished before they were kept) or they are damaged, they are measured again from
+// `network`, the cell's final model, and recorded if they reproduce the round's top-1. Empty, with a
+// warning, when they do not.
 std::vector<uint8_t> test_hits(const fs::path& round_dir, Network& network, const Dataset& test,
                                double top1) {
   const fs::path path = round_dir / kTestHitsFile;
-  std::vector<uint8_t> hits;
+  const auto reproduces = [&](const std::vector<uint8_t>& hits) {
+    const auto correct = static_cast<double>(std::count(hits.begin(), hits.end(), uint8_t{1}));
+    return static_cast<int64_t>(hits.size()) == test.size() &&
+           std::abs(correct / static_cast<double>(test.size()) - top1) <
+               0.5 / static_cast<double>(test.size());
+  };
   if (fs::exists(path)) {
-    hits = hits_from_text(read_file(path.string()), path.string());
-  } else {
-    hits = evaluate(network, test, 256, /*progress=*/false).hits;
-    write_file_atomic(path.string(), hits_to_text(hits));
+    try {
+      std::vector<uint8_t> hits = hits_from_text(read_file(path.string()), path.string());
+      if (reproduces(hits)) return hits;
+      std::cerr << "compare: " << path.string() << " does not match the round's top-1; measuring again\n";
+    } catch (const Error& error) {
+      std::cerr << "compare: " << error.what() << "; measuring again\n";
+    }
   }
-  const auto correct = static_cast<double>(std::count(hits.begin(), hits.end(), uint8_t{1}));
-  if (static_cast<int64_t>(hits.size()) != test.size() ||
-      std::abs(correct / static_cast<double>(hits.size()) - top1) > 0.5 / static_cast<double>(test.size())) {
+  std::vector<uint8_t> hits = evaluate(network, test, 256, /*progress=*/false).hits;
+  if (!reproduces(hits)) {
     std::cerr << fmt::format(
-        "compare: {} holds {} outcomes with top-1 {:.4f}, not the round's {:.4f} on {} images; its lead "
-        "is given without the test images' sampling error\n",
-        path.string(), hits.size(), hits.empty() ? 0.0 : correct / static_cast<double>(hits.size()), top1,
-        test.size());
+        "compare: the model in {} does not reproduce its round's top-1 {:.4f} on {} images; its lead is "
+        "given without the test images' sampling error\n",
+        round_dir.string(), top1, test.size());
     return {};
   }
+  write_file_atomic(path.string(), hits_to_text(hits));
   return hits;
 }
 
