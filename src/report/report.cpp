@@ -157,8 +157,8 @@ std::vector<CompareSummary> summarize_compare(const std::vector<CompareRow>& row
 
 double top1_standard_error(double top1, int64_t samples) {
   if (samples <= 0 || !std::isfinite(top1)) return std::nan("");
-  return std::sqrt(std::clamp(top1, 0.0, 1.0) * (1 - std::clamp(top1, 0.0, 1.0)) /
-                   static_cast<double>(samples));
+  const double p = std::clamp(top1, 0.0, 1.0);
+  return std::sqrt(p * (1 - p) / static_cast<double>(samples));
 }
 
 void write_compare_tables(const std::string& dir, const std::vector<CompareRow>& rows, double dense_top1,

@@ -52,7 +52,7 @@ struct Cell {
   auto order() const { return std::tie(method, sparsity, rounds, steps, seed); }
 };
 
-// The final model's per-image outcomes on `test`, as its last round recorded them. When the round
+// The final model's per-image outcomes on `test`, as its last round, resumed, recorded them. When the round
 // has none (it finished before they were kept) or they are damaged, they are measured again from
 // `network`, the cell's final model, and recorded if they reproduce the round's top-1. Empty, with a
 // warning, when they do not.
@@ -173,11 +173,11 @@ void run_compare(CompareFlags& flags) {
     row.loss = last.finetuned.loss;
     row.measured_distortion = last.measured_distortion.value_or(std::nan(""));
     row.seed = options.seed;
-    row.top1_hits = test_hits(fs::path(options.out_dir) / fmt::format("round-{}", options.rounds), *network,
-                              test, row.top1);
+    const fs::path round_dir = fs::path(options.out_dir) / fmt::format("round-{}", options.rounds);
+    // A round run now holds its outcomes; one resumed from disk has them on record (or not yet).
+    row.top1_hits = last.resumed ? test_hits(round_dir, *network, test, row.top1) : last.finetuned.hits;
     done.emplace_back(cell, row);
     if (cell.seed == 0 && cell.rounds == 0 && cell.steps == 0) {
-      const fs::path round_dir = fs::path(options.out_dir) / fmt::format("round-{}", options.rounds);
       if (cell.sparsity + 1 == sparsities.size()) {
         const fs::path plan = round_dir / "plan.json";
         densest_plans.emplace_back(options.method, plan_from_json(read_file(plan.string()), plan.string()));
