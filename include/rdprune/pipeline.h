@@ -47,6 +47,10 @@ struct PipelineOptions {
   // start from (refine_from empty): always round.
   std::string judge_at = "auto";
   int64_t calib_size = 256;  // calibration samples (rd curves, batch-norm recalibration)
+  // The last N training images: a validation split that no method's fine-tuning (nor rd's recovery)
+  // sees; rd judges recovered plans on the first judge_count of them instead of on the training
+  // images after the calibration ones. 0: none held out.
+  int64_t holdout = 0;
   bool synthetic = false;    // zero-data calibration: N(0,1) inputs
   uint64_t seed = 0;
   TrainOptions finetune;  // steps = 0: no fine-tuning

@@ -68,6 +68,8 @@ void validate(const PipelineOptions& options) {
         "--judge-by loss: the synthetic calibration images have no labels; give --judge-size N > 0");
   }
   if (options.calib_size <= 0) throw UsageError("--calib-size: expected a positive count");
+  if (options.holdout < 0 || options.holdout > 10000000)
+    throw UsageError("--holdout: expected a count in [0, 10000000]");
   if (options.finetune.steps > 0) validate(options.finetune);
   if (options.finetune.steps < 0) throw UsageError("--finetune-steps: expected a count >= 0");
   if (options.eval_limit < 0) throw UsageError("--eval-limit: expected a count >= 0");
@@ -213,6 +215,8 @@ nlohmann::json settings_json(const PipelineOptions& o) {
                            {"warmup_fraction", f.warmup_fraction},
                            {"pad", f.augmentation.pad},
                            {"flip", f.augmentation.flip}}}};
+  // Recorded only when set, so that runs from before the option resume.
+  if (o.holdout > 0) json["holdout"] = o.holdout;
   if (o.method == "rd") {
     json["rd"] = {{"min_sparsity", o.rd.min_sparsity},
                   {"max_sparsity", o.rd.max_sparsity},
@@ -288,8 +292,21 @@ PipelineResult run_pipeline(std::unique_ptr<Network>& network, const DatasetSpli
                     fmt::format("{}x{}x{}", shape[0], shape[1], shape[2]), options.seed);
   }
   const Dataset test = options.eval_limit > 0 ? data.test.head(options.eval_limit) : data.test;
-  // rd's judging images: the training images after the calibration ones.
-  const Dataset judge = data.train.slice(options.synthetic ? 0 : calibration.size(), judge_count(options));
+  // Fine-tuning (and rd's recovery) sees the training split less the held-out images; rd judges
+  // plans on the held-out images when there are any, else on the training images after the
+  // calibration ones.
+  const int64_t calibration_used = options.synthetic ? 0 : calibration.size();
+  if (options.holdout > 0 && options.holdout > data.train.size() - calibration_used - 1) {
+    throw UsageError(fmt::format("--holdout: {} images leave none to fine-tune on besides the {} calibration "
+                                 "ones (the training split has {})",
+                                 options.holdout, calibration_used, data.train.size()));
+  }
+  const Dataset tuning =
+      options.holdout > 0 ? data.train.head(data.train.size() - options.holdout) : data.train;
+  const Dataset judge = options.holdout > 0
+                            ? data.train.slice(data.train.size() - options.holdout,
+                                               std::min(options.holdout, judge_count(options)))
+                            : data.train.slice(calibration_used, judge_count(options));
   if (!options.out_dir.empty()) {
     fs::create_directories(options.out_dir);
     check_settings(options.out_dir, options);
@@ -365,7 +382,7 @@ PipelineResult run_pipeline(std::unique_ptr<Network>& network, const DatasetSpli
         refine_options.recalibrate_bn = batch_statistics;
         Recovery recovery;
         recovery.steps = recovery_steps(options);
-        recovery.data = &data.train;
+        recovery.data = &tuning;
         recovery.train = finetune;
         recovery.recalibrate_bn = options.bn_recalibrate;
         if (judge.size() > 0) recovery.judge = &judge;
@@ -440,7 +457,7 @@ PipelineResult run_pipeline(std::unique_ptr<Network>& network, const DatasetSpli
         std::cerr << fmt::format("round {}: the chosen plan was fine-tuned when it was judged\n", r);
     } else {
       if (options.bn_recalibrate) recalibrate_batch_norm(*network, calibration);
-      if (options.finetune.steps > 0) train(*network, data.train, finetune);
+      if (options.finetune.steps > 0) train(*network, tuning, finetune);
     }
     round.finetuned = (options.bn_recalibrate || options.finetune.steps > 0)
                           ? evaluate(*network, test, 256, /*progress=*/false)

@@ -1,4 +1,5 @@
 #include <filesystem>
+#include <limits>
 
 #include <gtest/gtest.h>
 #include <torch/torch.h>
@@ -338,6 +339,87 @@ TEST(Pipeline, WhenFineTuningFollowsPlansAreJudgedByWhatItRecovers) {
   EXPECT_EQ(judge_metric(options), "distortion");
 }
 
+// --holdout N: the last N training images are a validation split. rd judges its plans on them,
+// and neither its recovery nor any method's fine-tuning sees them.
+TEST(Pipeline, HeldOutImagesAreJudgedOnAndNeverFineTunedOn) {
+  const TrainedToy toy;
+  const auto& data = toy.data;
+  PipelineOptions options = judged_rd();
+  options.refine = 0;
+  options.refine_from = {"lamp", "erk"};
+  options.holdout = 64;
+  options.out_dir = toy.out.file("held");
+  auto network = load_network(toy.dense);
+  const RoundResult judged = run_pipeline(network, data, options).last();
+  const RefineStep* chosen = nullptr;
+  for (const auto& step : judged.refine)
+    if (step.chosen) chosen = &step;
+  ASSERT_NE(chosen, nullptr);
+  ASSERT_EQ(data.train.size(), 256);
+  const Dataset tuning = data.train.head(192);
+  const Dataset held_out = data.train.slice(192, 64);
+  const auto plan = plan_from_json(read_file(toy.out.file("held/round-1/plan.json")), "plan");
+  auto again = load_network(toy.dense);
+  Recovery recovery;
+  recovery.steps = 4;
+  recovery.data = &tuning;
+  recovery.train = options.finetune;
+  recovery.train.seed = derive_seed(options.finetune.seed, 1);
+  recovery.judge = &held_out;
+  const torch::Tensor reference = reference_outputs(*again, held_out, 256);
+  EXPECT_NEAR(chosen->measured,
+              recovered_distortion(*again, data.train.head(32), plan, "kl", 256, reference, recovery), 1e-6);
+  // Judged on the training images after the calibration ones instead, it would measure otherwise.
+  const Dataset after_calibration = data.train.slice(32, kAutoJudgeSize);
+  Recovery on_training = recovery;
+  on_training.judge = &after_calibration;
+  EXPECT_GT(std::abs(chosen->measured - recovered_distortion(*again, data.train.head(32), plan, "kl", 256,
+                                                              reference_outputs(*again, after_calibration, 256),
+                                                              on_training)),
+            1e-6);
+  EXPECT_EQ(nlohmann::json::parse(read_file(toy.out.file("held/settings.json")))["holdout"], 64);
+  // Runs without it record no holdout, as before the option.
+  PipelineOptions plain = options;
+  plain.holdout = 0;
+  plain.out_dir = toy.out.file("plain");
+  network = load_network(toy.dense);
+  run_pipeline(network, data, plain);
+  EXPECT_FALSE(nlohmann::json::parse(read_file(toy.out.file("plain/settings.json"))).contains("holdout"));
+  // ... and the held-out directory will not resume under other settings.
+  network = load_network(toy.dense);
+  plain.out_dir = options.out_dir;
+  EXPECT_THROW(run_pipeline(network, data, plain), UsageError);
+
+  // Held-out images no fine-tuning may see: NaN. Held out, the fine-tuned network stays finite;
+  // fine-tuned on, they make training diverge.
+  const Batch all = data.train.batch(torch::arange(data.train.size()));
+  torch::Tensor images = all.images.clone();
+  images.narrow(0, 192, 64).fill_(std::numeric_limits<float>::quiet_NaN());
+  DatasetSplits poisoned{
+      Dataset(images, all.labels, data.train.num_classes(), Normalization{{0.0}, {1.0}}, "poisoned"), data.test};
+  PipelineOptions baseline = options;
+  baseline.method = "global";
+  baseline.finetune.steps = 8;  // 256 images: every one is seen
+  baseline.out_dir.clear();
+  const auto finite = [](Network& net) {
+    for (const auto& p : net.parameters())
+      if (!torch::isfinite(p).all().item<bool>()) return false;
+    return true;
+  };
+  network = load_network(toy.dense);
+  run_pipeline(network, poisoned, baseline);
+  EXPECT_TRUE(finite(*network));
+  baseline.holdout = 0;
+  network = load_network(toy.dense);
+  EXPECT_THROW(run_pipeline(network, poisoned, baseline), Error);
+
+  // More held out than leaves images to fine-tune on: a usage error.
+  options.holdout = 256 - 32;
+  options.out_dir.clear();
+  network = load_network(toy.dense);
+  EXPECT_THROW(run_pipeline(network, data, options), UsageError);
+}
+
 TEST(Pipeline, JudgedAtTheFinalTargetEarlierRoundsTakeTheChosenRulesPlanAtTheirOwnTarget) {
   const TrainedToy toy;
   const auto& data = toy.data;
@@ -515,6 +597,9 @@ TEST(Pipeline, BadOptionsAreUsageErrors) {
   EXPECT_THROW(validate(options), UsageError);
   options.judge_at = "final";
   EXPECT_NO_THROW(validate(options));
+  options.holdout = -1;
+  EXPECT_THROW(validate(options), UsageError);
+  options.holdout = 0;
   // The loss needs labels: the synthetic calibration images have none.
   options.synthetic = true;
   options.finetune.steps = 10;

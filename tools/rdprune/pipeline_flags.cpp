@@ -31,6 +31,9 @@ void add_pipeline_flags(CLI::App& command, PipelineFlags& flags, PipelineGrid* g
   command.add_option("--solver", o.rd.solver, "rd: dp (default) | lagrange");
   command.add_option("--calib-size", o.calib_size,
                      "Calibration samples: first N training images (default 256)");
+  command.add_option("--holdout", o.holdout,
+                     "The last N training images: held out of every method's fine-tuning; rd judges "
+                     "recovered plans on them (default 0: none held out, rd judges on training images)");
   add_curve_flags(command, o.curves, "rd: ");
   command.add_option("--refine", o.refine,
                      "rd: passes re-measuring curves around the plan and solving again (default 2)");
