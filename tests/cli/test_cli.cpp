@@ -449,6 +449,8 @@ TEST_F(Cli, BaselinesFinetuneRunCompareAdditivity) {
       {"--judge-size", "2000000", "--judge-size: expected a count in [0, 1000000]"},
       {"--judge-by", "accuracy", "--judge-by: expected distortion, loss or auto, got 'accuracy'"},
       {"--judge-at", "later", "--judge-at: expected round, final or auto, got 'later'"},
+      {"--holdout", "-3", "--holdout: expected a count in [0, 10000000]"},
+      {"--holdout", "5000000", "--holdout: 5000000 images leave none to fine-tune on"},
       {"--seed", "0,1", "--seed"}};
   for (const auto& [flag, value, message] : bad_values) {
     expect_error(rdprune({"run", "--model", model, "--data-dir", data_dir(), flag, value, "--sparsity", "0.5",
