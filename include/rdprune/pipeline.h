@@ -51,7 +51,7 @@ struct PipelineOptions {
   // sees; rd judges recovered plans on the first judge_count of them instead of on the training
   // images after the calibration ones. 0: none held out.
   int64_t holdout = 0;
-  bool synthetic = false;    // zero-data calibration: N(0,1) inputs
+  bool synthetic = false;  // zero-data calibration: N(0,1) inputs
   uint64_t seed = 0;
   TrainOptions finetune;  // steps = 0: no fine-tuning
   bool bn_recalibrate = false;

@@ -297,9 +297,10 @@ PipelineResult run_pipeline(std::unique_ptr<Network>& network, const DatasetSpli
   // calibration ones.
   const int64_t calibration_used = options.synthetic ? 0 : calibration.size();
   if (options.holdout > 0 && options.holdout > data.train.size() - calibration_used - 1) {
-    throw UsageError(fmt::format("--holdout: {} images leave none to fine-tune on besides the {} calibration "
-                                 "ones (the training split has {})",
-                                 options.holdout, calibration_used, data.train.size()));
+    throw UsageError(
+        fmt::format("--holdout: {} images leave none to fine-tune on besides the {} calibration "
+                    "ones (the training split has {})",
+                    options.holdout, calibration_used, data.train.size()));
   }
   const Dataset tuning =
       options.holdout > 0 ? data.train.head(data.train.size() - options.holdout) : data.train;

@@ -373,9 +373,9 @@ TEST(Pipeline, HeldOutImagesAreJudgedOnAndNeverFineTunedOn) {
   const Dataset after_calibration = data.train.slice(32, kAutoJudgeSize);
   Recovery on_training = recovery;
   on_training.judge = &after_calibration;
-  EXPECT_GT(std::abs(chosen->measured - recovered_distortion(*again, data.train.head(32), plan, "kl", 256,
-                                                              reference_outputs(*again, after_calibration, 256),
-                                                              on_training)),
+  EXPECT_GT(std::abs(chosen->measured -
+                     recovered_distortion(*again, data.train.head(32), plan, "kl", 256,
+                                          reference_outputs(*again, after_calibration, 256), on_training)),
             1e-6);
   EXPECT_EQ(nlohmann::json::parse(read_file(toy.out.file("held/settings.json")))["holdout"], 64);
   // Runs without it record no holdout, as before the option.
@@ -396,7 +396,8 @@ TEST(Pipeline, HeldOutImagesAreJudgedOnAndNeverFineTunedOn) {
   torch::Tensor images = all.images.clone();
   images.narrow(0, 192, 64).fill_(std::numeric_limits<float>::quiet_NaN());
   DatasetSplits poisoned{
-      Dataset(images, all.labels, data.train.num_classes(), Normalization{{0.0}, {1.0}}, "poisoned"), data.test};
+      Dataset(images, all.labels, data.train.num_classes(), Normalization{{0.0}, {1.0}}, "poisoned"),
+      data.test};
   PipelineOptions baseline = options;
   baseline.method = "global";
   baseline.finetune.steps = 8;  // 256 images: every one is seen
