@@ -38,14 +38,18 @@ struct PipelineOptions {
   // 0: the calibration set
   int64_t judge_size = -1;
   // rd: what plans judged after recovery are judged by (Recovery::judge_by): distortion | loss |
-  // auto (kAutoJudgeBy when plans are judged after recovery; plans judged as pruned are always
+  // error | auto (kAutoJudgeBy when plans are judged after recovery; plans judged as pruned are always
   // judged by their distortion)
   std::string judge_by = "auto";
   // rd, in every round before the last: judge each rule's plan at the round's own target (round) or
   // at the final target, taking the chosen rule's plan at the round's target (final; refinement
-  // passes then run in the last round only); auto: kAutoJudgeAt. One round, or no allocator to
-  // start from (refine_from empty): always round.
+  // passes then run in the last round only), or as final and then follow the best `paths` rules
+  // through every later round, taking the rule whose path ends lowest (path); auto: kAutoJudgeAt. One round,
+  // or no allocator to start from (refine_from empty): always round.
   std::string judge_at = "auto";
+  // rd with judge_at "path": the rules, lowest-measuring at the final target first, whose whole
+  // paths are followed and judged
+  int64_t paths = 3;
   int64_t calib_size = 256;  // calibration samples (rd curves, batch-norm recalibration)
   // The last N training images: a validation split that no method's fine-tuning (nor rd's recovery)
   // sees; rd judges recovered plans on the first judge_count of them instead of on the training
@@ -77,10 +81,10 @@ int64_t blend_count(const PipelineOptions& options);
 // The judging images `options` ask for, with -1 resolved.
 int64_t judge_count(const PipelineOptions& options);
 
-// What plans are judged by, with auto resolved: "distortion" or "loss".
+// What plans are judged by, with auto resolved: "distortion", "loss" or "error".
 std::string judge_metric(const PipelineOptions& options);
 
-// Where rounds before the last judge plans, with auto resolved: "round" or "final".
+// Where rounds before the last judge plans, with auto resolved: "round", "final" or "path".
 std::string judge_target(const PipelineOptions& options);
 
 // Sparsity target of round r (1-based) of `rounds` reaching `final_target`.

@@ -32,8 +32,12 @@ struct RefineStep {
   double measured = 0;  // joint distortion of this pass's plan on the calibration set (after
                         // `recovery_steps` steps of fine-tuning when there were any)
   int64_t recovery_steps = 0;
-  std::string judged_by = "distortion";  // what `measured` is: "distortion" or (after recovery) "loss"
-  double sparsity = 0;                   // the plan's weight sparsity
+  // What `measured` is: "distortion", or after recovery "loss" or "error" (1 - top-1).
+  std::string judged_by = "distortion";
+  double sparsity = 0;  // the plan's weight sparsity
+  // 0: this plan judged alone; k: the plan that ends a path of k rounds (the pipeline's
+  // --judge-at path), each round pruned by the same rule
+  int64_t path_rounds = 0;
   bool chosen = false;
 };
 
@@ -66,16 +70,22 @@ struct Recovery {
   const Dataset* judge = nullptr;  // the images a recovered network is measured on; null: calibration
   bool keep_recovered = false;     // refine_rd: keep the chosen plan's recovered network
   // What a recovered network is judged by: "distortion" (against the unpruned network's outputs,
-  // in the curves' metric) or "loss" (mean cross-entropy against the judging images' labels). At
-  // low sparsity fine-tuning can take the network past the unpruned one, which the distortion
-  // counts against it (docs/results.md, "Judging by the loss").
+  // in the curves' metric), "loss" (mean cross-entropy against the judging images' labels) or
+  // "error" (the fraction of them it misclassifies). At low sparsity fine-tuning can take the
+  // network past the unpruned one, which the distortion counts against it (docs/results.md,
+  // "Judging by the loss"); at high sparsity the plan whose recovered network measures the lowest
+  // distortion or loss need not classify best (docs/results.md, "Judging by the error").
   std::string judge_by = "distortion";
 };
 
+// True for the judgements measured against labels ("loss", "error") rather than against the
+// unpruned network's outputs.
+bool judged_by_labels(const std::string& judge_by);
+
 // The distortion against `reference` (the unpruned network's reference_outputs on recovery.judge,
 // or on `calibration` without one), or with recovery.judge_by "loss" the mean cross-entropy on
-// those images' labels, left after `recovery` fine-tunes the network pruned by `plan`
-// (batch-norm statistics re-estimated on `calibration` first when recovery.recalibrate_bn). The
+// those images' labels (with "error" 1 - top-1 on them), left after `recovery` fine-tunes the network pruned
+// by `plan` (batch-norm statistics re-estimated on `calibration` first when recovery.recalibrate_bn). The
 // network's parameters, buffers and masks are restored afterwards; `recovered`, when given,
 // receives them as recovery left them. O(recovery.steps training steps + one pass over the
 // judging images).

@@ -41,12 +41,16 @@ void trust_region(const CurveSet& curves, const Plan& plan, double factor, RdOpt
 
 }  // namespace
 
+bool judged_by_labels(const std::string& judge_by) {
+  return judge_by == "loss" || judge_by == "error";
+}
+
 double recovered_distortion(Network& network, const Dataset& calibration, const Plan& plan,
                             const std::string& metric, int64_t batch_size, const torch::Tensor& reference,
                             const Recovery& recovery, NetworkState* recovered) {
   if (recovery.steps <= 0 || recovery.data == nullptr) throw Error("recovery: no fine-tuning steps or data");
-  if (recovery.judge_by != "distortion" && recovery.judge_by != "loss")
-    throw UsageError("--judge-by: expected distortion or loss, got '" + recovery.judge_by + "'");
+  if (!judged_by_labels(recovery.judge_by) && recovery.judge_by != "distortion")
+    throw UsageError("--judge-by: expected distortion, loss or error, got '" + recovery.judge_by + "'");
   const StateGuard saved(network);
   apply_plan(network, plan, "recovery plan");
   if (recovery.recalibrate_bn) recalibrate_batch_norm(network, calibration);
@@ -59,6 +63,7 @@ double recovered_distortion(Network& network, const Dataset& calibration, const 
   torch::NoGradGuard no_grad;
   const Dataset& judge = recovery.judge != nullptr ? *recovery.judge : calibration;
   if (recovery.judge_by == "loss") return evaluate(network, judge, batch_size).loss;
+  if (recovery.judge_by == "error") return 1.0 - evaluate(network, judge, batch_size).top1;
   return output_distortion(network_outputs(network, judge, batch_size), reference, metric);
 }
 
@@ -108,7 +113,7 @@ RefineResult refine_rd(Network& network, const Dataset& calibration,
   const bool recovering = recovery.steps > 0;
   // (Judged by the loss, recovered networks are measured against labels instead.)
   const torch::Tensor reference =
-      recovering && recovery.judge_by == "loss"
+      recovering && judged_by_labels(recovery.judge_by)
           ? torch::Tensor()
           : reference_outputs(network,
                               recovering && recovery.judge != nullptr ? *recovery.judge : calibration,
@@ -138,7 +143,7 @@ RefineResult refine_rd(Network& network, const Dataset& calibration,
       std::cerr << fmt::format(
           "refine: {} pass {}{} plan at sparsity {:.4f} measures {} {:.6g}{}\n", start, pass,
           trust > 0 ? fmt::format(" (trust x{})", trust) : std::string(), step.sparsity,
-          step.judged_by == "loss" ? std::string("loss") : curve_options.metric + " distortion",
+          step.judged_by == "distortion" ? curve_options.metric + " distortion" : step.judged_by,
           step.measured,
           recovering ? fmt::format(" after {} fine-tuning steps", recovery.steps) : std::string());
     }

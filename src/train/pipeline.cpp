@@ -59,13 +59,15 @@ void validate(const PipelineOptions& options) {
     throw UsageError("--blends: expected a count in [0, 20] or auto");
   if (options.judge_size < -1 || options.judge_size > 1000000)
     throw UsageError("--judge-size: expected a count in [0, 1000000] or auto");
-  if (options.judge_at != "auto" && options.judge_at != "round" && options.judge_at != "final")
-    throw UsageError("--judge-at: expected round, final or auto, got '" + options.judge_at + "'");
-  if (options.judge_by != "auto" && options.judge_by != "distortion" && options.judge_by != "loss")
-    throw UsageError("--judge-by: expected distortion, loss or auto, got '" + options.judge_by + "'");
-  if (options.synthetic && judge_metric(options) == "loss" && judge_count(options) == 0) {
-    throw UsageError(
-        "--judge-by loss: the synthetic calibration images have no labels; give --judge-size N > 0");
+  if (options.judge_at != "auto" && options.judge_at != "round" && options.judge_at != "final" &&
+      options.judge_at != "path")
+    throw UsageError("--judge-at: expected round, final, path or auto, got '" + options.judge_at + "'");
+  if (options.paths < 1 || options.paths > 20) throw UsageError("--paths: expected a count in [1, 20]");
+  if (options.judge_by != "auto" && options.judge_by != "distortion" && !judged_by_labels(options.judge_by))
+    throw UsageError("--judge-by: expected distortion, loss, error or auto, got '" + options.judge_by + "'");
+  if (options.synthetic && judged_by_labels(judge_metric(options)) && judge_count(options) == 0) {
+    throw UsageError("--judge-by " + judge_metric(options) +
+                     ": the synthetic calibration images have no labels; give --judge-size N > 0");
   }
   if (options.calib_size <= 0) throw UsageError("--calib-size: expected a positive count");
   if (options.holdout < 0 || options.holdout > 10000000)
@@ -151,6 +153,7 @@ nlohmann::json round_json(const RoundResult& round) {
                       {"recovery_steps", step.recovery_steps},
                       {"judged_by", step.judged_by},
                       {"sparsity", step.sparsity},
+                      {"path_rounds", step.path_rounds},
                       {"chosen", step.chosen}});
   }
   json["refine"] = refine;
@@ -176,6 +179,7 @@ RoundResult round_from_json(const nlohmann::json& json) {
     step.recovery_steps = entry.value("recovery_steps", int64_t{0});
     step.judged_by = entry.value("judged_by", std::string("distortion"));
     step.sparsity = entry.at("sparsity").get<double>();
+    step.path_rounds = entry.value("path_rounds", int64_t{0});
     step.chosen = entry.at("chosen").get<bool>();
     round.refine.push_back(step);
   }
@@ -234,6 +238,8 @@ nlohmann::json settings_json(const PipelineOptions& o) {
                   {"judge_size", judge_count(o)},
                   {"judge_by", judge_metric(o)},
                   {"judge_at", judge_target(o)}};
+    // Recorded only when paths are judged, so that runs from before the option resume.
+    if (judge_target(o) == "path") json["rd"]["paths"] = o.paths;
   }
   return json;
 }
@@ -352,12 +358,14 @@ PipelineResult run_pipeline(std::unique_ptr<Network>& network, const DatasetSpli
       if (!dir.empty()) write_file_atomic((dir / "curves.json").string(), to_json(curves));
       RdOptions rd = options.rd;
       rd.sparsity_target = target;
-      // The plans every rule gives at sparsity `at`: rd's own from the curves, then each allocator
-      // named by --refine-from whose plan keeps rd's constraints.
-      const auto starts_at = [&](double at) {
+      // The plans every rule gives at sparsity `at` on the network as it is: rd's own from `rd_curves`
+      // (none without them), then each allocator named by --refine-from whose plan keeps rd's
+      // constraints.
+      const auto starts_at = [&](const CurveSet* rd_curves, double at) {
         RdOptions bounded = rd;
         bounded.sparsity_target = at;
-        std::vector<RefineStart> starts = {{"rd", allocate_rd(curves, bounded)}};
+        std::vector<RefineStart> starts;
+        if (rd_curves != nullptr) starts.push_back({"rd", allocate_rd(*rd_curves, bounded)});
         for (const auto& method : options.refine_from) {
           Plan start =
               allocate_baseline(method, *network, infos, BaselineOptions{rd.budget, at, rd.allow_empty});
@@ -372,7 +380,7 @@ PipelineResult run_pipeline(std::unique_ptr<Network>& network, const DatasetSpli
         }
         return starts;
       };
-      const std::vector<RefineStart> starts = starts_at(target);
+      const std::vector<RefineStart> starts = starts_at(&curves, target);
       plan = starts.front().plan;
       if (options.refine > 0 || !options.refine_from.empty()) {
         const auto save = [&](const std::string&, int64_t pass, const CurveSet& around) {
@@ -389,31 +397,115 @@ PipelineResult run_pipeline(std::unique_ptr<Network>& network, const DatasetSpli
         if (judge.size() > 0) recovery.judge = &judge;
         recovery.keep_recovered = recovery.steps == options.finetune.steps;
         recovery.judge_by = judge_metric(options);
-        if (judge_target(options) == "final" && r < options.rounds) {
+        if (judge_target(options) != "round" && r < options.rounds) {
           // Every rule is judged by the plan it gives at the final target, and the round takes the
           // chosen rule's plan at its own target: a plan that is best part of the way can lead to a
           // worse end (docs/results.md, "Judging at the final target").
           RdOptions final_rd = rd;
           final_rd.sparsity_target = options.rd.sparsity_target;
           recovery.keep_recovered = false;
-          const RefineResult ahead = refine_rd(*network, calibration, calibration_description, infos,
-                                               refine_options, final_rd, starts_at(final_rd.sparsity_target),
-                                               /*passes=*/0, save, recovery, blend_count(options));
+          const RefineResult ahead =
+              refine_rd(*network, calibration, calibration_description, infos, refine_options, final_rd,
+                        starts_at(&curves, final_rd.sparsity_target),
+                        /*passes=*/0, save, recovery, blend_count(options));
           // The lowest-measuring rule that gives a plan at this round's target too (rd always does;
           // an allocator's or a blend's plan there may break the constraints): the one taken, and
           // marked chosen.
           round.refine = ahead.steps;
           for (auto& step : round.refine) step.chosen = false;
-          for (const size_t i : lowest_first(round.refine)) {
+          std::vector<size_t> order = lowest_first(round.refine);
+          if (judge_target(options) == "path") {
+            // The best --paths rules are followed to the end: this round's plan fine-tuned as the
+            // round fine-tunes it, the same rule's plan in every later round, and the last round's
+            // judged after recovery, against this round's network. A plan that recovers best at the
+            // final target from this round's network can lead to a worse end than another rule's
+            // path (docs/results.md, "Judging whole paths").
+            const NetworkState at_start = snapshot(*network);
+            const bool by_labels = judged_by_labels(recovery.judge_by);
+            const torch::Tensor reference =
+                by_labels
+                    ? torch::Tensor()
+                    : reference_outputs(*network, recovery.judge != nullptr ? *recovery.judge : calibration,
+                                        curve_options.batch_size);
+            std::vector<size_t> followed;  // indices of the path judgements in round.refine
+            std::vector<NetworkState> after_round;
+            for (const size_t i : order) {
+              if (static_cast<int64_t>(followed.size()) >= options.paths) break;
+              const std::string rule = round.refine[i].start;
+              std::optional<Plan> here = rule_plan(rule, starts, infos, rd);
+              if (!here) continue;
+              restore(*network, at_start);
+              apply_plan(*network, *here, "path plan");
+              if (options.bn_recalibrate) recalibrate_batch_norm(*network, calibration);
+              if (options.finetune.steps > 0) train(*network, tuning, finetune);
+              NetworkState round_state = snapshot(*network);
+              // The same rule in every later round, on the network the path has reached.
+              std::optional<Plan> next;
+              for (int64_t later = r + 1; later <= options.rounds; ++later) {
+                const double at =
+                    round_target(options.schedule, options.rd.sparsity_target, later, options.rounds);
+                const auto later_infos = layer_census(*network, shape);
+                const bool uses_rd = rule == "rd" || rule.rfind("rd+", 0) == 0 ||
+                                     (rule.size() > 3 && rule.compare(rule.size() - 3, 3, "+rd") == 0);
+                std::optional<CurveSet> later_curves;
+                if (uses_rd)
+                  later_curves = measure_curves(*network, calibration, calibration_description, later_infos,
+                                                curve_options);
+                RdOptions later_rd = rd;
+                later_rd.sparsity_target = at;
+                next = rule_plan(rule, starts_at(later_curves ? &*later_curves : nullptr, at), later_infos,
+                                 later_rd);
+                if (!next || later == options.rounds) break;
+                apply_plan(*network, *next, "path plan");
+                if (options.bn_recalibrate) recalibrate_batch_norm(*network, calibration);
+                TrainOptions later_finetune = finetune;
+                later_finetune.seed = derive_seed(options.finetune.seed, static_cast<uint64_t>(later));
+                if (options.finetune.steps > 0) train(*network, tuning, later_finetune);
+              }
+              // A rule that gives no plan at a later target (its plan there breaks the constraints)
+              // cannot be followed to the end, and is not judged.
+              if (!next) continue;
+              RefineStep step;
+              step.start = rule;
+              step.path_rounds = options.rounds - r + 1;
+              step.recovery_steps = recovery.steps;
+              step.judged_by = recovery.judge_by;
+              step.sparsity = next->sparsity_achieved();
+              // Judged as the last round would judge it (its seed), against this round's network.
+              Recovery last = recovery;
+              last.train.seed = derive_seed(options.finetune.seed, static_cast<uint64_t>(options.rounds));
+              step.measured = recovered_distortion(*network, calibration, *next, curve_options.metric,
+                                                   curve_options.batch_size, reference, last);
+              if (options.progress) {
+                std::cerr << fmt::format("round {}: {}'s path to {:.4f} measures {} {:.6g}\n", r, rule,
+                                         options.rd.sparsity_target, step.judged_by, step.measured);
+              }
+              followed.push_back(round.refine.size());
+              round.refine.push_back(step);
+              after_round.push_back(std::move(round_state));
+            }
+            restore(*network, at_start);
+            if (!followed.empty()) {
+              size_t best = 0;
+              for (size_t k = 1; k < followed.size(); ++k) {
+                if (round.refine[followed[k]].measured < round.refine[followed[best]].measured) best = k;
+              }
+              // The best path's plan at this round's target, and the network its fine-tuning left.
+              order = {followed[best]};
+              finetuned = std::move(after_round[best]);
+            }
+          }
+          for (const size_t i : order) {
             std::optional<Plan> ruled = rule_plan(round.refine[i].start, starts, infos, rd);
             if (!ruled) continue;
             plan = std::move(*ruled);
             round.refine[i].chosen = true;
             if (options.progress) {
               std::cerr << fmt::format(
-                  "round {}: {} judged best at the final target {:.4f}; its plan at {:.4f} "
-                  "taken\n",
-                  r, round.refine[i].start, final_rd.sparsity_target, target);
+                  "round {}: {}{} judged best at the final target {:.4f}; its plan at "
+                  "{:.4f} taken\n",
+                  r, round.refine[i].start, round.refine[i].path_rounds > 0 ? "'s path" : "",
+                  final_rd.sparsity_target, target);
             }
             break;
           }

@@ -566,6 +566,16 @@ TEST(Refine, RecoveredDistortionIsTheDistortionLeftAfterFineTuningThePrunedNetwo
   EXPECT_NEAR(loss, evaluate(*copy, judge).loss, 1e-6 * std::max(1.0, loss));
   EXPECT_GT(std::abs(loss - judged), 1e-6);
   EXPECT_EQ(fingerprint(*network), before);
+  // Judged by the error: the fraction of the judging images the recovered network misclassifies.
+  recovery.judge_by = "error";
+  const double error =
+      recovered_distortion(*network, calibration, plan, "kl", 256, judge_reference, recovery);
+  const EvalResult copy_eval = evaluate(*copy, judge);
+  EXPECT_NEAR(error, 1.0 - copy_eval.top1, 1e-9);
+  int64_t wrong = 0;
+  for (const uint8_t hit : copy_eval.hits) wrong += hit == 0 ? 1 : 0;
+  EXPECT_NEAR(error * static_cast<double>(judge.size()), static_cast<double>(wrong), 1e-6);
+  EXPECT_EQ(fingerprint(*network), before);
   recovery.judge_by = "accuracy";
   EXPECT_THROW(recovered_distortion(*network, calibration, plan, "kl", 256, reference, recovery), UsageError);
   recovery.judge_by = "distortion";

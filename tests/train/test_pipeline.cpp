@@ -333,6 +333,25 @@ TEST(Pipeline, WhenFineTuningFollowsPlansAreJudgedByWhatItRecovers) {
   options.judge_by = "distortion";
   network = load_network(dense);
   EXPECT_THROW(run_pipeline(network, data, options), UsageError);
+
+  // Judged by the error: the network the round keeps misclassifies just the fraction of the
+  // judging images its judgement recorded, and no other plan was judged lower.
+  options.judge_by = "error";
+  options.out_dir = out.file("error");
+  network = load_network(dense);
+  const RoundResult by_error = run_pipeline(network, data, options).last();
+  const RefineStep* fewest = nullptr;
+  for (const auto& step : by_error.refine) {
+    EXPECT_EQ(step.judged_by, "error");
+    EXPECT_GE(step.measured, 0.0);
+    EXPECT_LE(step.measured, 1.0);
+    if (step.chosen) fewest = &step;
+  }
+  ASSERT_NE(fewest, nullptr);
+  for (const auto& step : by_error.refine) EXPECT_GE(step.measured, fewest->measured);
+  auto kept_by_error = load_network(out.file("error/round-1/model.pt"));
+  EXPECT_NEAR(1.0 - evaluate(*kept_by_error, judge).top1, fewest->measured, 1e-9);
+  EXPECT_EQ(nlohmann::json::parse(read_file(out.file("error/settings.json")))["rd"]["judge_by"], "error");
   // Plans judged as pruned are judged by their distortion whatever --judge-by says.
   options.judge_by = "loss";
   options.recovery_steps = 0;
@@ -517,6 +536,103 @@ TEST(Pipeline, JudgedAtTheFinalTargetEarlierRoundsTakeTheChosenRulesPlanAtTheirO
   EXPECT_EQ(judge_target(options), "round");
 }
 
+// --judge-at path: round 1 follows the best rules at the final target through round 2 and takes
+// the rule whose path ends lowest, with the network its round-1 fine-tuning left.
+TEST(Pipeline, JudgingWholePathsTakesTheRuleWhosePathEndsLowest) {
+  const TrainedToy toy;
+  const auto& data = toy.data;
+  const auto& out = toy.out;
+  const std::string& dense = toy.dense;
+  PipelineOptions options = judged_rd();
+  options.rounds = 2;
+  options.refine = 0;
+  options.refine_from = {"lamp", "uniform+", "erk"};
+  options.judge_at = "path";
+  options.paths = 2;
+  EXPECT_EQ(judge_target(options), "path");
+  options.out_dir = out.file("path");
+  auto network = load_network(dense);
+  const PipelineResult result = run_pipeline(network, data, options);
+  const RoundResult& one = result.rounds.at(0);
+  EXPECT_DOUBLE_EQ(one.judged_at, 0.9);
+  // The rules judged at the final target, then the two best of them followed to the end.
+  std::vector<RefineStep> rules;
+  std::vector<RefineStep> paths;
+  for (const auto& step : one.refine) (step.path_rounds == 0 ? rules : paths).push_back(step);
+  ASSERT_GE(rules.size(), 4u);
+  ASSERT_EQ(paths.size(), 2u);
+  const std::vector<size_t> order = lowest_first(rules);
+  EXPECT_EQ(paths[0].start, rules[order[0]].start);
+  EXPECT_EQ(paths[1].start, rules[order[1]].start);
+  for (const auto& step : rules) EXPECT_FALSE(step.chosen);
+  const RefineStep& chosen = paths[0].chosen ? paths[0] : paths[1];
+  ASSERT_TRUE(chosen.chosen);
+  EXPECT_EQ(paths[0].chosen + paths[1].chosen, 1);
+  EXPECT_LE(chosen.measured, (paths[0].chosen ? paths[1] : paths[0]).measured);
+  EXPECT_EQ(chosen.path_rounds, 2);
+  EXPECT_GE(chosen.sparsity, 0.9 - 1e-9);
+  EXPECT_TRUE(one.finetune_from_judgement);  // the path fine-tuned the round's plan as the round does
+  // By hand: round 1's model is the chosen plan fine-tuned with round 1's seed ...
+  const Dataset calibration = data.train.head(32);
+  const Plan plan = plan_from_json(read_file(out.file("path/round-1/plan.json")), "plan");
+  auto by_hand = load_network(dense);
+  apply_plan(*by_hand, plan, "test");
+  TrainOptions tuning = options.finetune;
+  tuning.progress = false;
+  tuning.seed = derive_seed(options.finetune.seed, 1);
+  train(*by_hand, data.train, tuning);
+  auto kept = load_network(out.file("path/round-1/model.pt"));
+  for (size_t i = 0; i < kept->parameters().size(); ++i)
+    EXPECT_TRUE(torch::allclose(kept->parameters()[i], by_hand->parameters()[i], 1e-5, 1e-6));
+  // ... and the path's judgement is the same rule's plan at 90% on it, recovered with round 2's
+  // seed, against the dense network's outputs on the judging images.
+  {
+    const auto infos = layer_census(*kept, {1, 28, 28});
+    const BaselineOptions at_final{BudgetKind::kParams, 0.9, false};
+    std::vector<RefineStart> starts;
+    CurveOptions curve_options = options.curves;
+    curve_options.progress = false;
+    starts.push_back(
+        {"rd", allocate_rd(measure_curves(*kept, calibration, "c", infos, curve_options), options.rd)});
+    for (const auto& method : options.refine_from)
+      starts.push_back({method, allocate_baseline(method, *kept, infos, at_final)});
+    const std::optional<Plan> last = rule_plan(chosen.start, starts, infos, options.rd);
+    ASSERT_TRUE(last.has_value());
+    const Dataset judge = data.train.slice(32, kAutoJudgeSize);
+    Recovery recovery;
+    recovery.steps = 4;
+    recovery.data = &data.train;
+    recovery.train = options.finetune;
+    recovery.train.seed = derive_seed(options.finetune.seed, 2);
+    recovery.judge = &judge;
+    auto reference_network = load_network(dense);
+    const torch::Tensor reference = reference_outputs(*reference_network, judge, 256);
+    EXPECT_NEAR(chosen.measured,
+                recovered_distortion(*kept, calibration, *last, "kl", 256, reference, recovery), 1e-6);
+  }
+  EXPECT_GE(result.last().sparsity_achieved, 0.9 - 1e-9);
+  const auto settings = nlohmann::json::parse(read_file(out.file("path/settings.json")));
+  EXPECT_EQ(settings["rd"]["judge_at"], "path");
+  EXPECT_EQ(settings["rd"]["paths"], 2);
+  const auto metrics = nlohmann::json::parse(read_file(out.file("path/round-1/metrics.json")));
+  EXPECT_EQ(metrics["refine"].back()["path_rounds"], 2);
+  // A finished round comes back with its path judgements; other --paths is another run.
+  network = load_network(dense);
+  const PipelineResult resumed = run_pipeline(network, data, options);
+  EXPECT_TRUE(resumed.rounds.at(0).resumed);
+  EXPECT_EQ(resumed.rounds.at(0).refine.back().path_rounds, 2);
+  options.paths = 3;
+  network = load_network(dense);
+  EXPECT_THROW(run_pipeline(network, data, options), UsageError);
+  // Judged at the final target alone, settings.json does not record --paths.
+  options.judge_at = "final";
+  options.out_dir = out.file("final");
+  options.finetune.steps = 0;
+  network = load_network(dense);
+  run_pipeline(network, data, options);
+  EXPECT_FALSE(nlohmann::json::parse(read_file(out.file("final/settings.json")))["rd"].contains("paths"));
+}
+
 TEST(Pipeline, RefinementMeasuresWithBatchStatisticsWhenBatchNormIsRecalibrated) {
   TempDir data_dir;
   const auto data = toy_data(data_dir);
@@ -594,10 +710,27 @@ TEST(Pipeline, BadOptionsAreUsageErrors) {
   EXPECT_THROW(validate(options), UsageError);
   options.judge_by = "loss";
   EXPECT_NO_THROW(validate(options));
+  // Judged against labels after recovery, zero-data calibration needs judging images that have them.
+  options.finetune.steps = 10;
+  options.synthetic = true;
+  for (const char* by : {"loss", "error"}) {
+    options.judge_by = by;
+    EXPECT_THROW(validate(options), UsageError) << by;
+    options.judge_size = 16;
+    EXPECT_NO_THROW(validate(options)) << by;
+    options.judge_size = 0;
+  }
+  options.synthetic = false;
+  options.finetune.steps = 0;
   options.judge_at = "later";
   EXPECT_THROW(validate(options), UsageError);
   options.judge_at = "final";
   EXPECT_NO_THROW(validate(options));
+  options.paths = 0;
+  EXPECT_THROW(validate(options), UsageError);
+  options.paths = 21;
+  EXPECT_THROW(validate(options), UsageError);
+  options.paths = 3;
   options.holdout = -1;
   EXPECT_THROW(validate(options), UsageError);
   options.holdout = 0;

@@ -52,13 +52,17 @@ void add_pipeline_flags(CLI::App& command, PipelineFlags& flags, PipelineGrid* g
                      "the calibration set");
   command.add_option("--judge-by", o.judge_by,
                      "rd: what plans judged after recovery are judged by: distortion (against the "
-                     "unpruned network's outputs), loss (cross-entropy on the judging images' labels) "
-                     "or auto (default: distortion)");
+                     "unpruned network's outputs), loss (cross-entropy on the judging images' labels), "
+                     "error (1 - top-1 on them) or auto (default: distortion)");
   command.add_option("--judge-at", o.judge_at,
                      "rd, in rounds before the last: judge each rule's plan at the round's target "
                      "(round) or at the final target, taking the chosen rule's plan at the round's "
-                     "(final); auto (default): final when there is more than one round and another rule "
-                     "than rd's own (--refine-from)");
+                     "(final), or as final and then follow the best --paths rules through every later "
+                     "round and take the rule whose path ends best (path); auto (default): final when "
+                     "there is more than one round and another rule than rd's own (--refine-from)");
+  command.add_option("--paths", o.paths,
+                     "rd with --judge-at path: the rules judged best at the final target whose whole "
+                     "paths are followed (default 3)");
   command.add_flag("--synthetic", o.synthetic, "rd: zero-data calibration with N(0,1) inputs");
   command.add_flag("--no-cache", flags.no_cache, "rd: do not cache curves");
   command.add_flag("--bn-aware-curves", o.curves.recalibrate_bn,
