@@ -306,24 +306,31 @@ TEST(Pipeline, WhenFineTuningFollowsPlansAreJudgedByWhatItRecovers) {
   // Judged by the loss: every plan by its recovered network's cross-entropy on the judging images'
   // labels; the round keeps the lowest one's network, which measures just that.
   options.recovery_steps = -1;
-  options.judge_by = "loss";
-  EXPECT_EQ(judge_metric(options), "loss");
-  options.out_dir = out.file("loss");
-  network = load_network(dense);
-  const RoundResult by_loss = run_pipeline(network, data, options).last();
-  const RefineStep* lowest = nullptr;
-  for (const auto& step : by_loss.refine) {
-    EXPECT_EQ(step.judged_by, "loss");
-    if (step.chosen) lowest = &step;
-  }
-  ASSERT_NE(lowest, nullptr);
-  for (const auto& step : by_loss.refine) EXPECT_GE(step.measured, lowest->measured);
-  EXPECT_TRUE(by_loss.finetune_from_judgement);
+  // A round judged by `by` into out/`by`; every plan's judgement recorded as such, and the chosen
+  // one the lowest.
+  const auto judged_by = [&](const std::string& by) {
+    options.judge_by = by;
+    EXPECT_EQ(judge_metric(options), by);
+    options.out_dir = out.file(by);
+    network = load_network(dense);
+    RoundResult round = run_pipeline(network, data, options).last();
+    std::optional<RefineStep> lowest;
+    for (const auto& step : round.refine) {
+      EXPECT_EQ(step.judged_by, by);
+      if (step.chosen) lowest = step;
+    }
+    EXPECT_TRUE(lowest.has_value()) << by;
+    for (const auto& step : round.refine) EXPECT_GE(step.measured, lowest ? lowest->measured : 0.0);
+    EXPECT_TRUE(round.finetune_from_judgement);
+    EXPECT_EQ(nlohmann::json::parse(read_file(out.file(by + "/settings.json")))["rd"]["judge_by"], by);
+    return lowest.value_or(RefineStep{});
+  };
+  const RefineStep lowest_loss = judged_by("loss");
+  const RefineStep* lowest = &lowest_loss;
   auto kept_by_loss = load_network(out.file("loss/round-1/model.pt"));
   EXPECT_NEAR(evaluate(*kept_by_loss, judge).loss, lowest->measured, 1e-6);
   const auto loss_metrics = nlohmann::json::parse(read_file(out.file("loss/round-1/metrics.json")));
   EXPECT_EQ(loss_metrics["refine"][0]["judged_by"], "loss");
-  EXPECT_EQ(nlohmann::json::parse(read_file(out.file("loss/settings.json")))["rd"]["judge_by"], "loss");
   // A finished round comes back with its judgements as they were recorded.
   network = load_network(dense);
   const RoundResult resumed = run_pipeline(network, data, options).last();
@@ -336,22 +343,11 @@ TEST(Pipeline, WhenFineTuningFollowsPlansAreJudgedByWhatItRecovers) {
 
   // Judged by the error: the network the round keeps misclassifies just the fraction of the
   // judging images its judgement recorded, and no other plan was judged lower.
-  options.judge_by = "error";
-  options.out_dir = out.file("error");
-  network = load_network(dense);
-  const RoundResult by_error = run_pipeline(network, data, options).last();
-  const RefineStep* fewest = nullptr;
-  for (const auto& step : by_error.refine) {
-    EXPECT_EQ(step.judged_by, "error");
-    EXPECT_GE(step.measured, 0.0);
-    EXPECT_LE(step.measured, 1.0);
-    if (step.chosen) fewest = &step;
-  }
-  ASSERT_NE(fewest, nullptr);
-  for (const auto& step : by_error.refine) EXPECT_GE(step.measured, fewest->measured);
+  const RefineStep fewest = judged_by("error");
+  EXPECT_GE(fewest.measured, 0.0);
+  EXPECT_LE(fewest.measured, 1.0);
   auto kept_by_error = load_network(out.file("error/round-1/model.pt"));
-  EXPECT_NEAR(1.0 - evaluate(*kept_by_error, judge).top1, fewest->measured, 1e-9);
-  EXPECT_EQ(nlohmann::json::parse(read_file(out.file("error/settings.json")))["rd"]["judge_by"], "error");
+  EXPECT_NEAR(1.0 - evaluate(*kept_by_error, judge).top1, fewest.measured, 1e-9);
   // Plans judged as pruned are judged by their distortion whatever --judge-by says.
   options.judge_by = "loss";
   options.recovery_steps = 0;
@@ -540,19 +536,16 @@ TEST(Pipeline, JudgedAtTheFinalTargetEarlierRoundsTakeTheChosenRulesPlanAtTheirO
 // the rule whose path ends lowest, with the network its round-1 fine-tuning left.
 TEST(Pipeline, JudgingWholePathsTakesTheRuleWhosePathEndsLowest) {
   const TrainedToy toy;
-  const auto& data = toy.data;
-  const auto& out = toy.out;
-  const std::string& dense = toy.dense;
   PipelineOptions options = judged_rd();
-  options.rounds = 2;
   options.refine = 0;
+  options.rounds = 2;
   options.refine_from = {"lamp", "uniform+", "erk"};
   options.judge_at = "path";
   options.paths = 2;
   EXPECT_EQ(judge_target(options), "path");
-  options.out_dir = out.file("path");
-  auto network = load_network(dense);
-  const PipelineResult result = run_pipeline(network, data, options);
+  options.out_dir = toy.out.file("path");
+  auto network = load_network(toy.dense);
+  const PipelineResult result = run_pipeline(network, toy.data, options);
   const RoundResult& one = result.rounds.at(0);
   EXPECT_DOUBLE_EQ(one.judged_at, 0.9);
   // The rules judged at the final target, then the two best of them followed to the end.
@@ -573,15 +566,15 @@ TEST(Pipeline, JudgingWholePathsTakesTheRuleWhosePathEndsLowest) {
   EXPECT_GE(chosen.sparsity, 0.9 - 1e-9);
   EXPECT_TRUE(one.finetune_from_judgement);  // the path fine-tuned the round's plan as the round does
   // By hand: round 1's model is the chosen plan fine-tuned with round 1's seed ...
-  const Dataset calibration = data.train.head(32);
-  const Plan plan = plan_from_json(read_file(out.file("path/round-1/plan.json")), "plan");
-  auto by_hand = load_network(dense);
+  const Dataset calibration = toy.data.train.head(32);
+  const Plan plan = plan_from_json(read_file(toy.out.file("path/round-1/plan.json")), "plan");
+  auto by_hand = load_network(toy.dense);
   apply_plan(*by_hand, plan, "test");
   TrainOptions tuning = options.finetune;
   tuning.progress = false;
   tuning.seed = derive_seed(options.finetune.seed, 1);
-  train(*by_hand, data.train, tuning);
-  auto kept = load_network(out.file("path/round-1/model.pt"));
+  train(*by_hand, toy.data.train, tuning);
+  auto kept = load_network(toy.out.file("path/round-1/model.pt"));
   for (size_t i = 0; i < kept->parameters().size(); ++i)
     EXPECT_TRUE(torch::allclose(kept->parameters()[i], by_hand->parameters()[i], 1e-5, 1e-6));
   // ... and the path's judgement is the same rule's plan at 90% on it, recovered with round 2's
@@ -598,39 +591,39 @@ TEST(Pipeline, JudgingWholePathsTakesTheRuleWhosePathEndsLowest) {
       starts.push_back({method, allocate_baseline(method, *kept, infos, at_final)});
     const std::optional<Plan> last = rule_plan(chosen.start, starts, infos, options.rd);
     ASSERT_TRUE(last.has_value());
-    const Dataset judge = data.train.slice(32, kAutoJudgeSize);
+    const Dataset judge = toy.data.train.slice(32, kAutoJudgeSize);
     Recovery recovery;
     recovery.steps = 4;
-    recovery.data = &data.train;
+    recovery.data = &toy.data.train;
     recovery.train = options.finetune;
     recovery.train.seed = derive_seed(options.finetune.seed, 2);
     recovery.judge = &judge;
-    auto reference_network = load_network(dense);
+    auto reference_network = load_network(toy.dense);
     const torch::Tensor reference = reference_outputs(*reference_network, judge, 256);
     EXPECT_NEAR(chosen.measured,
                 recovered_distortion(*kept, calibration, *last, "kl", 256, reference, recovery), 1e-6);
   }
   EXPECT_GE(result.last().sparsity_achieved, 0.9 - 1e-9);
-  const auto settings = nlohmann::json::parse(read_file(out.file("path/settings.json")));
+  const auto settings = nlohmann::json::parse(read_file(toy.out.file("path/settings.json")));
   EXPECT_EQ(settings["rd"]["judge_at"], "path");
   EXPECT_EQ(settings["rd"]["paths"], 2);
-  const auto metrics = nlohmann::json::parse(read_file(out.file("path/round-1/metrics.json")));
+  const auto metrics = nlohmann::json::parse(read_file(toy.out.file("path/round-1/metrics.json")));
   EXPECT_EQ(metrics["refine"].back()["path_rounds"], 2);
   // A finished round comes back with its path judgements; other --paths is another run.
-  network = load_network(dense);
-  const PipelineResult resumed = run_pipeline(network, data, options);
+  network = load_network(toy.dense);
+  const PipelineResult resumed = run_pipeline(network, toy.data, options);
   EXPECT_TRUE(resumed.rounds.at(0).resumed);
   EXPECT_EQ(resumed.rounds.at(0).refine.back().path_rounds, 2);
   options.paths = 3;
-  network = load_network(dense);
-  EXPECT_THROW(run_pipeline(network, data, options), UsageError);
+  network = load_network(toy.dense);
+  EXPECT_THROW(run_pipeline(network, toy.data, options), UsageError);
   // Judged at the final target alone, settings.json does not record --paths.
   options.judge_at = "final";
-  options.out_dir = out.file("final");
+  options.out_dir = toy.out.file("final");
   options.finetune.steps = 0;
-  network = load_network(dense);
-  run_pipeline(network, data, options);
-  EXPECT_FALSE(nlohmann::json::parse(read_file(out.file("final/settings.json")))["rd"].contains("paths"));
+  network = load_network(toy.dense);
+  run_pipeline(network, toy.data, options);
+  EXPECT_FALSE(nlohmann::json::parse(read_file(toy.out.file("final/settings.json")))["rd"].contains("paths"));
 }
 
 TEST(Pipeline, RefinementMeasuresWithBatchStatisticsWhenBatchNormIsRecalibrated) {
