@@ -358,18 +358,18 @@ PipelineResult run_pipeline(std::unique_ptr<Network>& network, const DatasetSpli
       if (!dir.empty()) write_file_atomic((dir / "curves.json").string(), to_json(curves));
       RdOptions rd = options.rd;
       rd.sparsity_target = target;
-      // The plans every rule gives at sparsity `at` on the network as it is: rd's own from `rd_curves`
-      // (none without them), then each allocator named by --refine-from whose plan keeps rd's
-      // constraints.
-      const auto starts_at = [&](const CurveSet* rd_curves, double at) {
+      // The plans every rule gives at sparsity `at` on the network as it is (`layers`: its census):
+      // rd's own from `rd_curves` (none without them), then each allocator named by --refine-from
+      // whose plan keeps rd's constraints.
+      const auto starts_at = [&](const std::vector<LayerInfo>& layers, const CurveSet* rd_curves, double at) {
         RdOptions bounded = rd;
         bounded.sparsity_target = at;
         std::vector<RefineStart> starts;
         if (rd_curves != nullptr) starts.push_back({"rd", allocate_rd(*rd_curves, bounded)});
         for (const auto& method : options.refine_from) {
           Plan start =
-              allocate_baseline(method, *network, infos, BaselineOptions{rd.budget, at, rd.allow_empty});
-          if (honours(start, infos, rd)) {
+              allocate_baseline(method, *network, layers, BaselineOptions{rd.budget, at, rd.allow_empty});
+          if (honours(start, layers, rd)) {
             starts.push_back({method, std::move(start)});
           } else if (options.progress) {
             std::cerr << fmt::format(
@@ -380,7 +380,7 @@ PipelineResult run_pipeline(std::unique_ptr<Network>& network, const DatasetSpli
         }
         return starts;
       };
-      const std::vector<RefineStart> starts = starts_at(&curves, target);
+      const std::vector<RefineStart> starts = starts_at(infos, &curves, target);
       plan = starts.front().plan;
       if (options.refine > 0 || !options.refine_from.empty()) {
         const auto save = [&](const std::string&, int64_t pass, const CurveSet& around) {
@@ -406,7 +406,7 @@ PipelineResult run_pipeline(std::unique_ptr<Network>& network, const DatasetSpli
           recovery.keep_recovered = false;
           const RefineResult ahead =
               refine_rd(*network, calibration, calibration_description, infos, refine_options, final_rd,
-                        starts_at(&curves, final_rd.sparsity_target),
+                        starts_at(infos, &curves, final_rd.sparsity_target),
                         /*passes=*/0, save, recovery, blend_count(options));
           // The lowest-measuring rule that gives a plan at this round's target too (rd always does;
           // an allocator's or a blend's plan there may break the constraints): the one taken, and
@@ -453,8 +453,8 @@ PipelineResult run_pipeline(std::unique_ptr<Network>& network, const DatasetSpli
                                                 curve_options);
                 RdOptions later_rd = rd;
                 later_rd.sparsity_target = at;
-                next = rule_plan(rule, starts_at(later_curves ? &*later_curves : nullptr, at), later_infos,
-                                 later_rd);
+                next = rule_plan(rule, starts_at(later_infos, later_curves ? &*later_curves : nullptr, at),
+                                 later_infos, later_rd);
                 if (!next || later == options.rounds) break;
                 apply_plan(*network, *next, "path plan");
                 if (options.bn_recalibrate) recalibrate_batch_norm(*network, calibration);
