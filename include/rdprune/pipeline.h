@@ -47,9 +47,9 @@ struct PipelineOptions {
   // through every later round, taking the rule whose path ends lowest (path); auto: kAutoJudgeAt. One round,
   // or no allocator to start from (refine_from empty): always round.
   std::string judge_at = "auto";
-  // rd with judge_at "path": the rules, lowest-measuring at the final target first, whose whole
-  // paths are followed and judged
-  int64_t paths = 3;
+  // rd with judge_at "path": how many rules, lowest-measuring at the final target first, are
+  // followed to the end and judged; -1: every rule
+  int64_t paths = -1;
   int64_t calib_size = 256;  // calibration samples (rd curves, batch-norm recalibration)
   // The last N training images: a validation split that no method's fine-tuning (nor rd's recovery)
   // sees; rd judges recovered plans on the first judge_count of them instead of on the training

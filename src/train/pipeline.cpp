@@ -62,7 +62,8 @@ void validate(const PipelineOptions& options) {
   if (options.judge_at != "auto" && options.judge_at != "round" && options.judge_at != "final" &&
       options.judge_at != "path")
     throw UsageError("--judge-at: expected round, final, path or auto, got '" + options.judge_at + "'");
-  if (options.paths < 1 || options.paths > 20) throw UsageError("--paths: expected a count in [1, 20]");
+  if (options.paths != -1 && (options.paths < 1 || options.paths > 100))
+    throw UsageError("--paths: expected a count in [1, 100] or all");
   if (options.judge_by != "auto" && options.judge_by != "distortion" && !judged_by_labels(options.judge_by))
     throw UsageError("--judge-by: expected distortion, loss, error or auto, got '" + options.judge_by + "'");
   if (options.synthetic && judged_by_labels(judge_metric(options)) && judge_count(options) == 0) {
@@ -239,7 +240,8 @@ nlohmann::json settings_json(const PipelineOptions& o) {
                   {"judge_by", judge_metric(o)},
                   {"judge_at", judge_target(o)}};
     // Recorded only when paths are judged, so that runs from before the option resume.
-    if (judge_target(o) == "path") json["rd"]["paths"] = o.paths;
+    if (judge_target(o) == "path")
+      json["rd"]["paths"] = o.paths < 0 ? nlohmann::json("all") : nlohmann::json(o.paths);
   }
   return json;
 }
@@ -430,7 +432,7 @@ PipelineResult run_pipeline(std::unique_ptr<Network>& network, const DatasetSpli
             std::vector<size_t> followed;  // indices of the path judgements in round.refine
             std::vector<NetworkState> after_round;
             for (const size_t i : order) {
-              if (static_cast<int64_t>(followed.size()) >= options.paths) break;
+              if (options.paths >= 0 && static_cast<int64_t>(followed.size()) >= options.paths) break;
               const std::string rule = round.refine[i].start;
               std::optional<Plan> here = rule_plan(rule, starts, infos, rd);
               if (!here) continue;

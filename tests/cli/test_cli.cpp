@@ -449,7 +449,8 @@ TEST_F(Cli, BaselinesFinetuneRunCompareAdditivity) {
       {"--judge-size", "2000000", "--judge-size: expected a count in [0, 1000000]"},
       {"--judge-by", "accuracy", "--judge-by: expected distortion, loss, error or auto, got 'accuracy'"},
       {"--judge-at", "later", "--judge-at: expected round, final, path or auto, got 'later'"},
-      {"--paths", "0", "--paths: expected a count in [1, 20]"},
+      {"--paths", "0", "--paths: expected a count in [1, 100] or all"},
+      {"--paths", "some", "--paths: expected a count"},
       {"--holdout", "-3", "--holdout: expected a count in [0, 10000000]"},
       {"--holdout", "5000000", "--holdout: 5000000 images leave none to fine-tune on"},
       {"--seed", "0,1", "--seed"}};

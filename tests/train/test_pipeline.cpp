@@ -617,6 +617,15 @@ TEST(Pipeline, JudgingWholePathsTakesTheRuleWhosePathEndsLowest) {
   options.paths = 3;
   network = load_network(toy.dense);
   EXPECT_THROW(run_pipeline(network, toy.data, options), UsageError);
+  // By default every rule's path is followed.
+  options.paths = -1;
+  options.out_dir = toy.out.file("all");
+  network = load_network(toy.dense);
+  const RoundResult all = run_pipeline(network, toy.data, options).rounds.at(0);
+  size_t followed = 0;
+  for (const auto& step : all.refine) followed += step.path_rounds > 0 ? 1 : 0;
+  EXPECT_EQ(followed, rules.size());
+  EXPECT_EQ(nlohmann::json::parse(read_file(toy.out.file("all/settings.json")))["rd"]["paths"], "all");
   // Judged at the final target alone, settings.json does not record --paths.
   options.judge_at = "final";
   options.out_dir = toy.out.file("final");
@@ -721,9 +730,12 @@ TEST(Pipeline, BadOptionsAreUsageErrors) {
   EXPECT_NO_THROW(validate(options));
   options.paths = 0;
   EXPECT_THROW(validate(options), UsageError);
-  options.paths = 21;
+  options.paths = 101;
   EXPECT_THROW(validate(options), UsageError);
-  options.paths = 3;
+  options.paths = -2;
+  EXPECT_THROW(validate(options), UsageError);
+  options.paths = -1;
+  EXPECT_NO_THROW(validate(options));
   options.holdout = -1;
   EXPECT_THROW(validate(options), UsageError);
   options.holdout = 0;

@@ -60,9 +60,9 @@ void add_pipeline_flags(CLI::App& command, PipelineFlags& flags, PipelineGrid* g
                      "(final), or as final and then follow the best --paths rules through every later "
                      "round and take the rule whose path ends best (path); auto (default): final when "
                      "there is more than one round and another rule than rd's own (--refine-from)");
-  command.add_option("--paths", o.paths,
-                     "rd with --judge-at path: the rules judged best at the final target whose whole "
-                     "paths are followed (default 3)");
+  command.add_option("--paths", flags.paths,
+                     "rd with --judge-at path: how many of the rules judged best at the final target "
+                     "are followed to the end; all (default): every rule");
   command.add_flag("--synthetic", o.synthetic, "rd: zero-data calibration with N(0,1) inputs");
   command.add_flag("--no-cache", flags.no_cache, "rd: do not cache curves");
   command.add_flag("--bn-aware-curves", o.curves.recalibrate_bn,
@@ -87,6 +87,7 @@ void finish_pipeline_flags(PipelineFlags& flags, const std::string& out_dir) {
     o.recovery_steps = parse_count(flags.recovery_steps, "--recovery-steps");
   }
   if (flags.blends != "auto") o.blends = parse_count(flags.blends, "--blends");
+  if (flags.paths != "all") o.paths = parse_count(flags.paths, "--paths");
   if (flags.judge_size != "auto") o.judge_size = parse_count(flags.judge_size, "--judge-size");
   o.finetune.seed = o.seed;
   if (flags.no_cache) {
