@@ -74,7 +74,8 @@ struct Recovery {
   // "error" (the fraction of them it misclassifies). At low sparsity fine-tuning can take the
   // network past the unpruned one, which the distortion counts against it (docs/results.md,
   // "Judging by the loss"); at high sparsity the plan whose recovered network measures the lowest
-  // distortion or loss need not classify best (docs/results.md, "Judging by the error").
+  // distortion or loss need not classify best (docs/results.md, "Judging by the error and judging
+  // whole paths").
   std::string judge_by = "distortion";
 };
 

@@ -111,7 +111,7 @@ RefineResult refine_rd(Network& network, const Dataset& calibration,
   std::vector<Plan> plans;  // parallel to result.steps
   // The network's outputs as it is, before any plan prunes it, on the images plans are judged on.
   const bool recovering = recovery.steps > 0;
-  // (Judged by the loss, recovered networks are measured against labels instead.)
+  // (Judged by the loss or the error, recovered networks are measured against labels instead.)
   const torch::Tensor reference =
       recovering && judged_by_labels(recovery.judge_by)
           ? torch::Tensor()

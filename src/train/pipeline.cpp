@@ -421,7 +421,7 @@ PipelineResult run_pipeline(std::unique_ptr<Network>& network, const DatasetSpli
             // round fine-tunes it, the same rule's plan in every later round, and the last round's
             // judged after recovery, against this round's network. A plan that recovers best at the
             // final target from this round's network can lead to a worse end than another rule's
-            // path (docs/results.md, "Judging whole paths").
+            // path (docs/results.md, "Judging by the error and judging whole paths").
             const NetworkState at_start = snapshot(*network);
             const bool by_labels = judged_by_labels(recovery.judge_by);
             const torch::Tensor reference =
