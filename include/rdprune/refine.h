@@ -83,6 +83,12 @@ struct Recovery {
 // unpruned network's outputs.
 bool judged_by_labels(const std::string& judge_by);
 
+// What recovered_distortion measures against: the network's reference_outputs, as it is now, on
+// recovery.judge (or on `calibration` without one); an undefined tensor when the judgement is by
+// labels, which needs none. O(one pass over the judging images), or O(1) by labels.
+torch::Tensor recovery_reference(Network& network, const Dataset& calibration, const Recovery& recovery,
+                                 int64_t batch_size);
+
 // The distortion against `reference` (the unpruned network's reference_outputs on recovery.judge,
 // or on `calibration` without one), or with recovery.judge_by "loss" the mean cross-entropy on
 // those images' labels (with "error" 1 - top-1 on them), left after `recovery` fine-tunes the network pruned
@@ -127,5 +133,9 @@ std::optional<Plan> blend_of(const Plan& a, const Plan& b, const std::vector<Lay
 // judged at one target be carried to another (the pipeline's --judge-at final).
 std::optional<Plan> rule_plan(const std::string& name, const std::vector<RefineStart>& starts,
                               const std::vector<LayerInfo>& infos, const RdOptions& rd);
+
+// True when rule `name` plans from rd's curves: rd itself or a blend with it ("rd+erk", "lamp+rd").
+// A rule that does not can be planned without measuring curves.
+bool rule_uses_rd(const std::string& name);
 
 }  // namespace rdprune

@@ -45,6 +45,12 @@ bool judged_by_labels(const std::string& judge_by) {
   return judge_by == "loss" || judge_by == "error";
 }
 
+torch::Tensor recovery_reference(Network& network, const Dataset& calibration, const Recovery& recovery,
+                                 int64_t batch_size) {
+  if (judged_by_labels(recovery.judge_by)) return {};
+  return reference_outputs(network, recovery.judge != nullptr ? *recovery.judge : calibration, batch_size);
+}
+
 double recovered_distortion(Network& network, const Dataset& calibration, const Plan& plan,
                             const std::string& metric, int64_t batch_size, const torch::Tensor& reference,
                             const Recovery& recovery, NetworkState* recovered) {
@@ -99,6 +105,13 @@ std::optional<Plan> rule_plan(const std::string& name, const std::vector<RefineS
   return std::nullopt;
 }
 
+bool rule_uses_rd(const std::string& name) {
+  const auto ends_with = [&](const std::string& tail) {
+    return name.size() > tail.size() && name.compare(name.size() - tail.size(), tail.size(), tail) == 0;
+  };
+  return name == "rd" || name.rfind("rd+", 0) == 0 || ends_with("+rd");
+}
+
 RefineResult refine_rd(Network& network, const Dataset& calibration,
                        const std::string& calibration_description, const std::vector<LayerInfo>& infos,
                        const CurveOptions& curve_options, const RdOptions& rd,
@@ -113,11 +126,8 @@ RefineResult refine_rd(Network& network, const Dataset& calibration,
   const bool recovering = recovery.steps > 0;
   // (Judged by the loss or the error, recovered networks are measured against labels instead.)
   const torch::Tensor reference =
-      recovering && judged_by_labels(recovery.judge_by)
-          ? torch::Tensor()
-          : reference_outputs(network,
-                              recovering && recovery.judge != nullptr ? *recovery.judge : calibration,
-                              curve_options.batch_size);
+      recovering ? recovery_reference(network, calibration, recovery, curve_options.batch_size)
+                 : reference_outputs(network, calibration, curve_options.batch_size);
   size_t current = 0;                           // the lowest-measuring plan so far (the earliest on ties)
   std::optional<NetworkState> current_network;  // its recovered network, with keep_recovered
   // Measures a plan and makes it the current one when it measures lower; true when it did.

@@ -423,12 +423,8 @@ PipelineResult run_pipeline(std::unique_ptr<Network>& network, const DatasetSpli
             // final target from this round's network can lead to a worse end than another rule's
             // path (docs/results.md, "Judging by the error and judging whole paths").
             const NetworkState at_start = snapshot(*network);
-            const bool by_labels = judged_by_labels(recovery.judge_by);
             const torch::Tensor reference =
-                by_labels
-                    ? torch::Tensor()
-                    : reference_outputs(*network, recovery.judge != nullptr ? *recovery.judge : calibration,
-                                        curve_options.batch_size);
+                recovery_reference(*network, calibration, recovery, curve_options.batch_size);
             std::vector<size_t> followed;  // indices of the path judgements in round.refine
             std::vector<NetworkState> after_round;
             for (const size_t i : order) {
@@ -442,13 +438,12 @@ PipelineResult run_pipeline(std::unique_ptr<Network>& network, const DatasetSpli
               if (options.finetune.steps > 0) train(*network, tuning, finetune);
               NetworkState round_state = snapshot(*network);
               // The same rule in every later round, on the network the path has reached.
+              const bool uses_rd = rule_uses_rd(rule);
               std::optional<Plan> next;
               for (int64_t later = r + 1; later <= options.rounds; ++later) {
                 const double at =
                     round_target(options.schedule, options.rd.sparsity_target, later, options.rounds);
                 const auto later_infos = layer_census(*network, shape);
-                const bool uses_rd = rule == "rd" || rule.rfind("rd+", 0) == 0 ||
-                                     (rule.size() > 3 && rule.compare(rule.size() - 3, 3, "+rd") == 0);
                 std::optional<CurveSet> later_curves;
                 if (uses_rd)
                   later_curves = measure_curves(*network, calibration, calibration_description, later_infos,

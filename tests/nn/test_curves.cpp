@@ -501,6 +501,11 @@ TEST(Refine, RulePlanGivesAStartsOwnPlanOrTheBlendOfTwoAtAnotherTarget) {
   bounded.max_sparsity = 0.5;
   EXPECT_FALSE(rule_plan("lamp+erk", starts, infos, bounded).has_value());
   EXPECT_TRUE(rule_plan("lamp", starts, infos, bounded).has_value());  // a start's own plan is as given
+  // Which rules plan from rd's curves, uniform+'s own '+' included.
+  for (const std::string name : {"rd", "rd+erk", "lamp+rd", "uniform++rd", "rd+uniform+"})
+    EXPECT_TRUE(rule_uses_rd(name)) << name;
+  for (const std::string name : {"lamp", "uniform+", "erk+uniform+", "uniform++erk", "global", "", "+"})
+    EXPECT_FALSE(rule_uses_rd(name)) << name;
 }
 
 TEST(Refine, RecoveredDistortionIsTheDistortionLeftAfterFineTuningThePrunedNetwork) {
@@ -545,6 +550,18 @@ TEST(Refine, RecoveredDistortionIsTheDistortionLeftAfterFineTuningThePrunedNetwo
   const Dataset judge = train_data.slice(16, 32);
   recovery.judge = &judge;
   const torch::Tensor judge_reference = reference_outputs(*network, judge, 256);
+  // The reference recovery measures against is the dense outputs on the judging images (on the
+  // calibration images without them), and none when judged by labels.
+  EXPECT_TRUE(torch::equal(recovery_reference(*network, calibration, recovery, 256), judge_reference));
+  {
+    Recovery on_calibration = recovery;
+    on_calibration.judge = nullptr;
+    EXPECT_TRUE(torch::equal(recovery_reference(*network, calibration, on_calibration, 256), reference));
+    on_calibration.judge_by = "error";
+    EXPECT_FALSE(recovery_reference(*network, calibration, on_calibration, 256).defined());
+    on_calibration.judge_by = "loss";
+    EXPECT_FALSE(recovery_reference(*network, calibration, on_calibration, 256).defined());
+  }
   NetworkState left;
   const double judged =
       recovered_distortion(*network, calibration, plan, "kl", 256, judge_reference, recovery, &left);
