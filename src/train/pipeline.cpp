@@ -466,16 +466,24 @@ PipelineResult run_pipeline(std::unique_ptr<Network>& network, const DatasetSpli
               step.start = rule;
               step.path_rounds = options.rounds - r + 1;
               step.recovery_steps = recovery.steps;
-              step.judged_by = recovery.judge_by;
               step.sparsity = next->sparsity_achieved();
-              // Judged as the last round would judge it (its seed), against this round's network.
-              Recovery last = recovery;
-              last.train.seed = derive_seed(options.finetune.seed, static_cast<uint64_t>(options.rounds));
-              step.measured = recovered_distortion(*network, calibration, *next, curve_options.metric,
-                                                   curve_options.batch_size, reference, last);
+              // Judged as the last round would judge it (its seed), against this round's network;
+              // without fine-tuning, as pruned.
+              if (recovery.steps > 0) {
+                step.judged_by = recovery.judge_by;
+                Recovery last = recovery;
+                last.train.seed = derive_seed(options.finetune.seed, static_cast<uint64_t>(options.rounds));
+                step.measured = recovered_distortion(*network, calibration, *next, curve_options.metric,
+                                                     curve_options.batch_size, reference, last);
+              } else {
+                step.measured = joint_distortion(*network, calibration, *next, curve_options.metric,
+                                                 curve_options.batch_size, batch_statistics, reference);
+              }
               if (options.progress) {
-                std::cerr << fmt::format("round {}: {}'s path to {:.4f} measures {} {:.6g}\n", r, rule,
-                                         options.rd.sparsity_target, step.judged_by, step.measured);
+                std::cerr << fmt::format(
+                    "round {}: {}'s path to {:.4f} measures {} {:.6g}\n", r, rule, options.rd.sparsity_target,
+                    step.judged_by == "distortion" ? curve_options.metric + " distortion" : step.judged_by,
+                    step.measured);
               }
               followed.push_back(round.refine.size());
               round.refine.push_back(step);
@@ -487,9 +495,10 @@ PipelineResult run_pipeline(std::unique_ptr<Network>& network, const DatasetSpli
               for (size_t k = 1; k < followed.size(); ++k) {
                 if (round.refine[followed[k]].measured < round.refine[followed[best]].measured) best = k;
               }
-              // The best path's plan at this round's target, and the network its fine-tuning left.
+              // The best path's plan at this round's target, and the network its fine-tuning left
+              // (without fine-tuning, the round prunes and recalibrates as the path did).
               order = {followed[best]};
-              finetuned = std::move(after_round[best]);
+              if (options.finetune.steps > 0) finetuned = std::move(after_round[best]);
             }
           }
           for (const size_t i : order) {

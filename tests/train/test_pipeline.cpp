@@ -579,17 +579,21 @@ TEST(Pipeline, JudgingWholePathsTakesTheRuleWhosePathEndsLowest) {
     EXPECT_TRUE(torch::allclose(kept->parameters()[i], by_hand->parameters()[i], 1e-5, 1e-6));
   // ... and the path's judgement is the same rule's plan at 90% on it, recovered with round 2's
   // seed, against the dense network's outputs on the judging images.
-  {
-    const auto infos = layer_census(*kept, {1, 28, 28});
+  // The plan `rule` gives at 90% on `network`.
+  const auto final_plan = [&](Network& network, const std::string& rule) {
+    const auto infos = layer_census(network, {1, 28, 28});
     const BaselineOptions at_final{BudgetKind::kParams, 0.9, false};
     std::vector<RefineStart> starts;
     CurveOptions curve_options = options.curves;
     curve_options.progress = false;
     starts.push_back(
-        {"rd", allocate_rd(measure_curves(*kept, calibration, "c", infos, curve_options), options.rd)});
+        {"rd", allocate_rd(measure_curves(network, calibration, "c", infos, curve_options), options.rd)});
     for (const auto& method : options.refine_from)
-      starts.push_back({method, allocate_baseline(method, *kept, infos, at_final)});
-    const std::optional<Plan> last = rule_plan(chosen.start, starts, infos, options.rd);
+      starts.push_back({method, allocate_baseline(method, network, infos, at_final)});
+    return rule_plan(rule, starts, infos, options.rd);
+  };
+  {
+    const std::optional<Plan> last = final_plan(*kept, chosen.start);
     ASSERT_TRUE(last.has_value());
     const Dataset judge = toy.data.train.slice(32, kAutoJudgeSize);
     Recovery recovery;
@@ -633,6 +637,33 @@ TEST(Pipeline, JudgingWholePathsTakesTheRuleWhosePathEndsLowest) {
   network = load_network(toy.dense);
   run_pipeline(network, toy.data, options);
   EXPECT_FALSE(nlohmann::json::parse(read_file(toy.out.file("final/settings.json")))["rd"].contains("paths"));
+  // Without fine-tuning every path is followed as pruned and its end judged as pruned: the joint
+  // distortion of the same rule's plan at 90% on round 1's pruned network, against the dense
+  // network's outputs on the calibration images.
+  options.judge_at = "path";
+  options.out_dir = toy.out.file("pruned");
+  network = load_network(toy.dense);
+  const RoundResult pruned = run_pipeline(network, toy.data, options).rounds.at(0);
+  EXPECT_FALSE(pruned.finetune_from_judgement);
+  const auto pruned_chosen = std::find_if(pruned.refine.begin(), pruned.refine.end(),
+                                          [](const RefineStep& step) { return step.chosen; });
+  ASSERT_NE(pruned_chosen, pruned.refine.end());
+  EXPECT_EQ(pruned_chosen->path_rounds, 2);
+  EXPECT_EQ(pruned_chosen->recovery_steps, 0);
+  EXPECT_EQ(pruned_chosen->judged_by, "distortion");
+  for (const auto& step : pruned.refine) {
+    if (step.path_rounds > 0) {
+      EXPECT_GE(step.measured, pruned_chosen->measured) << step.start;
+    }
+  }
+  auto round_one = load_network(toy.out.file("pruned/round-1/model.pt"));
+  const std::optional<Plan> last = final_plan(*round_one, pruned_chosen->start);
+  ASSERT_TRUE(last.has_value());
+  auto dense = load_network(toy.dense);
+  EXPECT_NEAR(pruned_chosen->measured,
+              joint_distortion(*round_one, calibration, *last, "kl", 256, false,
+                               reference_outputs(*dense, calibration, 256)),
+              1e-6);
 }
 
 TEST(Pipeline, RefinementMeasuresWithBatchStatisticsWhenBatchNormIsRecalibrated) {
