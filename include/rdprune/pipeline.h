@@ -34,18 +34,19 @@ struct PipelineOptions {
   // plans are judged after recovery, else 0
   int64_t blends = -1;
   // rd: training images, after the calibration ones, that plans judged after recovery are measured
-  // on (fewer when the split ends sooner); -1: kAutoJudgeSize when plans are judged after recovery,
-  // 0: the calibration set
+  // on (fewer when the split ends sooner); -1: kAutoJudgeSize when plans are judged after recovery
+  // (kAutoPathJudgeSize when judged along paths), 0: the calibration set
   int64_t judge_size = -1;
   // rd: what plans judged after recovery are judged by (Recovery::judge_by): distortion | loss |
-  // error | auto (kAutoJudgeBy when plans are judged after recovery; plans judged as pruned are always
-  // judged by their distortion)
+  // error | auto (kAutoJudgeBy when plans are judged after recovery, kAutoPathJudgeBy along paths on
+  // judging images; plans judged as pruned are always judged by their distortion)
   std::string judge_by = "auto";
   // rd, in every round before the last: judge each rule's plan at the round's own target (round) or
   // at the final target, taking the chosen rule's plan at the round's target (final; refinement
   // passes then run in the last round only), or as final and then follow the best `paths` rules
-  // through every later round, taking the rule whose path ends lowest (path); auto: kAutoJudgeAt. One round,
-  // or no allocator to start from (refine_from empty): always round.
+  // through every later round, taking the rule whose path ends lowest (path); auto: kAutoJudgeAt when
+  // plans are judged after recovery, else kAutoPrunedJudgeAt. One round, or no allocator to start
+  // from (refine_from empty): always round.
   std::string judge_at = "auto";
   // rd with judge_at "path": how many rules, lowest-measuring at the final target first, are
   // followed to the end and judged; -1: every rule
@@ -68,7 +69,13 @@ constexpr int64_t kAutoRecoverySteps = 100;
 constexpr int64_t kAutoBlends = 2;
 constexpr int64_t kAutoJudgeSize = 1024;
 constexpr const char* kAutoJudgeBy = "distortion";
-constexpr const char* kAutoJudgeAt = "final";
+// With more than one round and plans judged after recovery, every rule's path is followed and
+// judged by the error on more images; judged as pruned, rounds are judged at the final target
+// (docs/results.md, "Judging by the error and judging whole paths").
+constexpr const char* kAutoJudgeAt = "path";
+constexpr const char* kAutoPrunedJudgeAt = "final";
+constexpr int64_t kAutoPathJudgeSize = 16384;
+constexpr const char* kAutoPathJudgeBy = "error";
 
 void validate(const PipelineOptions& options);
 

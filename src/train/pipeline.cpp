@@ -91,21 +91,26 @@ int64_t blend_count(const PipelineOptions& options) {
   return recovery_steps(options) > 0 ? kAutoBlends : 0;
 }
 
-int64_t judge_count(const PipelineOptions& options) {
-  if (recovery_steps(options) == 0) return 0;  // plans judged as pruned are measured on calibration
-  return options.judge_size >= 0 ? options.judge_size : kAutoJudgeSize;
-}
-
 std::string judge_target(const PipelineOptions& options) {
   // One round, or rd's own plan the only rule: nothing to judge ahead.
   if (options.rounds == 1 || options.refine_from.empty()) return "round";
   if (options.judge_at != "auto") return options.judge_at;
-  return kAutoJudgeAt;
+  return recovery_steps(options) > 0 ? kAutoJudgeAt : kAutoPrunedJudgeAt;
+}
+
+int64_t judge_count(const PipelineOptions& options) {
+  if (recovery_steps(options) == 0) return 0;  // plans judged as pruned are measured on calibration
+  if (options.judge_size >= 0) return options.judge_size;
+  return judge_target(options) == "path" ? kAutoPathJudgeSize : kAutoJudgeSize;
 }
 
 std::string judge_metric(const PipelineOptions& options) {
   if (recovery_steps(options) == 0) return "distortion";  // plans judged as pruned
-  return options.judge_by == "auto" ? std::string(kAutoJudgeBy) : options.judge_by;
+  if (options.judge_by != "auto") return options.judge_by;
+  // Along paths, the error on many judging images told apart paths that ended a point apart where
+  // the distortion did not (docs/results.md); with --judge-size 0, the distortion as elsewhere.
+  if (judge_target(options) == "path" && judge_count(options) > 0) return kAutoPathJudgeBy;
+  return kAutoJudgeBy;
 }
 
 double round_target(const std::string& schedule, double final_target, int64_t r, int64_t rounds) {

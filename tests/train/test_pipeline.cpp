@@ -445,7 +445,7 @@ TEST(Pipeline, JudgedAtTheFinalTargetEarlierRoundsTakeTheChosenRulesPlanAtTheirO
   options.rounds = 2;
   options.refine = 1;
   options.refine_from = {"lamp", "uniform+"};
-  EXPECT_EQ(judge_target(options), "final");  // auto, with more than one round
+  options.judge_at = "final";
   options.out_dir = out.file("final");
   auto network = load_network(dense);
   const PipelineResult result = run_pipeline(network, data, options);
@@ -532,6 +532,46 @@ TEST(Pipeline, JudgedAtTheFinalTargetEarlierRoundsTakeTheChosenRulesPlanAtTheirO
   EXPECT_EQ(judge_target(options), "round");
 }
 
+TEST(Pipeline, AutoJudgesAlongPathsByTheErrorWhenFineTuningFollowsSeveralRounds) {
+  PipelineOptions options = judged_rd();
+  // One round: each plan judged at the round's own target, by the distortion on 1,024 images.
+  EXPECT_EQ(judge_target(options), "round");
+  EXPECT_EQ(judge_metric(options), "distortion");
+  EXPECT_EQ(judge_count(options), kAutoJudgeSize);
+  // Several rounds with fine-tuning: every rule's path, judged by the error on 16,384 images.
+  options.rounds = 2;
+  EXPECT_EQ(judge_target(options), "path");
+  EXPECT_EQ(judge_metric(options), "error");
+  EXPECT_EQ(judge_count(options), kAutoPathJudgeSize);
+  EXPECT_EQ(options.paths, -1);
+  // On the calibration images, by the distortion.
+  options.judge_size = 0;
+  EXPECT_EQ(judge_metric(options), "distortion");
+  options.judge_size = -1;
+  // What the user names stays as named.
+  options.judge_by = "loss";
+  EXPECT_EQ(judge_metric(options), "loss");
+  options.judge_by = "auto";
+  options.judge_at = "final";
+  EXPECT_EQ(judge_metric(options), "distortion");
+  EXPECT_EQ(judge_count(options), kAutoJudgeSize);
+  options.judge_at = "auto";
+  // Judged as pruned (no fine-tuning, or no recovery steps): at the final target, by the distortion
+  // on the calibration images.
+  options.recovery_steps = 0;
+  EXPECT_EQ(judge_target(options), "final");
+  EXPECT_EQ(judge_metric(options), "distortion");
+  EXPECT_EQ(judge_count(options), 0);
+  options.recovery_steps = -1;
+  options.finetune.steps = 0;
+  EXPECT_EQ(judge_target(options), "final");
+  // Zero-data calibration judges along paths by the error on the judging images too.
+  options.finetune.steps = 4;
+  options.synthetic = true;
+  EXPECT_NO_THROW(validate(options));
+  EXPECT_EQ(judge_metric(options), "error");
+}
+
 // --judge-at path: round 1 follows the best rules at the final target through round 2 and takes
 // the rule whose path ends lowest, with the network its round-1 fine-tuning left.
 TEST(Pipeline, JudgingWholePathsTakesTheRuleWhosePathEndsLowest) {
@@ -541,6 +581,7 @@ TEST(Pipeline, JudgingWholePathsTakesTheRuleWhosePathEndsLowest) {
   options.rounds = 2;
   options.refine_from = {"lamp", "uniform+", "erk"};
   options.judge_at = "path";
+  options.judge_by = "distortion";  // so the reference the path's end is judged against is checked
   options.paths = 2;
   EXPECT_EQ(judge_target(options), "path");
   options.out_dir = toy.out.file("path");
@@ -595,7 +636,7 @@ TEST(Pipeline, JudgingWholePathsTakesTheRuleWhosePathEndsLowest) {
   {
     const std::optional<Plan> last = final_plan(*kept, chosen.start);
     ASSERT_TRUE(last.has_value());
-    const Dataset judge = toy.data.train.slice(32, kAutoJudgeSize);
+    const Dataset judge = toy.data.train.slice(32, judge_count(options));
     Recovery recovery;
     recovery.steps = 4;
     recovery.data = &toy.data.train;
