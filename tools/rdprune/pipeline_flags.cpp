@@ -48,18 +48,20 @@ void add_pipeline_flags(CLI::App& command, PipelineFlags& flags, PipelineGrid* g
                      "also judges; auto (default): 2 when plans are judged after recovery, else 0");
   command.add_option("--judge-size", flags.judge_size,
                      "rd: training images after the calibration ones that plans judged after recovery "
-                     "are measured on; auto (default): 1024 when plans are judged after recovery, 0: "
-                     "the calibration set");
+                     "are measured on; auto (default): 1024 when plans are judged after recovery, 16384 "
+                     "when rounds are judged along paths (--judge-at path), 0: the calibration set");
   command.add_option("--judge-by", o.judge_by,
                      "rd: what plans judged after recovery are judged by: distortion (against the "
                      "unpruned network's outputs), loss (cross-entropy on the judging images' labels), "
-                     "error (1 - top-1 on them) or auto (default: distortion)");
+                     "error (1 - top-1 on them) or auto (default: error when rounds are judged along paths "
+                     "on judging images, otherwise distortion)");
   command.add_option("--judge-at", o.judge_at,
                      "rd, in rounds before the last: judge each rule's plan at the round's target "
                      "(round) or at the final target, taking the chosen rule's plan at the round's "
                      "(final), or as final and then follow the best --paths rules through every later "
-                     "round and take the rule whose path ends best (path); auto (default): final when "
-                     "there is more than one round and another rule than rd's own (--refine-from)");
+                     "round and take the rule whose path ends best (path); auto (default): with more than "
+                     "one round and another rule than rd's own (--refine-from), path when plans are "
+                     "judged after recovery, final when they are judged as pruned");
   command.add_option("--paths", flags.paths,
                      "rd with --judge-at path: how many of the rules judged best at the final target "
                      "are followed to the end; all (default): every rule");
