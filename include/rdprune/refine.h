@@ -83,11 +83,13 @@ struct Recovery {
 // unpruned network's outputs.
 bool judged_by_labels(const std::string& judge_by);
 
-// What recovered_distortion measures against: the network's reference_outputs, as it is now, on
-// recovery.judge (or on `calibration` without one); an undefined tensor when the judgement is by
-// labels, which needs none. O(one pass over the judging images), or O(1) by labels.
-torch::Tensor recovery_reference(Network& network, const Dataset& calibration, const Recovery& recovery,
-                                 int64_t batch_size);
+// What a plan is judged against under `recovery` (judge_plan): the network's reference_outputs, as
+// it is now, on recovery.judge (or on `calibration` without one) when plans are judged after
+// recovery, on `calibration` when they are judged as pruned (recovery.steps 0); an undefined
+// tensor when the judgement is by labels, which needs none. O(one pass over those images), or O(1)
+// by labels.
+torch::Tensor judging_reference(Network& network, const Dataset& calibration, const Recovery& recovery,
+                                int64_t batch_size);
 
 // The distortion against `reference` (the unpruned network's reference_outputs on recovery.judge,
 // or on `calibration` without one), or with recovery.judge_by "loss" the mean cross-entropy on
@@ -99,6 +101,17 @@ torch::Tensor recovery_reference(Network& network, const Dataset& calibration, c
 double recovered_distortion(Network& network, const Dataset& calibration, const Plan& plan,
                             const std::string& metric, int64_t batch_size, const torch::Tensor& reference,
                             const Recovery& recovery, NetworkState* recovered = nullptr);
+
+// How refine_rd judges `plan`: with recovery.steps > 0 its recovered_distortion (`recovered` as
+// there), otherwise its joint_distortion as pruned (batch statistics with
+// curve_options.recalibrate_bn); `reference` from judging_reference. The network is left as it was.
+double judge_plan(Network& network, const Dataset& calibration, const Plan& plan,
+                  const CurveOptions& curve_options, const torch::Tensor& reference, const Recovery& recovery,
+                  NetworkState* recovered = nullptr);
+
+// What a judgement by `judged_by` is called in progress lines: "<metric> distortion", "loss" or
+// "error".
+std::string judgement_name(const std::string& judged_by, const std::string& metric);
 
 using RefineCurvesSink = std::function<void(const std::string& start, int64_t pass, const CurveSet&)>;
 

@@ -45,8 +45,9 @@ bool judged_by_labels(const std::string& judge_by) {
   return judge_by == "loss" || judge_by == "error";
 }
 
-torch::Tensor recovery_reference(Network& network, const Dataset& calibration, const Recovery& recovery,
-                                 int64_t batch_size) {
+torch::Tensor judging_reference(Network& network, const Dataset& calibration, const Recovery& recovery,
+                                int64_t batch_size) {
+  if (recovery.steps <= 0) return reference_outputs(network, calibration, batch_size);
   if (judged_by_labels(recovery.judge_by)) return {};
   return reference_outputs(network, recovery.judge != nullptr ? *recovery.judge : calibration, batch_size);
 }
@@ -71,6 +72,21 @@ double recovered_distortion(Network& network, const Dataset& calibration, const 
   if (recovery.judge_by == "loss") return evaluate(network, judge, batch_size).loss;
   if (recovery.judge_by == "error") return 1.0 - evaluate(network, judge, batch_size).top1;
   return output_distortion(network_outputs(network, judge, batch_size), reference, metric);
+}
+
+double judge_plan(Network& network, const Dataset& calibration, const Plan& plan,
+                  const CurveOptions& curve_options, const torch::Tensor& reference, const Recovery& recovery,
+                  NetworkState* recovered) {
+  if (recovery.steps > 0) {
+    return recovered_distortion(network, calibration, plan, curve_options.metric, curve_options.batch_size,
+                                reference, recovery, recovered);
+  }
+  return joint_distortion(network, calibration, plan, curve_options.metric, curve_options.batch_size,
+                          curve_options.recalibrate_bn, reference);
+}
+
+std::string judgement_name(const std::string& judged_by, const std::string& metric) {
+  return judged_by == "distortion" ? metric + " distortion" : judged_by;
 }
 
 std::vector<size_t> lowest_first(const std::vector<RefineStep>& steps) {
@@ -125,9 +141,7 @@ RefineResult refine_rd(Network& network, const Dataset& calibration,
   // The network's outputs as it is, before any plan prunes it, on the images plans are judged on.
   const bool recovering = recovery.steps > 0;
   // (Judged by the loss or the error, recovered networks are measured against labels instead.)
-  const torch::Tensor reference =
-      recovering ? recovery_reference(network, calibration, recovery, curve_options.batch_size)
-                 : reference_outputs(network, calibration, curve_options.batch_size);
+  const torch::Tensor reference = judging_reference(network, calibration, recovery, curve_options.batch_size);
   size_t current = 0;                           // the lowest-measuring plan so far (the earliest on ties)
   std::optional<NetworkState> current_network;  // its recovered network, with keep_recovered
   // Measures a plan and makes it the current one when it measures lower; true when it did.
@@ -139,12 +153,8 @@ RefineResult refine_rd(Network& network, const Dataset& calibration,
     step.recovery_steps = recovery.steps;
     if (recovering) step.judged_by = recovery.judge_by;
     NetworkState recovered;
-    step.measured = recovering
-                        ? recovered_distortion(network, calibration, candidate, curve_options.metric,
-                                               curve_options.batch_size, reference, recovery,
-                                               recovery.keep_recovered ? &recovered : nullptr)
-                        : joint_distortion(network, calibration, candidate, curve_options.metric,
-                                           curve_options.batch_size, curve_options.recalibrate_bn, reference);
+    step.measured = judge_plan(network, calibration, candidate, curve_options, reference, recovery,
+                               recovery.keep_recovered ? &recovered : nullptr);
     step.sparsity = candidate.sparsity_achieved();
     const bool lower = result.steps.empty() || step.measured < result.steps[current].measured;
     result.steps.push_back(step);
@@ -153,8 +163,7 @@ RefineResult refine_rd(Network& network, const Dataset& calibration,
       std::cerr << fmt::format(
           "refine: {} pass {}{} plan at sparsity {:.4f} measures {} {:.6g}{}\n", start, pass,
           trust > 0 ? fmt::format(" (trust x{})", trust) : std::string(), step.sparsity,
-          step.judged_by == "distortion" ? curve_options.metric + " distortion" : step.judged_by,
-          step.measured,
+          judgement_name(step.judged_by, curve_options.metric), step.measured,
           recovering ? fmt::format(" after {} fine-tuning steps", recovery.steps) : std::string());
     }
     if (lower) {

@@ -429,7 +429,7 @@ PipelineResult run_pipeline(std::unique_ptr<Network>& network, const DatasetSpli
             // path (docs/results.md, "Judging by the error and judging whole paths").
             const NetworkState at_start = snapshot(*network);
             const torch::Tensor reference =
-                recovery_reference(*network, calibration, recovery, curve_options.batch_size);
+                judging_reference(*network, calibration, recovery, curve_options.batch_size);
             std::vector<size_t> followed;  // indices of the path judgements in round.refine
             std::vector<NetworkState> after_round;
             for (const size_t i : order) {
@@ -474,21 +474,14 @@ PipelineResult run_pipeline(std::unique_ptr<Network>& network, const DatasetSpli
               step.sparsity = next->sparsity_achieved();
               // Judged as the last round would judge it (its seed), against this round's network;
               // without fine-tuning, as pruned.
-              if (recovery.steps > 0) {
-                step.judged_by = recovery.judge_by;
-                Recovery last = recovery;
-                last.train.seed = derive_seed(options.finetune.seed, static_cast<uint64_t>(options.rounds));
-                step.measured = recovered_distortion(*network, calibration, *next, curve_options.metric,
-                                                     curve_options.batch_size, reference, last);
-              } else {
-                step.measured = joint_distortion(*network, calibration, *next, curve_options.metric,
-                                                 curve_options.batch_size, batch_statistics, reference);
-              }
+              if (recovery.steps > 0) step.judged_by = recovery.judge_by;
+              Recovery last = recovery;
+              last.train.seed = derive_seed(options.finetune.seed, static_cast<uint64_t>(options.rounds));
+              step.measured = judge_plan(*network, calibration, *next, refine_options, reference, last);
               if (options.progress) {
-                std::cerr << fmt::format(
-                    "round {}: {}'s path to {:.4f} measures {} {:.6g}\n", r, rule, options.rd.sparsity_target,
-                    step.judged_by == "distortion" ? curve_options.metric + " distortion" : step.judged_by,
-                    step.measured);
+                std::cerr << fmt::format("round {}: {}'s path to {:.4f} measures {} {:.6g}\n", r, rule,
+                                         options.rd.sparsity_target,
+                                         judgement_name(step.judged_by, curve_options.metric), step.measured);
               }
               followed.push_back(round.refine.size());
               round.refine.push_back(step);

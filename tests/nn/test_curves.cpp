@@ -552,15 +552,19 @@ TEST(Refine, RecoveredDistortionIsTheDistortionLeftAfterFineTuningThePrunedNetwo
   const torch::Tensor judge_reference = reference_outputs(*network, judge, 256);
   // The reference recovery measures against is the dense outputs on the judging images (on the
   // calibration images without them), and none when judged by labels.
-  EXPECT_TRUE(torch::equal(recovery_reference(*network, calibration, recovery, 256), judge_reference));
+  EXPECT_TRUE(torch::equal(judging_reference(*network, calibration, recovery, 256), judge_reference));
   {
     Recovery on_calibration = recovery;
     on_calibration.judge = nullptr;
-    EXPECT_TRUE(torch::equal(recovery_reference(*network, calibration, on_calibration, 256), reference));
+    EXPECT_TRUE(torch::equal(judging_reference(*network, calibration, on_calibration, 256), reference));
     on_calibration.judge_by = "error";
-    EXPECT_FALSE(recovery_reference(*network, calibration, on_calibration, 256).defined());
+    EXPECT_FALSE(judging_reference(*network, calibration, on_calibration, 256).defined());
     on_calibration.judge_by = "loss";
-    EXPECT_FALSE(recovery_reference(*network, calibration, on_calibration, 256).defined());
+    EXPECT_FALSE(judging_reference(*network, calibration, on_calibration, 256).defined());
+    // Judged as pruned: against the outputs on the calibration images, judging images or not.
+    Recovery as_pruned = recovery;
+    as_pruned.steps = 0;
+    EXPECT_TRUE(torch::equal(judging_reference(*network, calibration, as_pruned, 256), reference));
   }
   NetworkState left;
   const double judged =
