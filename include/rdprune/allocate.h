@@ -52,4 +52,11 @@ bool honours(const Plan& plan, const std::vector<LayerInfo>& layers, const RdOpt
 Plan blend_plans(const Plan& a, const Plan& b, double weight_a, const std::vector<LayerInfo>& layers,
                  const RdOptions& options);
 
+// `plan` with `fraction` of layer `from`'s kept weights given up and the budget they cost (weights
+// or FLOPs) spent on layer `to`'s weights; the densities are then scaled together to meet the
+// options' budget within the constraints, as blend_plans does. Throws Error if the budget cannot be
+// met. O(200 * layers).
+Plan exchange_plan(const Plan& plan, size_t from, size_t to, double fraction,
+                   const std::vector<LayerInfo>& layers, const RdOptions& options);
+
 }  // namespace rdprune

@@ -33,6 +33,10 @@ struct PipelineOptions {
   // rd: blends of the lowest-measuring start with the next-lowest ones (refine_rd); -1: 2 when
   // plans are judged after recovery, else 0
   int64_t blends = -1;
+  // rd: rounds of exchanges between every ordered pair of layers after the passes (refine_rd); -1:
+  // kAutoExchanges when plans are judged after recovery and a round judges at most
+  // kAutoExchangeMoves plans, else 0
+  int64_t exchanges = -1;
   // rd: training images, after the calibration ones, that plans judged after recovery are measured
   // on (fewer when the split ends sooner); -1: kAutoJudgeSize when plans are judged after recovery
   // (kAutoPathJudgeSize when judged along paths), 0: the calibration set
@@ -67,6 +71,10 @@ struct PipelineOptions {
 
 constexpr int64_t kAutoRecoverySteps = 100;
 constexpr int64_t kAutoBlends = 2;
+// Exchanges judge every ordered pair of layers, layers * (layers - 1) plans a round, each after
+// recovery: by default only where that is at most kAutoExchangeMoves (8 layers or fewer).
+constexpr int64_t kAutoExchanges = 2;
+constexpr int64_t kAutoExchangeMoves = 64;
 constexpr int64_t kAutoJudgeSize = 1024;
 constexpr const char* kAutoJudgeBy = "distortion";
 // With more than one round and plans judged after recovery, every rule's path is followed and
@@ -84,6 +92,10 @@ int64_t recovery_steps(const PipelineOptions& options);
 
 // The blends `options` ask for, with -1 resolved.
 int64_t blend_count(const PipelineOptions& options);
+
+// The rounds of exchanges `options` ask for on a model with `layers` prunable layers, with -1
+// resolved.
+int64_t exchange_count(const PipelineOptions& options, size_t layers);
 
 // The judging images `options` ask for, with -1 resolved.
 int64_t judge_count(const PipelineOptions& options);

@@ -26,11 +26,12 @@
 namespace rdprune {
 
 struct RefineStep {
-  std::string start;    // the plan the search started from: "rd" or an allocator's name
-  int64_t pass = 0;     // 0: a starting plan as it is; k: solved on the k-th curves
-  double trust = 0;     // the factor each layer's kept count could move by (0: unbounded)
-  double measured = 0;  // joint distortion of this pass's plan on the calibration set (after
-                        // `recovery_steps` steps of fine-tuning when there were any)
+  std::string start;     // the plan the search started from: "rd" or an allocator's name
+  int64_t pass = 0;      // 0: a starting plan as it is; k: solved on the k-th curves
+  double trust = 0;      // the factor each layer's kept count could move by (0: unbounded)
+  double exchanged = 0;  // an exchange: the share of the giving layer's kept weights moved (0: none)
+  double measured = 0;   // joint distortion of this pass's plan on the calibration set (after
+                         // `recovery_steps` steps of fine-tuning when there were any)
   int64_t recovery_steps = 0;
   // What `measured` is: "distortion", or after recovery "loss" or "error" (1 - top-1).
   std::string judged_by = "distortion";
@@ -120,17 +121,24 @@ using RefineCurvesSink = std::function<void(const std::string& start, int64_t pa
 // of all (a blend is named "a+b" in the steps); then up to `passes` times: measures curves
 // around the current plan, allocates under `rd` (unbounded, then within factors 4, 2 and 1.25 of
 // each layer's kept count) and moves to the first plan that measures lower; stops early when none
-// does. Returns the lowest-measuring plan of all (the earliest on ties), which never measures worse
+// does; then `exchanges` rounds, each measuring, from the lowest plan so far, exchange_plan for
+// every ordered pair of layers with a share of kExchangeFraction (halved after a round in which none
+// measures lower; a step named "<start> <from>><to>", its pass the curve passes run plus the round).
+// Returns the lowest-measuring plan of all (the earliest on ties), which never measures worse
 // than any start. `on_curves` sees each pass's curves (to save them). With `recovery.steps` > 0,
 // every plan is judged by recovered_distortion instead of joint_distortion, and with
 // `recovery.keep_recovered` the result keeps the chosen plan's recovered network.
-// O(passes * curve measurement + starts + blends + 4 * passes joint measurements).
+// O(passes * curve measurement + starts + blends + 4 * passes + exchanges * layers^2 joint
+// measurements).
 RefineResult refine_rd(Network& network, const Dataset& calibration,
                        const std::string& calibration_description, const std::vector<LayerInfo>& infos,
                        const CurveOptions& curve_options, const RdOptions& rd,
                        const std::vector<RefineStart>& starts, int64_t passes,
                        const RefineCurvesSink& on_curves = {}, const Recovery& recovery = {},
-                       int64_t blends = 0);
+                       int64_t blends = 0, int64_t exchanges = 0);
+
+// The share of a layer's kept weights an exchange moves at first (refine_rd).
+constexpr double kExchangeFraction = 0.25;
 
 // The indices of `steps` from the lowest measured to the highest (the earlier first on ties).
 std::vector<size_t> lowest_first(const std::vector<RefineStep>& steps);

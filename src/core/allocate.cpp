@@ -162,21 +162,18 @@ bool honours(const Plan& plan, const std::vector<LayerInfo>& layers, const RdOpt
   return true;
 }
 
-Plan blend_plans(const Plan& a, const Plan& b, double weight_a, const std::vector<LayerInfo>& layers,
-                 const RdOptions& options) {
-  if (a.layers.size() != layers.size() || b.layers.size() != layers.size())
-    throw Error("blend: the plans do not match the model's layers");
-  if (!(weight_a >= 0 && weight_a <= 1)) throw Error("blend: expected a weight in [0, 1]");
+namespace {
+
+// allocate_by_score under rd's constraints: --keep-dense layers stay at their current density,
+// every other layer within [1 - max_sparsity, 1 - min_sparsity] of its weights and never above
+// what it has left.
+Plan allocate_within(const std::vector<LayerInfo>& layers, const std::vector<double>& score,
+                     const RdOptions& options) {
   const size_t n = layers.size();
-  std::vector<double> score(n);
   std::vector<double> floor_density(n);
   std::vector<double> cap(n);
   for (size_t i = 0; i < n; ++i) {
-    const auto weights = static_cast<double>(layers[i].weights);
-    const double current = static_cast<double>(unpruned(layers[i])) / weights;
-    const double density_a = static_cast<double>(a.layers[i].kept) / weights;
-    const double density_b = static_cast<double>(b.layers[i].kept) / weights;
-    score[i] = std::pow(density_a, weight_a) * std::pow(density_b, 1.0 - weight_a);
+    const double current = static_cast<double>(unpruned(layers[i])) / static_cast<double>(layers[i].weights);
     if (kept_dense(options, layers[i].name)) {
       cap[i] = floor_density[i] = current;
     } else {
@@ -186,6 +183,47 @@ Plan blend_plans(const Plan& a, const Plan& b, double weight_a, const std::vecto
   }
   return allocate_by_score("rd", layers, score, floor_density, cap,
                            BaselineOptions{options.budget, options.sparsity_target, options.allow_empty});
+}
+
+double cost_per_weight(BudgetKind budget, const LayerInfo& layer) {
+  return budget == BudgetKind::kFlops ? layer.flops_per_weight : 1.0;
+}
+
+}  // namespace
+
+Plan blend_plans(const Plan& a, const Plan& b, double weight_a, const std::vector<LayerInfo>& layers,
+                 const RdOptions& options) {
+  if (a.layers.size() != layers.size() || b.layers.size() != layers.size())
+    throw Error("blend: the plans do not match the model's layers");
+  if (!(weight_a >= 0 && weight_a <= 1)) throw Error("blend: expected a weight in [0, 1]");
+  std::vector<double> score(layers.size());
+  for (size_t i = 0; i < layers.size(); ++i) {
+    const auto weights = static_cast<double>(layers[i].weights);
+    const double density_a = static_cast<double>(a.layers[i].kept) / weights;
+    const double density_b = static_cast<double>(b.layers[i].kept) / weights;
+    score[i] = std::pow(density_a, weight_a) * std::pow(density_b, 1.0 - weight_a);
+  }
+  return allocate_within(layers, score, options);
+}
+
+Plan exchange_plan(const Plan& plan, size_t from, size_t to, double fraction,
+                   const std::vector<LayerInfo>& layers, const RdOptions& options) {
+  if (plan.layers.size() != layers.size())
+    throw Error("exchange: the plan does not match the model's layers");
+  if (from >= layers.size() || to >= layers.size() || from == to)
+    throw Error("exchange: expected two different layers");
+  if (!(fraction > 0 && fraction < 1)) throw Error("exchange: expected a fraction in (0, 1)");
+  std::vector<double> kept(layers.size());
+  for (size_t i = 0; i < layers.size(); ++i) kept[i] = static_cast<double>(plan.layers[i].kept);
+  const double moved = fraction * kept[from];
+  kept[from] -= moved;
+  // The budget `moved` weights of `from` cost, spent on `to`'s weights.
+  const double cost_to = cost_per_weight(options.budget, layers[to]);
+  if (!(cost_to > 0)) throw Error("exchange: layer '" + layers[to].name + "' has no known cost per weight");
+  kept[to] += moved * cost_per_weight(options.budget, layers[from]) / cost_to;
+  std::vector<double> score(layers.size());
+  for (size_t i = 0; i < layers.size(); ++i) score[i] = kept[i] / static_cast<double>(layers[i].weights);
+  return allocate_within(layers, score, options);
 }
 
 }  // namespace rdprune

@@ -132,8 +132,10 @@ RefineResult refine_rd(Network& network, const Dataset& calibration,
                        const std::string& calibration_description, const std::vector<LayerInfo>& infos,
                        const CurveOptions& curve_options, const RdOptions& rd,
                        const std::vector<RefineStart>& starts, int64_t passes,
-                       const RefineCurvesSink& on_curves, const Recovery& recovery, int64_t blends) {
+                       const RefineCurvesSink& on_curves, const Recovery& recovery, int64_t blends,
+                       int64_t exchanges) {
   if (passes < 0) throw UsageError("--refine: expected a count >= 0");
+  if (exchanges < 0) throw UsageError("--exchanges: expected a count >= 0");
   if (starts.empty()) throw Error("refine: no plan to start from");
   if (blends < 0) throw UsageError("--blends: expected a count >= 0");
   RefineResult result;
@@ -145,11 +147,13 @@ RefineResult refine_rd(Network& network, const Dataset& calibration,
   size_t current = 0;                           // the lowest-measuring plan so far (the earliest on ties)
   std::optional<NetworkState> current_network;  // its recovered network, with keep_recovered
   // Measures a plan and makes it the current one when it measures lower; true when it did.
-  auto measure = [&](const std::string& start, const Plan& candidate, int64_t pass, double trust) {
+  auto measure = [&](const std::string& start, const Plan& candidate, int64_t pass, double trust,
+                     double exchanged = 0) {
     RefineStep step;
     step.start = start;
     step.pass = pass;
     step.trust = trust;
+    step.exchanged = exchanged;
     step.recovery_steps = recovery.steps;
     if (recovering) step.judged_by = recovery.judge_by;
     NetworkState recovered;
@@ -161,8 +165,9 @@ RefineResult refine_rd(Network& network, const Dataset& calibration,
     plans.push_back(candidate);
     if (curve_options.progress) {
       std::cerr << fmt::format(
-          "refine: {} pass {}{} plan at sparsity {:.4f} measures {} {:.6g}{}\n", start, pass,
-          trust > 0 ? fmt::format(" (trust x{})", trust) : std::string(), step.sparsity,
+          "refine: {} pass {}{}{} plan at sparsity {:.4f} measures {} {:.6g}{}\n", start, pass,
+          trust > 0 ? fmt::format(" (trust x{})", trust) : std::string(),
+          exchanged > 0 ? fmt::format(" (exchange {:g})", exchanged) : std::string(), step.sparsity,
           judgement_name(step.judged_by, curve_options.metric), step.measured,
           recovering ? fmt::format(" after {} fine-tuning steps", recovery.steps) : std::string());
     }
@@ -172,6 +177,12 @@ RefineResult refine_rd(Network& network, const Dataset& calibration,
     }
     return lower;
   };
+  // Whether a plan with the same kept counts was measured already.
+  auto seen = [&](const Plan& candidate) {
+    const std::vector<int64_t> kept = kept_counts(candidate);
+    return std::any_of(plans.begin(), plans.end(),
+                       [&](const Plan& plan) { return kept_counts(plan) == kept; });
+  };
   for (const auto& start : starts) measure(start.name, start.plan, 0, 0);
   // Blends: the best start halfway (in log density) towards each of the next-best `blends` starts.
   // Judged after recovery, good starts often measure close together, and a plan between two of them
@@ -180,17 +191,15 @@ RefineResult refine_rd(Network& network, const Dataset& calibration,
   const size_t best = order.front();
   for (size_t k = 1; k < order.size() && static_cast<int64_t>(k) <= blends; ++k) {
     const std::optional<Plan> blend = blend_of(plans[best], plans[order[k]], infos, rd);
-    if (!blend) continue;
-    const std::vector<int64_t> kept = kept_counts(*blend);
-    const bool seen =
-        std::any_of(plans.begin(), plans.end(), [&](const Plan& plan) { return kept_counts(plan) == kept; });
-    if (seen) continue;
+    if (!blend || seen(*blend)) continue;
     const std::string name = result.steps[best].start + "+" + result.steps[order[k]].start;
     measure(name, *blend, 0, 0);
   }
   const std::string origin = result.steps[current].start;
   constexpr double kTrust[] = {0, 4, 2, 1.25};  // 0: unbounded
+  int64_t last_pass = 0;                        // the passes that measured curves
   for (int64_t pass = 1; pass <= passes; ++pass) {
+    last_pass = pass;
     CurveOptions around = curve_options;
     around.estimator = "measured";  // curves around a plan are always measured
     around.context_kept = kept_counts(plans[current]);
@@ -217,6 +226,29 @@ RefineResult refine_rd(Network& network, const Dataset& calibration,
       }
     }
     if (!moved) break;  // no plan near the current one measures lower
+  }
+  // Exchanges: every ordered pair of layers, one giving up a share of its kept weights and the
+  // other spending what they cost, from the lowest plan so far. Judged after recovery, they find
+  // moves the pruned network's curves do not propose (docs/results.md, "Exchanges").
+  double fraction = kExchangeFraction;
+  for (int64_t round = 0; round < exchanges; ++round) {
+    const size_t base = current;
+    const Plan from = plans[base];
+    for (size_t i = 0; i < infos.size(); ++i) {
+      for (size_t j = 0; j < infos.size(); ++j) {
+        if (i == j) continue;
+        Plan candidate;
+        try {
+          candidate = exchange_plan(from, i, j, fraction, infos, rd);
+        } catch (const Error&) {
+          continue;  // the constraints cannot meet the budget this way
+        }
+        if (!honours(candidate, infos, rd) || seen(candidate)) continue;
+        measure(fmt::format("{} {}>{}", origin, infos[i].name, infos[j].name), candidate,
+                last_pass + 1 + round, 0, fraction);
+      }
+    }
+    if (current == base) fraction /= 2;  // nothing lower at this step: a finer one
   }
   result.steps[current].chosen = true;
   result.plan = plans[current];

@@ -55,6 +55,8 @@ void validate(const PipelineOptions& options) {
   }
   if (options.recovery_steps < -1 || options.recovery_steps > 100000)
     throw UsageError("--recovery-steps: expected a count in [0, 100000] or auto");
+  if (options.exchanges < -1 || options.exchanges > 20)
+    throw UsageError("--exchanges: expected a count in [0, 20] or auto");
   if (options.blends < -1 || options.blends > 20)
     throw UsageError("--blends: expected a count in [0, 20] or auto");
   if (options.judge_size < -1 || options.judge_size > 1000000)
@@ -89,6 +91,12 @@ int64_t recovery_steps(const PipelineOptions& options) {
 int64_t blend_count(const PipelineOptions& options) {
   if (options.blends >= 0) return options.blends;
   return recovery_steps(options) > 0 ? kAutoBlends : 0;
+}
+
+int64_t exchange_count(const PipelineOptions& options, size_t layers) {
+  if (options.exchanges >= 0) return options.exchanges;
+  const auto moves = static_cast<int64_t>(layers) * (static_cast<int64_t>(layers) - 1);
+  return recovery_steps(options) > 0 && moves <= kAutoExchangeMoves ? kAutoExchanges : 0;
 }
 
 std::string judge_target(const PipelineOptions& options) {
@@ -155,6 +163,7 @@ nlohmann::json round_json(const RoundResult& round) {
     refine.push_back({{"start", step.start},
                       {"pass", step.pass},
                       {"trust", step.trust},
+                      {"exchanged", step.exchanged},
                       {"measured", step.measured},
                       {"recovery_steps", step.recovery_steps},
                       {"judged_by", step.judged_by},
@@ -181,6 +190,7 @@ RoundResult round_from_json(const nlohmann::json& json) {
     step.start = entry.at("start").get<std::string>();
     step.pass = entry.at("pass").get<int64_t>();
     step.trust = entry.value("trust", 0.0);
+    step.exchanged = entry.value("exchanged", 0.0);
     step.measured = entry.at("measured").get<double>();
     step.recovery_steps = entry.value("recovery_steps", int64_t{0});
     step.judged_by = entry.value("judged_by", std::string("distortion"));
@@ -201,7 +211,7 @@ RoundResult round_from_json(const nlohmann::json& json) {
 
 // What decides a run's results (not how fast it goes). A directory's finished rounds are resumed
 // only by a run with the same settings.
-nlohmann::json settings_json(const PipelineOptions& o) {
+nlohmann::json settings_json(const PipelineOptions& o, size_t layers) {
   const TrainOptions& f = o.finetune;
   nlohmann::json json = {{"method", o.method},
                          {"sparsity", o.rd.sparsity_target},
@@ -244,6 +254,8 @@ nlohmann::json settings_json(const PipelineOptions& o) {
                   {"judge_size", judge_count(o)},
                   {"judge_by", judge_metric(o)},
                   {"judge_at", judge_target(o)}};
+    // Recorded only when set, so that runs from before the option resume.
+    if (exchange_count(o, layers) > 0) json["rd"]["exchanges"] = exchange_count(o, layers);
     // Recorded only when paths are judged, so that runs from before the option resume.
     if (judge_target(o) == "path")
       json["rd"]["paths"] = o.paths < 0 ? nlohmann::json("all") : nlohmann::json(o.paths);
@@ -252,8 +264,8 @@ nlohmann::json settings_json(const PipelineOptions& o) {
 }
 
 // Records the settings in `dir`, or checks them against those a previous run recorded there.
-void check_settings(const fs::path& dir, const PipelineOptions& options) {
-  const nlohmann::json settings = settings_json(options);
+void check_settings(const fs::path& dir, const PipelineOptions& options, size_t layers) {
+  const nlohmann::json settings = settings_json(options, layers);
   const fs::path path = dir / "settings.json";
   if (fs::exists(path)) {
     nlohmann::json recorded;
@@ -323,7 +335,7 @@ PipelineResult run_pipeline(std::unique_ptr<Network>& network, const DatasetSpli
                             : data.train.slice(calibration_used, judge_count(options));
   if (!options.out_dir.empty()) {
     fs::create_directories(options.out_dir);
-    check_settings(options.out_dir, options);
+    check_settings(options.out_dir, options, layer_census(*network, shape).size());
   }
 
   PipelineResult result;
@@ -516,9 +528,9 @@ PipelineResult run_pipeline(std::unique_ptr<Network>& network, const DatasetSpli
           round.judged_at = final_rd.sparsity_target;
           judged_ahead = true;
         } else {
-          RefineResult refined =
-              refine_rd(*network, calibration, calibration_description, infos, refine_options, rd, starts,
-                        options.refine, save, recovery, blend_count(options));
+          RefineResult refined = refine_rd(*network, calibration, calibration_description, infos,
+                                           refine_options, rd, starts, options.refine, save, recovery,
+                                           blend_count(options), exchange_count(options, infos.size()));
           plan = std::move(refined.plan);
           round.refine = std::move(refined.steps);
           round.judged_at = target;

@@ -151,5 +151,53 @@ TEST(Blend, KeepsRdConstraints) {
   EXPECT_FALSE(honours(blend, three, dense));
 }
 
+TEST(Exchange, GivesAShareOfOneLayersKeptWeightsToAnother) {
+  const auto [layers, first, second] = Pair{};
+  RdOptions rd;
+  rd.sparsity_target = 0.5;
+  // a gives a quarter of its 90 (22.5) to b: 67.5 and 32.5, rounded down.
+  Plan moved = exchange_plan(first, 0, 1, 0.25, layers, rd);
+  EXPECT_EQ(moved.method, "rd");
+  EXPECT_EQ(moved.layers[0].kept, 67);
+  EXPECT_EQ(moved.layers[1].kept, 32);
+  // b gives a quarter of its 10 to a.
+  moved = exchange_plan(first, 1, 0, 0.25, layers, rd);
+  EXPECT_EQ(moved.layers[0].kept, 92);
+  EXPECT_EQ(moved.layers[1].kept, 7);
+  EXPECT_THROW(exchange_plan(first, 0, 0, 0.25, layers, rd), Error);
+  EXPECT_THROW(exchange_plan(first, 0, 2, 0.25, layers, rd), Error);
+  EXPECT_THROW(exchange_plan(first, 0, 1, 1.0, layers, rd), Error);
+  EXPECT_THROW(exchange_plan(first, 0, 1, 0.25, {layers[0]}, rd), Error);
+}
+
+TEST(Exchange, UnderAFlopsBudgetMovesWhatTheWeightsCost) {
+  // a costs 4 FLOPs a weight, b one: (90, 10) keeps 370 of 500 FLOPs.
+  const std::vector<LayerInfo> layers = {layer("a", "conv2d", {10, 10}, 4), layer("b", "linear", {10, 10})};
+  const Plan plan = make_plan("lamp", layers, {90, 10}, {BudgetKind::kFlops, 1 - 370.0 / 500, false});
+  RdOptions rd;
+  rd.budget = BudgetKind::kFlops;
+  rd.sparsity_target = 1 - 370.0 / 500;
+  // 22.5 of a's weights free 90 FLOPs, 90 of b's weights: b is full at 100, and a keeps 67.5.
+  Plan moved = exchange_plan(plan, 0, 1, 0.25, layers, rd);
+  EXPECT_EQ(moved.layers[0].kept, 67);
+  EXPECT_EQ(moved.layers[1].kept, 100);
+  EXPECT_LE(moved.kept_flops(), 370);
+  // 2.5 of b's weights free 2.5 FLOPs, 0.625 of a's weights.
+  moved = exchange_plan(plan, 1, 0, 0.25, layers, rd);
+  EXPECT_EQ(moved.layers[0].kept, 90);
+  EXPECT_EQ(moved.layers[1].kept, 7);
+}
+
+TEST(Exchange, KeepsRdConstraints) {
+  const auto [layers, first, second] = Pair{};
+  RdOptions rd;
+  rd.sparsity_target = 0.5;
+  rd.max_sparsity = 0.7;                                            // b keeps at least 30
+  const Plan moved = exchange_plan(second, 1, 0, 0.5, layers, rd);  // b's 40 would fall to 20
+  EXPECT_EQ(moved.layers[0].kept, 70);
+  EXPECT_EQ(moved.layers[1].kept, 30);
+  EXPECT_TRUE(honours(moved, layers, rd));
+}
+
 }  // namespace
 }  // namespace rdprune

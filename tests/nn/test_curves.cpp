@@ -467,6 +467,60 @@ TEST(Refine, BlendsTheLowestStartWithTheNextLowestAndKeepsTheLowestOfAll) {
   EXPECT_THROW(refine_rd(*network, data, "s", infos, options, rd, starts, 0, {}, {}, -1), UsageError);
 }
 
+TEST(Refine, ExchangesJudgeEveryOrderedPairOfLayersFromTheLowestPlanSoFar) {
+  auto network = fresh("lenet5");
+  const Dataset data = calibration_set(16);
+  CurveOptions options;
+  options.levels = 10;
+  options.progress = false;
+  const auto infos = layer_census(*network, {1, 28, 28});
+  ASSERT_EQ(infos.size(), 5u);
+  RdOptions rd;
+  rd.sparsity_target = 0.9;
+  const Plan lamp =
+      allocate_baseline("lamp", *network, infos, BaselineOptions{BudgetKind::kParams, 0.9, false});
+  const auto before = fingerprint(*network);
+  const RefineResult result =
+      refine_rd(*network, data, "s", infos, options, rd, {{"lamp", lamp}}, 0, {}, {}, 0, /*exchanges=*/2);
+  EXPECT_EQ(fingerprint(*network), before);
+  // The start, then in the first round every ordered pair of the five layers, a quarter of the
+  // giving layer's kept weights moved.
+  ASSERT_GE(result.steps.size(), 21u);
+  EXPECT_EQ(result.steps[0].exchanged, 0);
+  size_t k = 1;
+  for (size_t i = 0; i < infos.size(); ++i) {
+    for (size_t j = 0; j < infos.size(); ++j) {
+      if (i == j) continue;
+      const RefineStep& step = result.steps[k++];
+      EXPECT_EQ(step.start, "lamp " + infos[i].name + ">" + infos[j].name);
+      EXPECT_EQ(step.pass, 1);
+      EXPECT_EQ(step.exchanged, kExchangeFraction);
+      const Plan moved = exchange_plan(lamp, i, j, kExchangeFraction, infos, rd);
+      EXPECT_GE(moved.sparsity_achieved(), 0.9 - 1e-9);
+      EXPECT_NEAR(step.measured, joint_distortion(*network, data, moved, "kl", 256), 1e-9);
+    }
+  }
+  // The second round starts from the lowest plan of the first, with the same share if that moved
+  // and half of it if the start stayed lowest.
+  const std::vector<size_t> order =
+      lowest_first(std::vector<RefineStep>(result.steps.begin(), result.steps.begin() + 21));
+  const bool moved = order.front() != 0;
+  ASSERT_GT(result.steps.size(), 21u);
+  for (size_t i = 21; i < result.steps.size(); ++i) {
+    EXPECT_EQ(result.steps[i].pass, 2);
+    EXPECT_EQ(result.steps[i].exchanged, moved ? kExchangeFraction : kExchangeFraction / 2);
+  }
+  const RefineStep* chosen = nullptr;
+  for (const auto& step : result.steps) {
+    if (step.chosen) chosen = &step;
+  }
+  ASSERT_NE(chosen, nullptr);
+  for (const auto& step : result.steps) EXPECT_LE(chosen->measured, step.measured);
+  EXPECT_NEAR(joint_distortion(*network, data, result.plan, "kl", 256), chosen->measured, 1e-9);
+  EXPECT_THROW(refine_rd(*network, data, "s", infos, options, rd, {{"lamp", lamp}}, 0, {}, {}, 0, -1),
+               UsageError);
+}
+
 TEST(Refine, RulePlanGivesAStartsOwnPlanOrTheBlendOfTwoAtAnotherTarget) {
   auto network = fresh("lenet5");
   const auto infos = layer_census(*network, {1, 28, 28});

@@ -210,13 +210,22 @@ TEST(Pipeline, WhenFineTuningFollowsPlansAreJudgedByWhatItRecovers) {
   EXPECT_EQ(recovery_steps(options), 4);
   auto network = load_network(dense);
   EXPECT_EQ(blend_count(options), 2);  // auto: plans judged after recovery are blended too
+  // auto: the toy's five layers make 20 exchanges a round, so there are two rounds of them.
+  EXPECT_EQ(exchange_count(options, 5), kAutoExchanges);
   const RoundResult judged = run_pipeline(network, data, options).last();
   // rd, lamp and erk, then the best halfway towards each of the other two (unless a blend repeats a
-  // plan already measured).
-  ASSERT_GE(judged.refine.size(), 3u);
-  ASSERT_LE(judged.refine.size(), 5u);
-  for (size_t i = 3; i < judged.refine.size(); ++i)
-    EXPECT_NE(judged.refine[i].start.find('+'), std::string::npos);
+  // plan already measured), then the exchanges.
+  size_t unexchanged = 0;
+  while (unexchanged < judged.refine.size() && judged.refine[unexchanged].exchanged == 0) ++unexchanged;
+  ASSERT_GE(unexchanged, 3u);
+  ASSERT_LE(unexchanged, 5u);
+  for (size_t i = 3; i < unexchanged; ++i) EXPECT_NE(judged.refine[i].start.find('+'), std::string::npos);
+  EXPECT_GT(judged.refine.size(), unexchanged + 10);
+  ASSERT_LE(judged.refine.size(), unexchanged + 2 * 20);
+  for (size_t i = unexchanged; i < judged.refine.size(); ++i) {
+    EXPECT_GT(judged.refine[i].exchanged, 0);
+    EXPECT_NE(judged.refine[i].start.find('>'), std::string::npos);
+  }
   EXPECT_EQ(judge_metric(options), "distortion");  // auto
   const RefineStep* chosen = nullptr;
   for (const auto& step : judged.refine) {
@@ -264,14 +273,16 @@ TEST(Pipeline, WhenFineTuningFollowsPlansAreJudgedByWhatItRecovers) {
   const auto settings = nlohmann::json::parse(read_file(out.file("auto/settings.json")));
   EXPECT_EQ(settings["rd"]["recovery_steps"], 4);
   EXPECT_EQ(settings["rd"]["blends"], 2);
+  EXPECT_EQ(settings["rd"]["exchanges"], kAutoExchanges);
   EXPECT_EQ(settings["rd"]["judge_size"], kAutoJudgeSize);
   EXPECT_EQ(settings["rd"]["judge_by"], "distortion");
   again = load_network(dense);
 
   // --recovery-steps 0: judged as pruned, as without fine-tuning.
   options.recovery_steps = 0;
-  EXPECT_EQ(blend_count(options), 0);  // auto: no blends when plans are judged as pruned
-  EXPECT_EQ(judge_count(options), 0);  // ... and judged on the calibration set
+  EXPECT_EQ(blend_count(options), 0);        // auto: no blends when plans are judged as pruned
+  EXPECT_EQ(exchange_count(options, 5), 0);  // ... nor exchanges
+  EXPECT_EQ(judge_count(options), 0);        // ... and judged on the calibration set
   options.judge_size = 512;
   EXPECT_EQ(judge_count(options), 0);  // whatever --judge-size says
   options.judge_size = -1;
@@ -532,6 +543,24 @@ TEST(Pipeline, JudgedAtTheFinalTargetEarlierRoundsTakeTheChosenRulesPlanAtTheirO
   EXPECT_EQ(judge_target(options), "round");
 }
 
+TEST(Pipeline, AutoExchangesOnlyWhereARoundOfThemJudgesFewPlans) {
+  PipelineOptions options = judged_rd();
+  // Judged after recovery: two rounds of exchanges up to 8 layers (56 plans a round), none beyond.
+  EXPECT_EQ(exchange_count(options, 2), kAutoExchanges);
+  EXPECT_EQ(exchange_count(options, 8), kAutoExchanges);
+  EXPECT_EQ(exchange_count(options, 9), 0);
+  EXPECT_EQ(exchange_count(options, 20), 0);
+  // Judged as pruned: none.
+  options.recovery_steps = 0;
+  EXPECT_EQ(exchange_count(options, 5), 0);
+  // A count the user gives holds whatever the model.
+  options.exchanges = 1;
+  EXPECT_EQ(exchange_count(options, 20), 1);
+  options.recovery_steps = -1;
+  options.exchanges = 0;
+  EXPECT_EQ(exchange_count(options, 5), 0);
+}
+
 TEST(Pipeline, AutoJudgesAlongPathsByTheErrorWhenFineTuningFollowsSeveralRounds) {
   PipelineOptions options = judged_rd();
   // One round: each plan judged at the round's own target, by the distortion on 1,024 images.
@@ -774,6 +803,11 @@ TEST(Pipeline, BadOptionsAreUsageErrors) {
   options.blends = -2;
   EXPECT_THROW(validate(options), UsageError);
   options.blends = -1;
+  options.exchanges = 21;
+  EXPECT_THROW(validate(options), UsageError);
+  options.exchanges = -2;
+  EXPECT_THROW(validate(options), UsageError);
+  options.exchanges = -1;
   options.judge_size = -2;
   EXPECT_THROW(validate(options), UsageError);
   options.judge_size = 1000001;

@@ -46,6 +46,11 @@ void add_pipeline_flags(CLI::App& command, PipelineFlags& flags, PipelineGrid* g
   command.add_option("--blends", flags.blends,
                      "rd: plans halfway between the best start and each next-best one that refinement "
                      "also judges; auto (default): 2 when plans are judged after recovery, else 0");
+  command.add_option("--exchanges", flags.exchanges,
+                     "rd: rounds in which refinement judges, for every ordered pair of layers, the plan "
+                     "with a share of one layer's kept weights given to the other (a quarter, halved "
+                     "after a round that finds nothing lower); auto (default): 2 when plans are judged "
+                     "after recovery and a round judges at most 64 plans (8 layers or fewer), else 0");
   command.add_option("--judge-size", flags.judge_size,
                      "rd: training images after the calibration ones that plans judged after recovery "
                      "are measured on; auto (default): 1024 when plans are judged after recovery, 16384 "
@@ -89,6 +94,7 @@ void finish_pipeline_flags(PipelineFlags& flags, const std::string& out_dir) {
     o.recovery_steps = parse_count(flags.recovery_steps, "--recovery-steps");
   }
   if (flags.blends != "auto") o.blends = parse_count(flags.blends, "--blends");
+  if (flags.exchanges != "auto") o.exchanges = parse_count(flags.exchanges, "--exchanges");
   if (flags.paths != "all") o.paths = parse_count(flags.paths, "--paths");
   if (flags.judge_size != "auto") o.judge_size = parse_count(flags.judge_size, "--judge-size");
   o.finetune.seed = o.seed;

@@ -15,6 +15,7 @@ struct PipelineFlags {
   std::string refine_from = "all";
   std::string recovery_steps = "auto";
   std::string blends = "auto";
+  std::string exchanges = "auto";
   std::string paths = "all";
   std::string judge_size = "auto";
   bool no_cache = false;
