@@ -425,15 +425,28 @@ TEST(Refine, StartsFromEveryPlanGivenAndNeverMeasuresWorseThanAnyOfThem) {
   EXPECT_EQ(chosen, 1);
 }
 
+// A fresh LeNet-5 searched on 16 calibration images with 10-level KL curves, to 90% of its weights.
+struct SmallSearch {
+  std::unique_ptr<Network> owner = fresh("lenet5");
+  Network* network = owner.get();
+  Dataset data = calibration_set(16);
+  CurveOptions options = [] {
+    CurveOptions o;
+    o.levels = 10;
+    o.progress = false;
+    return o;
+  }();
+  std::vector<LayerInfo> infos = layer_census(*network, {1, 28, 28});
+  RdOptions rd = [] {
+    RdOptions o;
+    o.sparsity_target = 0.9;
+    return o;
+  }();
+};
+
 TEST(Refine, BlendsTheLowestStartWithTheNextLowestAndKeepsTheLowestOfAll) {
-  auto network = fresh("lenet5");
-  const Dataset data = calibration_set(16);
-  CurveOptions options;
-  options.levels = 10;
-  options.progress = false;
-  const auto infos = layer_census(*network, {1, 28, 28});
-  RdOptions rd;
-  rd.sparsity_target = 0.9;
+  const SmallSearch search;
+  const auto& [owner, network, data, options, infos, rd] = search;
   const BaselineOptions baseline{BudgetKind::kParams, 0.9, false};
   const std::vector<RefineStart> starts = {
       {"rd", allocate_rd(measure_curves(*network, data, "s", infos, options), rd)},
@@ -468,15 +481,9 @@ TEST(Refine, BlendsTheLowestStartWithTheNextLowestAndKeepsTheLowestOfAll) {
 }
 
 TEST(Refine, ExchangesJudgeEveryOrderedPairOfLayersFromTheLowestPlanSoFar) {
-  auto network = fresh("lenet5");
-  const Dataset data = calibration_set(16);
-  CurveOptions options;
-  options.levels = 10;
-  options.progress = false;
-  const auto infos = layer_census(*network, {1, 28, 28});
+  const SmallSearch search;
+  const auto& [owner, network, data, options, infos, rd] = search;
   ASSERT_EQ(infos.size(), 5u);
-  RdOptions rd;
-  rd.sparsity_target = 0.9;
   const Plan lamp =
       allocate_baseline("lamp", *network, infos, BaselineOptions{BudgetKind::kParams, 0.9, false});
   const auto before = fingerprint(*network);
