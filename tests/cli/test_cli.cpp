@@ -445,6 +445,8 @@ TEST_F(Cli, BaselinesFinetuneRunCompareAdditivity) {
       {"--refine-from", "lamp,magic", "--refine-from: unknown method"},
       {"--recovery-steps", "some", "--recovery-steps: expected a count"},
       {"--blends", "50", "--blends: expected a count in [0, 20]"},
+      {"--exchanges", "21", "--exchanges: expected a count in [0, 20]"},
+      {"--exchanges", "some", "--exchanges: expected a count"},
       {"--judge-size", "many", "--judge-size: expected a count"},
       {"--judge-size", "2000000", "--judge-size: expected a count in [0, 1000000]"},
       {"--judge-by", "accuracy", "--judge-by: expected distortion, loss, error or auto, got 'accuracy'"},
