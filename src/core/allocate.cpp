@@ -215,12 +215,15 @@ Plan exchange_plan(const Plan& plan, size_t from, size_t to, double fraction,
   if (!(fraction > 0 && fraction < 1)) throw Error("exchange: expected a fraction in (0, 1)");
   std::vector<double> kept(layers.size());
   for (size_t i = 0; i < layers.size(); ++i) kept[i] = static_cast<double>(plan.layers[i].kept);
+  for (const size_t i : {from, to}) {
+    if (!(cost_per_weight(options.budget, layers[i]) > 0))
+      throw Error("exchange: layer '" + layers[i].name + "' has no known cost per weight");
+  }
   const double moved = fraction * kept[from];
   kept[from] -= moved;
   // The budget `moved` weights of `from` cost, spent on `to`'s weights.
-  const double cost_to = cost_per_weight(options.budget, layers[to]);
-  if (!(cost_to > 0)) throw Error("exchange: layer '" + layers[to].name + "' has no known cost per weight");
-  kept[to] += moved * cost_per_weight(options.budget, layers[from]) / cost_to;
+  kept[to] +=
+      moved * cost_per_weight(options.budget, layers[from]) / cost_per_weight(options.budget, layers[to]);
   std::vector<double> score(layers.size());
   for (size_t i = 0; i < layers.size(); ++i) score[i] = kept[i] / static_cast<double>(layers[i].weights);
   return allocate_within(layers, score, options);

@@ -186,6 +186,10 @@ TEST(Exchange, UnderAFlopsBudgetMovesWhatTheWeightsCost) {
   moved = exchange_plan(plan, 1, 0, 0.25, layers, rd);
   EXPECT_EQ(moved.layers[0].kept, 90);
   EXPECT_EQ(moved.layers[1].kept, 7);
+  // A layer whose FLOPs are unknown has no price to trade at.
+  const std::vector<LayerInfo> unknown = {layers[0], layer("b", "linear", {10, 10}, -1)};
+  EXPECT_THROW(exchange_plan(plan, 0, 1, 0.25, unknown, rd), Error);
+  EXPECT_THROW(exchange_plan(plan, 1, 0, 0.25, unknown, rd), Error);
 }
 
 TEST(Exchange, KeepsRdConstraints) {
