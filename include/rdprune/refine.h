@@ -6,7 +6,8 @@
 // the neighbourhood of the current plan, not the whole space), it solves again with every layer
 // held within a shrinking factor of its current kept count (a trust region). The search starts
 // from the lowest-measuring of several plans: rd's own and, with --refine-from, other allocators',
-// or a blend between the lowest and a next-lowest.
+// or a blend between the lowest and a next-lowest. After the passes, exchanges try moving a share
+// of one layer's kept weights to another, for every ordered pair of layers.
 // When fine-tuning follows, plans are judged by what it makes of them (Recovery).
 #pragma once
 
