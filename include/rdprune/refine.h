@@ -27,8 +27,12 @@
 namespace rdprune {
 
 struct RefineStep {
-  std::string start;     // the plan the search started from: "rd" or an allocator's name
-  int64_t pass = 0;      // 0: a starting plan as it is; k: solved on the k-th curves
+  // The plan the search started from: "rd", an allocator's name or a blend "a+b"; an exchange
+  // "<start> <from>><to>", naming the layers that gave and took weights
+  std::string start;
+  // 0: a starting plan as it is; k: solved on the k-th curves; an exchange: the curve passes run
+  // plus its round of exchanges
+  int64_t pass = 0;
   double trust = 0;      // the factor each layer's kept count could move by (0: unbounded)
   double exchanged = 0;  // an exchange: the share of the giving layer's kept weights moved (0: none)
   double measured = 0;   // joint distortion of this pass's plan on the calibration set (after

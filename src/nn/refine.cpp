@@ -39,6 +39,18 @@ void trust_region(const CurveSet& curves, const Plan& plan, double factor, RdOpt
   }
 }
 
+// The plan `make` builds when it meets the budget and keeps rd's constraints; nullopt otherwise.
+template <typename Make>
+std::optional<Plan> honoured(const Make& make, const std::vector<LayerInfo>& infos, const RdOptions& rd) {
+  try {
+    Plan plan = make();
+    if (honours(plan, infos, rd)) return plan;
+  } catch (const Error&) {
+    // the constraints cannot meet the budget this way
+  }
+  return std::nullopt;
+}
+
 }  // namespace
 
 bool judged_by_labels(const std::string& judge_by) {
@@ -99,13 +111,7 @@ std::vector<size_t> lowest_first(const std::vector<RefineStep>& steps) {
 
 std::optional<Plan> blend_of(const Plan& a, const Plan& b, const std::vector<LayerInfo>& infos,
                              const RdOptions& rd) {
-  try {
-    Plan blend = blend_plans(a, b, 0.5, infos, rd);
-    if (honours(blend, infos, rd)) return blend;
-  } catch (const Error&) {
-    // the constraints cannot meet the budget between these two
-  }
-  return std::nullopt;
+  return honoured([&] { return blend_plans(a, b, 0.5, infos, rd); }, infos, rd);
 }
 
 std::optional<Plan> rule_plan(const std::string& name, const std::vector<RefineStart>& starts,
@@ -237,14 +243,10 @@ RefineResult refine_rd(Network& network, const Dataset& calibration,
     for (size_t i = 0; i < infos.size(); ++i) {
       for (size_t j = 0; j < infos.size(); ++j) {
         if (i == j) continue;
-        Plan candidate;
-        try {
-          candidate = exchange_plan(from, i, j, fraction, infos, rd);
-        } catch (const Error&) {
-          continue;  // the constraints cannot meet the budget this way
-        }
-        if (!honours(candidate, infos, rd) || seen(candidate)) continue;
-        measure(fmt::format("{} {}>{}", origin, infos[i].name, infos[j].name), candidate,
+        const std::optional<Plan> candidate =
+            honoured([&] { return exchange_plan(from, i, j, fraction, infos, rd); }, infos, rd);
+        if (!candidate || seen(*candidate)) continue;
+        measure(fmt::format("{} {}>{}", origin, infos[i].name, infos[j].name), *candidate,
                 last_pass + 1 + round, 0, fraction);
       }
     }

@@ -255,7 +255,8 @@ nlohmann::json settings_json(const PipelineOptions& o, size_t layers) {
                   {"judge_by", judge_metric(o)},
                   {"judge_at", judge_target(o)}};
     // Recorded only when set, so that runs from before the option resume.
-    if (exchange_count(o, layers) > 0) json["rd"]["exchanges"] = exchange_count(o, layers);
+    if (const int64_t exchanges = exchange_count(o, layers); exchanges > 0)
+      json["rd"]["exchanges"] = exchanges;
     // Recorded only when paths are judged, so that runs from before the option resume.
     if (judge_target(o) == "path")
       json["rd"]["paths"] = o.paths < 0 ? nlohmann::json("all") : nlohmann::json(o.paths);
@@ -335,7 +336,7 @@ PipelineResult run_pipeline(std::unique_ptr<Network>& network, const DatasetSpli
                             : data.train.slice(calibration_used, judge_count(options));
   if (!options.out_dir.empty()) {
     fs::create_directories(options.out_dir);
-    check_settings(options.out_dir, options, layer_census(*network, shape).size());
+    check_settings(options.out_dir, options, network->layers().size());
   }
 
   PipelineResult result;
