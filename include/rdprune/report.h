@@ -12,6 +12,11 @@
 
 namespace rdprune {
 
+// The method name of compare's control cells: the dense model, unpruned, through the same rounds of
+// fine-tuning (and batch-norm recalibration) as every pruned cell, at sparsity target 0. What a
+// pruned cell loses against it is what pruning cost, with fine-tuning's own gain taken out.
+inline constexpr const char* kDenseControl = "dense";
+
 struct CompareRow {
   std::string method;
   double sparsity_target = 0;
@@ -51,22 +56,29 @@ struct CompareSummary {
   double lead_se_test = 0;
   // Both together, sqrt(seeds^2 + test^2), either alone where the other is NaN (NaN: neither).
   double lead_se = 0;
+  // top1 - the dense control's top1 (kDenseControl, same rounds and fine-tuning steps), paired seed
+  // by seed, and its standard error as lead_se's (NaN: no control, or this is the control).
+  double vs_dense = 0;
+  double vs_dense_se = 0;
 };
 
 // Groups `rows` by method and setting, ordered by rounds, fine-tuning steps and target, methods in
-// the order they first appear. Rival ties go to the method listed first. O(rows^2).
+// the order they first appear. Rival ties go to the method listed first; the dense control is
+// nobody's rival and has none. O(rows^2).
 std::vector<CompareSummary> summarize_compare(const std::vector<CompareRow>& rows);
 
 // Binomial standard error of a top-1 of `top1` measured on `samples` images: sqrt(p (1-p) / n).
 double top1_standard_error(double top1, int64_t samples);
 
 // results.csv (a row per cell and seed) and results.md (those rows, then every method against the
-// best other one, over the seeds) in `dir`; `test_samples` is the size of the test split evaluated.
+// best other one, over the seeds, and against the dense control where there is one) in `dir`;
+// `test_samples` is the size of the test split evaluated.
 void write_compare_tables(const std::string& dir, const std::vector<CompareRow>& rows, double dense_top1,
                           int64_t test_samples);
 
 // top1_vs_sparsity.png: mean final top-1 against achieved sparsity, a line per method and setting
-// (rounds, fine-tuning steps), with the standard deviation over seeds as error bars.
+// (rounds, fine-tuning steps), with the standard deviation over seeds as error bars; the dense
+// control, where there is one, as a level line per setting.
 void plot_accuracy(const std::string& dir, const std::vector<CompareSummary>& summary, double dense_top1);
 // layer_sparsity.png: each layer's sparsity under each method's plan.
 void plot_layer_sparsity(const std::string& dir, const std::vector<std::pair<std::string, Plan>>& plans,

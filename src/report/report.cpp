@@ -70,6 +70,47 @@ std::string format_lead(double lead, double se) {
   return text;
 }
 
+// The top-1 differences of one group's rows from another's, paired seed by seed over the seeds both
+// ran: their mean and its standard error from the seeds' spread, from the test images' sampling
+// (paired outcomes, when every pair has them) and both together (NaN where unknown).
+struct Paired {
+  double mean = std::nan("");
+  double se_seeds = std::nan("");
+  double se_test = std::nan("");
+  double se = std::nan("");
+};
+
+Paired pair_seeds(const std::vector<const CompareRow*>& mine, const std::vector<const CompareRow*>& theirs) {
+  std::vector<double> differences;            // seed by seed, over the seeds both ran
+  std::vector<std::vector<uint8_t>> my_hits;  // and the per-image outcomes of those seeds
+  std::vector<std::vector<uint8_t>> their_hits;
+  for (const CompareRow* a : mine) {
+    for (const CompareRow* b : theirs) {
+      if (b->seed != a->seed) continue;
+      differences.push_back(a->top1 - b->top1);
+      if (!a->top1_hits.empty() && a->top1_hits.size() == b->top1_hits.size()) {
+        my_hits.push_back(a->top1_hits);
+        their_hits.push_back(b->top1_hits);
+      }
+    }
+  }
+  Paired out;
+  if (differences.empty()) return out;
+  const MeanSd stats = mean_sd(differences);
+  out.mean = stats.mean;
+  out.se_seeds = stats.sd / std::sqrt(static_cast<double>(differences.size()));
+  const bool all_paired = my_hits.size() == differences.size() &&
+                          std::all_of(my_hits.begin(), my_hits.end(), [&](const auto& hits) {
+                            return hits.size() == my_hits.front().size();
+                          });
+  if (all_paired) out.se_test = paired_difference_over_runs(my_hits, their_hits).standard_error;
+  const bool seeds_known = std::isfinite(out.se_seeds);
+  const bool test_known = std::isfinite(out.se_test);
+  out.se = seeds_known && test_known ? std::hypot(out.se_seeds, out.se_test)
+                                     : (seeds_known ? out.se_seeds : out.se_test);
+  return out;
+}
+
 }  // namespace
 
 std::vector<CompareSummary> summarize_compare(const std::vector<CompareRow>& rows) {
@@ -107,45 +148,28 @@ std::vector<CompareSummary> summarize_compare(const std::vector<CompareRow>& row
     s.top1 = stats.mean;
     s.top1_sd = stats.sd;
   }
+  const auto is_control = [&](size_t g) { return summary[g].method == kDenseControl; };
   for (size_t g = 0; g < summary.size(); ++g) {
     CompareSummary& s = summary[g];
-    s.lead = std::nan("");
-    s.lead_se_seeds = std::nan("");
-    s.lead_se_test = std::nan("");
-    s.lead_se = std::nan("");
     std::optional<size_t> rival;
-    for (size_t h = 0; h < summary.size(); ++h) {
+    std::optional<size_t> control;
+    for (size_t h = 0; h < summary.size() && !is_control(g); ++h) {
+      if (is_control(h)) {
+        if (summary[h].rounds == s.rounds && summary[h].finetune_steps == s.finetune_steps) control = h;
+        continue;
+      }
       if (summary[h].method == s.method || !same_setting(summary[h], s)) continue;
       if (!rival || summary[h].top1 > summary[*rival].top1) rival = h;
     }
-    if (!rival) continue;
-    s.rival = summary[*rival].method;
-    std::vector<double> differences;            // seed by seed, over the seeds both ran
-    std::vector<std::vector<uint8_t>> my_hits;  // and the per-image outcomes of those seeds
-    std::vector<std::vector<uint8_t>> their_hits;
-    for (const CompareRow* mine : members[g]) {
-      for (const CompareRow* theirs : members[*rival]) {
-        if (theirs->seed != mine->seed) continue;
-        differences.push_back(mine->top1 - theirs->top1);
-        if (!mine->top1_hits.empty() && mine->top1_hits.size() == theirs->top1_hits.size()) {
-          my_hits.push_back(mine->top1_hits);
-          their_hits.push_back(theirs->top1_hits);
-        }
-      }
-    }
-    const MeanSd stats = mean_sd(differences);
-    s.lead = stats.mean;
-    s.lead_se_seeds = stats.sd / std::sqrt(static_cast<double>(differences.size()));
-    const bool all_paired = !my_hits.empty() && my_hits.size() == differences.size() &&
-                            std::all_of(my_hits.begin(), my_hits.end(), [&](const auto& hits) {
-                              return hits.size() == my_hits.front().size();
-                            });
-    s.lead_se_test =
-        all_paired ? paired_difference_over_runs(my_hits, their_hits).standard_error : std::nan("");
-    const bool seeds_known = std::isfinite(s.lead_se_seeds);
-    const bool test_known = std::isfinite(s.lead_se_test);
-    s.lead_se = seeds_known && test_known ? std::hypot(s.lead_se_seeds, s.lead_se_test)
-                                          : (seeds_known ? s.lead_se_seeds : s.lead_se_test);
+    const Paired lead = rival ? pair_seeds(members[g], members[*rival]) : Paired{};
+    if (rival) s.rival = summary[*rival].method;
+    s.lead = lead.mean;
+    s.lead_se_seeds = lead.se_seeds;
+    s.lead_se_test = lead.se_test;
+    s.lead_se = lead.se;
+    const Paired below = control ? pair_seeds(members[g], members[*control]) : Paired{};
+    s.vs_dense = below.mean;
+    s.vs_dense_se = below.se;
   }
   // Setting by setting, so the methods at one target read down a column.
   std::stable_sort(summary.begin(), summary.end(), [](const CompareSummary& a, const CompareSummary& b) {
@@ -195,7 +219,9 @@ void write_compare_tables(const std::string& dir, const std::vector<CompareRow>&
   const std::vector<CompareSummary> summary = summarize_compare(rows);
   const bool rivals =
       std::any_of(summary.begin(), summary.end(), [](const CompareSummary& s) { return !s.rival.empty(); });
-  if (several_seeds || rivals) {
+  const bool control = std::any_of(summary.begin(), summary.end(),
+                                   [](const CompareSummary& s) { return s.method == kDenseControl; });
+  if (several_seeds || rivals || control) {
     md += several_seeds
               ? fmt::format(
                     "\nEach method against the best other method in the same setting, over {} seeds. "
@@ -208,18 +234,27 @@ void write_compare_tables(const std::string& dir, const std::vector<CompareRow>&
                     "\nEach method against the best other method in the same setting. Lead: points of "
                     "top-1 ± its standard error from the sampling of the test images (paired, from the "
                     "images only one of the two classifies correctly).\n\n");
-    md +=
+    if (control) {
+      md += fmt::format(
+          "The {} rows are the dense model fine-tuned by the same schedule, unpruned; vs dense: each "
+          "method's top-1 minus theirs, paired by seed ± its standard error, what pruning cost.\n\n",
+          kDenseControl);
+    }
+    md += fmt::format(
         "| method | target | rounds | fine-tune steps | seeds | achieved sparsity | top-1 | sd | best other "
-        "method | lead | ± seeds | ± test |\n";
-    md += "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n";
+        "method | lead | ± seeds | ± test |{}\n",
+        control ? " vs dense |" : "");
+    md += fmt::format("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |{}\n",
+                      control ? " --- |" : "");
     const auto points = [](double value) {
       return std::isfinite(value) ? fmt::format("{:.2f}", 100 * value) : std::string("-");
     };
     for (const auto& s : summary) {
-      md += fmt::format("| {} | {:.2f} | {} | {} | {} | {:.4f} | {:.2f}% | {} | {} | {} | {} | {} |\n",
+      md += fmt::format("| {} | {:.2f} | {} | {} | {} | {:.4f} | {:.2f}% | {} | {} | {} | {} | {} |{}\n",
                         s.method, s.sparsity_target, s.rounds, s.finetune_steps, s.seeds, s.sparsity_achieved,
                         100 * s.top1, points(s.top1_sd), s.rival.empty() ? "-" : s.rival,
-                        format_lead(s.lead, s.lead_se), points(s.lead_se_seeds), points(s.lead_se_test));
+                        format_lead(s.lead, s.lead_se), points(s.lead_se_seeds), points(s.lead_se_test),
+                        control ? " " + format_lead(s.vs_dense, s.vs_dense_se) + " |" : "");
     }
   }
   write_file_atomic((fs::path(dir) / "results.csv").string(), csv);
@@ -242,25 +277,35 @@ void plot_accuracy(const std::string& dir, const std::vector<CompareSummary>& su
       std::any_of(summary.begin(), summary.end(), [](const CompareSummary& s) { return s.seeds > 1; });
   std::string data;
   std::string plots;
+  std::vector<std::string> levels;  // the dense control of each setting, a level line
   int block = 0;
+  const auto add = [&](const std::string& clause) { plots += (plots.empty() ? "" : ", ") + clause; };
   for (const auto& key : order) {
     const auto& [method, rounds, steps] = key;
     const std::string title = settings.size() > 1 ? fmt::format("{} r{} f{}", method, rounds, steps) : method;
+    if (method == kDenseControl) {
+      for (const auto* s : by_series[key]) {
+        levels.push_back(
+            fmt::format("{:.6f} with lines dashtype 3 title '{} fine-tuned'", 100 * s->top1, title));
+      }
+      continue;
+    }
     data += "# " + title + "\n";
     for (const auto* s : by_series[key]) {
       data += fmt::format("{:.6f},{:.6f},{:.6f}\n", s->sparsity_achieved, 100 * s->top1,
                           std::isfinite(s->top1_sd) ? 100 * s->top1_sd : 0.0);
     }
     data += "\n\n";
-    plots += fmt::format("{}'{}' index {} using {} title '{}'", block ? ", " : "",
-                         (fs::path(dir) / "top1_vs_sparsity.dat").string(), block,
-                         error_bars ? "1:2:3 with yerrorlines" : "1:2 with linespoints", title);
+    add(fmt::format("'{}' index {} using {} title '{}'", (fs::path(dir) / "top1_vs_sparsity.dat").string(),
+                    block, error_bars ? "1:2:3 with yerrorlines" : "1:2 with linespoints", title));
     ++block;
   }
+  add(fmt::format("{:.6f} with lines dashtype 2 title 'dense'", 100 * dense_top1));
+  for (const auto& level : levels) add(level);
   const std::string script = fmt::format(
       "set title 'Top-1 against sparsity (dense {:.2f}%{})'\nset xlabel 'sparsity'\nset ylabel 'top-1 (%)'\n"
-      "plot {}, {:.6f} with lines dashtype 2 title 'dense'\n",
-      100 * dense_top1, error_bars ? "; mean and sd over seeds" : "", plots, 100 * dense_top1);
+      "plot {}\n",
+      100 * dense_top1, error_bars ? "; mean and sd over seeds" : "", plots);
   render(dir, "top1_vs_sparsity", data, script);
 }
 

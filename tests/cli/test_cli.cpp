@@ -463,6 +463,58 @@ TEST_F(Cli, BaselinesFinetuneRunCompareAdditivity) {
   }
 }
 
+TEST_F(Cli, CompareDenseControlIsTheUnprunedModelThroughTheSameFineTuning) {
+  const std::string model = work_.file("mlp.pt");
+  ASSERT_EQ(
+      rdprune({"train", "--arch", "mlp", "--steps", "20", "--data-dir", data_dir(), "--out", model}).code, 0);
+  const std::string out = work_.file("control");
+  // A minimum layer sparsity binds the pruned cells only: the control stays dense.
+  const Result run = rdprune({"compare", "--model", model, "--data-dir", data_dir(), "--methods",
+                              "lamp,dense", "--sparsities", "0.5,0.8", "--finetune-steps", "3", "--seed",
+                              "0,1", "--min-sparsity", "0.3", "--out-dir", out, "--json"});
+  ASSERT_EQ(run.code, 0) << run.err;
+  const auto json = nlohmann::json::parse(run.out);
+  // Once per seed, not per sparsity.
+  ASSERT_EQ(json.at("results").size(), 6u);
+  std::map<uint64_t, double> control;  // top-1 by seed
+  for (const auto& cell : json.at("results")) {
+    if (cell.at("method") != "dense") continue;
+    EXPECT_EQ(cell.at("sparsity_target").get<double>(), 0);
+    EXPECT_EQ(cell.at("sparsity_achieved").get<double>(), 0);
+    EXPECT_EQ(cell.at("flops_kept").get<double>(), 1);
+    // One round: before fine-tuning it is the dense model itself.
+    EXPECT_DOUBLE_EQ(cell.at("top1_before_finetune").get<double>(), json.at("dense_top1").get<double>());
+    control[cell.at("seed").get<uint64_t>()] = cell.at("top1").get<double>();
+  }
+  ASSERT_EQ(control.size(), 2u);
+  EXPECT_TRUE(std::filesystem::exists(out + "/dense-r1/settings.json"));
+  EXPECT_TRUE(std::filesystem::exists(out + "/dense-r1-seed1/settings.json"));
+  EXPECT_FALSE(std::filesystem::exists(out + "/dense-s0.5-r1"));
+  // The control's fine-tuning is the schedule `run` gives a model it does not prune.
+  const Result alone =
+      rdprune({"run", "--model", model, "--data-dir", data_dir(), "--method", "global", "--sparsity", "0",
+               "--finetune-steps", "3", "--seed", "1", "--out-dir", work_.file("alone"), "--json"});
+  ASSERT_EQ(alone.code, 0) << alone.err;
+  EXPECT_DOUBLE_EQ(nlohmann::json::parse(alone.out).at("top1").get<double>(), control[1]);
+  // Each pruned setting is measured against it, seed by seed; the control is nobody's rival.
+  for (const auto& s : json.at("summary")) {
+    EXPECT_TRUE(s.at("best_other").is_null()) << s;
+    if (s.at("method") == "dense") {
+      EXPECT_TRUE(s.at("vs_dense").is_null());
+      continue;
+    }
+    double expected = 0;
+    for (const auto& cell : json.at("results")) {
+      if (cell.at("method") == "lamp" && cell.at("sparsity_target") == s.at("sparsity_target"))
+        expected += (cell.at("top1").get<double>() - control[cell.at("seed").get<uint64_t>()]) / 2;
+    }
+    EXPECT_NEAR(s.at("vs_dense").get<double>(), expected, 1e-12) << s;
+    EXPECT_TRUE(s.at("vs_dense_se").is_number()) << s;
+  }
+  EXPECT_NE(read_file(out + "/results.md").find("| vs dense |"), std::string::npos);
+  EXPECT_NE(read_file(out + "/top1_vs_sparsity.gp").find("title 'dense fine-tuned'"), std::string::npos);
+}
+
 TEST_F(Cli, ErrorsInJsonModeAreJsonToo) {
   const Result run = rdprune({"info", "--model", work_.file("missing.pt"), "--json"});
   EXPECT_EQ(run.code, 1);

@@ -95,6 +95,36 @@ TEST(Report, RivalsComeFromTheSameSettingAndTiesGoToTheFirstListed) {
   EXPECT_TRUE(std::isnan(find(summary, "rd", 0.9, 20).lead_se));
 }
 
+TEST(Report, TheDenseControlIsNobodysRivalAndEveryMethodIsMeasuredAgainstIt) {
+  // The control at target 0 for 10 and 20 steps; rd and lamp at 0.9 for 10 steps, rd alone at 20.
+  std::vector<CompareRow> rows = {cell("rd", 0.9, 0, 0.80, 10),    cell("rd", 0.9, 1, 0.84, 10),
+                                  cell("lamp", 0.9, 0, 0.79, 10),  cell("lamp", 0.9, 1, 0.81, 10),
+                                  cell("dense", 0.0, 0, 0.83, 10), cell("dense", 0.0, 1, 0.86, 10),
+                                  cell("dense", 0.0, 0, 0.90, 20), cell("rd", 0.9, 0, 0.87, 20)};
+  const auto summary = summarize_compare(rows);
+  ASSERT_EQ(summary.size(), 5u);
+  const CompareSummary& control = find(summary, "dense", 0.0, 10);
+  EXPECT_TRUE(control.rival.empty());
+  EXPECT_TRUE(std::isnan(control.lead));
+  EXPECT_TRUE(std::isnan(control.vs_dense));
+  EXPECT_NEAR(control.top1, 0.845, 1e-12);
+  // rd's rival is lamp, not the better control; against the control, differences -0.03 and -0.02.
+  const CompareSummary& rd = find(summary, "rd", 0.9, 10);
+  EXPECT_EQ(rd.rival, "lamp");
+  EXPECT_NEAR(rd.lead, 0.02, 1e-12);
+  EXPECT_NEAR(rd.vs_dense, -0.025, 1e-12);
+  EXPECT_NEAR(rd.vs_dense_se, 0.005, 1e-12);  // sd 0.00707 / sqrt(2)
+  EXPECT_NEAR(find(summary, "lamp", 0.9, 10).vs_dense, -0.045, 1e-12);
+  // At 20 steps: the 20-step control, one seed, no rival.
+  const CompareSummary& longer = find(summary, "rd", 0.9, 20);
+  EXPECT_TRUE(longer.rival.empty());
+  EXPECT_NEAR(longer.vs_dense, -0.03, 1e-12);
+  EXPECT_TRUE(std::isnan(longer.vs_dense_se));
+  // Without a control for a setting, no figure.
+  rows.erase(rows.begin() + 6);
+  EXPECT_TRUE(std::isnan(find(summarize_compare(rows), "rd", 0.9, 20).vs_dense));
+}
+
 TEST(Report, HitsFilesRoundTripAndRefuseDamage) {
   const std::vector<uint8_t> hits = {1, 0, 0, 1, 1};
   EXPECT_EQ(hits_to_text(hits), "rdprune.hits/1 5\n10011\n");
@@ -198,6 +228,13 @@ TEST(Report, TablesCarryTheSeedAndTheLeadOverTheSeeds) {
   const std::string alone = read_file((dir / "results.md").string());
   EXPECT_EQ(alone.find("seed"), std::string::npos) << alone;
   EXPECT_EQ(alone.find("best other"), std::string::npos) << alone;
+  // With the dense control, even one seed of one method is summarised against it.
+  write_compare_tables(dir.string(), {cell("rd", 0.9, 0, 0.80), cell("dense", 0.0, 0, 0.85)}, 0.9, 10000);
+  const std::string control = read_file((dir / "results.md").string());
+  EXPECT_NE(control.find("| rd | 0.90 | 2 | 100 | 1 | 0.9000 | 80.00% | - | - | - | - | - | -5.00 |"),
+            std::string::npos)
+      << control;
+  EXPECT_NE(control.find("| dense | 0.00 | 2 | 100 | 1 |"), std::string::npos) << control;
   std::filesystem::remove_all(dir);
 }
 

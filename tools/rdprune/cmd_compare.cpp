@@ -105,15 +105,21 @@ void run_compare(CompareFlags& flags) {
   finish_pipeline_flags(flags.pipeline, flags.out_dir);
   // The options of one cell. Its directory names the seed unless it is 0 and the fine-tuning steps
   // when several are compared, so a comparison resumes when seeds are added to its list.
+  // The dense control's cells run the schedule at target 0 with no minimum, where global keeps every
+  // weight: the same recalibration, fine-tuning and seeds as every pruned cell, once per setting.
+  const auto is_control = [&](const Cell& cell) { return methods[cell.method] == kDenseControl; };
   const auto cell_options = [&](const Cell& cell) {
     PipelineOptions options = flags.pipeline.options;
-    options.method = methods[cell.method];
-    options.rd.sparsity_target = sparsities[cell.sparsity];
+    options.method = is_control(cell) ? "global" : methods[cell.method];
+    options.rd.sparsity_target = is_control(cell) ? 0.0 : sparsities[cell.sparsity];
+    if (is_control(cell)) options.rd.min_sparsity = 0;
     options.rounds = rounds[cell.rounds];
     options.finetune.steps = steps[cell.steps];
     options.seed = static_cast<uint64_t>(seeds[cell.seed]);
     options.finetune.seed = options.seed;
-    std::string name = fmt::format("{}-s{}-r{}", options.method, sparsities[cell.sparsity], options.rounds);
+    std::string name = is_control(cell) ? fmt::format("{}-r{}", kDenseControl, options.rounds)
+                                        : fmt::format("{}-s{}-r{}", options.method, sparsities[cell.sparsity],
+                                                      options.rounds);
     if (steps.size() > 1) name += fmt::format("-f{}", options.finetune.steps);
     if (options.seed != 0) name += fmt::format("-seed{}", options.seed);
     options.out_dir = (fs::path(flags.out_dir) / name).string();
@@ -128,7 +134,9 @@ void run_compare(CompareFlags& flags) {
         for (size_t round = 0; round < rounds.size(); ++round) {
           for (size_t step = 0; step < steps.size(); ++step) {
             if (seed > 0 && steps[step] == 0 && !flags.pipeline.options.synthetic) continue;
-            cells.push_back({seed, method, sparsity, round, step});
+            const Cell cell{seed, method, sparsity, round, step};
+            if (is_control(cell) && sparsity > 0) continue;
+            cells.push_back(cell);
           }
         }
       }
@@ -153,7 +161,8 @@ void run_compare(CompareFlags& flags) {
   std::string rd_curves;                                    // the first rd cell's round-1 curves
   for (const Cell& cell : cells) {
     const PipelineOptions options = cell_options(cell);
-    std::cerr << fmt::format("compare: {} at sparsity {}{}{}{}\n", options.method, options.rd.sparsity_target,
+    std::cerr << fmt::format("compare: {} at sparsity {}{}{}{}\n", methods[cell.method],
+                             options.rd.sparsity_target,
                              rounds.size() > 1 ? fmt::format(", {} rounds", options.rounds) : "",
                              steps.size() > 1 ? fmt::format(", {} steps", options.finetune.steps) : "",
                              seeds.size() > 1 ? fmt::format(", seed {}", options.seed) : "");
@@ -161,7 +170,7 @@ void run_compare(CompareFlags& flags) {
     const PipelineResult result = run_pipeline(network, splits, options);
     const RoundResult& last = result.last();
     CompareRow row;
-    row.method = options.method;
+    row.method = methods[cell.method];
     row.sparsity_target = options.rd.sparsity_target;
     row.sparsity_achieved = last.sparsity_achieved;
     row.flops_kept = 1.0 - last.flops_sparsity_achieved;
@@ -177,7 +186,7 @@ void run_compare(CompareFlags& flags) {
     // A round run now holds its outcomes; one resumed from disk has them on record (or not yet).
     row.top1_hits = last.resumed ? test_hits(round_dir, *network, test, row.top1) : last.finetuned.hits;
     done.emplace_back(cell, row);
-    if (cell.seed == 0 && cell.rounds == 0 && cell.steps == 0) {
+    if (cell.seed == 0 && cell.rounds == 0 && cell.steps == 0 && !is_control(cell)) {
       if (cell.sparsity + 1 == sparsities.size()) {
         const fs::path plan = round_dir / "plan.json";
         densest_plans.emplace_back(options.method, plan_from_json(read_file(plan.string()), plan.string()));
@@ -220,7 +229,9 @@ void run_compare(CompareFlags& flags) {
                             {"lead", finite_or_null(s.lead)},
                             {"lead_se", finite_or_null(s.lead_se)},
                             {"lead_se_seeds", finite_or_null(s.lead_se_seeds)},
-                            {"lead_se_test", finite_or_null(s.lead_se_test)}});
+                            {"lead_se_test", finite_or_null(s.lead_se_test)},
+                            {"vs_dense", finite_or_null(s.vs_dense)},
+                            {"vs_dense_se", finite_or_null(s.vs_dense_se)}});
   }
   const auto test_samples = static_cast<int64_t>(test.size());
   write_compare_tables(flags.out_dir, rows, dense_top1, test_samples);
@@ -246,7 +257,8 @@ void register_compare(CLI::App& app) {
   auto* command = app.add_subcommand("compare", "Every method at every sparsity, from the same dense model");
   command->add_option("--model", flags->model, "Dense rdprune checkpoint or TorchScript file")->required();
   command->add_option("--methods", flags->methods,
-                      "Comma-separated (default rd,lamp,global,uniform,uniform+,erk)");
+                      "Comma-separated (default rd,lamp,global,uniform,uniform+,erk); dense adds the "
+                      "control: the dense model through the same fine-tuning, unpruned");
   command->add_option("--sparsities", flags->sparsities,
                       "Comma-separated targets in [0, 1) (default 0.8,0.9,0.95)");
   command->add_option("--out-dir", flags->out_dir, "Directory for tables, plots and every cell's rounds")
