@@ -222,18 +222,21 @@ void write_compare_tables(const std::string& dir, const std::vector<CompareRow>&
   const bool control = std::any_of(summary.begin(), summary.end(),
                                    [](const CompareSummary& s) { return s.method == kDenseControl; });
   if (several_seeds || rivals || control) {
-    md += several_seeds
-              ? fmt::format(
-                    "\nEach method against the best other method in the same setting, over {} seeds. "
-                    "Lead: points of top-1, the mean of the seed-by-seed differences ± its standard "
-                    "error, from what changes with the seed (± seeds: the spread of the differences) "
-                    "and from the sampling of the test images (± test: paired, from the images only "
-                    "one of the two classifies correctly).\n\n",
-                    seeds.size())
-              : std::string(
-                    "\nEach method against the best other method in the same setting. Lead: points of "
-                    "top-1 ± its standard error from the sampling of the test images (paired, from the "
-                    "images only one of the two classifies correctly).\n\n");
+    if (several_seeds) {
+      md += fmt::format(
+          "\nEach method against the best other method in the same setting, over {} seeds. Lead: points "
+          "of top-1, the mean of the seed-by-seed differences ± its standard error, from what changes "
+          "with the seed (± seeds: the spread of the differences) and from the sampling of the test "
+          "images (± test: paired, from the images only one of the two classifies correctly).\n\n",
+          seeds.size());
+    } else if (rivals) {
+      md +=
+          "\nEach method against the best other method in the same setting. Lead: points of top-1 ± its "
+          "standard error from the sampling of the test images (paired, from the images only one of the "
+          "two classifies correctly).\n\n";
+    } else {
+      md += "\n";
+    }
     if (control) {
       md += fmt::format(
           "The {} rows are the dense model fine-tuned by the same schedule, unpruned; vs dense: each "
@@ -285,8 +288,8 @@ void plot_accuracy(const std::string& dir, const std::vector<CompareSummary>& su
     const std::string title = settings.size() > 1 ? fmt::format("{} r{} f{}", method, rounds, steps) : method;
     if (method == kDenseControl) {
       for (const auto* s : by_series[key]) {
-        levels.push_back(
-            fmt::format("{:.6f} with lines dashtype 3 title '{} fine-tuned'", 100 * s->top1, title));
+        levels.push_back(fmt::format("{:.6f} with lines dashtype 3 title '{} {}'", 100 * s->top1, title,
+                                     steps > 0 ? "fine-tuned" : "control"));
       }
       continue;
     }
@@ -302,10 +305,12 @@ void plot_accuracy(const std::string& dir, const std::vector<CompareSummary>& su
   }
   add(fmt::format("{:.6f} with lines dashtype 2 title 'dense'", 100 * dense_top1));
   for (const auto& level : levels) add(level);
+  // Level lines alone (the control the only method) span the range of sparsity.
+  const std::string range = block == 0 ? "set xrange [0:1]\n" : "";
   const std::string script = fmt::format(
       "set title 'Top-1 against sparsity (dense {:.2f}%{})'\nset xlabel 'sparsity'\nset ylabel 'top-1 (%)'\n"
-      "plot {}\n",
-      100 * dense_top1, error_bars ? "; mean and sd over seeds" : "", plots);
+      "{}plot {}\n",
+      100 * dense_top1, error_bars ? "; mean and sd over seeds" : "", range, plots);
   render(dir, "top1_vs_sparsity", data, script);
 }
 

@@ -235,6 +235,22 @@ TEST(Report, TablesCarryTheSeedAndTheLeadOverTheSeeds) {
             std::string::npos)
       << control;
   EXPECT_NE(control.find("| dense | 0.00 | 2 | 100 | 1 |"), std::string::npos) << control;
+  // The plot draws the control as a level line: alone, over the whole range of sparsity; without
+  // fine-tuning it is named the control.
+  plot_accuracy(dir.string(), summarize_compare({cell("dense", 0.0, 0, 0.85, 0)}), 0.9);
+  const std::string alone_plot = read_file((dir / "top1_vs_sparsity.gp").string());
+  EXPECT_NE(alone_plot.find("set xrange [0:1]\nplot 90.000000 with lines dashtype 2 title 'dense', "
+                            "85.000000 with lines dashtype 3 title 'dense control'\n"),
+            std::string::npos)
+      << alone_plot;
+  plot_accuracy(dir.string(), summarize_compare({cell("rd", 0.9, 0, 0.80), cell("dense", 0.0, 0, 0.85)}),
+                0.9);
+  const std::string plot = read_file((dir / "top1_vs_sparsity.gp").string());
+  EXPECT_EQ(plot.find("xrange"), std::string::npos) << plot;
+  EXPECT_NE(plot.find("title 'rd', 90.000000 with lines dashtype 2 title 'dense', 85.000000 with lines "
+                      "dashtype 3 title 'dense fine-tuned'\n"),
+            std::string::npos)
+      << plot;
   std::filesystem::remove_all(dir);
 }
 

@@ -105,14 +105,14 @@ void run_compare(CompareFlags& flags) {
   finish_pipeline_flags(flags.pipeline, flags.out_dir);
   // The options of one cell. Its directory names the seed unless it is 0 and the fine-tuning steps
   // when several are compared, so a comparison resumes when seeds are added to its list.
-  // The dense control's cells run the schedule at target 0 with no minimum, where global keeps every
-  // weight: the same recalibration, fine-tuning and seeds as every pruned cell, once per setting.
+  // The dense control's cells run the schedule at target 0, where global prunes nothing more (rd's
+  // per-layer limits do not reach the baselines): the same recalibration, fine-tuning and seeds as
+  // every pruned cell, once per setting.
   const auto is_control = [&](const Cell& cell) { return methods[cell.method] == kDenseControl; };
   const auto cell_options = [&](const Cell& cell) {
     PipelineOptions options = flags.pipeline.options;
     options.method = is_control(cell) ? "global" : methods[cell.method];
     options.rd.sparsity_target = is_control(cell) ? 0.0 : sparsities[cell.sparsity];
-    if (is_control(cell)) options.rd.min_sparsity = 0;
     options.rounds = rounds[cell.rounds];
     options.finetune.steps = steps[cell.steps];
     options.seed = static_cast<uint64_t>(seeds[cell.seed]);
