@@ -7,6 +7,10 @@
 
 namespace rdprune {
 
+// Throws rdprune::Error naming `path` unless a file can be written there: its directory exists and
+// it is not a directory, device, pipe or socket. Commands check their outputs before the work.
+void check_output_path(const std::string& path);
+
 // Writes `contents` to `path` atomically. Throws rdprune::Error naming the path on failure.
 void write_file_atomic(const std::string& path, const std::string& contents);
 

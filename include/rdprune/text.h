@@ -7,7 +7,7 @@
 
 namespace rdprune {
 
-// "1,28,28" -> {1, 28, 28}. Every entry must be a positive integer. Throws UsageError naming `what`.
+// "1,28,28" -> {1, 28, 28}: C,H,W, three positive integers. Throws UsageError naming `what`.
 std::vector<int64_t> parse_shape(const std::string& text, const std::string& what);
 
 // "25" -> 25. Must be an integer >= 0. Throws UsageError naming `what`.

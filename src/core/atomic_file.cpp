@@ -29,8 +29,7 @@ void sync_file(const std::string& path) {
 
 }  // namespace
 
-void replace_file_atomic(const std::string& path,
-                         const std::function<void(const std::string& tmp_path)>& write) {
+void check_output_path(const std::string& path) {
   const std::filesystem::path target(path);
   if (target.has_parent_path() && !std::filesystem::is_directory(target.parent_path())) {
     throw Error(path + ": directory " + target.parent_path().string() + " does not exist");
@@ -38,6 +37,15 @@ void replace_file_atomic(const std::string& path,
   if (std::filesystem::is_directory(target)) {
     throw Error(path + ": is a directory, expected a file path");
   }
+  // Renaming over a device, pipe or socket would replace it with a regular file.
+  if (std::filesystem::exists(target) && !std::filesystem::is_regular_file(target)) {
+    throw Error(path + ": exists and is not a regular file");
+  }
+}
+
+void replace_file_atomic(const std::string& path,
+                         const std::function<void(const std::string& tmp_path)>& write) {
+  check_output_path(path);
   const std::string tmp = temporary_name(path);
   try {
     write(tmp);

@@ -161,11 +161,13 @@ CurveSet curves_from_json(const std::string& text, const std::string& source) {
       LayerCurve layer;
       layer.name = entry.at("name").get<std::string>();
       const std::string where = source + ": layer " + layer.name;
-      layer.weights = entry.at("weights").get<int64_t>();
+      layer.weights = count_from_json(entry.at("weights"), where + ": weights");
       layer.flops_per_weight = entry.at("flops_per_weight").get<double>();
       layer.sparsity_current = entry.value("sparsity_current", 0.0);
       layer.sparsity = numbers(entry.at("sparsity"), where + ": sparsity");
-      layer.kept = entry.at("kept").get<std::vector<int64_t>>();
+      const auto& kept = entry.at("kept");
+      if (!kept.is_array()) throw Error(where + ": kept: expected an array");
+      for (const auto& count : kept) layer.kept.push_back(count_from_json(count, where + ": kept"));
       layer.distortion = numbers(entry.at("distortion"), where + ": distortion");
       curves.layers.push_back(std::move(layer));
     }

@@ -125,8 +125,9 @@ Plan plan_from_json(const std::string& text, const std::string& source) {
     for (const auto& entry : json.at("layers")) {
       PlanLayer layer;
       layer.name = entry.at("name").get<std::string>();
-      layer.weights = entry.at("weights").get<int64_t>();
-      layer.kept = entry.at("kept").get<int64_t>();
+      const std::string where = source + ": layer " + layer.name;
+      layer.weights = count_from_json(entry.at("weights"), where + ": weights");
+      layer.kept = count_from_json(entry.at("kept"), where + ": kept");
       layer.flops_per_weight = entry.value("flops_per_weight", 0.0);
       plan.layers.push_back(std::move(layer));
     }

@@ -46,6 +46,7 @@ std::vector<int64_t> parse_shape(const std::string& text, const std::string& wha
     }
     shape.push_back(*value);
   }
+  if (shape.size() != 3) throw UsageError(what + ": expected C,H,W (three sizes), got '" + text + "'");
   return shape;
 }
 

@@ -188,7 +188,15 @@ torch::Tensor network_outputs(Network& network, const Dataset& data, int64_t bat
 torch::Tensor reference_outputs(Network& network, const Dataset& data, int64_t batch_size) {
   torch::NoGradGuard no_grad;
   network.set_training(false);
-  return network_outputs(network, data, batch_size);
+  torch::Tensor outputs = network_outputs(network, data, batch_size);
+  // Every distortion is measured against these: NaN here would make every curve NaN.
+  if (!torch::isfinite(outputs).all().item<bool>()) {
+    throw Error(
+        fmt::format("the model's outputs on {} are not finite (NaN or infinity): its weights or the "
+                    "data are damaged",
+                    data.description()));
+  }
+  return outputs;
 }
 
 BufferGuard::BufferGuard(Network& network) : network_(network), buffers_(network.buffers()) {
@@ -311,7 +319,7 @@ CurveSet measure_curves(Network& network, const Dataset& calibration,
     write_file_atomic(cache_path, json.dump());
   };
 
-  const torch::Tensor reference = network_outputs(network, calibration, options.batch_size);
+  const torch::Tensor reference = reference_outputs(network, calibration, options.batch_size);
 
   // Around a plan: every layer pruned by magnitude to its context count while the others' curves
   // are measured; each layer's own levels start from its weights before the context.

@@ -1,5 +1,10 @@
+#include <algorithm>
+#include <cmath>
 #include <filesystem>
+#include <sstream>
 
+#include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
 #include "network_impl.h"
@@ -7,6 +12,14 @@
 #include "rdprune/error.h"
 
 namespace rdprune {
+namespace {
+
+// "6x1x5x5"
+std::string shape_text(c10::IntArrayRef shape) {
+  return fmt::format("{}", fmt::join(shape, "x"));
+}
+
+}  // namespace
 
 // ---- Network: masks ---------------------------------------------------------------------------
 
@@ -14,7 +27,8 @@ void Network::set_mask(size_t layer, const torch::Tensor& mask) {
   if (layer >= layers_.size()) throw Error("mask for layer index " + std::to_string(layer) + " out of range");
   const auto& weight = layers_[layer].weight;
   if (mask.defined() && mask.sizes() != weight.sizes()) {
-    throw Error("mask for layer " + layers_[layer].name + " has the wrong shape");
+    throw Error("mask for layer " + layers_[layer].name + " has the wrong shape: " +
+                shape_text(mask.sizes()) + ", its weight is " + shape_text(weight.sizes()));
   }
   masks_.resize(layers_.size());
   masks_[layer] = mask.defined() ? mask.to(weight.device(), torch::kBool) : torch::Tensor();
@@ -59,6 +73,13 @@ ModelMeta meta_from_json(const std::string& text, const std::string& path) {
     meta.dataset = json.value("dataset", "");
     meta.normalization.mean = json.value("mean", std::vector<double>{});
     meta.normalization.std = json.value("std", std::vector<double>{});
+    const auto& [mean, std] = meta.normalization;
+    if (mean.size() != std.size() ||
+        !std::all_of(std.begin(), std.end(), [](double s) { return std::isfinite(s) && s > 0; }) ||
+        !std::all_of(mean.begin(), mean.end(), [](double m) { return std::isfinite(m); })) {
+      throw Error(path + ": corrupt checkpoint metadata (normalisation: " + std::to_string(mean.size()) +
+                  " means and " + std::to_string(std.size()) + " standard deviations, each finite and > 0)");
+    }
     return meta;
   } catch (const nlohmann::json::exception& e) {
     throw Error(path + ": corrupt checkpoint metadata (" + e.what() + ")");
@@ -130,7 +151,10 @@ void NativeNetwork::end_batch_norm_recalibration() {
 }
 
 void NativeNetwork::write(const std::string& path, bool with_masks) {
-  replace_file_atomic(path, [&](const std::string& tmp) {
+  // Serialised in memory first: torch's file writer aborts the process when the disk fills (its
+  // destructor throws), where write_file_atomic reports the error and removes the partial file.
+  std::ostringstream bytes;
+  {
     torch::serialize::OutputArchive archive;
     archive.write("rdprune_meta", c10::IValue(meta_to_json(meta_)));
     torch::serialize::OutputArchive weights;
@@ -145,24 +169,47 @@ void NativeNetwork::write(const std::string& path, bool with_masks) {
     }
     archive.write("masks", masks);
     archive.write("rdprune_masked_layers", c10::IValue(nlohmann::json(masked).dump()));
-    archive.save_to(tmp);
-  });
+    archive.save_to(bytes);
+  }
+  write_file_atomic(path, bytes.str());
 }
 
 void NativeNetwork::load_state(torch::serialize::InputArchive& archive, const std::string& path) {
   torch::serialize::InputArchive weights;
   if (!archive.try_read("model", weights)) throw Error(path + ": checkpoint has no weights");
+  // Loading replaces each tensor, shape and all: the architecture's shapes are checked after.
+  std::vector<std::pair<std::string, std::vector<int64_t>>> shapes;
+  for (const auto& item : model_->named_parameters())
+    shapes.emplace_back(item.key(), item.value().sizes().vec());
+  for (const auto& item : model_->named_buffers())
+    shapes.emplace_back(item.key(), item.value().sizes().vec());
   try {
     model_->load(weights);
   } catch (const c10::Error& e) {
     throw Error(path + ": weights do not match architecture " + meta_.arch + " (" +
                 e.what_without_backtrace() + ")");
   }
+  const auto parameters = model_->named_parameters();
+  const auto buffers = model_->named_buffers();
+  for (const auto& [name, shape] : shapes) {
+    const torch::Tensor* loaded = parameters.find(name);
+    if (loaded == nullptr) loaded = buffers.find(name);
+    if (loaded == nullptr || loaded->sizes().vec() != shape) {
+      throw Error(fmt::format("{}: weights do not match architecture {} ({} has shape {}, expected {})", path,
+                              meta_.arch, name, loaded ? shape_text(loaded->sizes()) : "none",
+                              shape_text(shape)));
+    }
+  }
   torch::serialize::InputArchive masks;
   if (!archive.try_read("masks", masks)) return;
   for (size_t i = 0; i < layers_.size(); ++i) {
     torch::Tensor mask;
-    if (masks.try_read("m" + std::to_string(i), mask)) set_mask(i, mask);
+    if (!masks.try_read("m" + std::to_string(i), mask)) continue;
+    try {
+      set_mask(i, mask);
+    } catch (const Error& e) {
+      throw Error(path + ": " + e.what());
+    }
   }
 }
 
@@ -203,7 +250,13 @@ std::unique_ptr<Network> load_network(const std::string& path) {
   }
   c10::IValue meta_value;
   if (archive.try_read("rdprune_meta", meta_value) && meta_value.isString()) {
-    auto network = std::make_unique<NativeNetwork>(meta_from_json(meta_value.toStringRef(), path));
+    std::unique_ptr<NativeNetwork> network;
+    try {
+      network = std::make_unique<NativeNetwork>(meta_from_json(meta_value.toStringRef(), path));
+    } catch (const UsageError& e) {
+      // Not the user's flags: the checkpoint's own record names a model this build cannot make.
+      throw Error(path + ": checkpoint metadata describes no model this build can make (" + e.what() + ")");
+    }
     network->load_state(archive, path);
     return network;
   }

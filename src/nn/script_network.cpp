@@ -1,4 +1,5 @@
 #include <algorithm>
+#include <sstream>
 #include <unordered_set>
 
 #include "network_impl.h"
@@ -10,6 +11,14 @@ namespace rdprune {
 namespace {
 
 constexpr const char* kMaskBuffer = "weight_mask";
+
+// Serialised in memory first: torch's file writer aborts the process when the disk fills (its
+// destructor throws), where write_file_atomic reports the error and removes the partial file.
+void write_module(const torch::jit::Module& module, const std::string& path) {
+  std::ostringstream bytes;
+  module.save(bytes);
+  write_file_atomic(path, bytes.str());
+}
 
 // The qualified class name without TorchScript's "___torch_mangle_N." segments, e.g.
 // "__torch__.torch.nn.modules.conv.Conv2d".
@@ -149,7 +158,7 @@ void ScriptNetwork::save(const std::string& path) {
       layer_modules_[i].register_buffer(kMaskBuffer, mask.to(torch::kBool));
     }
   }
-  replace_file_atomic(path, [&](const std::string& tmp) { module_.save(tmp); });
+  write_module(module_, path);
 }
 
 void ScriptNetwork::save_dense(const std::string& path) {
@@ -165,7 +174,7 @@ void ScriptNetwork::save_dense(const std::string& path) {
       types.push_back(item.value.type());
   }
   for (const auto& type : types) type->unsafeRemoveAttribute(kMaskBuffer);
-  replace_file_atomic(path, [&](const std::string& tmp) { copy.save(tmp); });
+  write_module(copy, path);
 }
 
 }  // namespace rdprune

@@ -107,6 +107,7 @@ class ForwardGraph {
     }
     last_read[output()] = count;
     std::vector<std::vector<Value*>> carried(count);
+    if (count == 0) return carried;
     std::vector<bool> valid(count, true);
     valid[0] = false;
     for (const auto& [value, last] : last_read) {
@@ -239,6 +240,7 @@ ScriptStages::ScriptStages(const torch::jit::Module& module, const std::vector<t
       !is_tensor(graph->outputs()[0]) || unsupported(graph->block()))
     return;
   const ForwardGraph forward(graph);
+  if (forward.nodes().empty()) return;  // forward returns its input: nothing to cut
   const std::vector<std::vector<Value*>> carriers = forward.carriers();
 
   // Each layer's stage starts at the latest valid cut at or before its first read, moved back over

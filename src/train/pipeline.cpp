@@ -75,7 +75,15 @@ void validate(const PipelineOptions& options) {
   if (options.calib_size <= 0) throw UsageError("--calib-size: expected a positive count");
   if (options.holdout < 0 || options.holdout > 10000000)
     throw UsageError("--holdout: expected a count in [0, 10000000]");
-  if (options.finetune.steps > 0) validate(options.finetune);
+  if (options.finetune.steps > 0) {
+    try {
+      validate(options.finetune);
+    } catch (const UsageError& e) {
+      // run and compare call the peak learning rate --finetune-lr.
+      const std::string message = e.what();
+      throw UsageError(message.rfind("--lr:", 0) == 0 ? "--finetune-lr:" + message.substr(5) : message);
+    }
+  }
   if (options.finetune.steps < 0) throw UsageError("--finetune-steps: expected a count >= 0");
   if (options.eval_limit < 0) throw UsageError("--eval-limit: expected a count >= 0");
   if (!options.out_dir.empty() && fs::exists(options.out_dir) && !fs::is_directory(options.out_dir)) {
@@ -264,9 +272,11 @@ nlohmann::json settings_json(const PipelineOptions& o, size_t layers) {
   return json;
 }
 
-// Records the settings in `dir`, or checks them against those a previous run recorded there.
-void check_settings(const fs::path& dir, const PipelineOptions& options, size_t layers) {
-  const nlohmann::json settings = settings_json(options, layers);
+// Records the settings and the starting model's fingerprint in `dir`, or checks them against those
+// a previous run recorded there (a record from before fingerprints were kept is checked without).
+void check_settings(const fs::path& dir, const PipelineOptions& options, Network& network) {
+  nlohmann::json settings = settings_json(options, network.layers().size());
+  settings["model"] = fingerprint(network);
   const fs::path path = dir / "settings.json";
   if (fs::exists(path)) {
     nlohmann::json recorded;
@@ -274,6 +284,13 @@ void check_settings(const fs::path& dir, const PipelineOptions& options, size_t 
       recorded = nlohmann::json::parse(read_file(path.string()));
     } catch (const nlohmann::json::exception&) {
       throw Error(path.string() + ": not a JSON settings record");
+    }
+    if (!recorded.is_object()) throw Error(path.string() + ": not a JSON settings record");
+    if (!recorded.contains("model")) settings.erase("model");
+    if (recorded.contains("model") && recorded["model"] != settings["model"]) {
+      throw UsageError("--out-dir: " + dir.string() +
+                       " holds a run started from another model; use another directory, or remove it to "
+                       "start over");
     }
     if (recorded != settings) {
       std::string differs;
@@ -291,6 +308,29 @@ void check_settings(const fs::path& dir, const PipelineOptions& options, size_t 
                      "remove it to start over");
   }
   write_file_atomic(path.string(), settings.dump(1) + "\n");
+}
+
+// A finished round's figures, its plan (and curves) checked on the way: a damaged record is named,
+// with what to do, rather than carried into the run's report.
+RoundResult resumed_round(const fs::path& dir) {
+  const std::string remedy = "; remove " + dir.string() + " to run that round again";
+  const fs::path metrics = dir / "metrics.json";
+  const fs::path plan = dir / "plan.json";
+  const fs::path curves = dir / "curves.json";
+  RoundResult round;
+  try {
+    round = round_from_json(nlohmann::json::parse(read_file(metrics.string())));
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(metrics.string() + ": damaged (" + e.what() + ")" + remedy);
+  }
+  if (!fs::exists(plan)) throw Error(plan.string() + ": missing" + remedy);
+  try {
+    plan_from_json(read_file(plan.string()), plan.string());
+    if (fs::exists(curves)) curves_from_json(read_file(curves.string()), curves.string());
+  } catch (const Error& e) {
+    throw Error(e.what() + remedy);
+  }
+  return round;
 }
 
 std::string model_file(const Network& network) {
@@ -334,9 +374,14 @@ PipelineResult run_pipeline(std::unique_ptr<Network>& network, const DatasetSpli
                             ? data.train.slice(data.train.size() - options.holdout,
                                                std::min(options.holdout, judge_count(options)))
                             : data.train.slice(calibration_used, judge_count(options));
+  for (const auto& name : options.rd.keep_dense) {
+    const auto& layers = network->layers();
+    if (std::none_of(layers.begin(), layers.end(), [&](const auto& layer) { return layer.name == name; }))
+      throw UsageError("--keep-dense: no layer named '" + name + "' in the model (rdprune info lists them)");
+  }
   if (!options.out_dir.empty()) {
     fs::create_directories(options.out_dir);
-    check_settings(options.out_dir, options, network->layers().size());
+    check_settings(options.out_dir, options, *network);
   }
 
   PipelineResult result;
@@ -348,7 +393,7 @@ PipelineResult run_pipeline(std::unique_ptr<Network>& network, const DatasetSpli
     if (!dir.empty() && fs::exists(metrics_path) && fs::exists(dir / model_file(*network))) {
       // A finished round: take its model and figures, and go on from there.
       network = load_network((dir / model_file(*network)).string());
-      result.rounds.push_back(round_from_json(nlohmann::json::parse(read_file(metrics_path.string()))));
+      result.rounds.push_back(resumed_round(dir));
       if (options.progress) std::cerr << fmt::format("round {}: resumed from {}\n", r, dir.string());
       continue;
     }

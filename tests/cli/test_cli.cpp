@@ -514,6 +514,90 @@ TEST_F(Cli, CompareDenseControlIsTheUnprunedModelThroughTheSameFineTuning) {
   EXPECT_NE(read_file(out + "/top1_vs_sparsity.gp").find("title 'dense fine-tuned'"), std::string::npos);
 }
 
+TEST_F(Cli, OutputsAreCheckedBeforeTheWorkAndResumesRefuseWhatTheyCannotTrust) {
+  const std::string model = work_.file("mlp.pt");
+  ASSERT_EQ(
+      rdprune({"train", "--arch", "mlp", "--steps", "5", "--data-dir", data_dir(), "--out", model}).code, 0);
+  // Every output path is checked before the work: nothing trains, and nothing is half written.
+  const Result untrained = rdprune(
+      {"train", "--arch", "mlp", "--steps", "5", "--data-dir", data_dir(), "--out", work_.file("no/m.pt")});
+  expect_error(untrained, 1, "does not exist");
+  EXPECT_EQ(untrained.err.find("train:"), std::string::npos) << untrained.err;
+  const std::string plan = work_.file("plan.json");
+  const std::string frontier_dir = work_.file("none") + "/frontier.csv";
+  expect_error(rdprune({"allocate", "--method", "global", "--model", model, "--sparsity", "0.5", "--out",
+                        plan, "--frontier", frontier_dir}),
+               1, "does not exist");
+  EXPECT_FALSE(std::filesystem::exists(plan));
+  ASSERT_EQ(
+      rdprune({"allocate", "--method", "global", "--model", model, "--sparsity", "0.5", "--out", plan}).code,
+      0);
+  const std::string pruned = work_.file("pruned.pt");
+  expect_error(rdprune({"prune", "--model", model, "--plan", plan, "--out", pruned, "--export-dense",
+                        work_.file("none") + "/dense.pt"}),
+               1, "does not exist");
+  EXPECT_FALSE(std::filesystem::exists(pruned));
+  // Renaming over a device would replace it with a file.
+  if (std::filesystem::is_character_file("/dev/null")) {
+    expect_error(rdprune({"prune", "--model", model, "--plan", plan, "--out", "/dev/null"}), 1,
+                 "not a regular file");
+    EXPECT_TRUE(std::filesystem::is_character_file("/dev/null"));
+  }
+  // Numbers a plan file cannot mean.
+  std::string text = read_file(plan);
+  const auto at = text.find("\"kept\"");
+  ASSERT_NE(at, std::string::npos);
+  text.replace(at, text.find_first_of(",}", at) - at, "\"kept\": 1e30");
+  write_file_atomic(work_.file("huge.json"), text);
+  expect_error(rdprune({"prune", "--model", model, "--plan", work_.file("huge.json"), "--out", pruned}), 1,
+               "kept: expected a whole number");
+  // Flags out of range.
+  expect_error(
+      rdprune({"finetune", "--model", model, "--data-dir", data_dir(), "--steps", "-1", "--out", pruned}), 2,
+      "--steps");
+  expect_error(rdprune({"info", "--model", model, "--input-shape", "1,28"}), 2, "C,H,W");
+  for (const auto& empty :
+       {std::vector<std::string>{"--sparsity", ""}, std::vector<std::string>{"--sparsity="}}) {
+    std::vector<std::string> args = {"allocate", "--method", "global", "--model", model, "--out", plan};
+    args.insert(args.end(), empty.begin(), empty.end());
+    expect_error(rdprune(args), 2, "--sparsity: expected a value");
+  }
+  expect_error(rdprune({"train", "--arch", "mlp", "--dataset", "imagefolder", "--data-dir", data_dir(),
+                        "--image-size", "0", "--steps", "1", "--out", work_.file("m.pt")}),
+               2, "--image-size");
+  expect_error(rdprune({"run", "--model", model, "--data-dir", data_dir(), "--sparsity", "0.5",
+                        "--finetune-steps", "2", "--finetune-lr", "nan", "--out-dir", work_.file("lr")}),
+               2, "--finetune-lr");
+
+  // A layer --keep-dense cannot find is a usage error before the directory is touched.
+  const std::vector<std::string> run = {
+      "run",    "--model",    model, "--data-dir", data_dir(),       "--method",
+      "global", "--sparsity", "0.5", "--out-dir",  work_.file("run")};
+  std::vector<std::string> keep = run;
+  keep[6] = "rd";
+  keep.insert(keep.end(), {"--keep-dense", "nosuch", "--levels", "4", "--calib-size", "16"});
+  expect_error(rdprune(keep), 2, "--keep-dense: no layer named 'nosuch'");
+  EXPECT_FALSE(std::filesystem::exists(work_.file("run")));
+  ASSERT_EQ(rdprune(run).code, 0);
+  // A run started from another model is not resumed as if it were this one's.
+  const std::string other = work_.file("other.pt");
+  ASSERT_EQ(
+      rdprune({"train", "--arch", "mlp", "--steps", "6", "--data-dir", data_dir(), "--out", other}).code, 0);
+  std::vector<std::string> from_other = run;
+  from_other[2] = other;
+  expect_error(rdprune(from_other), 2, "started from another model");
+  // Damaged records of a finished round are named, with the remedy.
+  const std::string metrics = work_.file("run/round-1/metrics.json");
+  const std::string recorded = read_file(metrics);
+  write_file_atomic(metrics, recorded.substr(0, recorded.size() / 2));
+  expect_error(rdprune(run), 1, "metrics.json: damaged");
+  expect_error(rdprune(run), 1, "to run that round again");
+  write_file_atomic(metrics, recorded);
+  const std::string plan_file = work_.file("run/round-1/plan.json");
+  write_file_atomic(plan_file, read_file(plan_file).substr(0, 30));
+  expect_error(rdprune(run), 1, "plan.json");
+}
+
 TEST_F(Cli, ErrorsInJsonModeAreJsonToo) {
   const Result run = rdprune({"info", "--model", work_.file("missing.pt"), "--json"});
   EXPECT_EQ(run.code, 1);

@@ -14,6 +14,8 @@ TEST(Text, ParsesShapes) {
   EXPECT_THROW(parse_shape("1,,28", "--input-shape"), UsageError);
   EXPECT_THROW(parse_shape("", "--input-shape"), UsageError);
   EXPECT_THROW(parse_shape("-3", "--input-shape"), UsageError);
+  EXPECT_THROW(parse_shape("1,28", "--input-shape"), UsageError);  // C,H,W: three sizes
+  EXPECT_THROW(parse_shape("1,28,28,1", "--input-shape"), UsageError);
 }
 
 TEST(Text, ParsesCounts) {

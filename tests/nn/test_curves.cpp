@@ -1,4 +1,5 @@
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <numeric>
 
@@ -180,6 +181,23 @@ TEST(Curves, AroundAPlanEveryPointEqualsThePlainLoopWithTheOthersPruned) {
   options.context_kept.pop_back();
   EXPECT_THROW(
       measure_curves(*network, calibration_set(4), "s", layer_census(*network, {1, 28, 28}), options), Error);
+}
+
+TEST(Curves, AModelWhoseOutputsAreNotFiniteIsRefusedNotMeasured) {
+  auto network = fresh("lenet5");
+  {
+    torch::NoGradGuard no_grad;
+    network->layers()[3].weight.view(-1)[0] = std::nan("");
+  }
+  CurveOptions options;
+  options.levels = 4;
+  options.progress = false;
+  try {
+    measure_curves(*network, calibration_set(4), "s", layer_census(*network, {1, 28, 28}), options);
+    FAIL() << "NaN outputs were measured";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("are not finite"), std::string::npos) << e.what();
+  }
 }
 
 TEST(Curves, SparseLayersAreMeasuredOnlyAtOrAboveTheirSparsity) {

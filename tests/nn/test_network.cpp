@@ -2,10 +2,12 @@
 
 #include <gtest/gtest.h>
 #include <torch/torch.h>
+#include <nlohmann/json.hpp>
 
 #include "fixtures.h"
 #include "rdprune/error.h"
 #include "rdprune/network.h"
+#include "rdprune/zoo.h"
 
 namespace rdprune {
 namespace {
@@ -107,6 +109,70 @@ TEST(Checkpoint, LoadingBadFilesIsAClearError) {
   network->save(dir.file("lenet.pt"));
   testing::truncate_file(dir.file("lenet.pt"), 1000);
   EXPECT_THROW(load_network(dir.file("lenet.pt")), Error);
+}
+
+// A checkpoint whose record reads `meta` and whose weights are those of the zoo model `weights`.
+void write_checkpoint(const std::string& path, const nlohmann::json& meta, const ZooSpec& weights) {
+  torch::serialize::OutputArchive archive;
+  archive.write("rdprune_meta", c10::IValue(meta.dump()));
+  torch::serialize::OutputArchive model;
+  make_zoo_model(weights)->save(model);
+  archive.write("model", model);
+  archive.save_to(path);
+}
+
+// The message of the Error (not UsageError: the file is at fault, not the flags) that loading
+// `path` throws; empty when it loads.
+std::string load_error(const std::string& path) {
+  try {
+    load_network(path);
+  } catch (const UsageError& e) {
+    return std::string("usage error: ") + e.what();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(Checkpoint, TheRecordAndTheWeightsMustDescribeTheSameModel) {
+  TempDir dir;
+  const nlohmann::json lenet = {{"schema", "rdprune.checkpoint/1"},
+                                {"arch", "lenet5"},
+                                {"input_shape", {1, 28, 28}},
+                                {"num_classes", 10},
+                                {"mean", {0.286}},
+                                {"std", {0.353}}};
+  const ZooSpec lenet_weights{"lenet5", 1, 28, 10};
+  write_checkpoint(dir.file("ok.pt"), lenet, lenet_weights);
+  EXPECT_EQ(load_error(dir.file("ok.pt")), "");
+  // Loading replaces tensors whatever their shape: every parameter is checked against the record.
+  nlohmann::json other = lenet;
+  other["arch"] = "mlp";
+  write_checkpoint(dir.file("mlp.pt"), other, lenet_weights);
+  EXPECT_NE(load_error(dir.file("mlp.pt")).find("weights do not match architecture mlp"), std::string::npos);
+  other = lenet;
+  other["num_classes"] = 3;
+  write_checkpoint(dir.file("classes.pt"), other, lenet_weights);
+  EXPECT_NE(load_error(dir.file("classes.pt")).find("fc3.weight has shape 10x84, expected 3x84"),
+            std::string::npos)
+      << load_error(dir.file("classes.pt"));
+  // A record this build cannot make, or with an unusable normalisation: the file is named.
+  other = lenet;
+  other["arch"] = "resnet999";
+  write_checkpoint(dir.file("arch.pt"), other, lenet_weights);
+  EXPECT_NE(load_error(dir.file("arch.pt")).find("arch.pt: checkpoint metadata describes no model"),
+            std::string::npos)
+      << load_error(dir.file("arch.pt"));
+  for (const auto& [mean, std] :
+       {std::pair<nlohmann::json, nlohmann::json>{{0.286}, {0.0}}, {{0.2, 0.3, 0.4}, {0.353}}}) {
+    other = lenet;
+    other["mean"] = mean;
+    other["std"] = std;
+    write_checkpoint(dir.file("norm.pt"), other, lenet_weights);
+    EXPECT_NE(load_error(dir.file("norm.pt")).find("norm.pt: corrupt checkpoint metadata (normalisation"),
+              std::string::npos)
+        << load_error(dir.file("norm.pt"));
+  }
 }
 
 TEST(Checkpoint, LogitsCheckCatchesMismatchedClasses) {

@@ -179,6 +179,7 @@ def main():
 
         # Bad input: clear one-line errors and exit code 1.
         for name, bad, wanted in (("none", NoPrunable(), "no prunable layers"),
+                                  ("identity", torch.nn.Identity(), "no prunable layers"),
                                   ("map", FeatureMap(), "expected [batch, classes] logits"),
                                   ("rgb", Rgb(), "forward pass failed")):
             path = os.path.join(tmp, f"bad-{name}.pt")

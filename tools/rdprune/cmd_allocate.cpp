@@ -50,6 +50,8 @@ void run_allocate(AllocateFlags& flags) {
   flags.rd.sparsity_target = flags.sparsity;
   if (!flags.keep_dense.empty()) flags.rd.keep_dense = split_list(flags.keep_dense, "--keep-dense");
   validate(flags.rd);
+  check_output_path(flags.out);
+  if (!flags.frontier.empty()) check_output_path(flags.frontier);
   std::vector<FrontierPoint> frontier;
   const auto start = std::chrono::steady_clock::now();
   Plan plan;

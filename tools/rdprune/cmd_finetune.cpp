@@ -6,6 +6,7 @@
 
 #include "commands.h"
 #include "common.h"
+#include "rdprune/atomic_file.h"
 #include "rdprune/error.h"
 #include "rdprune/train.h"
 
@@ -28,8 +29,9 @@ void run_finetune(FinetuneFlags& flags) {
   apply_threads(flags.common);
   if (flags.train.steps == 0 && !flags.bn_recalibrate)
     throw UsageError("--steps: give a step count > 0 (or --bn-recalibrate)");
-  if (flags.train.steps > 0) validate(flags.train);
+  if (flags.train.steps != 0) validate(flags.train);
   if (flags.calib_size <= 0) throw UsageError("--calib-size: expected a positive count");
+  check_output_path(flags.out);
   auto network = load_model(flags.model);
   const DatasetSplits splits = load_dataset(dataset_options(flags.data, &network->meta()));
   check_model_fits(*network, splits.train);

@@ -22,7 +22,6 @@ void run_info(const InfoFlags& flags) {
   std::vector<int64_t> input_shape = network->meta().input_shape;
   if (!flags.data.input_shape.empty()) {
     input_shape = parse_shape(flags.data.input_shape, "--input-shape");
-    if (input_shape.size() != 3) throw UsageError("--input-shape: expected C,H,W");
   } else if (input_shape.empty() && flags.dataset_given) {
     input_shape = load_dataset(dataset_options(flags.data, &network->meta())).test.sample_shape();
   }

@@ -20,6 +20,8 @@ struct PruneFlags {
 
 void run_prune(const PruneFlags& flags) {
   apply_threads(flags.common);
+  check_output_path(flags.out);
+  if (!flags.export_dense.empty()) check_output_path(flags.export_dense);
   const Plan plan = plan_from_json(read_file(flags.plan), flags.plan);
   auto network = load_model(flags.model);
   apply_plan(*network, plan, flags.plan);

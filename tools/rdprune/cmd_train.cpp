@@ -6,6 +6,7 @@
 
 #include "commands.h"
 #include "common.h"
+#include "rdprune/atomic_file.h"
 #include "rdprune/error.h"
 #include "rdprune/train.h"
 
@@ -25,6 +26,7 @@ struct TrainFlags {
 
 void run_train(TrainFlags& flags) {
   apply_threads(flags.common);
+  check_output_path(flags.out);
   validate(flags.train);
   if (flags.train_limit < 0 || flags.eval_limit < 0)
     throw UsageError("--train-limit/--eval-limit: expected a count >= 0");

@@ -58,8 +58,10 @@ void add_data_flags(CLI::App& command, DataFlags& flags, bool dataset_required) 
                      "file or a directory of train.pt/test.pt");
   command.add_option("--mean", flags.mean, "Per-channel normalisation mean, e.g. 0.286 or 0.49,0.48,0.45");
   command.add_option("--std", flags.std, "Per-channel normalisation std");
-  command.add_option("--image-size", flags.image_size,
-                     "imagefolder: resize images to this square size (default 32)");
+  command
+      .add_option("--image-size", flags.image_size,
+                  "imagefolder: resize images to this square size (default 32)")
+      ->check(CLI::Range(1, 4096));
   command.add_option("--channels", flags.channels, "imagefolder: 1 or 3 channels (default 3)");
   command.add_option("--input-shape", flags.input_shape, "synthetic: sample shape C,H,W (default 1,28,28)");
   command.add_option("--num-classes", flags.num_classes,
@@ -88,7 +90,6 @@ DatasetOptions dataset_options(const DataFlags& flags, const ModelMeta* model) {
   options.channels = flags.channels;
   if (!flags.input_shape.empty()) {
     options.input_shape = parse_shape(flags.input_shape, "--input-shape");
-    if (options.input_shape.size() != 3) throw UsageError("--input-shape: expected C,H,W");
   }
   if (flags.num_classes < 0) throw UsageError("--num-classes: expected a positive count");
   options.num_classes = flags.num_classes;

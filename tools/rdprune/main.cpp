@@ -26,6 +26,19 @@ bool wants_json(int argc, char** argv) {
   return false;
 }
 
+// An option given an empty value ("--sparsity ''", "--sparsity="): CLI11 reads it as the number 0,
+// and no option here means anything by an empty string. Empty when there is none.
+std::string empty_value(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg.rfind("--", 0) != 0) continue;
+    const size_t equals = arg.find('=');
+    if (equals != std::string::npos && equals + 1 == arg.size()) return arg.substr(0, equals);
+    if (equals == std::string::npos && i + 1 < argc && argv[i + 1][0] == '\0') return arg;
+  }
+  return "";
+}
+
 int fail(int code, const std::string& reason, bool json) {
   const std::string line = one_line(reason);
   std::cerr << "rdprune: error: " << line << std::endl;
@@ -59,6 +72,8 @@ int main(int argc, char** argv) {
     for (const auto* sub : commands) known += (known.empty() ? "" : ", ") + sub->get_name();
     return fail(2, std::string("unknown command '") + argv[1] + "' (commands: " + known + ")", json);
   }
+  if (const std::string option = empty_value(argc, argv); !option.empty())
+    return fail(2, option + ": expected a value, got an empty one", json);
   try {
     app.parse(argc, argv);
     return 0;
