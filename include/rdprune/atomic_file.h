@@ -19,6 +19,10 @@ void write_file_atomic(const std::string& path, const std::string& contents);
 void replace_file_atomic(const std::string& path,
                          const std::function<void(const std::string& tmp_path)>& write);
 
+// Installs handlers for SIGINT, SIGTERM and SIGHUP that remove the temporary files being written
+// and then let the signal take its default course (the process ends as it would have). For main().
+void remove_temporary_files_on_signal();
+
 // Reads a whole file. Throws rdprune::Error naming the path if it cannot be read.
 std::string read_file(const std::string& path);
 

@@ -62,6 +62,9 @@ class Dataset {
   Dataset head(int64_t n) const;
   // Samples [begin, begin + n), clipped to the split (empty when begin >= size()).
   Dataset slice(int64_t begin, int64_t n) const;
+  // A hash of the samples, labels, classes and normalisation (16 hex digits): what a run's results
+  // depend on, wherever the files came from.
+  std::string fingerprint() const;
 
  private:
   torch::Tensor images_;

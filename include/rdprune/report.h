@@ -1,6 +1,7 @@
 // Reports of `rdprune compare` and `rdprune additivity`: CSV and Markdown tables, and plots drawn
-// by gnuplot (Debian's gnuplot-nox). Torch-free. Plots keep their data (.dat) and script (.gp)
-// beside the PNG so they can be redrawn; without gnuplot they are skipped with a warning.
+// by gnuplot (Debian's gnuplot-nox), run without a shell. Torch-free. Plots keep their data (.dat)
+// and script (.gp) beside the PNG so they can be redrawn (`gnuplot NAME.gp` in that directory);
+// without gnuplot, or when it fails, the PNG is left out with a warning.
 #pragma once
 
 #include <cstdint>

@@ -1,13 +1,16 @@
 #include "rdprune/atomic_file.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <sstream>
 
 #include "rdprune/error.h"
@@ -17,6 +20,41 @@ namespace {
 
 std::string temporary_name(const std::string& path) {
   return path + ".tmp." + std::to_string(::getpid());
+}
+
+// The temporary files being written, for the signal handler to remove: fixed slots, since a handler
+// may neither allocate nor lock.
+constexpr int kSlots = 16;
+constexpr size_t kPathBytes = 4096;
+char pending_paths[kSlots][kPathBytes];
+volatile std::sig_atomic_t pending[kSlots];
+std::mutex slots_mutex;
+
+// The slot now holding `tmp`, or -1 when none is free (that file is then left to a rerun).
+int hold(const std::string& tmp) {
+  const std::lock_guard<std::mutex> lock(slots_mutex);
+  if (tmp.size() >= kPathBytes) return -1;
+  for (int i = 0; i < kSlots; ++i) {
+    if (pending[i]) continue;
+    std::memcpy(pending_paths[i], tmp.c_str(), tmp.size() + 1);
+    pending[i] = 1;
+    return i;
+  }
+  return -1;
+}
+
+void release(int slot) {
+  if (slot < 0) return;
+  const std::lock_guard<std::mutex> lock(slots_mutex);
+  pending[slot] = 0;
+}
+
+extern "C" void remove_pending_and_reraise(int signal) {
+  for (int i = 0; i < kSlots; ++i) {
+    if (pending[i]) ::unlink(pending_paths[i]);
+  }
+  std::signal(signal, SIG_DFL);
+  std::raise(signal);
 }
 
 void sync_file(const std::string& path) {
@@ -47,17 +85,28 @@ void replace_file_atomic(const std::string& path,
                          const std::function<void(const std::string& tmp_path)>& write) {
   check_output_path(path);
   const std::string tmp = temporary_name(path);
+  const int slot = hold(tmp);
   try {
     write(tmp);
   } catch (...) {
     std::remove(tmp.c_str());
+    release(slot);
     throw;
   }
   sync_file(tmp);
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    const std::string reason = std::strerror(errno);
-    std::remove(tmp.c_str());
-    throw Error(path + ": cannot rename temporary file into place: " + reason);
+  const bool renamed = std::rename(tmp.c_str(), path.c_str()) == 0;
+  const std::string reason = renamed ? "" : std::strerror(errno);
+  if (!renamed) std::remove(tmp.c_str());
+  release(slot);
+  if (!renamed) throw Error(path + ": cannot rename temporary file into place: " + reason);
+}
+
+void remove_temporary_files_on_signal() {
+  for (const int signal : {SIGINT, SIGTERM, SIGHUP}) {
+    struct sigaction action {};
+    action.sa_handler = remove_pending_and_reraise;
+    sigemptyset(&action.sa_mask);
+    ::sigaction(signal, &action, nullptr);
   }
 }
 

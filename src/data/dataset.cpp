@@ -8,6 +8,7 @@
 #include <torch/torch.h>
 
 #include "rdprune/error.h"
+#include "rdprune/fnv.h"
 #include "rdprune/sample_order.h"
 #include "rdprune/text.h"
 
@@ -224,6 +225,21 @@ Augmentation default_augmentation(const std::string& dataset_name) {
     return {/*pad=*/4, /*flip=*/true};
   }
   return {};
+}
+
+std::string Dataset::fingerprint() const {
+  Fnv hash;
+  for (const torch::Tensor& tensor : {images_, labels_}) {
+    if (!tensor.defined()) continue;
+    const torch::Tensor cpu = tensor.to(torch::kCPU).contiguous();
+    const auto shape = cpu.sizes().vec();
+    hash.add(shape.data(), shape.size() * sizeof(int64_t));
+    hash.add(cpu.data_ptr(), static_cast<size_t>(cpu.numel()) * cpu.element_size());
+  }
+  hash.add(&num_classes_, sizeof num_classes_);
+  hash.add(normalization_.mean.data(), normalization_.mean.size() * sizeof(double));
+  hash.add(normalization_.std.data(), normalization_.std.size() * sizeof(double));
+  return hash.hex();
 }
 
 DatasetSplits load_dataset(const DatasetOptions& options) {

@@ -11,6 +11,7 @@
 
 #include "rdprune/atomic_file.h"
 #include "rdprune/error.h"
+#include "rdprune/fnv.h"
 #include "rdprune/masks.h"
 #include "rdprune/progress.h"
 
@@ -18,24 +19,13 @@ namespace rdprune {
 namespace {
 
 // FNV-1a, 64 bits.
-struct Fnv {
-  uint64_t state = 0xcbf29ce484222325ULL;
-  void add(const void* data, size_t size) {
-    const auto* bytes = static_cast<const unsigned char*>(data);
-    for (size_t i = 0; i < size; ++i) {
-      state ^= bytes[i];
-      state *= 0x100000001b3ULL;
-    }
-  }
-  void add(const std::string& text) { add(text.data(), text.size() + 1); }
-  void add(const torch::Tensor& tensor) {
-    const torch::Tensor cpu = tensor.detach().to(torch::kCPU).contiguous();
-    const auto shape = cpu.sizes().vec();
-    add(shape.data(), shape.size() * sizeof(int64_t));
-    add(cpu.data_ptr(), static_cast<size_t>(cpu.numel()) * cpu.element_size());
-  }
-  std::string hex() const { return fmt::format("{:016x}", state); }
-};
+// A tensor's shape and bytes, wherever it lives.
+void add_tensor(Fnv& hash, const torch::Tensor& tensor) {
+  const torch::Tensor cpu = tensor.detach().to(torch::kCPU).contiguous();
+  const auto shape = cpu.sizes().vec();
+  hash.add(shape.data(), shape.size() * sizeof(int64_t));
+  hash.add(cpu.data_ptr(), static_cast<size_t>(cpu.numel()) * cpu.element_size());
+}
 
 // The inputs of one stage for every calibration batch, carried forward stage by stage so that a
 // layer's levels run only the stages from its own on (suffix execution).
@@ -253,11 +243,11 @@ void validate(const CurveOptions& options) {
 std::string fingerprint(Network& network) {
   Fnv hash;
   for (const auto& layer : network.layers()) hash.add(layer.name);
-  for (const auto& tensor : network.parameters()) hash.add(tensor);
-  for (const auto& tensor : network.buffers()) hash.add(tensor);
+  for (const auto& tensor : network.parameters()) add_tensor(hash, tensor);
+  for (const auto& tensor : network.buffers()) add_tensor(hash, tensor);
   for (const auto& mask : network.masks()) {
     if (mask.defined())
-      hash.add(mask.to(torch::kUInt8));
+      add_tensor(hash, mask.to(torch::kUInt8));
     else
       hash.add(std::string("dense"));
   }

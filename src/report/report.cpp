@@ -1,6 +1,7 @@
 #include "rdprune/report.h"
 
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -8,7 +9,12 @@
 #include <map>
 #include <optional>
 #include <set>
+#include <system_error>
 #include <tuple>
+
+#include <fcntl.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <fmt/format.h>
 
@@ -20,21 +26,67 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// Writes name.dat and name.gp into dir and renders name.png with gnuplot.
+// A gnuplot string literal: single quotes, a quote inside doubled, so that no name (a directory, a
+// layer, a method) can end the string or reach gnuplot's command substitution.
+std::string gp(const std::string& text) {
+  std::string quoted = "'";
+  for (char c : text) quoted += c == '\'' ? std::string("''") : std::string(1, c);
+  return quoted + "'";
+}
+
+// Runs `gnuplot script` in `dir` with its output in `log` (both relative to dir): no shell, so no
+// name is ever interpreted. Returns gnuplot's exit status, 127 when it cannot be started.
+int run_gnuplot(const std::string& dir, const std::string& script, const std::string& log) {
+  const pid_t child = ::fork();
+  if (child < 0) return 127;
+  if (child == 0) {
+    if (::chdir(dir.c_str()) != 0) ::_exit(127);
+    const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd >= 0) {
+      ::dup2(fd, STDOUT_FILENO);
+      ::dup2(fd, STDERR_FILENO);
+      ::close(fd);
+    }
+    ::execlp("gnuplot", "gnuplot", script.c_str(), static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  int status = 0;
+  while (::waitpid(child, &status, 0) < 0) {
+    if (errno != EINTR) return 127;
+  }
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 127;
+}
+
+// Writes name.dat and name.gp into dir and renders name.png with gnuplot, which runs in dir (the
+// scripts name their data without a directory). The PNG is drawn under a temporary name and
+// renamed into place when gnuplot succeeds; when it fails, no PNG is left (not even an older one
+// that would disagree with the data).
 void render(const std::string& dir, const std::string& name, const std::string& data,
             const std::string& script) {
   const fs::path base = fs::path(dir) / name;
   write_file_atomic(base.string() + ".dat", data);
-  const std::string full = fmt::format(
-      "set terminal pngcairo size 1000,640 font 'sans,10'\nset output '{}.png'\nset datafile separator ','\n"
-      "set key outside right\nset grid\n{}",
-      base.string(), script);
-  write_file_atomic(base.string() + ".gp", full);
-  const std::string command = fmt::format("gnuplot '{}.gp' 2>'{}.log'", base.string(), base.string());
-  if (std::system(command.c_str()) != 0) {
-    std::cerr << "report: gnuplot could not draw " << base.string() << ".png (see " << base.string()
-              << ".log); the data and script are kept\n";
+  const auto with_output = [&](const std::string& png) {
+    return fmt::format(
+        "set terminal pngcairo size 1000,640 font 'sans,10'\nset output {}\nset datafile separator ','\n"
+        "set key outside right\nset grid\n{}",
+        gp(png), script);
+  };
+  write_file_atomic(base.string() + ".gp", with_output(name + ".png"));
+  const std::string suffix = ".tmp." + std::to_string(::getpid());
+  const std::string drawing = name + ".png" + suffix;
+  write_file_atomic(base.string() + ".gp" + suffix, with_output(drawing));
+  const int status = run_gnuplot(dir, name + ".gp" + suffix, name + ".log");
+  fs::remove(base.string() + ".gp" + suffix);
+  const fs::path drawn = fs::path(dir) / drawing;
+  std::error_code error;
+  if (status == 0 && fs::is_regular_file(drawn) && fs::file_size(drawn) > 0) {
+    fs::rename(drawn, base.string() + ".png", error);
+    if (!error) return;
   }
+  fs::remove(drawn, error);
+  fs::remove(base.string() + ".png", error);
+  std::cerr << "report: gnuplot could not draw " << base.string() << ".png (see " << base.string()
+            << ".log); the data and script are kept\n";
 }
 
 struct MeanSd {
@@ -288,8 +340,8 @@ void plot_accuracy(const std::string& dir, const std::vector<CompareSummary>& su
     const std::string title = settings.size() > 1 ? fmt::format("{} r{} f{}", method, rounds, steps) : method;
     if (method == kDenseControl) {
       for (const auto* s : by_series[key]) {
-        levels.push_back(fmt::format("{:.6f} with lines dashtype 3 title '{} {}'", 100 * s->top1, title,
-                                     steps > 0 ? "fine-tuned" : "control"));
+        levels.push_back(fmt::format("{:.6f} with lines dashtype 3 title {}", 100 * s->top1,
+                                     gp(title + (steps > 0 ? " fine-tuned" : " control"))));
       }
       continue;
     }
@@ -299,8 +351,8 @@ void plot_accuracy(const std::string& dir, const std::vector<CompareSummary>& su
                           std::isfinite(s->top1_sd) ? 100 * s->top1_sd : 0.0);
     }
     data += "\n\n";
-    add(fmt::format("'{}' index {} using {} title '{}'", (fs::path(dir) / "top1_vs_sparsity.dat").string(),
-                    block, error_bars ? "1:2:3 with yerrorlines" : "1:2 with linespoints", title));
+    add(fmt::format("{} index {} using {} title {}", gp("top1_vs_sparsity.dat"), block,
+                    error_bars ? "1:2:3 with yerrorlines" : "1:2 with linespoints", gp(title)));
     ++block;
   }
   add(fmt::format("{:.6f} with lines dashtype 2 title 'dense'", 100 * dense_top1));
@@ -328,17 +380,17 @@ void plot_layer_sparsity(const std::string& dir, const std::vector<std::pair<std
   }
   std::string plots;
   for (size_t m = 0; m < plans.size(); ++m) {
-    plots += fmt::format("{}'{}' using 1:{} with linespoints title '{}'", m ? ", " : "",
-                         (fs::path(dir) / "layer_sparsity.dat").string(), m + 2, plans[m].first);
+    plots += fmt::format("{}{} using 1:{} with linespoints title {}", m ? ", " : "", gp("layer_sparsity.dat"),
+                         m + 2, gp(plans[m].first));
   }
   std::string labels;
   for (size_t i = 0; i < layers.size(); ++i)
-    labels += fmt::format("{}'{}' {}", i ? ", " : "", layers[i].name, i);
+    labels += fmt::format("{}{} {}", i ? ", " : "", gp(layers[i].name), i);
   const std::string script = fmt::format(
-      "set title '{}'\nset ylabel 'layer sparsity'\nset yrange [0:1.02]\nset xtics ({}) rotate by 60 right "
+      "set title {}\nset ylabel 'layer sparsity'\nset yrange [0:1.02]\nset xtics ({}) rotate by 60 right "
       "font ',7'\n"
       "set key autotitle columnhead\nplot {}\n",
-      title, labels, plots);
+      gp(title), labels, plots);
   render(dir, "layer_sparsity", data, script);
 }
 
@@ -353,14 +405,14 @@ void plot_curves(const std::string& dir, const CurveSet& curves) {
         data += fmt::format("{:.6f},{:.9g}\n", layer.sparsity[k], layer.distortion[k]);
     }
     data += "\n\n";
-    plots += fmt::format("{}'{}' index {} using 1:2 with lines title '{}'", i ? ", " : "",
-                         (fs::path(dir) / "rd_curves.dat").string(), i, layer.name);
+    plots += fmt::format("{}{} index {} using 1:2 with lines title {}", i ? ", " : "", gp("rd_curves.dat"), i,
+                         gp(layer.name));
   }
   const std::string script = fmt::format(
-      "set title 'Rate-distortion curves ({} distortion, {})'\nset xlabel 'layer sparsity'\nset ylabel "
-      "'output distortion'\n"
+      "set title {}\nset xlabel 'layer sparsity'\nset ylabel 'output distortion'\n"
       "set logscale y\nset key font ',7'\nplot {}\n",
-      curves.metric, curves.calibration, plots);
+      gp(fmt::format("Rate-distortion curves ({} distortion, {})", curves.metric, curves.calibration)),
+      plots);
   render(dir, "rd_curves", data, script);
 }
 
@@ -377,15 +429,15 @@ void plot_additivity(const std::string& dir, const std::vector<double>& predicte
       if (kinds[i] == kind) data += fmt::format("{:.9g},{:.9g}\n", predicted[i], measured[i]);
     }
     data += "\n\n";
-    plots += fmt::format("{}'{}' index {} using 1:2 with points pointtype 7 title '{}'", block ? ", " : "",
-                         (fs::path(dir) / "additivity.dat").string(), block, kind);
+    plots += fmt::format("{}{} index {} using 1:2 with points pointtype 7 title {}", block ? ", " : "",
+                         gp("additivity.dat"), block, gp(kind));
     ++block;
   }
   const std::string script = fmt::format(
-      "set title '{}'\nset xlabel 'sum of per-layer curve distortions'\nset ylabel 'measured joint "
+      "set title {}\nset xlabel 'sum of per-layer curve distortions'\nset ylabel 'measured joint "
       "distortion'\n"
       "set logscale xy\nplot {}, x with lines dashtype 2 title 'y = x'\n",
-      title, plots);
+      gp(title), plots);
   render(dir, "additivity", data, script);
 }
 

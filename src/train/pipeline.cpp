@@ -272,11 +272,14 @@ nlohmann::json settings_json(const PipelineOptions& o, size_t layers) {
   return json;
 }
 
-// Records the settings and the starting model's fingerprint in `dir`, or checks them against those
-// a previous run recorded there (a record from before fingerprints were kept is checked without).
-void check_settings(const fs::path& dir, const PipelineOptions& options, Network& network) {
+// Records the settings and what the run starts from (the model's fingerprint, and the training and
+// test images' as `data`) in `dir`, or checks them against those a previous run recorded there (a
+// record from before either was kept is checked without it).
+void check_settings(const fs::path& dir, const PipelineOptions& options, Network& network,
+                    const nlohmann::json& data) {
   nlohmann::json settings = settings_json(options, network.layers().size());
   settings["model"] = fingerprint(network);
+  settings["data"] = data;
   const fs::path path = dir / "settings.json";
   if (fs::exists(path)) {
     nlohmann::json recorded;
@@ -286,11 +289,14 @@ void check_settings(const fs::path& dir, const PipelineOptions& options, Network
       throw Error(path.string() + ": not a JSON settings record");
     }
     if (!recorded.is_object()) throw Error(path.string() + ": not a JSON settings record");
-    if (!recorded.contains("model")) settings.erase("model");
-    if (recorded.contains("model") && recorded["model"] != settings["model"]) {
-      throw UsageError("--out-dir: " + dir.string() +
-                       " holds a run started from another model; use another directory, or remove it to "
-                       "start over");
+    for (const auto& [key, what] : {std::pair<const char*, const char*>{"model", "from another model"},
+                                    {"data", "on other data (images, labels or normalisation)"}}) {
+      if (!recorded.contains(key)) {
+        settings.erase(key);
+      } else if (recorded[key] != settings[key]) {
+        throw UsageError("--out-dir: " + dir.string() + " holds a run started " + what +
+                         "; use another directory, or remove it to start over");
+      }
     }
     if (recorded != settings) {
       std::string differs;
@@ -381,7 +387,8 @@ PipelineResult run_pipeline(std::unique_ptr<Network>& network, const DatasetSpli
   }
   if (!options.out_dir.empty()) {
     fs::create_directories(options.out_dir);
-    check_settings(options.out_dir, options, *network);
+    check_settings(options.out_dir, options, *network,
+                   {{"train", data.train.fingerprint()}, {"test", test.fingerprint()}});
   }
 
   PipelineResult result;

@@ -556,6 +556,9 @@ TEST_F(Cli, OutputsAreCheckedBeforeTheWorkAndResumesRefuseWhatTheyCannotTrust) {
       rdprune({"finetune", "--model", model, "--data-dir", data_dir(), "--steps", "-1", "--out", pruned}), 2,
       "--steps");
   expect_error(rdprune({"info", "--model", model, "--input-shape", "1,28"}), 2, "C,H,W");
+  expect_error(rdprune({"train", "--arch", "mlp", "--dataset", "synthetic", "--num-classes", "0", "--steps",
+                        "1", "--out", work_.file("m.pt")}),
+               2, "--num-classes");
   for (const auto& empty :
        {std::vector<std::string>{"--sparsity", ""}, std::vector<std::string>{"--sparsity="}}) {
     std::vector<std::string> args = {"allocate", "--method", "global", "--model", model, "--out", plan};
@@ -579,6 +582,10 @@ TEST_F(Cli, OutputsAreCheckedBeforeTheWorkAndResumesRefuseWhatTheyCannotTrust) {
   expect_error(rdprune(keep), 2, "--keep-dense: no layer named 'nosuch'");
   EXPECT_FALSE(std::filesystem::exists(work_.file("run")));
   ASSERT_EQ(rdprune(run).code, 0);
+  // ... nor one on other data: other images, or the same ones normalised otherwise.
+  std::vector<std::string> other_data = run;
+  other_data.insert(other_data.end(), {"--mean", "0.5", "--std", "0.1"});
+  expect_error(rdprune(other_data), 2, "started on other data");
   // A run started from another model is not resumed as if it were this one's.
   const std::string other = work_.file("other.pt");
   ASSERT_EQ(

@@ -1,6 +1,7 @@
 #include "rdprune/report.h"
 
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 
 #include <unistd.h>
@@ -123,6 +124,29 @@ TEST(Report, TheDenseControlIsNobodysRivalAndEveryMethodIsMeasuredAgainstIt) {
   // Without a control for a setting, no figure.
   rows.erase(rows.begin() + 6);
   EXPECT_TRUE(std::isnan(find(summarize_compare(rows), "rd", 0.9, 20).vs_dense));
+}
+
+TEST(Report, PlotsRunWithoutAShellAndAreNeverLeftHalfDrawn) {
+  if (std::system("command -v gnuplot >/dev/null 2>&1") != 0) GTEST_SKIP() << "gnuplot is not installed";
+  const auto root =
+      std::filesystem::temp_directory_path() / ("rdprune-test-plots-" + std::to_string(::getpid()));
+  std::filesystem::remove_all(root);
+  // A directory and a title that would end a quoted string and run a command through a shell.
+  const auto dir = root / "a'b;touch INJECTED;'c";
+  std::filesystem::create_directories(dir);
+  plot_additivity(dir.string(), {1, 2, 3}, {1.5, 2.5, 2.9}, {"rd", "rd", "random"},
+                  "it's $(touch INJECTED2)");
+  EXPECT_TRUE(std::filesystem::exists(dir / "additivity.png"));
+  EXPECT_FALSE(std::filesystem::exists("INJECTED"));
+  EXPECT_FALSE(std::filesystem::exists(dir / "INJECTED2"));
+  EXPECT_NE(read_file((dir / "additivity.gp").string()).find("set title 'it''s $(touch INJECTED2)'"),
+            std::string::npos);
+  // A plot gnuplot cannot draw (zero on log axes) leaves no PNG, not an empty one nor the old one.
+  plot_additivity(dir.string(), {0, 0}, {0, 0}, {"rd", "rd"}, "zeros");
+  EXPECT_FALSE(std::filesystem::exists(dir / "additivity.png"));
+  for (const auto& entry : std::filesystem::directory_iterator(dir))
+    EXPECT_EQ(entry.path().filename().string().find(".tmp."), std::string::npos) << entry.path();
+  std::filesystem::remove_all(root);
 }
 
 TEST(Report, HitsFilesRoundTripAndRefuseDamage) {

@@ -97,7 +97,9 @@ void run_additivity(AdditivityFlags& flags) {
     human += fmt::format("  {:<7} sparsity {:.4f}  sum {:.6g}  measured {:.6g}\n", p.kind, p.sparsity,
                          p.predicted, p.measured);
   }
-  human += "wrote additivity.csv, additivity.json and additivity.png to " + flags.out_dir + "\n";
+  const bool drawn = std::filesystem::exists(std::filesystem::path(flags.out_dir) / "additivity.png");
+  human += std::string("wrote additivity.csv, additivity.json") + (drawn ? " and additivity.png" : "") +
+           " to " + flags.out_dir + "\n";
   emit(flags.common, json, human);
 }
 

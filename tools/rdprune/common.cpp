@@ -64,8 +64,10 @@ void add_data_flags(CLI::App& command, DataFlags& flags, bool dataset_required) 
       ->check(CLI::Range(1, 4096));
   command.add_option("--channels", flags.channels, "imagefolder: 1 or 3 channels (default 3)");
   command.add_option("--input-shape", flags.input_shape, "synthetic: sample shape C,H,W (default 1,28,28)");
-  command.add_option("--num-classes", flags.num_classes,
-                     "synthetic: number of classes (default 10); tensors: (default: largest label + 1)");
+  command
+      .add_option("--num-classes", flags.num_classes,
+                  "synthetic: number of classes (default 10); tensors: (default: largest label + 1)")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
   command.add_option("--synthetic-size", flags.synthetic_size, "synthetic: samples per split (default 1024)");
 }
 

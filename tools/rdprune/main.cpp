@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "commands.h"
+#include "rdprune/atomic_file.h"
 #include "rdprune/error.h"
 
 namespace {
@@ -62,6 +63,7 @@ int main(int argc, char** argv) {
   rdprune::cli::register_run(app);
   rdprune::cli::register_compare(app);
   rdprune::cli::register_additivity(app);
+  rdprune::remove_temporary_files_on_signal();  // Ctrl-C leaves no half-written file behind
   const bool json = wants_json(argc, argv);
   const auto commands = app.get_subcommands([](CLI::App*) { return true; });
   const bool known_command = std::any_of(commands.begin(), commands.end(), [&](CLI::App* sub) {
