@@ -100,6 +100,21 @@ Plan allocate_by_score(const std::string& method, const std::vector<LayerInfo>& 
     }
     return cost;
   };
+  // What the rule keeps whatever the budget (uniform+'s dense first conv and 20% of the last layer):
+  // when that alone is over budget the rule cannot be met, and taking weights from those layers
+  // would call another rule by its name.
+  double floor_cost = 0;
+  for (size_t i = 0; i < n; ++i) {
+    floor_cost +=
+        std::floor(std::min(floor_density[i], cap[i]) * static_cast<double>(layers[i].weights) + 1e-9) *
+        unit_cost(options.budget, layers[i]);
+  }
+  if (floor_cost > budget) {
+    throw Error(fmt::format(
+        "{}: the weights its rule keeps alone exceed the {} budget at sparsity {}; choose a "
+        "lower target",
+        method, options.budget == BudgetKind::kParams ? "weights" : "FLOPs", options.sparsity_target));
+  }
   // The kept cost grows with the scale; bisect for the largest scale within budget. Layers whose
   // density would pass their cap stay at the cap (dense for ERK) and the rest absorb the budget.
   double low = 0;

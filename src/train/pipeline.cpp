@@ -598,6 +598,7 @@ PipelineResult run_pipeline(std::unique_ptr<Network>& network, const DatasetSpli
       plan = allocate_baseline(options.method, *network, infos,
                                BaselineOptions{options.rd.budget, target, options.rd.allow_empty});
     }
+    plan.fingerprint = fingerprint(*network);  // the model the plan was made for: this round's start
     if (!dir.empty()) write_file_atomic((dir / "plan.json").string(), to_json(plan));
     {
       const auto chosen = std::find_if(round.refine.begin(), round.refine.end(),

@@ -556,6 +556,13 @@ TEST_F(Cli, OutputsAreCheckedBeforeTheWorkAndResumesRefuseWhatTheyCannotTrust) {
       rdprune({"finetune", "--model", model, "--data-dir", data_dir(), "--steps", "-1", "--out", pruned}), 2,
       "--steps");
   expect_error(rdprune({"info", "--model", model, "--input-shape", "1,28"}), 2, "C,H,W");
+  expect_error(
+      rdprune({"train", "--arch", "mlp", "--steps", "2", "--epochs", "1", "--out", work_.file("m.pt")}), 2,
+      "--epochs");
+  // A rule that cannot be kept at the target is an error, not another rule's plan under its name.
+  expect_error(rdprune({"allocate", "--method", "uniform+", "--model", model, "--sparsity", "0.9995", "--out",
+                        work_.file("u.json")}),
+               1, "uniform+: the weights its rule keeps alone exceed");
   expect_error(rdprune({"train", "--arch", "mlp", "--dataset", "synthetic", "--num-classes", "0", "--steps",
                         "1", "--out", work_.file("m.pt")}),
                2, "--num-classes");

@@ -107,6 +107,13 @@ TEST(Plan, RoundTripAndDerivedFigures) {
   EXPECT_DOUBLE_EQ(*back.predicted_distortion, 0.25);
   const auto json = nlohmann::json::parse(to_json(plan));
   EXPECT_DOUBLE_EQ(json["layers"][0]["sparsity"].get<double>(), 0.6);
+  // A plan that meets its target reads as meeting it: 6147 of 61470 weights pruned is 0.1 exactly,
+  // where 1 - 55323 / 61470 is an ulp below.
+  Plan tenth;
+  tenth.sparsity_target = 0.1;
+  tenth.layers = {{"conv1", 150, 150, 1}, {"fc1", 61320, 55173, 1}};
+  EXPECT_GE(tenth.sparsity_achieved(), tenth.sparsity_target);
+  EXPECT_GE(tenth.flops_sparsity_achieved(), tenth.sparsity_target);
 }
 
 TEST(Plan, MismatchedModelsAndBadValuesAreErrors) {

@@ -83,8 +83,10 @@ void register_train(CLI::App& app) {
   command->add_option("--arch", flags->arch, "mlp|lenet5|resnet20|resnet32|resnet56|vgg16|resnet18|resnet50")
       ->required();
   command->add_option("--out", flags->out, "Output checkpoint")->required();
-  command->add_option("--epochs", flags->train.epochs, "Passes over the training set");
+  auto* epochs =
+      command->add_option("--epochs", flags->train.epochs, "Passes over the training set (or --steps)");
   add_optimizer_flags(*command, flags->train);
+  epochs->excludes(command->get_option("--steps"));  // one length, not two that disagree
   command->add_flag("--no-augment", flags->no_augment, "Train without crop/flip augmentation");
   command->add_option("--train-limit", flags->train_limit, "Train on the first N training samples only");
   command->add_option("--eval-limit", flags->eval_limit, "Evaluate on the first N test samples only");
