@@ -63,8 +63,8 @@ class Dataset {
   // Samples [begin, begin + n), clipped to the split (empty when begin >= size()).
   Dataset slice(int64_t begin, int64_t n) const;
   // A hash of the samples, labels, classes and normalisation (16 hex digits): what a run's results
-  // depend on, wherever the files came from.
-  std::string fingerprint() const;
+  // depend on, wherever the files came from. Computed once (every cell of a compare asks).
+  const std::string& fingerprint() const;
 
  private:
   torch::Tensor images_;
@@ -72,7 +72,8 @@ class Dataset {
   int64_t num_classes_ = 0;
   Normalization normalization_;
   std::string description_;
-  torch::Tensor mean_;  // [1, C or 1, 1, 1] float
+  mutable std::string fingerprint_;  // empty until fingerprint() is first asked
+  torch::Tensor mean_;               // [1, C or 1, 1, 1] float
   torch::Tensor std_;
 };
 

@@ -26,7 +26,8 @@ struct TrainOptions {
 };
 
 // Validates ranges and names; throws UsageError naming the flag.
-void validate(const TrainOptions& options);
+// `lr_flag` names the learning rate in errors (`run` and `compare` call it --finetune-lr).
+void validate(const TrainOptions& options, const std::string& lr_flag = "--lr");
 
 struct TrainResult {
   int64_t steps = 0;

@@ -8,8 +8,8 @@
 #include <torch/torch.h>
 
 #include "rdprune/error.h"
-#include "rdprune/fnv.h"
 #include "rdprune/sample_order.h"
+#include "rdprune/tensor_hash.h"
 #include "rdprune/text.h"
 
 namespace rdprune {
@@ -227,19 +227,17 @@ Augmentation default_augmentation(const std::string& dataset_name) {
   return {};
 }
 
-std::string Dataset::fingerprint() const {
+const std::string& Dataset::fingerprint() const {
+  if (!fingerprint_.empty()) return fingerprint_;
   Fnv hash;
   for (const torch::Tensor& tensor : {images_, labels_}) {
-    if (!tensor.defined()) continue;
-    const torch::Tensor cpu = tensor.to(torch::kCPU).contiguous();
-    const auto shape = cpu.sizes().vec();
-    hash.add(shape.data(), shape.size() * sizeof(int64_t));
-    hash.add(cpu.data_ptr(), static_cast<size_t>(cpu.numel()) * cpu.element_size());
+    if (tensor.defined()) add_tensor(hash, tensor);
   }
   hash.add(&num_classes_, sizeof num_classes_);
   hash.add(normalization_.mean.data(), normalization_.mean.size() * sizeof(double));
   hash.add(normalization_.std.data(), normalization_.std.size() * sizeof(double));
-  return hash.hex();
+  fingerprint_ = hash.hex();
+  return fingerprint_;
 }
 
 DatasetSplits load_dataset(const DatasetOptions& options) {

@@ -11,21 +11,14 @@
 
 #include "rdprune/atomic_file.h"
 #include "rdprune/error.h"
-#include "rdprune/fnv.h"
 #include "rdprune/masks.h"
 #include "rdprune/progress.h"
+#include "rdprune/tensor_hash.h"
 
 namespace rdprune {
 namespace {
 
 // FNV-1a, 64 bits.
-// A tensor's shape and bytes, wherever it lives.
-void add_tensor(Fnv& hash, const torch::Tensor& tensor) {
-  const torch::Tensor cpu = tensor.detach().to(torch::kCPU).contiguous();
-  const auto shape = cpu.sizes().vec();
-  hash.add(shape.data(), shape.size() * sizeof(int64_t));
-  hash.add(cpu.data_ptr(), static_cast<size_t>(cpu.numel()) * cpu.element_size());
-}
 
 // The inputs of one stage for every calibration batch, carried forward stage by stage so that a
 // layer's levels run only the stages from its own on (suffix execution).

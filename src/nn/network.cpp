@@ -178,26 +178,26 @@ void NativeNetwork::load_state(torch::serialize::InputArchive& archive, const st
   torch::serialize::InputArchive weights;
   if (!archive.try_read("model", weights)) throw Error(path + ": checkpoint has no weights");
   // Loading replaces each tensor, shape and all: the architecture's shapes are checked after.
-  std::vector<std::pair<std::string, std::vector<int64_t>>> shapes;
-  for (const auto& item : model_->named_parameters())
-    shapes.emplace_back(item.key(), item.value().sizes().vec());
-  for (const auto& item : model_->named_buffers())
-    shapes.emplace_back(item.key(), item.value().sizes().vec());
+  const auto shapes = [&] {
+    std::vector<std::pair<std::string, std::vector<int64_t>>> out;
+    for (const auto& item : model_->named_parameters())
+      out.emplace_back(item.key(), item.value().sizes().vec());
+    for (const auto& item : model_->named_buffers()) out.emplace_back(item.key(), item.value().sizes().vec());
+    return out;
+  };
+  const auto expected = shapes();
   try {
     model_->load(weights);
   } catch (const c10::Error& e) {
     throw Error(path + ": weights do not match architecture " + meta_.arch + " (" +
                 e.what_without_backtrace() + ")");
   }
-  const auto parameters = model_->named_parameters();
-  const auto buffers = model_->named_buffers();
-  for (const auto& [name, shape] : shapes) {
-    const torch::Tensor* loaded = parameters.find(name);
-    if (loaded == nullptr) loaded = buffers.find(name);
-    if (loaded == nullptr || loaded->sizes().vec() != shape) {
+  const auto loaded = shapes();
+  for (size_t i = 0; i < expected.size(); ++i) {
+    if (loaded[i].second != expected[i].second) {
       throw Error(fmt::format("{}: weights do not match architecture {} ({} has shape {}, expected {})", path,
-                              meta_.arch, name, loaded ? shape_text(loaded->sizes()) : "none",
-                              shape_text(shape)));
+                              meta_.arch, expected[i].first, shape_text(loaded[i].second),
+                              shape_text(expected[i].second)));
     }
   }
   torch::serialize::InputArchive masks;

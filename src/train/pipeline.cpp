@@ -75,15 +75,7 @@ void validate(const PipelineOptions& options) {
   if (options.calib_size <= 0) throw UsageError("--calib-size: expected a positive count");
   if (options.holdout < 0 || options.holdout > 10000000)
     throw UsageError("--holdout: expected a count in [0, 10000000]");
-  if (options.finetune.steps > 0) {
-    try {
-      validate(options.finetune);
-    } catch (const UsageError& e) {
-      // run and compare call the peak learning rate --finetune-lr.
-      const std::string message = e.what();
-      throw UsageError(message.rfind("--lr:", 0) == 0 ? "--finetune-lr:" + message.substr(5) : message);
-    }
-  }
+  if (options.finetune.steps > 0) validate(options.finetune, "--finetune-lr");
   if (options.finetune.steps < 0) throw UsageError("--finetune-steps: expected a count >= 0");
   if (options.eval_limit < 0) throw UsageError("--eval-limit: expected a count >= 0");
   if (!options.out_dir.empty() && fs::exists(options.out_dir) && !fs::is_directory(options.out_dir)) {

@@ -11,7 +11,7 @@
 
 namespace rdprune {
 
-void validate(const TrainOptions& options) {
+void validate(const TrainOptions& options, const std::string& lr_flag) {
   if (options.epochs < 0) throw UsageError("--epochs: expected a count >= 0");
   if (options.steps < 0) throw UsageError("--steps: expected a count >= 0");
   if (options.epochs == 0 && options.steps == 0) throw UsageError("--epochs/--steps: give one of them > 0");
@@ -22,7 +22,8 @@ void validate(const TrainOptions& options) {
   if (options.schedule != "cosine" && options.schedule != "constant") {
     throw UsageError("--schedule: expected cosine or constant, got '" + options.schedule + "'");
   }
-  if (!(options.lr > 0) || !std::isfinite(options.lr)) throw UsageError("--lr: expected a positive number");
+  if (!(options.lr > 0) || !std::isfinite(options.lr))
+    throw UsageError(lr_flag + ": expected a positive number");
   if (!(options.momentum >= 0 && options.momentum < 1))
     throw UsageError("--momentum: expected a value in [0, 1)");
   if (!(options.weight_decay >= 0) || !std::isfinite(options.weight_decay)) {

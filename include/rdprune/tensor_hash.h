@@ -1,0 +1,17 @@
+// Adds a tensor to an FNV fingerprint: its shape and bytes, wherever it lives.
+#pragma once
+
+#include <torch/types.h>
+
+#include "rdprune/fnv.h"
+
+namespace rdprune {
+
+inline void add_tensor(Fnv& hash, const torch::Tensor& tensor) {
+  const torch::Tensor cpu = tensor.detach().to(torch::kCPU).contiguous();
+  const auto shape = cpu.sizes().vec();
+  hash.add(shape.data(), shape.size() * sizeof(int64_t));
+  hash.add(cpu.data_ptr(), static_cast<size_t>(cpu.numel()) * cpu.element_size());
+}
+
+}  // namespace rdprune
