@@ -272,6 +272,9 @@ void check_settings(const fs::path& dir, const PipelineOptions& options, Network
   nlohmann::json settings = settings_json(options, network.layers().size());
   settings["model"] = fingerprint(network);
   settings["data"] = data;
+  // The thread count changes the order of torch's sums, and so the last bits of fine-tuned weights:
+  // recorded, and named when a rerun differs, but a rerun on another machine may still resume.
+  const int threads = at::get_num_threads();
   const fs::path path = dir / "settings.json";
   if (fs::exists(path)) {
     nlohmann::json recorded;
@@ -281,6 +284,15 @@ void check_settings(const fs::path& dir, const PipelineOptions& options, Network
       throw Error(path.string() + ": not a JSON settings record");
     }
     if (!recorded.is_object()) throw Error(path.string() + ": not a JSON settings record");
+    if (recorded.contains("threads")) {
+      if (recorded["threads"] != threads && options.progress) {
+        std::cerr << fmt::format(
+            "note: {} was started with {} threads and resumes with {}; rounds run now may differ in the "
+            "last bits from a run with one thread count\n",
+            dir.string(), recorded["threads"].dump(), threads);
+      }
+      recorded.erase("threads");
+    }
     for (const auto& [key, what] : {std::pair<const char*, const char*>{"model", "from another model"},
                                     {"data", "on other data (images, labels or normalisation)"}}) {
       if (!recorded.contains(key)) {
@@ -305,6 +317,7 @@ void check_settings(const fs::path& dir, const PipelineOptions& options, Network
                      " holds rounds of a run whose settings are not on record; use another directory, or "
                      "remove it to start over");
   }
+  settings["threads"] = threads;
   write_file_atomic(path.string(), settings.dump(1) + "\n");
 }
 

@@ -1,6 +1,7 @@
 // End-to-end tests of the rdprune binary: exit codes, one-line reasons, JSON output, round trips.
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <array>
 #include <cstdio>
 #include <cstdlib>
@@ -36,11 +37,13 @@ Result rdprune(const std::vector<std::string>& args) {
   const char* binary = std::getenv("RDPRUNE_BIN");
   EXPECT_NE(binary, nullptr) << "RDPRUNE_BIN must point at the rdprune binary";
   TempDir dir;
-  // --threads belongs to the subcommand: insert it after the first argument.
+  // One thread unless the test says otherwise. --threads belongs to the subcommand: insert it after
+  // the first argument.
+  const bool threads = std::find(args.begin(), args.end(), "--threads") != args.end();
   std::string command = quote(binary ? binary : "rdprune");
   for (size_t i = 0; i < args.size(); ++i) {
     command += " " + quote(args[i]);
-    if (i == 0 && args[0] != "--help" && args[0] != "--version") command += " --threads 1";
+    if (i == 0 && !threads && args[0] != "--help" && args[0] != "--version") command += " --threads 1";
   }
   command += " >" + dir.file("out") + " 2>" + dir.file("err") + " </dev/null";
   const int status = std::system(command.c_str());
@@ -589,6 +592,20 @@ TEST_F(Cli, OutputsAreCheckedBeforeTheWorkAndResumesRefuseWhatTheyCannotTrust) {
   expect_error(rdprune(keep), 2, "--keep-dense: no layer named 'nosuch'");
   EXPECT_FALSE(std::filesystem::exists(work_.file("run")));
   ASSERT_EQ(rdprune(run).code, 0);
+  // The thread count is on record; another one resumes, and is named (torch's sums change order).
+  const int threads = nlohmann::json::parse(read_file(work_.file("run/settings.json"))).at("threads");
+  EXPECT_GE(threads, 1);
+  const Result same = rdprune(run);
+  ASSERT_EQ(same.code, 0) << same.err;
+  EXPECT_EQ(same.err.find("threads"), std::string::npos) << same.err;
+  std::vector<std::string> more_threads = run;
+  more_threads.insert(more_threads.end(), {"--threads", std::to_string(threads + 1)});
+  const Result other_threads = rdprune(more_threads);
+  ASSERT_EQ(other_threads.code, 0) << other_threads.err;
+  EXPECT_NE(other_threads.err.find("was started with " + std::to_string(threads) +
+                                   " threads and resumes with " + std::to_string(threads + 1)),
+            std::string::npos)
+      << other_threads.err;
   // ... nor one on other data: other images, or the same ones normalised otherwise.
   std::vector<std::string> other_data = run;
   other_data.insert(other_data.end(), {"--mean", "0.5", "--std", "0.1"});
