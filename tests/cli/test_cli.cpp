@@ -16,6 +16,7 @@
 
 #include "fixtures.h"
 #include "rdprune/atomic_file.h"
+#include "rdprune/hits.h"
 
 namespace rdprune {
 namespace {
@@ -174,6 +175,33 @@ TEST_F(Cli, TrainEvalInfoRoundTripWithJson) {
   const Result limited =
       rdprune({"eval", "--model", model, "--data-dir", data_dir(), "--limit", "10", "--json"});
   EXPECT_EQ(nlohmann::json::parse(limited.out).at("samples"), 10);
+
+  // Per-image outcomes, and a second model on the same images with the paired error.
+  const std::string other = work_.file("mlp.pt");
+  ASSERT_EQ(
+      rdprune({"train", "--arch", "mlp", "--steps", "3", "--data-dir", data_dir(), "--out", other}).code, 0);
+  const std::string hits_file = work_.file("hits.txt");
+  const Result paired = rdprune({"eval", "--model", model, "--against", other, "--hits", hits_file,
+                                 "--data-dir", data_dir(), "--json"});
+  ASSERT_EQ(paired.code, 0) << paired.err;
+  const auto paired_json = nlohmann::json::parse(paired.out);
+  const std::vector<uint8_t> hits = hits_from_text(read_file(hits_file), hits_file);
+  ASSERT_EQ(hits.size(), 64u);
+  EXPECT_DOUBLE_EQ(std::accumulate(hits.begin(), hits.end(), 0.0) / 64, eval_json.at("top1").get<double>());
+  const double theirs = paired_json.at("against").at("top1").get<double>();
+  EXPECT_NEAR(paired_json.at("difference").get<double>(), eval_json.at("top1").get<double>() - theirs, 1e-12);
+  EXPECT_GT(paired_json.at("difference_se").get<double>(), 0.0);
+  EXPECT_LT(paired_json.at("difference_se").get<double>(), 0.125);  // at most sqrt(1/64)
+  const auto itself = nlohmann::json::parse(
+      rdprune({"eval", "--model", model, "--against", model, "--data-dir", data_dir(), "--json"}).out);
+  EXPECT_EQ(itself.at("difference").get<double>(), 0.0);
+  EXPECT_EQ(itself.at("difference_se").get<double>(), 0.0);
+  expect_error(
+      rdprune({"eval", "--model", model, "--data-dir", data_dir(), "--hits", work_.file("no/h.txt")}), 1,
+      "does not exist");
+  expect_error(
+      rdprune({"eval", "--model", model, "--data-dir", data_dir(), "--against", work_.file("none.pt")}), 1,
+      "none.pt");
 
   const Result info = rdprune({"info", "--model", model, "--json"});
   ASSERT_EQ(info.code, 0) << info.err;
