@@ -285,11 +285,16 @@ void check_settings(const fs::path& dir, const PipelineOptions& options, Network
     }
     if (!recorded.is_object()) throw Error(path.string() + ": not a JSON settings record");
     if (recorded.contains("threads")) {
-      if (recorded["threads"] != threads && options.progress) {
+      if (!recorded["threads"].is_number_integer())
+        throw Error(path.string() + ": threads: expected a thread count");
+      // Once per process: a compare resuming many cells says it once.
+      static bool noted = false;
+      if (recorded["threads"] != threads && options.progress && !noted) {
+        noted = true;
         std::cerr << fmt::format(
             "note: {} was started with {} threads and resumes with {}; rounds run now may differ in the "
             "last bits from a run with one thread count\n",
-            dir.string(), recorded["threads"].dump(), threads);
+            dir.string(), recorded["threads"].get<int64_t>(), threads);
       }
       recorded.erase("threads");
     }

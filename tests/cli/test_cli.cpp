@@ -177,9 +177,14 @@ TEST_F(Cli, TrainEvalInfoRoundTripWithJson) {
   EXPECT_EQ(nlohmann::json::parse(limited.out).at("samples"), 10);
 
   // Per-image outcomes, and a second model on the same images with the paired error.
+  // The second model records another normalisation, and reads the images with it.
   const std::string other = work_.file("mlp.pt");
-  ASSERT_EQ(
-      rdprune({"train", "--arch", "mlp", "--steps", "3", "--data-dir", data_dir(), "--out", other}).code, 0);
+  ASSERT_EQ(rdprune({"train", "--arch", "mlp", "--steps", "3", "--data-dir", data_dir(), "--mean", "0.5",
+                     "--std", "0.1", "--out", other})
+                .code,
+            0);
+  const auto alone =
+      nlohmann::json::parse(rdprune({"eval", "--model", other, "--data-dir", data_dir(), "--json"}).out);
   const std::string hits_file = work_.file("hits.txt");
   const Result paired = rdprune({"eval", "--model", model, "--against", other, "--hits", hits_file,
                                  "--data-dir", data_dir(), "--json"});
@@ -189,7 +194,15 @@ TEST_F(Cli, TrainEvalInfoRoundTripWithJson) {
   ASSERT_EQ(hits.size(), 64u);
   EXPECT_DOUBLE_EQ(std::accumulate(hits.begin(), hits.end(), 0.0) / 64, eval_json.at("top1").get<double>());
   const double theirs = paired_json.at("against").at("top1").get<double>();
+  EXPECT_DOUBLE_EQ(theirs, alone.at("top1").get<double>());
+  EXPECT_DOUBLE_EQ(paired_json.at("against").at("loss").get<double>(), alone.at("loss").get<double>());
   EXPECT_NEAR(paired_json.at("difference").get<double>(), eval_json.at("top1").get<double>() - theirs, 1e-12);
+  const auto first_ten = nlohmann::json::parse(rdprune({"eval", "--model", model, "--against", other,
+                                                        "--limit", "10", "--data-dir", data_dir(), "--json"})
+                                                   .out);
+  EXPECT_EQ(first_ten.at("samples"), 10);
+  EXPECT_DOUBLE_EQ(first_ten.at("difference").get<double>(),
+                   first_ten.at("top1").get<double>() - first_ten.at("against").at("top1").get<double>());
   EXPECT_GT(paired_json.at("difference_se").get<double>(), 0.0);
   EXPECT_LT(paired_json.at("difference_se").get<double>(), 0.125);  // at most sqrt(1/64)
   const auto itself = nlohmann::json::parse(
@@ -202,6 +215,12 @@ TEST_F(Cli, TrainEvalInfoRoundTripWithJson) {
   expect_error(
       rdprune({"eval", "--model", model, "--data-dir", data_dir(), "--against", work_.file("none.pt")}), 1,
       "none.pt");
+  // A command that reads models never writes over one.
+  const std::string kept = read_file(other);
+  expect_error(
+      rdprune({"eval", "--model", model, "--against", other, "--data-dir", data_dir(), "--hits", other}), 2,
+      "is a model being evaluated");
+  EXPECT_EQ(read_file(other), kept);
 
   const Result info = rdprune({"info", "--model", model, "--json"});
   ASSERT_EQ(info.code, 0) << info.err;
@@ -622,7 +641,7 @@ TEST_F(Cli, OutputsAreCheckedBeforeTheWorkAndResumesRefuseWhatTheyCannotTrust) {
   ASSERT_EQ(rdprune(run).code, 0);
   // The thread count is on record; another one resumes, and is named (torch's sums change order).
   const int threads = nlohmann::json::parse(read_file(work_.file("run/settings.json"))).at("threads");
-  EXPECT_GE(threads, 1);
+  EXPECT_EQ(threads, 1);
   const Result same = rdprune(run);
   ASSERT_EQ(same.code, 0) << same.err;
   EXPECT_EQ(same.err.find("threads"), std::string::npos) << same.err;
@@ -634,6 +653,18 @@ TEST_F(Cli, OutputsAreCheckedBeforeTheWorkAndResumesRefuseWhatTheyCannotTrust) {
                                    " threads and resumes with " + std::to_string(threads + 1)),
             std::string::npos)
       << other_threads.err;
+  // A record from before the count was kept resumes without a note; a count that is not one is refused.
+  auto settings = nlohmann::json::parse(read_file(work_.file("run/settings.json")));
+  settings.erase("threads");
+  write_file_atomic(work_.file("run/settings.json"), settings.dump());
+  const Result unrecorded = rdprune(more_threads);
+  ASSERT_EQ(unrecorded.code, 0) << unrecorded.err;
+  EXPECT_EQ(unrecorded.err.find("threads"), std::string::npos) << unrecorded.err;
+  settings["threads"] = "two";
+  write_file_atomic(work_.file("run/settings.json"), settings.dump());
+  expect_error(rdprune(run), 1, "threads: expected a thread count");
+  settings["threads"] = threads;
+  write_file_atomic(work_.file("run/settings.json"), settings.dump());
   // ... nor one on other data: other images, or the same ones normalised otherwise.
   std::vector<std::string> other_data = run;
   other_data.insert(other_data.end(), {"--mean", "0.5", "--std", "0.1"});

@@ -1,5 +1,8 @@
 // rdprune eval --model M --dataset D: top-1, top-5, loss, samples; per-image outcomes and a paired
 // comparison with a second model on request.
+#include <filesystem>
+#include <system_error>
+
 #include <fmt/format.h>
 
 #include "commands.h"
@@ -11,6 +14,7 @@
 
 namespace rdprune::cli {
 namespace {
+namespace fs = std::filesystem;
 
 struct EvalFlags {
   CommonFlags common;
@@ -38,13 +42,29 @@ void run_eval(const EvalFlags& flags) {
   if (flags.limit < 0) throw UsageError("--limit: expected a count >= 0");
   if (flags.batch_size <= 0) throw UsageError("--batch-size: expected a positive count");
   if (flags.split != "test" && flags.split != "train") throw UsageError("--split: expected test or train");
-  if (!flags.hits.empty()) check_output_path(flags.hits);
+  if (!flags.hits.empty()) {
+    check_output_path(flags.hits);
+    // A command that only reads models never writes over one.
+    std::error_code ignored;
+    for (const std::string& model : {flags.model, flags.against}) {
+      if (!model.empty() && fs::equivalent(flags.hits, model, ignored))
+        throw UsageError("--hits: " + flags.hits + " is a model being evaluated");
+    }
+  }
   auto network = load_model(flags.model);
   std::unique_ptr<Network> other = flags.against.empty() ? nullptr : load_model(flags.against);
-  // Each model reads the images with its own recorded normalisation unless the flags give one.
+  // Each model reads the images with its own recorded normalisation unless the flags give one; both
+  // are checked against them before either is evaluated.
   const DatasetOptions options = dataset_options(flags.data, &network->meta());
   const Dataset data = evaluated_part(load_dataset(options), flags);
-  check_model_fits(*network, data);
+  check_model_fits(*network, data, flags.model);
+  Dataset their_data = data;
+  if (other) {
+    const DatasetOptions their_options = dataset_options(flags.data, &other->meta());
+    if (their_options.mean != options.mean || their_options.std != options.std)
+      their_data = evaluated_part(load_dataset(their_options), flags);
+    check_model_fits(*other, their_data, flags.against);
+  }
   const EvalResult eval = evaluate(*network, data, flags.batch_size, /*progress=*/true);
   nlohmann::json result = {{"model", flags.model},    {"dataset", flags.data.dataset},
                            {"split", flags.split},    {"top1", eval.top1},
@@ -54,10 +74,6 @@ void run_eval(const EvalFlags& flags) {
       fmt::format("{} on {}: top-1 {:.2f}%, top-5 {:.2f}%, loss {:.4f}, {} samples\n", flags.model,
                   data.description(), 100 * eval.top1, 100 * eval.top5, eval.loss, eval.samples);
   if (other) {
-    const DatasetOptions their_options = dataset_options(flags.data, &other->meta());
-    const bool same_reading = their_options.mean == options.mean && their_options.std == options.std;
-    const Dataset their_data = same_reading ? data : evaluated_part(load_dataset(their_options), flags);
-    check_model_fits(*other, their_data);
     const EvalResult theirs = evaluate(*other, their_data, flags.batch_size, /*progress=*/true);
     const PairedDifference paired = paired_difference(eval.hits, theirs.hits);
     result["against"] = figures(flags.against, theirs);

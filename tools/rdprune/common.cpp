@@ -105,18 +105,27 @@ std::unique_ptr<Network> load_model(const std::string& path) {
   return load_network(path);
 }
 
-void check_model_fits(Network& network, const Dataset& data) {
+void check_model_fits(Network& network, const Dataset& data, const std::string& path) {
   const auto& meta = network.meta();
   const auto shape = data.sample_shape();
+  const std::string model = path.empty() ? "model" : path + ": model";
   if (!meta.input_shape.empty() && meta.input_shape != shape) {
-    throw Error("model takes " + format_shape(meta.input_shape) + " inputs but " + data.description() +
+    throw Error(model + " takes " + format_shape(meta.input_shape) + " inputs but " + data.description() +
                 " has " + format_shape(shape) + " samples");
   }
   if (meta.num_classes > 0 && meta.num_classes != data.num_classes()) {
-    throw Error("model has " + std::to_string(meta.num_classes) + " classes but " + data.description() +
+    throw Error(model + " has " + std::to_string(meta.num_classes) + " classes but " + data.description() +
                 " has " + std::to_string(data.num_classes()));
   }
-  check_logits(network, shape, data.num_classes());
+  if (path.empty()) {
+    check_logits(network, shape, data.num_classes());
+    return;
+  }
+  try {
+    check_logits(network, shape, data.num_classes());
+  } catch (const Error& e) {
+    throw Error(path + ": " + e.what());
+  }
 }
 
 void emit(const CommonFlags& flags, const nlohmann::json& result, const std::string& human) {

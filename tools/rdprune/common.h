@@ -53,7 +53,7 @@ DatasetOptions dataset_options(const DataFlags& flags, const ModelMeta* model = 
 
 // Loads --model and checks it can take the dataset's samples (shape, classes).
 std::unique_ptr<Network> load_model(const std::string& path);
-void check_model_fits(Network& network, const Dataset& data);
+void check_model_fits(Network& network, const Dataset& data, const std::string& path = {});
 
 // Prints the command's result: the JSON object on stdout with --json, else `human` on stdout.
 void emit(const CommonFlags& flags, const nlohmann::json& result, const std::string& human);
