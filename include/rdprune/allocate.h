@@ -40,6 +40,11 @@ struct FrontierPoint {
 Plan allocate_rd(const CurveSet& curves, const RdOptions& options,
                  std::vector<FrontierPoint>* frontier = nullptr);
 
+// Throws UsageError naming --keep-dense for a name not among `layers` (`in` says whose: "the
+// curves", "the model").
+void check_keep_dense(const RdOptions& options, const std::vector<std::string>& layers,
+                      const std::string& in);
+
 // Whether a plan keeps rd's constraints: --keep-dense layers at their current sparsity, every other
 // layer within [min_sparsity, max_sparsity] (a layer left at its current sparsity may stay below
 // the minimum, as rd's own levels allow). `layers[i].sparsity` is the current sparsity.

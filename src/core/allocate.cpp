@@ -26,6 +26,14 @@ void validate(const RdOptions& options) {
   }
 }
 
+void check_keep_dense(const RdOptions& options, const std::vector<std::string>& layers,
+                      const std::string& in) {
+  for (const auto& name : options.keep_dense) {
+    if (std::find(layers.begin(), layers.end(), name) == layers.end())
+      throw UsageError("--keep-dense: no layer named '" + name + "' in " + in + " (rdprune info lists them)");
+  }
+}
+
 namespace {
 
 bool kept_dense(const RdOptions& options, const std::string& name) {
@@ -49,11 +57,9 @@ std::vector<Allowed> allowed_levels(const CurveSet& curves, const RdOptions& opt
                   options.kept_upper.size() != curves.layers.size())) {
     throw Error("allocate: kept-weight bounds do not match the curves' layers");
   }
-  for (const auto& name : options.keep_dense) {
-    const bool known = std::any_of(curves.layers.begin(), curves.layers.end(),
-                                   [&](const LayerCurve& layer) { return layer.name == name; });
-    if (!known) throw UsageError("--keep-dense: no layer named '" + name + "' in the curves");
-  }
+  std::vector<std::string> names;
+  for (const auto& layer : curves.layers) names.push_back(layer.name);
+  check_keep_dense(options, names, "the curves");
   for (size_t i = 0; i < curves.layers.size(); ++i) {
     const LayerCurve& layer = curves.layers[i];
     const bool dense = kept_dense(options, layer.name);

@@ -16,12 +16,12 @@ std::pair<torch::Tensor, torch::Tensor> read_tensor_file(const std::string& path
   c10::IValue value;
   try {
     value = torch::pickle_load(std::vector<char>(bytes.begin(), bytes.end()));
-  } catch (const c10::Error& e) {
-    throw Error(path + ": cannot read it as a torch.save file of a dict with tensors 'x' and 'y' (" +
-                std::string(e.what_without_backtrace()).substr(0, 160) + ")");
   } catch (const std::exception& e) {
+    // torch's own reason, without the backtrace c10::Error appends to what().
+    const auto* torch_error = dynamic_cast<const c10::Error*>(&e);
+    const std::string reason = torch_error ? torch_error->what_without_backtrace() : e.what();
     throw Error(path + ": cannot read it as a torch.save file of a dict with tensors 'x' and 'y' (" +
-                std::string(e.what()).substr(0, 160) + ")");
+                reason.substr(0, 160) + ")");
   }
   if (!value.isGenericDict()) throw Error(path + ": expected a dict with tensors 'x' and 'y'");
   torch::Tensor x, y;

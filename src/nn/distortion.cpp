@@ -18,8 +18,6 @@
 namespace rdprune {
 namespace {
 
-// FNV-1a, 64 bits.
-
 // The inputs of one stage for every calibration batch, carried forward stage by stage so that a
 // layer's levels run only the stages from its own on (suffix execution).
 class StageInputs {

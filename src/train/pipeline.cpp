@@ -390,10 +390,10 @@ PipelineResult run_pipeline(std::unique_ptr<Network>& network, const DatasetSpli
                             ? data.train.slice(data.train.size() - options.holdout,
                                                std::min(options.holdout, judge_count(options)))
                             : data.train.slice(calibration_used, judge_count(options));
-  for (const auto& name : options.rd.keep_dense) {
-    const auto& layers = network->layers();
-    if (std::none_of(layers.begin(), layers.end(), [&](const auto& layer) { return layer.name == name; }))
-      throw UsageError("--keep-dense: no layer named '" + name + "' in the model (rdprune info lists them)");
+  {
+    std::vector<std::string> names;
+    for (const auto& layer : network->layers()) names.push_back(layer.name);
+    check_keep_dense(options.rd, names, "the model");
   }
   if (!options.out_dir.empty()) {
     fs::create_directories(options.out_dir);

@@ -106,24 +106,20 @@ std::unique_ptr<Network> load_model(const std::string& path) {
 }
 
 void check_model_fits(Network& network, const Dataset& data, const std::string& path) {
-  const auto& meta = network.meta();
-  const auto shape = data.sample_shape();
-  const std::string model = path.empty() ? "model" : path + ": model";
-  if (!meta.input_shape.empty() && meta.input_shape != shape) {
-    throw Error(model + " takes " + format_shape(meta.input_shape) + " inputs but " + data.description() +
-                " has " + format_shape(shape) + " samples");
-  }
-  if (meta.num_classes > 0 && meta.num_classes != data.num_classes()) {
-    throw Error(model + " has " + std::to_string(meta.num_classes) + " classes but " + data.description() +
-                " has " + std::to_string(data.num_classes()));
-  }
-  if (path.empty()) {
-    check_logits(network, shape, data.num_classes());
-    return;
-  }
   try {
+    const auto& meta = network.meta();
+    const auto shape = data.sample_shape();
+    if (!meta.input_shape.empty() && meta.input_shape != shape) {
+      throw Error("model takes " + format_shape(meta.input_shape) + " inputs but " + data.description() +
+                  " has " + format_shape(shape) + " samples");
+    }
+    if (meta.num_classes > 0 && meta.num_classes != data.num_classes()) {
+      throw Error("model has " + std::to_string(meta.num_classes) + " classes but " + data.description() +
+                  " has " + std::to_string(data.num_classes()));
+    }
     check_logits(network, shape, data.num_classes());
   } catch (const Error& e) {
+    if (path.empty()) throw;
     throw Error(path + ": " + e.what());
   }
 }
