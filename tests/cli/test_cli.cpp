@@ -88,6 +88,26 @@ TEST_F(Cli, HelpAndVersion) {
     EXPECT_NE(sub.out.find("--json"), std::string::npos) << command;
   }
   EXPECT_EQ(rdprune({"--version"}).code, 0);
+  EXPECT_EQ(nlohmann::json::parse(rdprune({"--version", "--json"}).out).at("version"), "0.1.0");
+
+  // --help --json: the same flags as data.
+  const auto top = nlohmann::json::parse(rdprune({"--help", "--json"}).out);
+  std::vector<std::string> commands;
+  for (const auto& command : top.at("commands")) commands.push_back(command.at("name"));
+  EXPECT_NE(std::find(commands.begin(), commands.end(), "compare"), commands.end());
+  const Result run_help = rdprune({"run", "--help", "--json"});
+  EXPECT_EQ(run_help.code, 0);
+  const auto run = nlohmann::json::parse(run_help.out);
+  EXPECT_EQ(run.at("command"), "run");
+  bool sparsity_seen = false;
+  for (const auto& option : run.at("options")) {
+    if (option.at("name") != "--sparsity") continue;
+    sparsity_seen = true;
+    EXPECT_TRUE(option.at("required").get<bool>());
+    EXPECT_TRUE(option.at("takes_value").get<bool>());
+    EXPECT_EQ(option.at("type"), "FLOAT");
+  }
+  EXPECT_TRUE(sparsity_seen);
 }
 
 TEST_F(Cli, UsageErrorsExitWithTwo) {

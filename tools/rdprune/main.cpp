@@ -12,6 +12,8 @@
 
 namespace {
 
+constexpr const char* kVersion = "0.1.0";
+
 std::string one_line(std::string text) {
   for (char& c : text) {
     if (c == '\n' || c == '\r') c = ' ';
@@ -40,6 +42,33 @@ std::string empty_value(int argc, char** argv) {
   return "";
 }
 
+// `--help --json`: the command's flags as data, for scripts and front ends; the top level lists
+// the commands instead.
+nlohmann::json help_json(const CLI::App& app) {
+  nlohmann::json out{{"command", app.get_parent() ? app.get_name() : "rdprune"},
+                     {"description", app.get_description()}};
+  if (!app.get_parent()) {
+    out["version"] = kVersion;
+    nlohmann::json commands = nlohmann::json::array();
+    for (const CLI::App* sub : app.get_subcommands([](const CLI::App*) { return true; }))
+      commands.push_back({{"name", sub->get_name()}, {"description", sub->get_description()}});
+    out["commands"] = commands;
+  }
+  nlohmann::json options = nlohmann::json::array();
+  for (const CLI::Option* option : app.get_options()) {
+    if (option->get_lnames().empty()) continue;  // no option here is short-only
+    nlohmann::json entry{{"name", "--" + option->get_lnames().front()},
+                         {"description", option->get_description()},
+                         {"takes_value", option->get_expected_max() > 0},
+                         {"required", option->get_required()}};
+    if (option->get_expected_max() > 0) entry["type"] = option->get_type_name();
+    if (!option->get_default_str().empty()) entry["default"] = option->get_default_str();
+    options.push_back(entry);
+  }
+  out["options"] = options;
+  return out;
+}
+
 int fail(int code, const std::string& reason, bool json) {
   const std::string line = one_line(reason);
   std::cerr << "rdprune: error: " << line << std::endl;
@@ -52,7 +81,7 @@ int fail(int code, const std::string& reason, bool json) {
 int main(int argc, char** argv) {
   CLI::App app{"rdprune: prune trained networks layer-adaptively by rate-distortion optimisation"};
   app.require_subcommand(1);
-  app.set_version_flag("--version", "rdprune 0.1.0");
+  app.set_version_flag("--version", std::string("rdprune ") + kVersion);
   rdprune::cli::register_info(app);
   rdprune::cli::register_train(app);
   rdprune::cli::register_eval(app);
@@ -80,11 +109,16 @@ int main(int argc, char** argv) {
     app.parse(argc, argv);
     return 0;
   } catch (const CLI::CallForHelp& e) {
-    return app.exit(e);
+    if (!json) return app.exit(e);
+    const auto parsed = app.get_subcommands();  // the command whose --help was asked for, if any
+    std::cout << help_json(parsed.empty() ? app : *parsed.front()).dump() << std::endl;
+    return 0;
   } catch (const CLI::CallForAllHelp& e) {
     return app.exit(e);
   } catch (const CLI::CallForVersion& e) {
-    return app.exit(e);
+    if (!json) return app.exit(e);
+    std::cout << nlohmann::json{{"version", kVersion}}.dump() << std::endl;
+    return 0;
   } catch (const CLI::ParseError& e) {
     return fail(2, e.what(), json);
   } catch (const rdprune::UsageError& e) {
