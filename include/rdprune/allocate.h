@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "rdprune/baselines.h"
 #include "rdprune/curves.h"
 #include "rdprune/plan.h"
 
@@ -27,6 +28,9 @@ struct RdOptions {
 
 void validate(const RdOptions& options);
 
+// The options the allocators rd starts from and blends with share with rd.
+BaselineOptions baseline_options(const RdOptions& options);
+
 struct FrontierPoint {
   double budget = 0;      // kept weights (params) or kept FLOPs (flops)
   double sparsity = 0;    // 1 - budget / dense
@@ -39,11 +43,6 @@ struct FrontierPoint {
 // distortion for every budget cell from fully pruned (as constraints allow) to dense.
 Plan allocate_rd(const CurveSet& curves, const RdOptions& options,
                  std::vector<FrontierPoint>* frontier = nullptr);
-
-// Throws UsageError naming --keep-dense for a name not among `layers` (`in` says whose: "the
-// curves", "the model").
-void check_keep_dense(const RdOptions& options, const std::vector<std::string>& layers,
-                      const std::string& in);
 
 // Whether a plan keeps rd's constraints: --keep-dense layers at their current sparsity, every other
 // layer within [min_sparsity, max_sparsity] (a layer left at its current sparsity may stay below

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "rdprune/layer.h"
@@ -12,10 +13,25 @@
 namespace rdprune {
 
 struct BaselineOptions {
-  BudgetKind budget = BudgetKind::kParams;
-  double sparsity_target = 0.9;
-  bool allow_empty = false;  // allow a layer to lose every weight
+  BaselineOptions(BudgetKind budget_kind = BudgetKind::kParams, double target = 0.9,
+                  bool empty_allowed = false, std::vector<std::string> dense_layers = {})
+      : budget(budget_kind),
+        sparsity_target(target),
+        allow_empty(empty_allowed),
+        keep_dense(std::move(dense_layers)) {}
+  BudgetKind budget;
+  double sparsity_target;
+  bool allow_empty;  // allow a layer to lose every weight
+  // Layers left at their current sparsity (--keep-dense): every rule allocates the budget that is
+  // left among the other layers, so that a comparison keeps the same layers dense for every method.
+  std::vector<std::string> keep_dense;
 };
+
+// Throws UsageError naming --keep-dense for a name not among `layers` (`in` says whose: "the
+// curves", "the model").
+void check_keep_dense(const std::vector<std::string>& keep_dense, const std::vector<std::string>& layers,
+                      const std::string& in);
+bool is_kept_dense(const std::vector<std::string>& keep_dense, const std::string& layer);
 
 // Names accepted by --method besides rd.
 const std::vector<std::string>& baseline_methods();
@@ -40,7 +56,8 @@ Plan allocate_shape_baseline(const std::string& method, const std::vector<LayerI
                              const BaselineOptions& options);
 
 // Turns per-layer kept counts into a plan that meets the budget: lifts empty layers to one weight
-// (unless allowed), then takes weights back from the largest layers until the budget holds.
+// (unless allowed) and --keep-dense layers to their unpruned weights, then takes weights back from
+// the largest other layers until the budget holds.
 // Throws Error if the budget cannot be met.
 Plan make_plan(const std::string& method, const std::vector<LayerInfo>& layers, std::vector<int64_t> kept,
                const BaselineOptions& options);

@@ -26,18 +26,14 @@ void validate(const RdOptions& options) {
   }
 }
 
-void check_keep_dense(const RdOptions& options, const std::vector<std::string>& layers,
-                      const std::string& in) {
-  for (const auto& name : options.keep_dense) {
-    if (std::find(layers.begin(), layers.end(), name) == layers.end())
-      throw UsageError("--keep-dense: no layer named '" + name + "' in " + in + " (rdprune info lists them)");
-  }
+BaselineOptions baseline_options(const RdOptions& options) {
+  return BaselineOptions{options.budget, options.sparsity_target, options.allow_empty, options.keep_dense};
 }
 
 namespace {
 
 bool kept_dense(const RdOptions& options, const std::string& name) {
-  return std::find(options.keep_dense.begin(), options.keep_dense.end(), name) != options.keep_dense.end();
+  return is_kept_dense(options.keep_dense, name);
 }
 
 struct Allowed {
@@ -59,7 +55,7 @@ std::vector<Allowed> allowed_levels(const CurveSet& curves, const RdOptions& opt
   }
   std::vector<std::string> names;
   for (const auto& layer : curves.layers) names.push_back(layer.name);
-  check_keep_dense(options, names, "the curves");
+  check_keep_dense(options.keep_dense, names, "the curves");
   for (size_t i = 0; i < curves.layers.size(); ++i) {
     const LayerCurve& layer = curves.layers[i];
     const bool dense = kept_dense(options, layer.name);
@@ -187,8 +183,7 @@ Plan allocate_within(const std::vector<LayerInfo>& layers, const std::vector<dou
       floor_density[i] = std::min(cap[i], 1.0 - options.max_sparsity);
     }
   }
-  return allocate_by_score("rd", layers, score, floor_density, cap,
-                           BaselineOptions{options.budget, options.sparsity_target, options.allow_empty});
+  return allocate_by_score("rd", layers, score, floor_density, cap, baseline_options(options));
 }
 
 double cost_per_weight(BudgetKind budget, const LayerInfo& layer) {

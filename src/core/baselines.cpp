@@ -19,6 +19,18 @@ bool is_shape_baseline(const std::string& method) {
   return method == "uniform" || method == "uniform+" || method == "erk";
 }
 
+void check_keep_dense(const std::vector<std::string>& keep_dense, const std::vector<std::string>& layers,
+                      const std::string& in) {
+  for (const auto& name : keep_dense) {
+    if (std::find(layers.begin(), layers.end(), name) == layers.end())
+      throw UsageError("--keep-dense: no layer named '" + name + "' in " + in + " (rdprune info lists them)");
+  }
+}
+
+bool is_kept_dense(const std::vector<std::string>& keep_dense, const std::string& layer) {
+  return std::find(keep_dense.begin(), keep_dense.end(), layer) != keep_dense.end();
+}
+
 int64_t unpruned(const LayerInfo& layer) {
   return layer.weights -
          static_cast<int64_t>(std::llround(layer.sparsity * static_cast<double>(layer.weights)));
@@ -44,26 +56,35 @@ double total_budget(const std::vector<LayerInfo>& layers, const BaselineOptions&
 
 Plan make_plan(const std::string& method, const std::vector<LayerInfo>& layers, std::vector<int64_t> kept,
                const BaselineOptions& options) {
+  std::vector<std::string> names;
+  for (const auto& layer : layers) names.push_back(layer.name);
+  check_keep_dense(options.keep_dense, names, "the model");
   const double budget = total_budget(layers, options);
   const int64_t minimum = options.allow_empty ? 0 : 1;
+  std::vector<bool> dense(layers.size());
   double cost = 0;
   for (size_t i = 0; i < layers.size(); ++i) {
-    kept[i] = std::clamp<int64_t>(kept[i], std::min(minimum, unpruned(layers[i])), unpruned(layers[i]));
+    dense[i] = is_kept_dense(options.keep_dense, layers[i].name);
+    kept[i] = dense[i]
+                  ? unpruned(layers[i])
+                  : std::clamp<int64_t>(kept[i], std::min(minimum, unpruned(layers[i])), unpruned(layers[i]));
     cost += static_cast<double>(kept[i]) * unit_cost(options.budget, layers[i]);
   }
   // Over budget (from the one-weight floor or rounding): take weights from the layers that keep
-  // the most, a share at a time.
+  // the most, a share at a time, never from a --keep-dense layer.
   while (cost > budget) {
     size_t largest = layers.size();
     for (size_t i = 0; i < layers.size(); ++i) {
-      if (kept[i] > minimum && unit_cost(options.budget, layers[i]) > 0 &&
+      if (!dense[i] && kept[i] > minimum && unit_cost(options.budget, layers[i]) > 0 &&
           (largest == layers.size() || kept[i] > kept[largest])) {
         largest = i;
       }
     }
     if (largest == layers.size()) {
-      throw Error(fmt::format("{}: sparsity target {} is out of reach: every layer already keeps its minimum",
-                              method, options.sparsity_target));
+      throw Error(
+          fmt::format("{}: sparsity target {} is out of reach: every layer already keeps its minimum{}",
+                      method, options.sparsity_target,
+                      options.keep_dense.empty() ? "" : " and the --keep-dense layers all they have"));
     }
     const double unit = unit_cost(options.budget, layers[largest]);
     const auto needed = static_cast<int64_t>(std::ceil((cost - budget) / unit));
@@ -110,10 +131,11 @@ Plan allocate_by_score(const std::string& method, const std::vector<LayerInfo>& 
         unit_cost(options.budget, layers[i]);
   }
   if (floor_cost > budget) {
-    throw Error(fmt::format(
-        "{}: the weights its rule keeps alone exceed the {} budget at sparsity {}; choose a "
-        "lower target",
-        method, options.budget == BudgetKind::kParams ? "weights" : "FLOPs", options.sparsity_target));
+    throw Error(
+        fmt::format("{}: the weights its rule{} keeps alone exceed the {} budget at sparsity {}; choose a "
+                    "lower target",
+                    method, options.keep_dense.empty() ? "" : " and --keep-dense",
+                    options.budget == BudgetKind::kParams ? "weights" : "FLOPs", options.sparsity_target));
   }
   // The kept cost grows with the scale; bisect for the largest scale within budget. Layers whose
   // density would pass their cap stay at the cap (dense for ERK) and the rest absorb the budget.
@@ -141,8 +163,10 @@ Plan allocate_shape_baseline(const std::string& method, const std::vector<LayerI
   std::vector<double> score(n, 1.0);
   std::vector<double> floor_density(n, 0.0);
   std::vector<double> cap(n);
-  for (size_t i = 0; i < n; ++i)
+  for (size_t i = 0; i < n; ++i) {
     cap[i] = static_cast<double>(unpruned(layers[i])) / static_cast<double>(layers[i].weights);
+    if (is_kept_dense(options.keep_dense, layers[i].name)) floor_density[i] = cap[i];
+  }
   if (method == "erk") {
     // Erdos-Renyi-Kernel, Evci et al. 2020, section 3: density ~ (sum of dims) / (product of dims).
     for (size_t i = 0; i < n; ++i) {

@@ -46,7 +46,10 @@ Plan allocate_magnitude_baseline(const std::string& method, Network& network,
   for (size_t i = 0; i < layers.size(); ++i) {
     const torch::Tensor mask = i < network.masks().size() ? network.masks()[i] : torch::Tensor();
     torch::Tensor score = layer_scores(method, layers[i].weight, mask);
-    if (!options.allow_empty) {
+    if (is_kept_dense(options.keep_dense, infos[i].name)) {
+      // Outside the ranking: the layer keeps every weight it has, the others share what is left.
+      score.masked_fill_(score >= 0, std::numeric_limits<double>::infinity());
+    } else if (!options.allow_empty) {
       // Reserve the layer's best weight so that no layer is emptied.
       const int64_t best = score.argmax().item<int64_t>();
       if (score[best].item<double>() >= 0) score[best] = std::numeric_limits<double>::infinity();

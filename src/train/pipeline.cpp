@@ -237,6 +237,7 @@ nlohmann::json settings_json(const PipelineOptions& o, size_t layers) {
                            {"flip", f.augmentation.flip}}}};
   // Recorded only when set, so that runs from before the option resume.
   if (o.holdout > 0) json["holdout"] = o.holdout;
+  if (o.method != "rd" && !o.rd.keep_dense.empty()) json["keep_dense"] = o.rd.keep_dense;
   if (o.method == "rd") {
     json["rd"] = {{"min_sparsity", o.rd.min_sparsity},
                   {"max_sparsity", o.rd.max_sparsity},
@@ -311,6 +312,9 @@ void check_settings(const fs::path& dir, const PipelineOptions& options, Network
       std::string differs;
       for (const auto& [key, value] : settings.items()) {
         if (!recorded.contains(key) || recorded[key] != value) differs += (differs.empty() ? "" : ", ") + key;
+      }
+      for (const auto& [key, value] : recorded.items()) {  // set then, not now
+        if (!settings.contains(key)) differs += (differs.empty() ? "" : ", ") + key;
       }
       throw UsageError("--out-dir: " + dir.string() + " holds a run started with other settings (" + differs +
                        "); use another directory, or remove it to start over");
@@ -393,7 +397,7 @@ PipelineResult run_pipeline(std::unique_ptr<Network>& network, const DatasetSpli
   {
     std::vector<std::string> names;
     for (const auto& layer : network->layers()) names.push_back(layer.name);
-    check_keep_dense(options.rd, names, "the model");
+    check_keep_dense(options.rd.keep_dense, names, "the model");
   }
   if (!options.out_dir.empty()) {
     fs::create_directories(options.out_dir);
@@ -449,8 +453,8 @@ PipelineResult run_pipeline(std::unique_ptr<Network>& network, const DatasetSpli
         std::vector<RefineStart> starts;
         if (rd_curves != nullptr) starts.push_back({"rd", allocate_rd(*rd_curves, bounded)});
         for (const auto& method : options.refine_from) {
-          Plan start =
-              allocate_baseline(method, *network, layers, BaselineOptions{rd.budget, at, rd.allow_empty});
+          Plan start = allocate_baseline(method, *network, layers,
+                                         BaselineOptions{rd.budget, at, rd.allow_empty, rd.keep_dense});
           if (honours(start, layers, rd)) {
             starts.push_back({method, std::move(start)});
           } else if (options.progress) {
@@ -605,8 +609,9 @@ PipelineResult run_pipeline(std::unique_ptr<Network>& network, const DatasetSpli
       }
       round.curve_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     } else {
-      plan = allocate_baseline(options.method, *network, infos,
-                               BaselineOptions{options.rd.budget, target, options.rd.allow_empty});
+      plan = allocate_baseline(
+          options.method, *network, infos,
+          BaselineOptions{options.rd.budget, target, options.rd.allow_empty, options.rd.keep_dense});
     }
     plan.fingerprint = fingerprint(*network);  // the model the plan was made for: this round's start
     if (!dir.empty()) write_file_atomic((dir / "plan.json").string(), to_json(plan));

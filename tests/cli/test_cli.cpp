@@ -584,6 +584,44 @@ TEST_F(Cli, CompareDenseControlIsTheUnprunedModelThroughTheSameFineTuning) {
   EXPECT_NE(read_file(out + "/top1_vs_sparsity.gp").find("title 'dense fine-tuned'"), std::string::npos);
 }
 
+TEST_F(Cli, KeepDenseHoldsForEveryMethod) {
+  const std::string model = work_.file("mlp.pt");
+  ASSERT_EQ(
+      rdprune({"train", "--arch", "mlp", "--steps", "5", "--data-dir", data_dir(), "--out", model}).code, 0);
+  const auto fc3_kept = [](const std::string& plan_file) {
+    const auto plan = nlohmann::json::parse(read_file(plan_file));
+    for (const auto& layer : plan.at("layers")) {
+      if (layer.at("name") == "fc3")
+        return std::make_pair(layer.at("kept").get<int64_t>(), layer.at("weights").get<int64_t>());
+    }
+    return std::make_pair(int64_t{-1}, int64_t{-2});
+  };
+  const std::string plan = work_.file("plan.json");
+  ASSERT_EQ(rdprune({"allocate", "--method", "lamp", "--model", model, "--sparsity", "0.9", "--keep-dense",
+                     "fc3", "--out", plan})
+                .code,
+            0);
+  EXPECT_EQ(fc3_kept(plan).first, fc3_kept(plan).second);
+  const std::string out = work_.file("cmp");
+  const Result run =
+      rdprune({"compare", "--model", model, "--data-dir", data_dir(), "--methods", "global,uniform,erk,dense",
+               "--sparsities", "0.9", "--finetune-steps", "1", "--keep-dense", "fc3", "--out-dir", out});
+  ASSERT_EQ(run.code, 0) << run.err;
+  for (const std::string method : {"global", "uniform", "erk"}) {
+    const auto [kept, weights] = fc3_kept(out + "/" + method + "-s0.9-r1/round-1/plan.json");
+    EXPECT_EQ(kept, weights) << method;
+    const auto settings = nlohmann::json::parse(read_file(out + "/" + method + "-s0.9-r1/settings.json"));
+    EXPECT_EQ(settings.at("keep_dense"), nlohmann::json::array({"fc3"})) << method;
+  }
+  // The control prunes nothing, so its record is the one a comparison without the flag makes.
+  EXPECT_FALSE(nlohmann::json::parse(read_file(out + "/dense-r1/settings.json")).contains("keep_dense"));
+  // A cell made without the flag is not resumed as if it had kept the layer.
+  const Result without =
+      rdprune({"run", "--model", model, "--data-dir", data_dir(), "--method", "global", "--sparsity", "0.9",
+               "--finetune-steps", "1", "--out-dir", out + "/global-s0.9-r1"});
+  expect_error(without, 2, "other settings (keep_dense)");
+}
+
 TEST_F(Cli, OutputsAreCheckedBeforeTheWorkAndResumesRefuseWhatTheyCannotTrust) {
   const std::string model = work_.file("mlp.pt");
   ASSERT_EQ(

@@ -80,6 +80,37 @@ TEST(Baselines, FlopsBudgetAndMonotoneMasks) {
   EXPECT_THROW(allocate_shape_baseline("magic", layers, {BudgetKind::kParams, 0.5, false}), UsageError);
 }
 
+TEST(Baselines, KeepDenseLayersKeepEveryWeightAndTheOthersShareTheRest) {
+  // 1000 weights at 50%: a keeps its 100, b and c share the other 400 at one density, 4/9.
+  const std::vector<LayerInfo> layers = {layer("a", "conv2d", {10, 10}), layer("b", "conv2d", {10, 10}),
+                                         layer("c", "linear", {20, 40})};
+  const Plan uniform = allocate_shape_baseline("uniform", layers, {BudgetKind::kParams, 0.5, false, {"a"}});
+  EXPECT_EQ(uniform.layers[0].kept, 100);
+  EXPECT_EQ(uniform.layers[1].kept, 44);   // floor(100 * 4 / 9)
+  EXPECT_EQ(uniform.layers[2].kept, 355);  // floor(800 * 4 / 9)
+  // ERK: a kept dense, b's score (20/100) and c's (60/800) share the 400 left:
+  // 100 * 0.2 s + 800 * 0.075 s = 400 at s = 5, where b reaches its cap.
+  const Plan erk = allocate_shape_baseline("erk", layers, {BudgetKind::kParams, 0.5, false, {"a"}});
+  EXPECT_EQ(erk.layers[0].kept, 100);
+  EXPECT_EQ(erk.layers[1].kept, 100);  // density 1: its cap
+  EXPECT_EQ(erk.layers[2].kept, 300);
+  // A layer already pruned keeps what it has.
+  std::vector<LayerInfo> pruned = layers;
+  pruned[0].sparsity = 0.3;
+  EXPECT_EQ(
+      allocate_shape_baseline("uniform", pruned, {BudgetKind::kParams, 0.5, false, {"a"}}).layers[0].kept,
+      70);
+  // Weights taken back to meet the budget never come from a kept layer.
+  const Plan plan = make_plan("x", layers, {100, 100, 800}, {BudgetKind::kParams, 0.5, false, {"b"}});
+  EXPECT_EQ(plan.layers[1].kept, 100);
+  EXPECT_EQ(plan.layers[2].kept, 300);
+  EXPECT_THROW(make_plan("x", layers, {1, 1, 800}, {BudgetKind::kParams, 0.5, false, {"c"}}), Error);
+  // What the kept layers hold alone over the budget, and a name the model does not have.
+  EXPECT_THROW(allocate_shape_baseline("uniform", layers, {BudgetKind::kParams, 0.5, false, {"c"}}), Error);
+  EXPECT_THROW(allocate_shape_baseline("uniform", layers, {BudgetKind::kParams, 0.5, false, {"d"}}),
+               UsageError);
+}
+
 TEST(Baselines, AllocateByScoreScalesScoresToTheBudgetBetweenFloorsAndCaps) {
   const std::vector<LayerInfo> layers = {layer("a", "conv2d", {10, 10}), layer("b", "conv2d", {10, 10}),
                                          layer("c", "linear", {10, 10})};

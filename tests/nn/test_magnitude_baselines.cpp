@@ -38,6 +38,34 @@ TEST(MagnitudeBaselines, GlobalUsesOneThresholdAcrossLayers) {
   EXPECT_EQ(plan.kept_weights(), static_cast<int64_t>(0.1 * 266200));
 }
 
+TEST(MagnitudeBaselines, KeepDenseLayersStayOutOfTheRanking) {
+  auto network = seeded_mlp();
+  const auto infos = layer_census(*network, {1, 28, 28});
+  const BaselineOptions options{BudgetKind::kParams, 0.9, false, {"fc3"}};
+  for (const std::string method : {"global", "lamp"}) {
+    const Plan plan = allocate_magnitude_baseline(method, *network, infos, options);
+    EXPECT_EQ(plan.layers[2].kept, infos[2].weights) << method;
+    EXPECT_EQ(plan.kept_weights(), static_cast<int64_t>(0.1 * 266200)) << method;
+  }
+  // global over the other two layers: one threshold there, what fc3 keeps taken from their share.
+  const Plan plan = allocate_magnitude_baseline("global", *network, infos, options);
+  apply_plan(*network, plan, "global");
+  torch::NoGradGuard no_grad;
+  auto original = seeded_mlp();
+  double largest_pruned = 0;
+  double smallest_kept = 1e9;
+  for (size_t i = 0; i < 2; ++i) {
+    const auto magnitude = original->layers()[i].weight.abs();
+    const auto& mask = network->masks()[i];
+    largest_pruned = std::max(largest_pruned, magnitude.masked_select(~mask).max().item<double>());
+    smallest_kept = std::min(smallest_kept, magnitude.masked_select(mask).min().item<double>());
+  }
+  EXPECT_LE(largest_pruned, smallest_kept);
+  EXPECT_THROW(
+      allocate_magnitude_baseline("global", *network, infos, {BudgetKind::kParams, 0.9, false, {"fc9"}}),
+      UsageError);
+}
+
 TEST(MagnitudeBaselines, LampScoresByHand) {
   // One layer with weights (1, 2, 3) and one with (10): LAMP scores are 1/14, 4/13, 9/9 and 1.
   // Keeping two weights keeps the 3 and the 10 (a layer's largest weight scores 1), where global

@@ -155,15 +155,26 @@ TEST(Pipeline, RdStartsFromTheLowestMeasuringPlanThatKeepsItsConstraints) {
   EXPECT_NEAR(joint_distortion(*again, data.train.head(32), plan, "kl", 256), *screened.measured_distortion,
               1e-6);
 
-  // A plan that breaks --keep-dense does not start (uniform prunes every layer).
+  // Every rule leaves the --keep-dense layers dense, so every rule still starts.
   options.rd.keep_dense = {"conv2"};
   options.out_dir = out.file("keep");
   network = load_network(dense);
   const RoundResult kept = run_pipeline(network, data, options).last();
-  ASSERT_FALSE(kept.refine.empty());
+  ASSERT_EQ(kept.refine.size(), 6u);
   EXPECT_EQ(kept.refine[0].start, "rd");
-  for (const auto& step : kept.refine) EXPECT_NE(step.start, "uniform");
   EXPECT_EQ((network->layers()[1].weight == 0).sum().item<int64_t>(), 0);
+  // A plan that breaks --min-sparsity does not start: uniform+ keeps 20% of the last layer, among
+  // others.
+  options.rd.keep_dense.clear();
+  options.rd.min_sparsity = 0.85;
+  options.out_dir = out.file("floor");
+  network = load_network(dense);
+  const RoundResult floored = run_pipeline(network, data, options).last();
+  ASSERT_FALSE(floored.refine.empty());
+  EXPECT_LT(floored.refine.size(), 6u);
+  EXPECT_EQ(floored.refine[0].start, "rd");
+  for (const auto& step : floored.refine) EXPECT_NE(step.start, "uniform+");
+  options.rd.min_sparsity = 0;
 
   // --refine-from none and --refine 0: the paper's plan, measured all the same.
   options.rd.keep_dense.clear();

@@ -113,6 +113,7 @@ void run_compare(CompareFlags& flags) {
     PipelineOptions options = flags.pipeline.options;
     options.method = is_control(cell) ? "global" : methods[cell.method];
     options.rd.sparsity_target = is_control(cell) ? 0.0 : sparsities[cell.sparsity];
+    if (is_control(cell)) options.rd.keep_dense.clear();  // prunes nothing to keep dense
     options.rounds = rounds[cell.rounds];
     options.finetune.steps = steps[cell.steps];
     options.seed = static_cast<uint64_t>(seeds[cell.seed]);
