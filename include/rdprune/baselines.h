@@ -32,6 +32,7 @@ struct BaselineOptions {
 void check_keep_dense(const std::vector<std::string>& keep_dense, const std::vector<std::string>& layers,
                       const std::string& in);
 bool is_kept_dense(const std::vector<std::string>& keep_dense, const std::string& layer);
+std::vector<std::string> names_of(const std::vector<LayerInfo>& layers);
 
 // Names accepted by --method besides rd.
 const std::vector<std::string>& baseline_methods();

@@ -27,6 +27,12 @@ void check_keep_dense(const std::vector<std::string>& keep_dense, const std::vec
   }
 }
 
+std::vector<std::string> names_of(const std::vector<LayerInfo>& layers) {
+  std::vector<std::string> names;
+  for (const auto& layer : layers) names.push_back(layer.name);
+  return names;
+}
+
 bool is_kept_dense(const std::vector<std::string>& keep_dense, const std::string& layer) {
   return std::find(keep_dense.begin(), keep_dense.end(), layer) != keep_dense.end();
 }
@@ -56,9 +62,7 @@ double total_budget(const std::vector<LayerInfo>& layers, const BaselineOptions&
 
 Plan make_plan(const std::string& method, const std::vector<LayerInfo>& layers, std::vector<int64_t> kept,
                const BaselineOptions& options) {
-  std::vector<std::string> names;
-  for (const auto& layer : layers) names.push_back(layer.name);
-  check_keep_dense(options.keep_dense, names, "the model");
+  check_keep_dense(options.keep_dense, names_of(layers), "the model");
   const double budget = total_budget(layers, options);
   const int64_t minimum = options.allow_empty ? 0 : 1;
   std::vector<bool> dense(layers.size());
@@ -159,6 +163,7 @@ Plan allocate_shape_baseline(const std::string& method, const std::vector<LayerI
   check_sparsity_target(options.sparsity_target, "--sparsity");
   if (!is_shape_baseline(method)) throw UsageError("--method: '" + method + "' is not a shape baseline");
   if (layers.empty()) throw Error(method + ": the model has no prunable layers");
+  check_keep_dense(options.keep_dense, names_of(layers), "the model");
   const size_t n = layers.size();
   std::vector<double> score(n, 1.0);
   std::vector<double> floor_density(n, 0.0);

@@ -36,6 +36,7 @@ Plan allocate_magnitude_baseline(const std::string& method, Network& network,
     throw UsageError("--method: '" + method + "' is not global or lamp");
   const auto& layers = network.layers();
   if (layers.empty()) throw Error(method + ": the model has no prunable layers");
+  check_keep_dense(options.keep_dense, names_of(infos), "the model");
   torch::NoGradGuard no_grad;
   std::vector<torch::Tensor> scores;
   std::vector<torch::Tensor> owners;
@@ -47,8 +48,10 @@ Plan allocate_magnitude_baseline(const std::string& method, Network& network,
     const torch::Tensor mask = i < network.masks().size() ? network.masks()[i] : torch::Tensor();
     torch::Tensor score = layer_scores(method, layers[i].weight, mask);
     if (is_kept_dense(options.keep_dense, infos[i].name)) {
-      // Outside the ranking: the layer keeps every weight it has, the others share what is left.
-      score.masked_fill_(score >= 0, std::numeric_limits<double>::infinity());
+      // Outside the ranking: the layer keeps every weight it has (unmasked, or without a mask
+      // nonzero, as the census counts them), the others share what is left.
+      const torch::Tensor has = (mask.defined() ? mask : layers[i].weight.detach() != 0).flatten().cpu();
+      score = torch::where(has, std::numeric_limits<double>::infinity(), -1.0).to(torch::kFloat64);
     } else if (!options.allow_empty) {
       // Reserve the layer's best weight so that no layer is emptied.
       const int64_t best = score.argmax().item<int64_t>();

@@ -453,16 +453,20 @@ PipelineResult run_pipeline(std::unique_ptr<Network>& network, const DatasetSpli
         std::vector<RefineStart> starts;
         if (rd_curves != nullptr) starts.push_back({"rd", allocate_rd(*rd_curves, bounded)});
         for (const auto& method : options.refine_from) {
-          Plan start = allocate_baseline(method, *network, layers,
-                                         BaselineOptions{rd.budget, at, rd.allow_empty, rd.keep_dense});
-          if (honours(start, layers, rd)) {
-            starts.push_back({method, std::move(start)});
-          } else if (options.progress) {
-            std::cerr << fmt::format(
-                "refine: {}'s plan at {:.4f} breaks --keep-dense, --min-sparsity or --max-sparsity; not a "
-                "start\n",
-                method, at);
+          std::string why;
+          try {
+            Plan start = allocate_baseline(method, *network, layers,
+                                           BaselineOptions{rd.budget, at, rd.allow_empty, rd.keep_dense});
+            if (honours(start, layers, rd)) {
+              starts.push_back({method, std::move(start)});
+              continue;
+            }
+            why = "breaks --min-sparsity or --max-sparsity";
+          } catch (const Error& e) {  // the rule cannot meet the budget with the --keep-dense layers
+            why = e.what();
           }
+          if (options.progress)
+            std::cerr << fmt::format("refine: {}'s plan at {:.4f}: {}; not a start\n", method, at, why);
         }
         return starts;
       };

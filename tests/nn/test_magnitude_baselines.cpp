@@ -64,6 +64,16 @@ TEST(MagnitudeBaselines, KeepDenseLayersStayOutOfTheRanking) {
   EXPECT_THROW(
       allocate_magnitude_baseline("global", *network, infos, {BudgetKind::kParams, 0.9, false, {"fc9"}}),
       UsageError);
+  // Without a mask a kept layer's zeros count as pruned, as the census counts them: the budget
+  // they would have held goes to the other layers.
+  auto zeros = seeded_mlp();
+  zeros->layers()[2].weight.detach().narrow(1, 0, 50).zero_();  // half of fc3
+  const auto zero_infos = layer_census(*zeros, {1, 28, 28});
+  for (const std::string method : {"global", "lamp"}) {
+    const Plan kept = allocate_magnitude_baseline(method, *zeros, zero_infos, options);
+    EXPECT_EQ(kept.layers[2].kept, 500) << method;
+    EXPECT_EQ(kept.kept_weights(), static_cast<int64_t>(0.1 * 266200)) << method;
+  }
 }
 
 TEST(MagnitudeBaselines, LampScoresByHand) {

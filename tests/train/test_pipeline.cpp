@@ -163,6 +163,17 @@ TEST(Pipeline, RdStartsFromTheLowestMeasuringPlanThatKeepsItsConstraints) {
   ASSERT_EQ(kept.refine.size(), 6u);
   EXPECT_EQ(kept.refine[0].start, "rd");
   EXPECT_EQ((network->layers()[1].weight == 0).sum().item<int64_t>(), 0);
+  // A rule that cannot meet the budget beside the kept layers is no start, and rd still runs:
+  // 2,650 weights of LeNet-5's 61,470 are less than conv2's 2,400 with uniform+'s dense conv1 (150)
+  // and fifth of fc3 (168).
+  options.rd.sparsity_target = 1 - 2650.0 / 61470;
+  options.out_dir = out.file("tight");
+  network = load_network(dense);
+  const RoundResult tight = run_pipeline(network, data, options).last();
+  ASSERT_FALSE(tight.refine.empty());
+  for (const auto& step : tight.refine) EXPECT_NE(step.start, "uniform+");
+  EXPECT_EQ((network->layers()[1].weight == 0).sum().item<int64_t>(), 0);
+  options.rd.sparsity_target = 0.9;
   // A plan that breaks --min-sparsity does not start: uniform+ keeps 20% of the last layer, among
   // others.
   options.rd.keep_dense.clear();
