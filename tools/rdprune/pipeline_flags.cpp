@@ -26,7 +26,8 @@ void add_pipeline_flags(CLI::App& command, PipelineFlags& flags, PipelineGrid* g
   command.add_option("--budget", flags.budget, "params|flops (default params)");
   command.add_option("--min-sparsity", o.rd.min_sparsity, "rd: every layer at least this sparse");
   command.add_option("--max-sparsity", o.rd.max_sparsity, "rd: every layer at most this sparse");
-  command.add_option("--keep-dense", flags.keep_dense, "Comma-separated layers to leave as they are, for every method");
+  command.add_option("--keep-dense", flags.keep_dense,
+                     "Comma-separated layers to leave as they are, for every method");
   command.add_flag("--allow-empty", o.rd.allow_empty, "Allow a layer to lose every weight");
   command.add_option("--solver", o.rd.solver, "rd: dp (default) | lagrange");
   command.add_option("--calib-size", o.calib_size,
