@@ -136,9 +136,9 @@ Plan allocate_by_score(const std::string& method, const std::vector<LayerInfo>& 
   }
   if (floor_cost > budget) {
     throw Error(
-        fmt::format("{}: the weights its rule{} keeps alone exceed the {} budget at sparsity {}; choose a "
+        fmt::format("{}: the weights {} alone exceed the {} budget at sparsity {}; choose a "
                     "lower target",
-                    method, options.keep_dense.empty() ? "" : " and --keep-dense",
+                    method, options.keep_dense.empty() ? "its rule keeps" : "its rule and --keep-dense keep",
                     options.budget == BudgetKind::kParams ? "weights" : "FLOPs", options.sparsity_target));
   }
   // The kept cost grows with the scale; bisect for the largest scale within budget. Layers whose

@@ -602,6 +602,10 @@ TEST_F(Cli, KeepDenseHoldsForEveryMethod) {
                 .code,
             0);
   EXPECT_EQ(fc3_kept(plan).first, fc3_kept(plan).second);
+  // fc1 holds 235,200 of the 266,200 weights: more than 10% of them.
+  expect_error(rdprune({"allocate", "--method", "uniform+", "--model", model, "--sparsity", "0.9",
+                        "--keep-dense", "fc1", "--out", plan}),
+               1, "uniform+: the weights its rule and --keep-dense keep alone exceed the weights budget");
   const std::string out = work_.file("cmp");
   const Result run =
       rdprune({"compare", "--model", model, "--data-dir", data_dir(), "--methods", "global,uniform,erk,dense",
