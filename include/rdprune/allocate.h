@@ -28,8 +28,8 @@ struct RdOptions {
 
 void validate(const RdOptions& options);
 
-// The options the allocators rd starts from and blends with share with rd.
-BaselineOptions baseline_options(const RdOptions& options);
+// The options the allocators rd starts from and blends with share with rd, at `target`.
+BaselineOptions baseline_options(const RdOptions& options, double target);
 
 struct FrontierPoint {
   double budget = 0;      // kept weights (params) or kept FLOPs (flops)

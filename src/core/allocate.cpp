@@ -26,8 +26,8 @@ void validate(const RdOptions& options) {
   }
 }
 
-BaselineOptions baseline_options(const RdOptions& options) {
-  return BaselineOptions{options.budget, options.sparsity_target, options.allow_empty, options.keep_dense};
+BaselineOptions baseline_options(const RdOptions& options, double target) {
+  return BaselineOptions{options.budget, target, options.allow_empty, options.keep_dense};
 }
 
 namespace {
@@ -183,7 +183,8 @@ Plan allocate_within(const std::vector<LayerInfo>& layers, const std::vector<dou
       floor_density[i] = std::min(cap[i], 1.0 - options.max_sparsity);
     }
   }
-  return allocate_by_score("rd", layers, score, floor_density, cap, baseline_options(options));
+  return allocate_by_score("rd", layers, score, floor_density, cap,
+                           baseline_options(options, options.sparsity_target));
 }
 
 double cost_per_weight(BudgetKind budget, const LayerInfo& layer) {

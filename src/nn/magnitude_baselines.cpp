@@ -46,16 +46,19 @@ Plan allocate_magnitude_baseline(const std::string& method, Network& network,
   double dense_flops = 0;
   for (size_t i = 0; i < layers.size(); ++i) {
     const torch::Tensor mask = i < network.masks().size() ? network.masks()[i] : torch::Tensor();
-    torch::Tensor score = layer_scores(method, layers[i].weight, mask);
+    torch::Tensor score;
     if (is_kept_dense(options.keep_dense, infos[i].name)) {
       // Outside the ranking: the layer keeps every weight it has (unmasked, or without a mask
       // nonzero, as the census counts them), the others share what is left.
       const torch::Tensor has = (mask.defined() ? mask : layers[i].weight.detach() != 0).flatten().cpu();
       score = torch::where(has, std::numeric_limits<double>::infinity(), -1.0).to(torch::kFloat64);
-    } else if (!options.allow_empty) {
-      // Reserve the layer's best weight so that no layer is emptied.
-      const int64_t best = score.argmax().item<int64_t>();
-      if (score[best].item<double>() >= 0) score[best] = std::numeric_limits<double>::infinity();
+    } else {
+      score = layer_scores(method, layers[i].weight, mask);
+      if (!options.allow_empty) {
+        // Reserve the layer's best weight so that no layer is emptied.
+        const int64_t best = score.argmax().item<int64_t>();
+        if (score[best].item<double>() >= 0) score[best] = std::numeric_limits<double>::infinity();
+      }
     }
     const double unit =
         options.budget == BudgetKind::kParams ? 1.0 : std::max(0.0, infos[i].flops_per_weight);

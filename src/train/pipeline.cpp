@@ -455,8 +455,7 @@ PipelineResult run_pipeline(std::unique_ptr<Network>& network, const DatasetSpli
         for (const auto& method : options.refine_from) {
           std::string why;
           try {
-            Plan start = allocate_baseline(method, *network, layers,
-                                           BaselineOptions{rd.budget, at, rd.allow_empty, rd.keep_dense});
+            Plan start = allocate_baseline(method, *network, layers, baseline_options(rd, at));
             if (honours(start, layers, rd)) {
               starts.push_back({method, std::move(start)});
               continue;
@@ -613,9 +612,7 @@ PipelineResult run_pipeline(std::unique_ptr<Network>& network, const DatasetSpli
       }
       round.curve_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     } else {
-      plan = allocate_baseline(
-          options.method, *network, infos,
-          BaselineOptions{options.rd.budget, target, options.rd.allow_empty, options.rd.keep_dense});
+      plan = allocate_baseline(options.method, *network, infos, baseline_options(options.rd, target));
     }
     plan.fingerprint = fingerprint(*network);  // the model the plan was made for: this round's start
     if (!dir.empty()) write_file_atomic((dir / "plan.json").string(), to_json(plan));

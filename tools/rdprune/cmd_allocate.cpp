@@ -64,7 +64,8 @@ void run_allocate(AllocateFlags& flags) {
       throw UsageError("--input-shape: a FLOPs budget needs the model's input shape (C,H,W)");
     }
     const auto infos = layer_census(*network, shape);
-    plan = allocate_baseline(flags.method, *network, infos, baseline_options(flags.rd));
+    plan = allocate_baseline(flags.method, *network, infos,
+                             baseline_options(flags.rd, flags.rd.sparsity_target));
     plan.fingerprint = fingerprint(*network);
   } else {
     if (flags.curves.empty()) throw UsageError("--curves: required for --method rd");
