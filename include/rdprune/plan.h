@@ -31,8 +31,9 @@ struct Plan {
   BudgetKind budget = BudgetKind::kParams;
   double sparsity_target = 0;  // of weights (params budget) or of FLOPs (flops budget)
   std::optional<double> predicted_distortion;
-  std::string solver;       // for rd: dp | lagrange
-  std::string fingerprint;  // of the model the plan was made for, when known
+  std::string solver;        // for rd: dp | lagrange
+  std::string fingerprint;   // of the model the plan was made for, when known
+  bool allow_empty = false;  // made with --allow-empty: a layer may lose every weight
   std::vector<PlanLayer> layers;
 
   int64_t total_weights() const;
@@ -55,5 +56,10 @@ Plan plan_from_json(const std::string& text, const std::string& source);
 
 // Checks that a plan was made for a model with these layers (names, order, sizes); throws Error.
 void check_plan_matches(const Plan& plan, const std::vector<LayerInfo>& layers, const std::string& source);
+
+// Throws Error when the plan takes every remaining weight of a layer that has some, unless the plan
+// was made with --allow-empty or `allow_empty` is given: a layer with no weights cuts the network.
+void check_no_layer_emptied(const Plan& plan, const std::vector<LayerInfo>& layers, bool allow_empty,
+                            const std::string& source);
 
 }  // namespace rdprune

@@ -101,6 +101,7 @@ Plan allocate_rd(const CurveSet& curves, const RdOptions& options, std::vector<F
   plan.sparsity_target = options.sparsity_target;
   plan.solver = options.solver;
   plan.fingerprint = curves.fingerprint;
+  plan.allow_empty = options.allow_empty;
   int64_t total_weights = 0;
   double dense_flops = 0;
   for (const auto& layer : curves.layers) {

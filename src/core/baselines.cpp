@@ -21,9 +21,12 @@ bool is_shape_baseline(const std::string& method) {
 
 void check_keep_dense(const std::vector<std::string>& keep_dense, const std::vector<std::string>& layers,
                       const std::string& in) {
-  for (const auto& name : keep_dense) {
-    if (std::find(layers.begin(), layers.end(), name) == layers.end())
-      throw UsageError("--keep-dense: no layer named '" + name + "' in " + in + " (rdprune info lists them)");
+  for (auto name = keep_dense.begin(); name != keep_dense.end(); ++name) {
+    if (std::find(layers.begin(), layers.end(), *name) == layers.end())
+      throw UsageError("--keep-dense: no layer named '" + *name + "' in " + in +
+                       " (rdprune info lists them)");
+    if (std::find(keep_dense.begin(), name, *name) != name)
+      throw UsageError("--keep-dense: layer '" + *name + "' is named twice");
   }
 }
 
@@ -100,6 +103,7 @@ Plan make_plan(const std::string& method, const std::vector<LayerInfo>& layers, 
   plan.method = method;
   plan.budget = options.budget;
   plan.sparsity_target = options.sparsity_target;
+  plan.allow_empty = options.allow_empty;
   for (size_t i = 0; i < layers.size(); ++i) {
     plan.layers.push_back(
         {layers[i].name, layers[i].weights, kept[i], std::max(0.0, layers[i].flops_per_weight)});

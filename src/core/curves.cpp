@@ -70,6 +70,7 @@ void validate(const CurveSet& curves, const std::string& source) {
     throw Error(source + ": metric '" + curves.metric + "', expected mse, worst or kl");
   }
   if (curves.layers.empty()) throw Error(source + ": no layers");
+  check_unique_names(curves.layers, source);
   for (const auto& layer : curves.layers) {
     const std::string where = source + ": layer " + layer.name;
     if (layer.weights <= 0) throw Error(where + ": weights must be positive");

@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "artifact_json.h"
+#include "rdprune/baselines.h"
 #include "rdprune/error.h"
 
 namespace rdprune {
@@ -71,6 +72,7 @@ void check_sparsity_target(double sparsity_target, const std::string& flag) {
 
 void validate(const Plan& plan, const std::string& source) {
   if (plan.layers.empty()) throw Error(source + ": plan has no layers");
+  check_unique_names(plan.layers, source);
   if (!(plan.sparsity_target >= 0 && plan.sparsity_target < 1)) {
     throw Error(fmt::format("{}: sparsity_target {} outside [0, 1)", source, plan.sparsity_target));
   }
@@ -109,6 +111,7 @@ std::string to_json(const Plan& plan) {
       plan.predicted_distortion ? nlohmann::json(*plan.predicted_distortion) : nlohmann::json();
   if (!plan.solver.empty()) json["solver"] = plan.solver;
   if (!plan.fingerprint.empty()) json["fingerprint"] = plan.fingerprint;
+  if (plan.allow_empty) json["allow_empty"] = true;
   return json.dump(1) + "\n";
 }
 
@@ -124,6 +127,7 @@ Plan plan_from_json(const std::string& text, const std::string& source) {
     }
     plan.solver = json.value("solver", "");
     plan.fingerprint = json.value("fingerprint", "");
+    plan.allow_empty = json.value("allow_empty", false);
     for (const auto& entry : json.at("layers")) {
       PlanLayer layer;
       layer.name = entry.at("name").get<std::string>();
@@ -152,6 +156,20 @@ void check_plan_matches(const Plan& plan, const std::vector<LayerInfo>& layers, 
       throw Error(fmt::format("{}: layer {} is {} ({} weights) in the plan but {} ({} weights) in the model",
                               source, i, plan.layers[i].name, plan.layers[i].weights, layers[i].name,
                               layers[i].weights));
+    }
+  }
+}
+
+void check_no_layer_emptied(const Plan& plan, const std::vector<LayerInfo>& layers, bool allow_empty,
+                            const std::string& source) {
+  if (plan.allow_empty || allow_empty) return;
+  check_plan_matches(plan, layers, source);
+  for (size_t i = 0; i < layers.size(); ++i) {
+    if (plan.layers[i].kept == 0 && unpruned(layers[i]) > 0) {
+      throw Error(
+          fmt::format("{}: layer {} would keep none of its {} weights, which cuts the network there; "
+                      "--allow-empty prunes it anyway",
+                      source, layers[i].name, unpruned(layers[i])));
     }
   }
 }

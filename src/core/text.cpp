@@ -4,6 +4,8 @@
 #include <optional>
 #include <sstream>
 
+#include <fmt/format.h>
+
 #include "rdprune/error.h"
 
 namespace rdprune {
@@ -78,6 +80,18 @@ std::vector<double> parse_doubles(const std::string& text, const std::string& wh
     values.push_back(value);
   }
   return values;
+}
+
+std::string format_percent(double fraction) {
+  const double percent = 100.0 * fraction;
+  int decimals = 2;
+  // Up to 8 decimals tells apart any fraction of a layer up to 10^10 weights.
+  for (; decimals < 8; ++decimals) {
+    const std::string text = fmt::format("{:.{}f}", percent, decimals);
+    const double shown = std::stod(text);
+    if (!((shown == 0.0 && fraction > 0) || (shown == 100.0 && fraction < 1))) break;
+  }
+  return fmt::format("{:.{}f}", percent, decimals);
 }
 
 std::string format_shape(const std::vector<int64_t>& shape) {

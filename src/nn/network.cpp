@@ -238,6 +238,32 @@ std::unique_ptr<Network> create_network(const ModelMeta& meta) {
   return std::make_unique<NativeNetwork>(meta);
 }
 
+namespace {
+
+// A model with NaN or infinite weights gives NaN outputs, curves and scores downstream; it is
+// refused where it is read, with the layer named when a prunable one holds them.
+std::unique_ptr<Network> finite_only(std::unique_ptr<Network> network, const std::string& path) {
+  torch::NoGradGuard no_grad;
+  const auto finite = [](const torch::Tensor& t) {
+    return !t.defined() || !t.is_floating_point() || torch::isfinite(t).all().item<bool>();
+  };
+  for (const auto& layer : network->layers()) {
+    if (!finite(layer.weight)) {
+      throw Error(path + ": layer " + layer.name +
+                  " has weights that are NaN or infinite; the model is damaged");
+    }
+  }
+  const auto parameters = network->parameters();
+  const auto buffers = network->buffers();
+  if (!std::all_of(parameters.begin(), parameters.end(), finite) ||
+      !std::all_of(buffers.begin(), buffers.end(), finite)) {
+    throw Error(path + ": a parameter or buffer holds NaN or infinite values; the model is damaged");
+  }
+  return network;
+}
+
+}  // namespace
+
 std::unique_ptr<Network> load_network(const std::string& path) {
   if (!std::filesystem::exists(path)) throw Error(path + ": model file does not exist");
   if (std::filesystem::is_directory(path)) throw Error(path + ": is a directory, expected a model file");
@@ -258,14 +284,16 @@ std::unique_ptr<Network> load_network(const std::string& path) {
       throw Error(path + ": checkpoint metadata describes no model this build can make (" + e.what() + ")");
     }
     network->load_state(archive, path);
-    return network;
+    return finite_only(std::move(network), path);
   }
+  std::unique_ptr<Network> script;
   try {
-    return std::make_unique<ScriptNetwork>(torch::jit::load(path), path);
+    script = std::make_unique<ScriptNetwork>(torch::jit::load(path), path);
   } catch (const c10::Error& e) {
     throw Error(path + ": cannot load TorchScript module (" +
                 std::string(e.what_without_backtrace()).substr(0, 200) + ")");
   }
+  return finite_only(std::move(script), path);
 }
 
 }  // namespace rdprune

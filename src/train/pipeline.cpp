@@ -394,6 +394,15 @@ PipelineResult run_pipeline(std::unique_ptr<Network>& network, const DatasetSpli
                             ? data.train.slice(data.train.size() - options.holdout,
                                                std::min(options.holdout, judge_count(options)))
                             : data.train.slice(calibration_used, judge_count(options));
+  if (options.method == "rd" && judge_count(options) > 0 && judge.size() == 0) {
+    // Judging would fall back to the calibration images unasked, and by the error or the loss on
+    // them where the user asked for other images.
+    throw UsageError(fmt::format(
+        "--calib-size: the {} calibration images take the whole training split, leaving none to judge "
+        "plans on; lower --calib-size, give --holdout N, or --judge-size 0 to judge on the calibration "
+        "images",
+        calibration_used));
+  }
   {
     std::vector<std::string> names;
     for (const auto& layer : network->layers()) names.push_back(layer.name);

@@ -131,6 +131,16 @@ TEST_F(Cli, UsageErrorsExitWithTwo) {
       "--momentum");
   expect_error(rdprune({"eval", "--model", work_.file("m.pt"), "--limit", "-5"}), 2, "--limit");
   expect_error(rdprune({"info", "--model", work_.file("m.pt"), "--input-shape", "1,0,28"}), 1, "m.pt");
+  // A negative seed is an error everywhere, not 2^64 - 1.
+  expect_error(
+      rdprune({"train", "--arch", "mlp", "--epochs", "1", "--seed", "-1", "--out", work_.file("m.pt")}), 2,
+      "--seed");
+  expect_error(rdprune({"run", "--model", work_.file("m.pt"), "--sparsity", "0.5", "--seed", "-1",
+                        "--out-dir", work_.file("r")}),
+               2, "--seed");
+  expect_error(
+      rdprune({"curves", "--model", work_.file("m.pt"), "--seed", "x", "--out", work_.file("c.json")}), 2,
+      "--seed");
   const Result threads = rdprune({"info", "--model", "x", "--threads", "-3"});
   EXPECT_EQ(threads.code, 2) << threads.err;
 }
@@ -335,6 +345,27 @@ TEST_F(Cli, CurvesAllocatePruneFlow) {
   expect_error(
       rdprune({"allocate", "--curves", work_.file("trunc.json"), "--sparsity", "0.5", "--out", plan}), 1,
       "trunc.json");
+
+  // A plan that empties a layer is applied only with consent: the plan's own (made with
+  // --allow-empty) or prune's --allow-empty.
+  auto emptying = plan_json;
+  emptying["layers"][0]["kept"] = 0;
+  write_file_atomic(work_.file("empty.json"), emptying.dump());
+  expect_error(rdprune({"prune", "--model", model, "--plan", work_.file("empty.json"), "--out", pruned}), 1,
+               "would keep none of its");
+  ASSERT_EQ(rdprune({"prune", "--model", model, "--plan", work_.file("empty.json"), "--out", pruned,
+                     "--allow-empty"})
+                .code,
+            0);
+  const auto emptied = nlohmann::json::parse(rdprune({"info", "--model", pruned, "--json"}).out);
+  EXPECT_EQ(emptied["layers"][0]["sparsity"].get<double>(), 1.0);
+  emptying["allow_empty"] = true;
+  write_file_atomic(work_.file("consented.json"), emptying.dump());
+  EXPECT_EQ(
+      rdprune({"prune", "--model", model, "--plan", work_.file("consented.json"), "--out", pruned}).code, 0);
+  ASSERT_EQ(
+      rdprune({"allocate", "--curves", curves, "--sparsity", "0.9", "--allow-empty", "--out", plan}).code, 0);
+  EXPECT_TRUE(nlohmann::json::parse(read_file(plan)).at("allow_empty").get<bool>());
 }
 
 TEST_F(Cli, BaselinesFinetuneRunCompareAdditivity) {
@@ -399,6 +430,12 @@ TEST_F(Cli, BaselinesFinetuneRunCompareAdditivity) {
     EXPECT_EQ(chosen, 1);
     EXPECT_GE(metrics.at("refine").size(), 6u);
   }
+  // Calibration images that take the whole training split leave none to judge rd's plans on: an
+  // error before any work, not a search judged silently on the calibration images.
+  expect_error(rdprune({"run", "--model", model, "--data-dir", data_dir(), "--method", "rd", "--sparsity",
+                        "0.9", "--rounds", "2", "--finetune-steps", "5", "--calib-size", "1000000",
+                        "--out-dir", work_.file("all-calibration")}),
+               2, "leaving none to judge plans on");
 
   const std::string out = work_.file("compare");
   const Result compared = rdprune({"compare", "--model", model, "--data-dir", data_dir(), "--methods",
@@ -602,6 +639,9 @@ TEST_F(Cli, KeepDenseHoldsForEveryMethod) {
                 .code,
             0);
   EXPECT_EQ(fc3_kept(plan).first, fc3_kept(plan).second);
+  expect_error(rdprune({"allocate", "--method", "lamp", "--model", model, "--sparsity", "0.9", "--keep-dense",
+                        "fc3,fc3", "--out", plan}),
+               2, "--keep-dense: layer 'fc3' is named twice");
   // fc1 holds 235,200 of the 266,200 weights: more than 10% of them.
   expect_error(rdprune({"allocate", "--method", "uniform+", "--model", model, "--sparsity", "0.9",
                         "--keep-dense", "fc1", "--out", plan}),

@@ -89,6 +89,9 @@ TEST(Curves, InvalidFilesAreNamedErrors) {
   auto no_layers = json;
   no_layers.erase("layers");
   EXPECT_NE(error_of(no_layers.dump()).find("malformed"), std::string::npos);
+  auto twice = json;
+  twice["layers"].push_back(json["layers"][0]);
+  EXPECT_NE(error_of(twice.dump()).find("layer 'conv1' appears twice"), std::string::npos);
 }
 
 TEST(Plan, RoundTripAndDerivedFigures) {
@@ -131,9 +134,41 @@ TEST(Plan, MismatchedModelsAndBadValuesAreErrors) {
   EXPECT_THROW(check_plan_matches(plan, model, "p.json"), Error);
   plan.layers[0].kept = 101;
   EXPECT_THROW(plan_from_json(to_json(plan), "p.json"), Error);
+  plan.layers = {{"conv1", 100, 40, 10}, {"conv1", 100, 40, 10}};
+  EXPECT_THROW(plan_from_json(to_json(plan), "p.json"), Error);
   EXPECT_THROW(check_sparsity_target(1.0, "--sparsity"), UsageError);
   EXPECT_THROW(check_sparsity_target(-0.01, "--sparsity"), UsageError);
   EXPECT_EQ(budget_for(BudgetKind::kParams, 0.9, 270608, 0), 27060);
+}
+
+TEST(Plan, NoLayerIsEmptiedUnlessThePlanOrTheUserAllowsIt) {
+  Plan plan;
+  plan.method = "rd";
+  plan.sparsity_target = 0.5;
+  plan.layers = {{"conv1", 100, 0, 10}, {"fc", 50, 10, 1}};
+  std::vector<LayerInfo> model(2);
+  model[0].name = "conv1";
+  model[0].weights = 100;
+  model[1].name = "fc";
+  model[1].weights = 50;
+  try {
+    check_no_layer_emptied(plan, model, /*allow_empty=*/false, "p.json");
+    FAIL() << "a plan that empties conv1 was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("layer conv1 would keep none of its 100 weights"),
+              std::string::npos);
+  }
+  EXPECT_NO_THROW(check_no_layer_emptied(plan, model, /*allow_empty=*/true, "p.json"));
+  // A layer that has no weights left loses nothing more.
+  model[0].sparsity = 1.0;
+  EXPECT_NO_THROW(check_no_layer_emptied(plan, model, /*allow_empty=*/false, "p.json"));
+  model[0].sparsity = 0.0;
+  // A plan made with --allow-empty says so, and keeps saying so through its file.
+  EXPECT_EQ(nlohmann::json::parse(to_json(plan)).count("allow_empty"), 0u);
+  plan.allow_empty = true;
+  const Plan back = plan_from_json(to_json(plan), "p.json");
+  EXPECT_TRUE(back.allow_empty);
+  EXPECT_NO_THROW(check_no_layer_emptied(back, model, /*allow_empty=*/false, "p.json"));
 }
 
 }  // namespace

@@ -55,5 +55,17 @@ TEST(Text, FormatsShapes) {
   EXPECT_EQ(format_shape({3, 32, 32}), "3x32x32");
 }
 
+TEST(Text, PercentagesShowNeitherNoneNorAllForWhatIsNeither) {
+  EXPECT_EQ(format_percent(0.875), "87.50");
+  EXPECT_EQ(format_percent(0.0), "0.00");
+  EXPECT_EQ(format_percent(1.0), "100.00");
+  // One weight kept of 48000: 99.9979..., which two decimals would round to 100.00.
+  EXPECT_EQ(format_percent(1.0 - 1.0 / 48000), "99.998");
+  // One weight pruned of 270608.
+  EXPECT_EQ(format_percent(1.0 / 270608), "0.0004");
+  EXPECT_EQ(format_percent(0.99994), "99.99");
+  EXPECT_EQ(format_percent(0.99996), "99.996");
+}
+
 }  // namespace
 }  // namespace rdprune

@@ -1,4 +1,5 @@
 #include <fstream>
+#include <limits>
 
 #include <gtest/gtest.h>
 #include <torch/torch.h>
@@ -109,6 +110,43 @@ TEST(Checkpoint, LoadingBadFilesIsAClearError) {
   network->save(dir.file("lenet.pt"));
   testing::truncate_file(dir.file("lenet.pt"), 1000);
   EXPECT_THROW(load_network(dir.file("lenet.pt")), Error);
+}
+
+TEST(Checkpoint, ModelsWithNanOrInfiniteValuesAreRefusedWhereTheyAreRead) {
+  TempDir dir;
+  auto network = create_network(meta_for("lenet5", {1, 28, 28}));
+  {
+    torch::NoGradGuard no_grad;
+    network->layers()[2].weight.view({-1})[7] = std::numeric_limits<float>::quiet_NaN();
+  }
+  network->save(dir.file("nan.pt"));
+  try {
+    load_network(dir.file("nan.pt"));
+    FAIL() << "a model with a NaN weight loaded";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("layer " + network->layers()[2].name + " has weights that are NaN"),
+              std::string::npos)
+        << e.what();
+  }
+  auto biased = create_network(meta_for("lenet5", {1, 28, 28}));
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& parameter : biased->parameters()) {
+      if (parameter.dim() == 1) {
+        parameter[0] = std::numeric_limits<float>::infinity();
+        break;
+      }
+    }
+  }
+  biased->save(dir.file("inf.pt"));
+  try {
+    load_network(dir.file("inf.pt"));
+    FAIL() << "a model with an infinite bias loaded";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("a parameter or buffer holds NaN or infinite values"),
+              std::string::npos)
+        << e.what();
+  }
 }
 
 // A checkpoint whose record reads `meta` and whose weights are those of the zoo model `weights`.

@@ -64,6 +64,23 @@ class Rgb(nn.Module):
         return self.fc(self.conv(x).flatten(1))
 
 
+class TupleOut(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(28 * 28, 10)
+
+    def forward(self, x):
+        y = self.fc(x.flatten(1))
+        return y, y
+
+
+def with_nan_weight():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, 10))
+    with torch.no_grad():
+        model[1].weight[3, 5] = float("nan")
+    return model
+
+
 class Reuse(nn.Module):
     """One Linear called twice per sample, and one Conv2d registered under two names."""
 
@@ -181,12 +198,19 @@ def main():
         for name, bad, wanted in (("none", NoPrunable(), "no prunable layers"),
                                   ("identity", torch.nn.Identity(), "no prunable layers"),
                                   ("map", FeatureMap(), "expected [batch, classes] logits"),
-                                  ("rgb", Rgb(), "forward pass failed")):
+                                  ("rgb", Rgb(), "forward pass failed"),
+                                  ("tuple", TupleOut(), "model output is a Tuple"),
+                                  ("nan", with_nan_weight(), "layer 1 has weights that are NaN")):
             path = os.path.join(tmp, f"bad-{name}.pt")
             torch.jit.save(torch.jit.script(bad), path)
             error = rdprune(binary, "run", "--model", path, "--dataset", "tensors", "--data-dir", data,
                             "--sparsity", "0.5", "--out-dir", os.path.join(tmp, f"bad-{name}"), expect=1)
             assert wanted in error["error"] and "\n" not in error["error"], (name, error)
+            if name in ("none", "identity"):
+                continue  # evaluating needs no prunable layer
+            # Evaluating names the file once, not once per layer of the code the error went through.
+            error = rdprune(binary, "eval", "--model", path, "--dataset", "tensors", "--data-dir", data, expect=1)
+            assert wanted in error["error"] and error["error"].count(path) == 1, (name, error)
         truncated = os.path.join(tmp, "truncated.pt")
         with open(os.path.join(data, "test.pt"), "rb") as f, open(truncated, "wb") as g_out:
             g_out.write(f.read()[:500])

@@ -117,7 +117,7 @@ void register_additivity(CLI::App& app) {
   command->add_option("--random", flags->random, "Random allocations to measure (default 30)");
   command->add_option("--calib-size", flags->calib_size, "Calibration samples (default 256)");
   add_curve_flags(*command, flags->curves, "");
-  command->add_option("--seed", flags->data.seed, "Seed of the random allocations (default 0)");
+  add_seed_option(*command, flags->data.seed, "Seed of the random allocations (default 0)");
   add_common_flags(*command, flags->common);
   add_data_flags(*command, flags->data, /*dataset_required=*/false);
   command->callback([flags] { run_additivity(*flags); });

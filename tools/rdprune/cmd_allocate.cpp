@@ -94,8 +94,8 @@ void run_allocate(AllocateFlags& flags) {
           ? fmt::format(", predicted distortion {:.6g} ({} solver)", *plan.predicted_distortion, plan.solver)
           : std::string());
   for (const auto& layer : plan.layers) {
-    human += fmt::format("  {:<28} {:>9} of {:>9} kept  sparsity {:6.2f}%\n", layer.name, layer.kept,
-                         layer.weights, 100 * layer.sparsity());
+    human += fmt::format("  {:<28} {:>9} of {:>9} kept  sparsity {:>6}%\n", layer.name, layer.kept,
+                         layer.weights, format_percent(layer.sparsity()));
   }
   human += "wrote " + flags.out + (flags.frontier.empty() ? "" : " and " + flags.frontier) + "\n";
   emit(flags.common, result, human);

@@ -94,7 +94,7 @@ void register_curves(CLI::App& app) {
   add_curve_flags(*command, flags->curves, "");
   command->add_flag("--synthetic", flags->synthetic,
                     "Zero-data mode: N(0,1) inputs of the model's input shape");
-  command->add_option("--seed", flags->data.seed, "Seed of the synthetic inputs (default 0)");
+  add_seed_option(*command, flags->data.seed, "Seed of the synthetic inputs (default 0)");
   command->add_option("--batch-size", flags->curves.batch_size,
                       "Calibration samples per forward pass (default 256)");
   command->add_option("--cache-dir", flags->curves.cache_dir, "Curve cache (default ~/.cache/rdprune)");

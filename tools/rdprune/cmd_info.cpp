@@ -51,10 +51,10 @@ void run_info(const InfoFlags& flags) {
     layer["flops_per_weight"] =
         info.flops_per_weight >= 0 ? nlohmann::json(info.flops_per_weight) : nlohmann::json();
     layers.push_back(layer);
-    table += fmt::format("{:<28} {:<7} {:<16} {:>10} {:>12} {:>8.2f}%{}\n", info.name, info.type,
+    table += fmt::format("{:<28} {:<7} {:<16} {:>10} {:>12} {:>8}%{}\n", info.name, info.type,
                          format_shape(info.shape), info.weights,
                          info.flops_per_weight >= 0 ? fmt::format("{:g}", info.flops_per_weight) : "?",
-                         100.0 * info.sparsity,
+                         format_percent(info.sparsity),
                          info.calls > 1 ? "  (shared: called " + std::to_string(info.calls) + "x)" : "");
   }
   const bool flops_known = !input_shape.empty();
@@ -73,8 +73,8 @@ void run_info(const InfoFlags& flags) {
       fmt::format("{} ({}, {}), input {}\n", flags.model, network->meta().arch, network->format(),
                   input_shape.empty() ? "unknown" : format_shape(input_shape));
   human += table;
-  human += fmt::format("total: {} layers, {} weights, sparsity {:.2f}%, {}\n", infos.size(), total_weights,
-                       100.0 * sparsity,
+  human += fmt::format("total: {} layers, {} weights, sparsity {}%, {}\n", infos.size(), total_weights,
+                       format_percent(sparsity),
                        flops_known ? fmt::format("{:.4g} MACs per sample", total_flops)
                                    : std::string("FLOPs unknown (pass --input-shape C,H,W or --dataset)"));
   human += network->num_stages() > 1

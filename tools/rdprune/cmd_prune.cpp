@@ -16,6 +16,7 @@ struct PruneFlags {
   std::string plan;
   std::string out;
   std::string export_dense;
+  bool allow_empty = false;
 };
 
 void run_prune(const PruneFlags& flags) {
@@ -24,6 +25,8 @@ void run_prune(const PruneFlags& flags) {
   if (!flags.export_dense.empty()) check_output_path(flags.export_dense);
   const Plan plan = plan_from_json(read_file(flags.plan), flags.plan);
   auto network = load_model(flags.model);
+  check_no_layer_emptied(plan, layer_census(*network, network->meta().input_shape), flags.allow_empty,
+                         flags.plan);
   apply_plan(*network, plan, flags.plan);
   network->save(flags.out);
   if (!flags.export_dense.empty()) network->save_dense(flags.export_dense);
@@ -57,6 +60,8 @@ void register_prune(CLI::App& app) {
   command->add_option("--out", flags->out, "Output model, in the input's format")->required();
   command->add_option("--export-dense", flags->export_dense,
                       "Also write a deployment copy without masks (pruned weights stay zero)");
+  command->add_flag("--allow-empty", flags->allow_empty,
+                    "Apply a plan that leaves a layer no weights (plans made with --allow-empty need not)");
   add_common_flags(*command, flags->common);
   command->callback([flags] { run_prune(*flags); });
 }

@@ -27,7 +27,17 @@ void add_optimizer_flags(CLI::App& command, TrainOptions& options) {
   command.add_option("--schedule", options.schedule, "cosine|constant")->capture_default_str();
   command.add_option("--warmup", options.warmup_fraction, "Linear warm-up fraction of the steps")
       ->capture_default_str();
-  command.add_option("--seed", options.seed, "Seed for order and augmentation")->capture_default_str();
+  add_seed_option(command, options.seed, "Seed for order and augmentation");
+}
+
+CLI::Option* add_seed_option(CLI::App& command, uint64_t& seed, const std::string& description) {
+  return command
+      .add_option_function<std::string>(
+          "--seed",
+          [&seed](const std::string& text) { seed = static_cast<uint64_t>(parse_count(text, "--seed")); },
+          description)
+      ->type_name("INT")
+      ->default_str(std::to_string(seed));
 }
 
 void add_curve_flags(CLI::App& command, CurveOptions& options, const std::string& scope) {
@@ -119,7 +129,8 @@ void check_model_fits(Network& network, const Dataset& data, const std::string& 
     }
     check_logits(network, shape, data.num_classes());
   } catch (const Error& e) {
-    if (path.empty()) throw;
+    // Errors from a TorchScript forward name the file already.
+    if (path.empty() || std::string(e.what()).rfind(path + ": ", 0) == 0) throw;
     throw Error(path + ": " + e.what());
   }
 }

@@ -37,6 +37,9 @@ struct DataFlags {
 };
 
 void add_common_flags(CLI::App& command, CommonFlags& flags);
+// --seed N: a whole number >= 0, parsed as --seed everywhere (a plain unsigned option would take
+// "-1" as 2^64 - 1). The help shows the value already in `seed` as the default.
+CLI::Option* add_seed_option(CLI::App& command, uint64_t& seed, const std::string& description);
 // Optimizer flags of train and finetune; the help shows the defaults already in `options`.
 void add_optimizer_flags(CLI::App& command, TrainOptions& options);
 void add_data_flags(CLI::App& command, DataFlags& flags, bool dataset_required);

@@ -20,7 +20,7 @@ void add_pipeline_flags(CLI::App& command, PipelineFlags& flags, PipelineGrid* g
   } else {
     command.add_option("--rounds", o.rounds, "Pruning rounds (1 = one-shot, default)");
     command.add_option("--finetune-steps", o.finetune.steps, "Fine-tuning steps per round (default 0)");
-    command.add_option("--seed", o.seed, "Seed (default 0)");
+    add_seed_option(command, o.seed, "Seed (default 0)");
   }
   command.add_option("--schedule", o.schedule, "Round targets: geometric 1-(1-a)^r (default) | linear");
   command.add_option("--budget", flags.budget, "params|flops (default params)");
