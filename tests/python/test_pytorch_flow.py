@@ -211,6 +211,19 @@ def main():
             # Evaluating names the file once, not once per layer of the code the error went through.
             error = rdprune(binary, "eval", "--model", path, "--dataset", "tensors", "--data-dir", data, expect=1)
             assert wanted in error["error"] and error["error"].count(path) == 1, (name, error)
+        # A small file that lacks the last class: its class count is the largest label + 1, which
+        # --num-classes overrides for a TorchScript model and a checkpoint's own record supplies.
+        few = os.path.join(tmp, "few.pt")
+        torch.save({"x": test_x[:20], "y": torch.arange(20) % 9}, few)
+        scripted = os.path.join(tmp, "scripted.pt")
+        error = rdprune(binary, "eval", "--model", scripted, "--dataset", "tensors", "--data-dir", few, expect=1)
+        assert "has 9" in error["error"] and "--num-classes" in error["error"], error
+        rdprune(binary, "eval", "--model", scripted, "--dataset", "tensors", "--data-dir", few, "--num-classes", "10")
+        native = os.path.join(tmp, "native.pt")
+        rdprune(binary, "train", "--arch", "mlp", "--dataset", "tensors", "--data-dir", data, "--steps", "2",
+                "--out", native)
+        evaluated = rdprune(binary, "eval", "--model", native, "--dataset", "tensors", "--data-dir", few)
+        assert evaluated["samples"] == 20, evaluated
         truncated = os.path.join(tmp, "truncated.pt")
         with open(os.path.join(data, "test.pt"), "rb") as f, open(truncated, "wb") as g_out:
             g_out.write(f.read()[:500])

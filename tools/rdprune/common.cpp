@@ -105,6 +105,11 @@ DatasetOptions dataset_options(const DataFlags& flags, const ModelMeta* model) {
   }
   if (flags.num_classes < 0) throw UsageError("--num-classes: expected a positive count");
   options.num_classes = flags.num_classes;
+  // A tensors file counts its classes from its largest label, which a small file may not hold;
+  // a checkpoint knows how many it was trained with.
+  if (options.name == "tensors" && options.num_classes == 0 && model && model->num_classes > 0) {
+    options.num_classes = model->num_classes;
+  }
   if (flags.synthetic_size <= 0) throw UsageError("--synthetic-size: expected a positive count");
   options.synthetic_size = flags.synthetic_size;
   options.seed = flags.seed;
@@ -129,9 +134,12 @@ void check_model_fits(Network& network, const Dataset& data, const std::string& 
     }
     check_logits(network, shape, data.num_classes());
   } catch (const Error& e) {
+    std::string message = e.what();
+    if (data.description().rfind("tensors ", 0) == 0 && message.find(" classes but ") != std::string::npos)
+      message += " (a tensors file has its largest label + 1 classes unless --num-classes says otherwise)";
     // Errors from a TorchScript forward name the file already.
-    if (path.empty() || std::string(e.what()).rfind(path + ": ", 0) == 0) throw;
-    throw Error(path + ": " + e.what());
+    if (!path.empty() && message.rfind(path + ": ", 0) != 0) message = path + ": " + message;
+    throw Error(message);
   }
 }
 
