@@ -332,8 +332,12 @@ void check_settings(const fs::path& dir, const PipelineOptions& options, Network
 
 // A finished round's figures, its plan (and curves) checked on the way: a damaged record is named,
 // with what to do, rather than carried into the run's report.
+std::string rerun_remedy(const fs::path& dir) {
+  return "; remove " + dir.string() + " to run that round again";
+}
+
 RoundResult resumed_round(const fs::path& dir) {
-  const std::string remedy = "; remove " + dir.string() + " to run that round again";
+  const std::string remedy = rerun_remedy(dir);
   const fs::path metrics = dir / "metrics.json";
   const fs::path plan = dir / "plan.json";
   const fs::path curves = dir / "curves.json";
@@ -422,8 +426,12 @@ PipelineResult run_pipeline(std::unique_ptr<Network>& network, const DatasetSpli
     const fs::path metrics_path = dir / "metrics.json";
     if (!dir.empty() && fs::exists(metrics_path) && fs::exists(dir / model_file(*network))) {
       // A finished round: take its model and figures, and go on from there.
-      network = load_network((dir / model_file(*network)).string());
       result.rounds.push_back(resumed_round(dir));
+      try {
+        network = load_network((dir / model_file(*network)).string());
+      } catch (const Error& e) {
+        throw Error(e.what() + rerun_remedy(dir));
+      }
       if (options.progress) std::cerr << fmt::format("round {}: resumed from {}\n", r, dir.string());
       continue;
     }

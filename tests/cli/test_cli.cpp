@@ -786,8 +786,15 @@ TEST_F(Cli, OutputsAreCheckedBeforeTheWorkAndResumesRefuseWhatTheyCannotTrust) {
   expect_error(rdprune(run), 1, "to run that round again");
   write_file_atomic(metrics, recorded);
   const std::string plan_file = work_.file("run/round-1/plan.json");
-  write_file_atomic(plan_file, read_file(plan_file).substr(0, 30));
+  const std::string planned = read_file(plan_file);
+  write_file_atomic(plan_file, planned.substr(0, 30));
   expect_error(rdprune(run), 1, "plan.json");
+  write_file_atomic(plan_file, planned);
+  const std::string model_file = work_.file("run/round-1/model.pt");
+  write_file_atomic(model_file, read_file(model_file).substr(0, 2000));
+  const Result truncated = rdprune(run);
+  expect_error(truncated, 1, "round-1/model.pt: not a rdprune checkpoint");
+  expect_error(truncated, 1, "to run that round again");
 }
 
 TEST_F(Cli, ErrorsInJsonModeAreJsonToo) {
