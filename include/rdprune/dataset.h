@@ -25,6 +25,7 @@ struct DatasetOptions {
   int64_t channels = 0;                // imagefolder: 1 or 3 (default 3)
   std::vector<int64_t> input_shape;    // synthetic: C,H,W (default 1,28,28)
   int64_t num_classes = 0;             // synthetic: number of classes (default 10)
+  int64_t model_classes = 0;           // tensors: the model's class count, taken when the labels fit
   int64_t synthetic_size = 1024;       // synthetic: samples per split
   uint64_t seed = 0;                   // synthetic: generator seed
 };

@@ -13,6 +13,9 @@ std::vector<int64_t> parse_shape(const std::string& text, const std::string& wha
 // "25" -> 25. Must be an integer >= 0. Throws UsageError naming `what`.
 int64_t parse_count(const std::string& text, const std::string& what);
 
+// "7" -> 7: a seed, any whole number in [0, 2^64). Throws UsageError naming `what`.
+uint64_t parse_seed(const std::string& text, const std::string& what);
+
 // "0,1,2" -> {0, 1, 2}. Every entry must be an integer >= 0. Throws UsageError naming `what`.
 std::vector<int64_t> parse_counts(const std::string& text, const std::string& what);
 

@@ -58,6 +58,18 @@ int64_t parse_count(const std::string& text, const std::string& what) {
   return *value;
 }
 
+uint64_t parse_seed(const std::string& text, const std::string& what) {
+  const auto fail = [&] { return UsageError(what + ": expected a whole number >= 0, got '" + text + "'"); };
+  // stoull would take "-1" as 2^64 - 1, and " 7" or "+7" too: digits only.
+  if (text.empty() || text.size() > 20 || text.find_first_not_of("0123456789") != std::string::npos)
+    throw fail();
+  try {
+    return std::stoull(text);
+  } catch (const std::exception&) {
+    throw fail();  // above 2^64 - 1
+  }
+}
+
 std::vector<int64_t> parse_counts(const std::string& text, const std::string& what) {
   std::vector<int64_t> values;
   for (const auto& item : split_list(text, what)) values.push_back(parse_count(item, what));
@@ -86,9 +98,8 @@ std::string format_percent(double fraction) {
   const double percent = 100.0 * fraction;
   int decimals = 2;
   // Up to 8 decimals tells apart any fraction of a layer up to 10^10 weights.
-  for (; decimals < 8; ++decimals) {
-    const std::string text = fmt::format("{:.{}f}", percent, decimals);
-    const double shown = std::stod(text);
+  for (double scale = 100; decimals < 8; ++decimals, scale *= 10) {
+    const double shown = std::round(percent * scale) / scale;
     if (!((shown == 0.0 && fraction > 0) || (shown == 100.0 && fraction < 1))) break;
   }
   return fmt::format("{:.{}f}", percent, decimals);

@@ -185,7 +185,10 @@ DatasetSplits load_tensors(const DatasetOptions& options, const Normalization& n
     throw Error(fmt::format("{}: label {} is out of range for --num-classes {}", options.data_dir, largest,
                             options.num_classes));
   }
-  const int64_t num_classes = options.num_classes > 0 ? options.num_classes : largest + 1;
+  // A small file may lack the last class; the model's count stands when every label fits it.
+  const int64_t num_classes = options.num_classes > 0           ? options.num_classes
+                              : largest < options.model_classes ? options.model_classes
+                                                                : largest + 1;
   return {Dataset(train_x, train_y, num_classes, normalization, "tensors " + train_path),
           Dataset(test_x, test_y, num_classes, normalization, "tensors " + test_path)};
 }

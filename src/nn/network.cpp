@@ -241,11 +241,15 @@ std::unique_ptr<Network> create_network(const ModelMeta& meta) {
 namespace {
 
 // A model with NaN or infinite weights gives NaN outputs, curves and scores downstream; it is
-// refused where it is read, with the layer named when a prunable one holds them.
+// refused where it is read, with the layer named when a prunable one holds them. Buffers may hold
+// infinities by design (a -inf attention mask, an observer's starting range), never NaN.
 std::unique_ptr<Network> finite_only(std::unique_ptr<Network> network, const std::string& path) {
   torch::NoGradGuard no_grad;
   const auto finite = [](const torch::Tensor& t) {
     return !t.defined() || !t.is_floating_point() || torch::isfinite(t).all().item<bool>();
+  };
+  const auto not_nan = [](const torch::Tensor& t) {
+    return !t.defined() || !t.is_floating_point() || !torch::isnan(t).any().item<bool>();
   };
   for (const auto& layer : network->layers()) {
     if (!finite(layer.weight)) {
@@ -254,11 +258,11 @@ std::unique_ptr<Network> finite_only(std::unique_ptr<Network> network, const std
     }
   }
   const auto parameters = network->parameters();
+  if (!std::all_of(parameters.begin(), parameters.end(), finite))
+    throw Error(path + ": a parameter holds NaN or infinite values; the model is damaged");
   const auto buffers = network->buffers();
-  if (!std::all_of(parameters.begin(), parameters.end(), finite) ||
-      !std::all_of(buffers.begin(), buffers.end(), finite)) {
-    throw Error(path + ": a parameter or buffer holds NaN or infinite values; the model is damaged");
-  }
+  if (!std::all_of(buffers.begin(), buffers.end(), not_nan))
+    throw Error(path + ": a buffer holds NaN values; the model is damaged");
   return network;
 }
 

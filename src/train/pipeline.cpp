@@ -398,14 +398,19 @@ PipelineResult run_pipeline(std::unique_ptr<Network>& network, const DatasetSpli
                             ? data.train.slice(data.train.size() - options.holdout,
                                                std::min(options.holdout, judge_count(options)))
                             : data.train.slice(calibration_used, judge_count(options));
-  if (options.method == "rd" && judge_count(options) > 0 && judge.size() == 0) {
-    // Judging would fall back to the calibration images unasked, and by the error or the loss on
-    // them where the user asked for other images.
-    throw UsageError(fmt::format(
-        "--calib-size: the {} calibration images take the whole training split, leaving none to judge "
-        "plans on; lower --calib-size, give --holdout N, or --judge-size 0 to judge on the calibration "
-        "images",
-        calibration_used));
+  if (options.method == "rd" && (options.refine > 0 || !options.refine_from.empty()) &&
+      judge_count(options) > 0 && judge.size() == 0) {
+    // Nothing after the calibration images: judging falls back to them. Asked for by number, that
+    // is an error; under auto, a note.
+    const std::string why =
+        fmt::format("the {} calibration images take the whole training split, leaving none to judge plans on",
+                    calibration_used);
+    if (options.judge_size > 0) {
+      throw UsageError(
+          "--judge-size: " + why +
+          "; lower --calib-size, give --holdout N, or --judge-size 0 to judge on the calibration images");
+    }
+    if (options.progress) std::cerr << "rd: " << why << "; judging on the calibration images\n";
   }
   {
     std::vector<std::string> names;

@@ -430,12 +430,38 @@ TEST_F(Cli, BaselinesFinetuneRunCompareAdditivity) {
     EXPECT_EQ(chosen, 1);
     EXPECT_GE(metrics.at("refine").size(), 6u);
   }
-  // Calibration images that take the whole training split leave none to judge rd's plans on: an
-  // error before any work, not a search judged silently on the calibration images.
-  expect_error(rdprune({"run", "--model", model, "--data-dir", data_dir(), "--method", "rd", "--sparsity",
-                        "0.9", "--rounds", "2", "--finetune-steps", "5", "--calib-size", "1000000",
-                        "--out-dir", work_.file("all-calibration")}),
-               2, "leaving none to judge plans on");
+  // Calibration images that take the whole training split leave none to judge rd's plans on:
+  // asked for by number, an error before any work; under auto, judged on the calibration images,
+  // with a note.
+  std::vector<std::string> swallowed = {"run",
+                                        "--model",
+                                        model,
+                                        "--data-dir",
+                                        data_dir(),
+                                        "--method",
+                                        "rd",
+                                        "--sparsity",
+                                        "0.9",
+                                        "--rounds",
+                                        "2",
+                                        "--finetune-steps",
+                                        "2",
+                                        "--levels",
+                                        "5",
+                                        "--calib-size",
+                                        "1000000",
+                                        "--judge-size",
+                                        "500",
+                                        "--out-dir",
+                                        work_.file("all-calibration")};
+  expect_error(rdprune(swallowed), 2, "--judge-size: the ");
+  expect_error(rdprune(swallowed), 2, "leaving none to judge plans on");
+  swallowed.erase(swallowed.begin() + 17, swallowed.begin() + 19);
+  const Result noted = rdprune(swallowed);
+  ASSERT_EQ(noted.code, 0) << noted.err;
+  EXPECT_NE(noted.err.find("leaving none to judge plans on; judging on the calibration images"),
+            std::string::npos)
+      << noted.err;
 
   const std::string out = work_.file("compare");
   const Result compared = rdprune({"compare", "--model", model, "--data-dir", data_dir(), "--methods",

@@ -27,6 +27,13 @@ TEST(Text, ParsesCounts) {
   EXPECT_THROW(parse_count("many", "--recovery-steps"), UsageError);
 }
 
+TEST(Text, ParsesSeeds) {
+  EXPECT_EQ(parse_seed("0", "--seed"), 0u);
+  EXPECT_EQ(parse_seed("18446744073709551615", "--seed"), 18446744073709551615ull);
+  for (const char* bad : {"-1", "+1", " 1", "1.5", "", "x", "18446744073709551616", "184467440737095516150"})
+    EXPECT_THROW(parse_seed(bad, "--seed"), UsageError) << bad;
+}
+
 TEST(Text, ParsesCountLists) {
   EXPECT_EQ(parse_counts("0,1,2", "--seed"), (std::vector<int64_t>{0, 1, 2}));
   EXPECT_EQ(parse_counts("7", "--seed"), (std::vector<int64_t>{7}));

@@ -143,8 +143,7 @@ TEST(Checkpoint, ModelsWithNanOrInfiniteValuesAreRefusedWhereTheyAreRead) {
     load_network(dir.file("inf.pt"));
     FAIL() << "a model with an infinite bias loaded";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("a parameter or buffer holds NaN or infinite values"),
-              std::string::npos)
+    EXPECT_NE(std::string(e.what()).find("a parameter holds NaN or infinite values"), std::string::npos)
         << e.what();
   }
 }

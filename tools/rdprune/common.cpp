@@ -33,10 +33,8 @@ void add_optimizer_flags(CLI::App& command, TrainOptions& options) {
 CLI::Option* add_seed_option(CLI::App& command, uint64_t& seed, const std::string& description) {
   return command
       .add_option_function<std::string>(
-          "--seed",
-          [&seed](const std::string& text) { seed = static_cast<uint64_t>(parse_count(text, "--seed")); },
-          description)
-      ->type_name("INT")
+          "--seed", [&seed](const std::string& text) { seed = parse_seed(text, "--seed"); }, description)
+      ->type_name("UINT")
       ->default_str(std::to_string(seed));
 }
 
@@ -107,9 +105,7 @@ DatasetOptions dataset_options(const DataFlags& flags, const ModelMeta* model) {
   options.num_classes = flags.num_classes;
   // A tensors file counts its classes from its largest label, which a small file may not hold;
   // a checkpoint knows how many it was trained with.
-  if (options.name == "tensors" && options.num_classes == 0 && model && model->num_classes > 0) {
-    options.num_classes = model->num_classes;
-  }
+  if (model) options.model_classes = model->num_classes;
   if (flags.synthetic_size <= 0) throw UsageError("--synthetic-size: expected a positive count");
   options.synthetic_size = flags.synthetic_size;
   options.seed = flags.seed;
@@ -136,7 +132,7 @@ void check_model_fits(Network& network, const Dataset& data, const std::string& 
   } catch (const Error& e) {
     std::string message = e.what();
     if (data.description().rfind("tensors ", 0) == 0 && message.find(" classes but ") != std::string::npos)
-      message += " (a tensors file has its largest label + 1 classes unless --num-classes says otherwise)";
+      message += " (a tensors file has --num-classes classes, else its largest label + 1)";
     // Errors from a TorchScript forward name the file already.
     if (!path.empty() && message.rfind(path + ": ", 0) != 0) message = path + ": " + message;
     throw Error(message);
