@@ -393,28 +393,14 @@ TEST_F(Cli, BaselinesFinetuneRunCompareAdditivity) {
   const auto after = nlohmann::json::parse(rdprune({"info", "--model", tuned, "--json"}).out);
   for (size_t i = 0; i < 5; ++i) EXPECT_EQ(before["layers"][i]["sparsity"], after["layers"][i]["sparsity"]);
 
-  const Result run = rdprune({"run",
-                              "--model",
-                              model,
-                              "--data-dir",
-                              data_dir(),
-                              "--method",
-                              "rd",
-                              "--sparsity",
-                              "0.9",
-                              "--rounds",
-                              "2",
-                              "--finetune-steps",
-                              "5",
-                              "--calib-size",
-                              "32",
-                              "--levels",
-                              "20",
-                              "--seed",
-                              "3",
-                              "--out-dir",
-                              work_.file("run"),
-                              "--json"});
+  // rd in two rounds with fine-tuning, on the fixture's images.
+  const std::vector<std::string> rd_run = {
+      "run",        "--model", model,      "--data-dir", data_dir(),         "--method", "rd",
+      "--sparsity", "0.9",     "--rounds", "2",          "--finetune-steps", "5"};
+  std::vector<std::string> seeded = rd_run;
+  seeded.insert(seeded.end(), {"--calib-size", "32", "--levels", "20", "--seed", "3", "--out-dir",
+                               work_.file("run"), "--json"});
+  const Result run = rdprune(seeded);
   ASSERT_EQ(run.code, 0) << run.err;
   EXPECT_EQ(nlohmann::json::parse(read_file(work_.file("run/settings.json"))).at("seed"), 3);
   const auto run_json = nlohmann::json::parse(run.out);
@@ -433,30 +419,12 @@ TEST_F(Cli, BaselinesFinetuneRunCompareAdditivity) {
   // Calibration images that take the whole training split leave none to judge rd's plans on:
   // asked for by number, an error before any work; under auto, judged on the calibration images,
   // with a note.
-  std::vector<std::string> swallowed = {"run",
-                                        "--model",
-                                        model,
-                                        "--data-dir",
-                                        data_dir(),
-                                        "--method",
-                                        "rd",
-                                        "--sparsity",
-                                        "0.9",
-                                        "--rounds",
-                                        "2",
-                                        "--finetune-steps",
-                                        "2",
-                                        "--levels",
-                                        "5",
-                                        "--calib-size",
-                                        "1000000",
-                                        "--judge-size",
-                                        "500",
-                                        "--out-dir",
-                                        work_.file("all-calibration")};
+  std::vector<std::string> swallowed = rd_run;
+  swallowed.insert(swallowed.end(), {"--levels", "5", "--calib-size", "1000000", "--out-dir",
+                                     work_.file("all-calibration"), "--judge-size", "500"});
   expect_error(rdprune(swallowed), 2, "--judge-size: the ");
   expect_error(rdprune(swallowed), 2, "leaving none to judge plans on");
-  swallowed.erase(swallowed.begin() + 17, swallowed.begin() + 19);
+  swallowed.resize(swallowed.size() - 2);  // --judge-size auto
   const Result noted = rdprune(swallowed);
   ASSERT_EQ(noted.code, 0) << noted.err;
   EXPECT_NE(noted.err.find("leaving none to judge plans on; judging on the calibration images"),
