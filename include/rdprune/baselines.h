@@ -32,7 +32,13 @@ struct BaselineOptions {
 void check_keep_dense(const std::vector<std::string>& keep_dense, const std::vector<std::string>& layers,
                       const std::string& in);
 bool is_kept_dense(const std::vector<std::string>& keep_dense, const std::string& layer);
-std::vector<std::string> names_of(const std::vector<LayerInfo>& layers);
+// The names of any layers that have one: curves, plan or census entries, a network's layers.
+template <typename Layers>
+std::vector<std::string> names_of(const Layers& layers) {
+  std::vector<std::string> names;
+  for (const auto& layer : layers) names.push_back(layer.name);
+  return names;
+}
 
 // Names accepted by --method besides rd.
 const std::vector<std::string>& baseline_methods();

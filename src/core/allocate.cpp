@@ -53,9 +53,7 @@ std::vector<Allowed> allowed_levels(const CurveSet& curves, const RdOptions& opt
                   options.kept_upper.size() != curves.layers.size())) {
     throw Error("allocate: kept-weight bounds do not match the curves' layers");
   }
-  std::vector<std::string> names;
-  for (const auto& layer : curves.layers) names.push_back(layer.name);
-  check_keep_dense(options.keep_dense, names, "the curves");
+  check_keep_dense(options.keep_dense, names_of(curves.layers), "the curves");
   for (size_t i = 0; i < curves.layers.size(); ++i) {
     const LayerCurve& layer = curves.layers[i];
     const bool dense = kept_dense(options, layer.name);

@@ -30,12 +30,6 @@ void check_keep_dense(const std::vector<std::string>& keep_dense, const std::vec
   }
 }
 
-std::vector<std::string> names_of(const std::vector<LayerInfo>& layers) {
-  std::vector<std::string> names;
-  for (const auto& layer : layers) names.push_back(layer.name);
-  return names;
-}
-
 bool is_kept_dense(const std::vector<std::string>& keep_dense, const std::string& layer) {
   return std::find(keep_dense.begin(), keep_dense.end(), layer) != keep_dense.end();
 }

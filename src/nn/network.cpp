@@ -251,15 +251,16 @@ std::unique_ptr<Network> finite_only(std::unique_ptr<Network> network, const std
   const auto not_nan = [](const torch::Tensor& t) {
     return !t.defined() || !t.is_floating_point() || !torch::isnan(t).any().item<bool>();
   };
-  for (const auto& layer : network->layers()) {
-    if (!finite(layer.weight)) {
-      throw Error(path + ": layer " + layer.name +
-                  " has weights that are NaN or infinite; the model is damaged");
-    }
-  }
   const auto parameters = network->parameters();
-  if (!std::all_of(parameters.begin(), parameters.end(), finite))
+  if (!std::all_of(parameters.begin(), parameters.end(), finite)) {
+    for (const auto& layer : network->layers()) {  // name the layer when a prunable one holds them
+      if (!finite(layer.weight)) {
+        throw Error(path + ": layer " + layer.name +
+                    " has weights that are NaN or infinite; the model is damaged");
+      }
+    }
     throw Error(path + ": a parameter holds NaN or infinite values; the model is damaged");
+  }
   const auto buffers = network->buffers();
   if (!std::all_of(buffers.begin(), buffers.end(), not_nan))
     throw Error(path + ": a buffer holds NaN values; the model is damaged");

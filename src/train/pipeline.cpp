@@ -330,12 +330,13 @@ void check_settings(const fs::path& dir, const PipelineOptions& options, Network
   write_file_atomic(path.string(), settings.dump(1) + "\n");
 }
 
-// A finished round's figures, its plan (and curves) checked on the way: a damaged record is named,
-// with what to do, rather than carried into the run's report.
+// What to do about a damaged record of the finished round in `dir`.
 std::string rerun_remedy(const fs::path& dir) {
   return "; remove " + dir.string() + " to run that round again";
 }
 
+// A finished round's figures, its plan (and curves) checked on the way: a damaged record is named,
+// with what to do, rather than carried into the run's report.
 RoundResult resumed_round(const fs::path& dir) {
   const std::string remedy = rerun_remedy(dir);
   const fs::path metrics = dir / "metrics.json";
@@ -412,11 +413,7 @@ PipelineResult run_pipeline(std::unique_ptr<Network>& network, const DatasetSpli
     }
     if (options.progress) std::cerr << "rd: " << why << "; judging on the calibration images\n";
   }
-  {
-    std::vector<std::string> names;
-    for (const auto& layer : network->layers()) names.push_back(layer.name);
-    check_keep_dense(options.rd.keep_dense, names, "the model");
-  }
+  check_keep_dense(options.rd.keep_dense, names_of(network->layers()), "the model");
   if (!options.out_dir.empty()) {
     fs::create_directories(options.out_dir);
     check_settings(options.out_dir, options, *network,
