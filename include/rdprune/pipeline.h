@@ -20,6 +20,7 @@ namespace rdprune {
 
 struct PipelineOptions {
   std::string method = "rd";           // rd | global | lamp | uniform | uniform+ | erk
+  std::string label;                   // what progress lines call the method; empty: the method
   RdOptions rd;                        // budget, target, constraints (shared with the baselines)
   int64_t rounds = 1;                  // 1 = one-shot
   std::string schedule = "geometric";  // geometric: 1-(1-a)^r reaching the target; linear: S*r/R

@@ -663,8 +663,8 @@ PipelineResult run_pipeline(std::unique_ptr<Network>& network, const DatasetSpli
     if (options.progress) {
       std::cerr << fmt::format(
           "round {}/{}: {} target {:.4f}, sparsity {:.4f}, top-1 {:.2f}% pruned, {:.2f}% after repair\n", r,
-          options.rounds, options.method, target, round.sparsity_achieved, 100 * round.pruned.top1,
-          100 * round.finetuned.top1);
+          options.rounds, options.label.empty() ? options.method : options.label, target,
+          round.sparsity_achieved, 100 * round.pruned.top1, 100 * round.finetuned.top1);
     }
     if (!dir.empty()) {
       network->save((dir / model_file(*network)).string());

@@ -573,6 +573,10 @@ TEST_F(Cli, CompareDenseControlIsTheUnprunedModelThroughTheSameFineTuning) {
                               "lamp,dense", "--sparsities", "0.5,0.8", "--finetune-steps", "3", "--seed",
                               "0,1", "--out-dir", out, "--json"});
   ASSERT_EQ(run.code, 0) << run.err;
+  // Its progress speaks of the control, not of the rule that runs it at target 0.
+  EXPECT_NE(run.err.find("compare: dense control, unpruned"), std::string::npos) << run.err;
+  EXPECT_NE(run.err.find("round 1/1: dense target 0.0000"), std::string::npos) << run.err;
+  EXPECT_EQ(run.err.find("global"), std::string::npos) << run.err;
   const auto json = nlohmann::json::parse(run.out);
   // Once per seed, not per sparsity.
   ASSERT_EQ(json.at("results").size(), 6u);

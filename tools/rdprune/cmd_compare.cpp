@@ -112,6 +112,7 @@ void run_compare(CompareFlags& flags) {
   const auto cell_options = [&](const Cell& cell) {
     PipelineOptions options = flags.pipeline.options;
     options.method = is_control(cell) ? "global" : methods[cell.method];
+    options.label = methods[cell.method];
     options.rd.sparsity_target = is_control(cell) ? 0.0 : sparsities[cell.sparsity];
     if (is_control(cell)) options.rd.keep_dense.clear();  // prunes nothing to keep dense
     options.rounds = rounds[cell.rounds];
@@ -162,11 +163,13 @@ void run_compare(CompareFlags& flags) {
   std::string rd_curves;                                    // the first rd cell's round-1 curves
   for (const Cell& cell : cells) {
     const PipelineOptions options = cell_options(cell);
-    std::cerr << fmt::format("compare: {} at sparsity {}{}{}{}\n", methods[cell.method],
-                             options.rd.sparsity_target,
-                             rounds.size() > 1 ? fmt::format(", {} rounds", options.rounds) : "",
-                             steps.size() > 1 ? fmt::format(", {} steps", options.finetune.steps) : "",
-                             seeds.size() > 1 ? fmt::format(", seed {}", options.seed) : "");
+    std::cerr << fmt::format(
+        "compare: {}{}{}{}\n",
+        is_control(cell) ? "dense control, unpruned"
+                         : fmt::format("{} at sparsity {}", methods[cell.method], options.rd.sparsity_target),
+        rounds.size() > 1 ? fmt::format(", {} rounds", options.rounds) : "",
+        steps.size() > 1 ? fmt::format(", {} steps", options.finetune.steps) : "",
+        seeds.size() > 1 ? fmt::format(", seed {}", options.seed) : "");
     auto network = load_model(flags.model);  // every cell from the same dense model
     const PipelineResult result = run_pipeline(network, splits, options);
     const RoundResult& last = result.last();
