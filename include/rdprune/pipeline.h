@@ -38,13 +38,14 @@ struct PipelineOptions {
   // kAutoExchanges when plans are judged after recovery and a round judges at most
   // kAutoExchangeMoves plans, else 0
   int64_t exchanges = -1;
-  // rd: training images, after the calibration ones, that plans judged after recovery are measured
-  // on (fewer when the split ends sooner); -1: kAutoJudgeSize when plans are judged after recovery
-  // (kAutoPathJudgeSize when judged along paths), 0: the calibration set
+  // rd: training images, after the calibration ones, that plans are measured on (fewer when the
+  // split ends sooner); -1: kAutoJudgeSize when plans are judged after recovery (kAutoPathJudgeSize
+  // when judged along paths), 0 when judged as pruned; 0: the calibration set
   int64_t judge_size = -1;
-  // rd: what plans judged after recovery are judged by (Recovery::judge_by): distortion | loss |
-  // error | auto (kAutoJudgeBy when plans are judged after recovery, kAutoPathJudgeBy along paths on
-  // judging images; plans judged as pruned are always judged by their distortion)
+  // rd: what plans are judged by on judging images (Recovery::judge_by): distortion | loss | error |
+  // auto (kAutoJudgeBy when plans are judged after recovery, kAutoPathJudgeBy along paths on
+  // judging images, kAutoPrunedJudgeBy as pruned); plans judged as pruned on the calibration set
+  // are always judged by their distortion
   std::string judge_by = "auto";
   // rd, in every round before the last: judge each rule's plan at the round's own target (round) or
   // at the final target, taking the chosen rule's plan at the round's target (final; refinement
@@ -85,6 +86,8 @@ constexpr const char* kAutoJudgeAt = "path";
 constexpr const char* kAutoPrunedJudgeAt = "final";
 constexpr int64_t kAutoPathJudgeSize = 16384;
 constexpr const char* kAutoPathJudgeBy = "error";
+// Plans judged as pruned on judging images (--judge-size N): by their distortion unless told.
+constexpr const char* kAutoPrunedJudgeBy = "distortion";
 
 void validate(const PipelineOptions& options);
 

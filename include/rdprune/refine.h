@@ -35,10 +35,11 @@ struct RefineStep {
   int64_t pass = 0;
   double trust = 0;      // the factor each layer's kept count could move by (0: unbounded)
   double exchanged = 0;  // an exchange: the share of the giving layer's kept weights moved (0: none)
-  double measured = 0;   // joint distortion of this pass's plan on the calibration set (after
-                         // `recovery_steps` steps of fine-tuning when there were any)
+  // The plan's joint distortion on the calibration set as pruned, or when judged_by_recovery its
+  // judgement on the judging images (after `recovery_steps` steps of fine-tuning when there were any)
+  double measured = 0;
   int64_t recovery_steps = 0;
-  // What `measured` is: "distortion", or after recovery "loss" or "error" (1 - top-1).
+  // What `measured` is: "distortion", or judged_by_recovery "loss" or "error" (1 - top-1).
   std::string judged_by = "distortion";
   double sparsity = 0;  // the plan's weight sparsity
   // 0: this plan judged alone; k: the plan that ends a path of k rounds (the pipeline's
@@ -68,6 +69,9 @@ struct RefineStart {
 // and so the same batches for every plan) and then measured in evaluation mode, on `judge` images
 // when given: the calibration set is small and a plan's recovered distortion on it is a noisy
 // estimate of how the network does on other images (docs/results.md, "Judging on more images").
+// With steps 0 and `judge` images, each plan is judged as pruned the same way: batch norm
+// re-estimated when `recalibrate_bn`, then measured on `judge` in evaluation mode, the network
+// evaluation sees (docs/results.md, "Judging pruned plans on more images").
 struct Recovery {
   int64_t steps = 0;              // 0: judge plans as pruned
   const Dataset* data = nullptr;  // the fine-tuning data
@@ -89,9 +93,14 @@ struct Recovery {
 // unpruned network's outputs.
 bool judged_by_labels(const std::string& judge_by);
 
+// True when plans are judged as `recovery` says (fine-tuned for recovery.steps, possibly none, and
+// measured by recovery.judge_by on recovery.judge or the calibration set): recovery.steps > 0 or
+// recovery.judge given. False: judged by their joint_distortion as pruned, on the calibration set.
+bool judged_by_recovery(const Recovery& recovery);
+
 // What a plan is judged against under `recovery` (judge_plan): the network's reference_outputs, as
-// it is now, on recovery.judge (or on `calibration` without one) when plans are judged after
-// recovery, on `calibration` when they are judged as pruned (recovery.steps 0); an undefined
+// it is now, on recovery.judge (or on `calibration` without one) when judged_by_recovery, on
+// `calibration` otherwise; an undefined
 // tensor when the judgement is by labels, which needs none. O(one pass over those images), or O(1)
 // by labels.
 torch::Tensor judging_reference(Network& network, const Dataset& calibration, const Recovery& recovery,
@@ -100,7 +109,8 @@ torch::Tensor judging_reference(Network& network, const Dataset& calibration, co
 // The distortion against `reference` (the unpruned network's reference_outputs on recovery.judge,
 // or on `calibration` without one), or with recovery.judge_by "loss" the mean cross-entropy on
 // those images' labels (with "error" 1 - top-1 on them), left after `recovery` fine-tunes the network pruned
-// by `plan` (batch-norm statistics re-estimated on `calibration` first when recovery.recalibrate_bn). The
+// by `plan` (batch-norm statistics re-estimated on `calibration` first when recovery.recalibrate_bn;
+// with recovery.steps 0 no fine-tuning, the network as pruned). The
 // network's parameters, buffers and masks are restored afterwards; `recovered`, when given,
 // receives them as recovery left them. O(recovery.steps training steps + one pass over the
 // judging images).
@@ -108,7 +118,7 @@ double recovered_distortion(Network& network, const Dataset& calibration, const 
                             const std::string& metric, int64_t batch_size, const torch::Tensor& reference,
                             const Recovery& recovery, NetworkState* recovered = nullptr);
 
-// How refine_rd judges `plan`: with recovery.steps > 0 its recovered_distortion (`recovered` as
+// How refine_rd judges `plan`: when judged_by_recovery its recovered_distortion (`recovered` as
 // there), otherwise its joint_distortion as pruned (batch statistics with
 // curve_options.recalibrate_bn); `reference` from judging_reference. The network is left as it was.
 double judge_plan(Network& network, const Dataset& calibration, const Plan& plan,
@@ -130,7 +140,7 @@ using RefineCurvesSink = std::function<void(const std::string& start, int64_t pa
 // every ordered pair of layers with a share of kExchangeFraction (halved after a round in which none
 // measures lower; a step named "<start> <from>><to>", its pass the curve passes run plus the round).
 // Returns the lowest-measuring plan of all (the earliest on ties), which never measures worse
-// than any start. `on_curves` sees each pass's curves (to save them). With `recovery.steps` > 0,
+// than any start. `on_curves` sees each pass's curves (to save them). When judged_by_recovery,
 // every plan is judged by recovered_distortion instead of joint_distortion, and with
 // `recovery.keep_recovered` the result keeps the chosen plan's recovered network.
 // O(passes * curve measurement + starts + blends + 4 * passes + exchanges * layers^2 joint

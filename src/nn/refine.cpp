@@ -57,9 +57,13 @@ bool judged_by_labels(const std::string& judge_by) {
   return judge_by == "loss" || judge_by == "error";
 }
 
+bool judged_by_recovery(const Recovery& recovery) {
+  return recovery.steps > 0 || recovery.judge != nullptr;
+}
+
 torch::Tensor judging_reference(Network& network, const Dataset& calibration, const Recovery& recovery,
                                 int64_t batch_size) {
-  if (recovery.steps <= 0) return reference_outputs(network, calibration, batch_size);
+  if (!judged_by_recovery(recovery)) return reference_outputs(network, calibration, batch_size);
   if (judged_by_labels(recovery.judge_by)) return {};
   return reference_outputs(network, recovery.judge != nullptr ? *recovery.judge : calibration, batch_size);
 }
@@ -67,16 +71,19 @@ torch::Tensor judging_reference(Network& network, const Dataset& calibration, co
 double recovered_distortion(Network& network, const Dataset& calibration, const Plan& plan,
                             const std::string& metric, int64_t batch_size, const torch::Tensor& reference,
                             const Recovery& recovery, NetworkState* recovered) {
-  if (recovery.steps <= 0 || recovery.data == nullptr) throw Error("recovery: no fine-tuning steps or data");
+  if (recovery.steps < 0 || (recovery.steps > 0 && recovery.data == nullptr))
+    throw Error("recovery: no fine-tuning data");
   if (!judged_by_labels(recovery.judge_by) && recovery.judge_by != "distortion")
     throw UsageError("--judge-by: expected distortion, loss or error, got '" + recovery.judge_by + "'");
   const StateGuard saved(network);
   apply_plan(network, plan, "recovery plan");
   if (recovery.recalibrate_bn) recalibrate_batch_norm(network, calibration);
-  TrainOptions train = recovery.train;
-  train.steps = recovery.steps;
-  train.progress = false;
-  rdprune::train(network, *recovery.data, train);
+  if (recovery.steps > 0) {
+    TrainOptions train = recovery.train;
+    train.steps = recovery.steps;
+    train.progress = false;
+    rdprune::train(network, *recovery.data, train);
+  }
   network.set_training(false);
   if (recovered != nullptr) *recovered = snapshot(network);
   torch::NoGradGuard no_grad;
@@ -89,7 +96,7 @@ double recovered_distortion(Network& network, const Dataset& calibration, const 
 double judge_plan(Network& network, const Dataset& calibration, const Plan& plan,
                   const CurveOptions& curve_options, const torch::Tensor& reference, const Recovery& recovery,
                   NetworkState* recovered) {
-  if (recovery.steps > 0) {
+  if (judged_by_recovery(recovery)) {
     return recovered_distortion(network, calibration, plan, curve_options.metric, curve_options.batch_size,
                                 reference, recovery, recovered);
   }
@@ -161,10 +168,10 @@ RefineResult refine_rd(Network& network, const Dataset& calibration,
     step.trust = trust;
     step.exchanged = exchanged;
     step.recovery_steps = recovery.steps;
-    if (recovering) step.judged_by = recovery.judge_by;
+    if (judged_by_recovery(recovery)) step.judged_by = recovery.judge_by;
     NetworkState recovered;
     step.measured = judge_plan(network, calibration, candidate, curve_options, reference, recovery,
-                               recovery.keep_recovered ? &recovered : nullptr);
+                               recovery.keep_recovered && recovering ? &recovered : nullptr);
     step.sparsity = candidate.sparsity_achieved();
     const bool lower = result.steps.empty() || step.measured < result.steps[current].measured;
     result.steps.push_back(step);

@@ -107,14 +107,18 @@ std::string judge_target(const PipelineOptions& options) {
 }
 
 int64_t judge_count(const PipelineOptions& options) {
-  if (recovery_steps(options) == 0) return 0;  // plans judged as pruned are measured on calibration
   if (options.judge_size >= 0) return options.judge_size;
+  // Judged as pruned, plans measured on the calibration images chose as well as or better than on
+  // more images (docs/results.md, "Judging pruned plans on more images").
+  if (recovery_steps(options) == 0) return 0;
   return judge_target(options) == "path" ? kAutoPathJudgeSize : kAutoJudgeSize;
 }
 
 std::string judge_metric(const PipelineOptions& options) {
-  if (recovery_steps(options) == 0) return "distortion";  // plans judged as pruned
+  // Plans judged as pruned on the calibration set: their joint distortion there.
+  if (recovery_steps(options) == 0 && judge_count(options) == 0) return "distortion";
   if (options.judge_by != "auto") return options.judge_by;
+  if (recovery_steps(options) == 0) return kAutoPrunedJudgeBy;
   // Along paths, the error on many judging images told apart paths that ended a point apart where
   // the distortion did not (docs/results.md); with --judge-size 0, the distortion as elsewhere.
   if (judge_target(options) == "path" && judge_count(options) > 0) return kAutoPathJudgeBy;
@@ -575,7 +579,7 @@ PipelineResult run_pipeline(std::unique_ptr<Network>& network, const DatasetSpli
               step.sparsity = next->sparsity_achieved();
               // Judged as the last round would judge it (its seed), against this round's network;
               // without fine-tuning, as pruned.
-              if (recovery.steps > 0) step.judged_by = recovery.judge_by;
+              if (judged_by_recovery(recovery)) step.judged_by = recovery.judge_by;
               Recovery last = recovery;
               last.train.seed = derive_seed(options.finetune.seed, static_cast<uint64_t>(options.rounds));
               step.measured = judge_plan(*network, calibration, *next, refine_options, reference, last);
@@ -638,10 +642,11 @@ PipelineResult run_pipeline(std::unique_ptr<Network>& network, const DatasetSpli
     {
       const auto chosen = std::find_if(round.refine.begin(), round.refine.end(),
                                        [](const RefineStep& step) { return step.chosen; });
-      round.measured_distortion = chosen != round.refine.end() && chosen->recovery_steps == 0 && !judged_ahead
-                                      ? chosen->measured  // refinement measured it just so
-                                      : joint_distortion(*network, calibration, plan, options.curves.metric,
-                                                         options.curves.batch_size, batch_statistics);
+      round.measured_distortion =
+          chosen != round.refine.end() && chosen->recovery_steps == 0 && judge.size() == 0 && !judged_ahead
+              ? chosen->measured  // refinement measured it just so
+              : joint_distortion(*network, calibration, plan, options.curves.metric,
+                                 options.curves.batch_size, batch_statistics);
     }
     apply_plan(*network, plan, options.method + " plan");
     round.sparsity_achieved = plan.sparsity_achieved();

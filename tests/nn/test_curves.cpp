@@ -640,9 +640,14 @@ TEST(Refine, RecoveredDistortionIsTheDistortionLeftAfterFineTuningThePrunedNetwo
     EXPECT_FALSE(judging_reference(*network, calibration, on_calibration, 256).defined());
     on_calibration.judge_by = "loss";
     EXPECT_FALSE(judging_reference(*network, calibration, on_calibration, 256).defined());
-    // Judged as pruned: against the outputs on the calibration images, judging images or not.
+    // Judged as pruned: against the outputs on the judging images when there are any, on the
+    // calibration images otherwise.
     Recovery as_pruned = recovery;
     as_pruned.steps = 0;
+    EXPECT_TRUE(judged_by_recovery(as_pruned));
+    EXPECT_TRUE(torch::equal(judging_reference(*network, calibration, as_pruned, 256), judge_reference));
+    as_pruned.judge = nullptr;
+    EXPECT_FALSE(judged_by_recovery(as_pruned));
     EXPECT_TRUE(torch::equal(judging_reference(*network, calibration, as_pruned, 256), reference));
   }
   NetworkState left;
@@ -678,8 +683,22 @@ TEST(Refine, RecoveredDistortionIsTheDistortionLeftAfterFineTuningThePrunedNetwo
   EXPECT_EQ(fingerprint(*network), before);
   recovery.judge_by = "accuracy";
   EXPECT_THROW(recovered_distortion(*network, calibration, plan, "kl", 256, reference, recovery), UsageError);
+  // No recovery steps: the network as pruned, batch norm re-estimated, measured on the judging
+  // images; no fine-tuning data needed.
   recovery.judge_by = "distortion";
   recovery.steps = 0;
+  recovery.data = nullptr;
+  auto pruned = load_network(dir.file("copy.pt"));
+  apply_plan(*pruned, plan, "test");
+  recalibrate_batch_norm(*pruned, calibration);
+  pruned->set_training(false);
+  const double as_pruned = output_distortion(network_outputs(*pruned, judge, 256), judge_reference, "kl");
+  EXPECT_NEAR(recovered_distortion(*network, calibration, plan, "kl", 256, judge_reference, recovery),
+              as_pruned, 1e-6 * std::max(1.0, as_pruned));
+  EXPECT_EQ(fingerprint(*network), before);
+  recovery.steps = -1;
+  EXPECT_THROW(recovered_distortion(*network, calibration, plan, "kl", 256, reference, recovery), Error);
+  recovery.steps = 3;  // fine-tuning steps need the data to fine-tune on
   EXPECT_THROW(recovered_distortion(*network, calibration, plan, "kl", 256, reference, recovery), Error);
 }
 

@@ -305,8 +305,11 @@ TEST(Pipeline, WhenFineTuningFollowsPlansAreJudgedByWhatItRecovers) {
   EXPECT_EQ(blend_count(options), 0);        // auto: no blends when plans are judged as pruned
   EXPECT_EQ(exchange_count(options, 5), 0);  // ... nor exchanges
   EXPECT_EQ(judge_count(options), 0);        // ... and judged on the calibration set
-  options.judge_size = 512;
-  EXPECT_EQ(judge_count(options), 0);  // whatever --judge-size says
+  EXPECT_EQ(judge_metric(options), "distortion");
+  options.judge_size = 512;  // unless judging images are asked for (next test)
+  EXPECT_EQ(judge_count(options), 512);
+  EXPECT_EQ(judge_metric(options), kAutoPrunedJudgeBy);
+  EXPECT_EQ(blend_count(options), 0);
   options.judge_size = -1;
   options.out_dir = out.file("zero");
   network = load_network(dense);
@@ -756,6 +759,72 @@ TEST(Pipeline, JudgingWholePathsTakesTheRuleWhosePathEndsLowest) {
               joint_distortion(*round_one, calibration, *last, "kl", 256, false,
                                reference_outputs(*dense, calibration, 256)),
               1e-6);
+}
+
+// --judge-size N without recovery: every plan judged as pruned on the judging images, batch norm
+// re-estimated on the calibration images first, as evaluation sees the network; the report's
+// measured distortion stays the joint distortion on the calibration images, as for every method.
+TEST(Pipeline, PlansJudgedAsPrunedAreMeasuredOnJudgingImagesWhenAskedFor) {
+  TempDir data_dir;
+  const auto data = toy_data(data_dir);
+  const Dataset calibration = data.train.head(16);
+  const Dataset judge = data.train.slice(16, 64);
+  for (const std::string by : {"error", "distortion"}) {
+    TempDir out;
+    auto network = fresh_model("resnet20");
+    network->save(out.file("dense.pt"));
+    PipelineOptions options;
+    options.method = "rd";
+    options.rd.sparsity_target = 0.5;
+    options.calib_size = 16;
+    options.curves.levels = 4;
+    options.curves.tail = false;
+    options.refine = 1;
+    options.refine_from = {"global", "lamp"};
+    options.bn_recalibrate = true;
+    options.judge_size = 64;
+    options.judge_by = by;
+    options.eval_limit = 16;
+    options.progress = false;
+    options.out_dir = out.file("run");
+    EXPECT_EQ(judge_metric(options), by);
+    const RoundResult round = run_pipeline(network, data, options).last();
+    const auto settings = nlohmann::json::parse(read_file(out.file("run/settings.json")));
+    EXPECT_EQ(settings["rd"]["judge_size"], 64);
+    EXPECT_EQ(settings["rd"]["judge_by"], by);
+    EXPECT_EQ(settings["rd"]["blends"], 0);
+    ASSERT_GE(round.refine.size(), 3u);
+    const RefineStep* chosen = nullptr;
+    for (const auto& step : round.refine) {
+      EXPECT_EQ(step.recovery_steps, 0);
+      EXPECT_EQ(step.judged_by, by);
+      if (step.chosen) chosen = &step;
+    }
+    ASSERT_NE(chosen, nullptr);
+    for (const auto& step : round.refine) EXPECT_GE(step.measured, chosen->measured) << step.start;
+    const auto plan = plan_from_json(read_file(out.file("run/round-1/plan.json")), "plan");
+    // The judgement by hand: the plan applied, batch norm re-estimated, measured in evaluation mode.
+    auto dense = load_network(out.file("dense.pt"));
+    const torch::Tensor reference = reference_outputs(*dense, judge, 256);
+    auto pruned = load_network(out.file("dense.pt"));
+    apply_plan(*pruned, plan, "test");
+    recalibrate_batch_norm(*pruned, calibration);
+    pruned->set_training(false);
+    double by_hand = 0;
+    {
+      torch::NoGradGuard no_grad;
+      by_hand = by == "error" ? 1.0 - evaluate(*pruned, judge).top1
+                              : output_distortion(network_outputs(*pruned, judge, 256), reference, "kl");
+    }
+    EXPECT_NEAR(chosen->measured, by_hand, 1e-6) << by;
+    // It is not what the calibration images measure.
+    ASSERT_TRUE(round.measured_distortion.has_value());
+    EXPECT_NEAR(*round.measured_distortion,
+                joint_distortion(*dense, calibration, plan, "kl", 256, /*batch_statistics=*/true), 1e-6);
+    if (by == "distortion") {
+      EXPECT_GT(std::abs(*round.measured_distortion - chosen->measured), 1e-6);
+    }
+  }
 }
 
 TEST(Pipeline, RefinementMeasuresWithBatchStatisticsWhenBatchNormIsRecalibrated) {
