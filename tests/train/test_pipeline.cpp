@@ -761,6 +761,23 @@ TEST(Pipeline, JudgingWholePathsTakesTheRuleWhosePathEndsLowest) {
               1e-6);
 }
 
+// One-shot rd at 50% on a fresh ResNet-20 (batch norm everywhere): 16 calibration images, 4
+// levels, one refinement pass, batch norm re-estimated or not; writes into `out_dir`.
+PipelineOptions one_shot_resnet(bool recalibrate, const std::string& out_dir) {
+  PipelineOptions options;
+  options.method = "rd";
+  options.rd.sparsity_target = 0.5;
+  options.calib_size = 16;
+  options.curves.levels = 4;
+  options.curves.tail = false;
+  options.refine = 1;
+  options.bn_recalibrate = recalibrate;
+  options.eval_limit = 16;
+  options.progress = false;
+  options.out_dir = out_dir;
+  return options;
+}
+
 // --judge-size N without recovery: every plan judged as pruned on the judging images, batch norm
 // re-estimated on the calibration images first, as evaluation sees the network; the report's
 // measured distortion stays the joint distortion on the calibration images, as for every method.
@@ -773,20 +790,10 @@ TEST(Pipeline, PlansJudgedAsPrunedAreMeasuredOnJudgingImagesWhenAskedFor) {
     TempDir out;
     auto network = fresh_model("resnet20");
     network->save(out.file("dense.pt"));
-    PipelineOptions options;
-    options.method = "rd";
-    options.rd.sparsity_target = 0.5;
-    options.calib_size = 16;
-    options.curves.levels = 4;
-    options.curves.tail = false;
-    options.refine = 1;
+    PipelineOptions options = one_shot_resnet(/*recalibrate=*/true, out.file("run"));
     options.refine_from = {"global", "lamp"};
-    options.bn_recalibrate = true;
     options.judge_size = 64;
     options.judge_by = by;
-    options.eval_limit = 16;
-    options.progress = false;
-    options.out_dir = out.file("run");
     EXPECT_EQ(judge_metric(options), by);
     const RoundResult round = run_pipeline(network, data, options).last();
     const auto settings = nlohmann::json::parse(read_file(out.file("run/settings.json")));
@@ -833,17 +840,7 @@ TEST(Pipeline, RefinementMeasuresWithBatchStatisticsWhenBatchNormIsRecalibrated)
   for (const bool recalibrate : {false, true}) {
     TempDir out;
     auto network = fresh_model("resnet20");
-    PipelineOptions options;
-    options.method = "rd";
-    options.rd.sparsity_target = 0.5;
-    options.calib_size = 16;
-    options.curves.levels = 4;
-    options.curves.tail = false;
-    options.refine = 1;
-    options.bn_recalibrate = recalibrate;
-    options.eval_limit = 16;
-    options.progress = false;
-    options.out_dir = out.file("run");
+    const PipelineOptions options = one_shot_resnet(recalibrate, out.file("run"));
     run_pipeline(network, data, options);
     const auto first = curves_from_json(read_file(out.file("run/round-1/curves.json")), "c");
     const auto around = curves_from_json(read_file(out.file("run/round-1/curves-refine-1.json")), "r");
