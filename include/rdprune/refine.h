@@ -36,7 +36,8 @@ struct RefineStep {
   double trust = 0;      // the factor each layer's kept count could move by (0: unbounded)
   double exchanged = 0;  // an exchange: the share of the giving layer's kept weights moved (0: none)
   // The plan's joint distortion on the calibration set as pruned, or when judged_by_recovery its
-  // judgement on the judging images (after `recovery_steps` steps of fine-tuning when there were any)
+  // judgement on the judging images (on the calibration set without them), after `recovery_steps`
+  // steps of fine-tuning when there were any
   double measured = 0;
   int64_t recovery_steps = 0;
   // What `measured` is: "distortion", or judged_by_recovery "loss" or "error" (1 - top-1).

@@ -71,8 +71,8 @@ torch::Tensor judging_reference(Network& network, const Dataset& calibration, co
 double recovered_distortion(Network& network, const Dataset& calibration, const Plan& plan,
                             const std::string& metric, int64_t batch_size, const torch::Tensor& reference,
                             const Recovery& recovery, NetworkState* recovered) {
-  if (recovery.steps < 0 || (recovery.steps > 0 && recovery.data == nullptr))
-    throw Error("recovery: no fine-tuning data");
+  if (recovery.steps < 0) throw Error("recovery: a negative count of fine-tuning steps");
+  if (recovery.steps > 0 && recovery.data == nullptr) throw Error("recovery: no fine-tuning data");
   if (!judged_by_labels(recovery.judge_by) && recovery.judge_by != "distortion")
     throw UsageError("--judge-by: expected distortion, loss or error, got '" + recovery.judge_by + "'");
   const StateGuard saved(network);

@@ -507,7 +507,7 @@ PipelineResult run_pipeline(std::unique_ptr<Network>& network, const DatasetSpli
         recovery.train = finetune;
         recovery.recalibrate_bn = options.bn_recalibrate;
         if (judge.size() > 0) recovery.judge = &judge;
-        recovery.keep_recovered = recovery.steps == options.finetune.steps;
+        recovery.keep_recovered = recovery.steps > 0 && recovery.steps == options.finetune.steps;
         recovery.judge_by = judge_metric(options);
         if (judge_target(options) != "round" && r < options.rounds) {
           // Every rule is judged by the plan it gives at the final target, and the round takes the

@@ -310,6 +310,14 @@ TEST(Pipeline, WhenFineTuningFollowsPlansAreJudgedByWhatItRecovers) {
   EXPECT_EQ(judge_count(options), 512);
   EXPECT_EQ(judge_metric(options), kAutoPrunedJudgeBy);
   EXPECT_EQ(blend_count(options), 0);
+  {
+    // Along paths too: the error is auto only for paths judged after recovery.
+    PipelineOptions paths = options;
+    paths.rounds = 2;
+    paths.judge_at = "path";
+    EXPECT_EQ(judge_target(paths), "path");
+    EXPECT_EQ(judge_metric(paths), "distortion");
+  }
   options.judge_size = -1;
   options.out_dir = out.file("zero");
   network = load_network(dense);
@@ -824,6 +832,7 @@ TEST(Pipeline, PlansJudgedAsPrunedAreMeasuredOnJudgingImagesWhenAskedFor) {
                               : output_distortion(network_outputs(*pruned, judge, 256), reference, "kl");
     }
     EXPECT_NEAR(chosen->measured, by_hand, 1e-6) << by;
+    EXPECT_FALSE(round.finetune_from_judgement);  // nothing was fine-tuned
     // It is not what the calibration images measure.
     ASSERT_TRUE(round.measured_distortion.has_value());
     EXPECT_NEAR(*round.measured_distortion,

@@ -53,14 +53,15 @@ void add_pipeline_flags(CLI::App& command, PipelineFlags& flags, PipelineGrid* g
                      "after a round that finds nothing lower); auto (default): 2 when plans are judged "
                      "after recovery and a round judges at most 64 plans (8 layers or fewer), else 0");
   command.add_option("--judge-size", flags.judge_size,
-                     "rd: training images after the calibration ones that plans judged after recovery "
-                     "are measured on; auto (default): 1024 when plans are judged after recovery, 16384 "
-                     "when rounds are judged along paths (--judge-at path), 0: the calibration set");
+                     "rd: training images after the calibration ones that plans are measured on; auto "
+                     "(default): 1024 when plans are judged after recovery, 16384 when rounds are judged "
+                     "along paths (--judge-at path), 0 when plans are judged as pruned; 0: the "
+                     "calibration set");
   command.add_option("--judge-by", o.judge_by,
-                     "rd: what plans judged after recovery are judged by: distortion (against the "
-                     "unpruned network's outputs), loss (cross-entropy on the judging images' labels), "
-                     "error (1 - top-1 on them) or auto (default: error when rounds are judged along paths "
-                     "on judging images, otherwise distortion)");
+                     "rd: what plans judged on judging images or after recovery are judged by: distortion "
+                     "(against the unpruned network's outputs), loss (cross-entropy on the judging images' "
+                     "labels), error (1 - top-1 on them) or auto (default: error when rounds are judged "
+                     "along paths after recovery on judging images, otherwise distortion)");
   command.add_option("--judge-at", o.judge_at,
                      "rd, in rounds before the last: judge each rule's plan at the round's target "
                      "(round) or at the final target, taking the chosen rule's plan at the round's "
