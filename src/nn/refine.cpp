@@ -155,6 +155,7 @@ RefineResult refine_rd(Network& network, const Dataset& calibration,
   std::vector<Plan> plans;  // parallel to result.steps
   // The network's outputs as it is, before any plan prunes it, on the images plans are judged on.
   const bool recovering = recovery.steps > 0;
+  const bool judged = judged_by_recovery(recovery);  // else by the joint distortion on calibration
   // (Judged by the loss or the error, recovered networks are measured against labels instead.)
   const torch::Tensor reference = judging_reference(network, calibration, recovery, curve_options.batch_size);
   size_t current = 0;                           // the lowest-measuring plan so far (the earliest on ties)
@@ -168,7 +169,7 @@ RefineResult refine_rd(Network& network, const Dataset& calibration,
     step.trust = trust;
     step.exchanged = exchanged;
     step.recovery_steps = recovery.steps;
-    if (judged_by_recovery(recovery)) step.judged_by = recovery.judge_by;
+    if (judged) step.judged_by = recovery.judge_by;
     NetworkState recovered;
     step.measured = judge_plan(network, calibration, candidate, curve_options, reference, recovery,
                                recovery.keep_recovered && recovering ? &recovered : nullptr);

@@ -457,7 +457,9 @@ PipelineResult run_pipeline(std::unique_ptr<Network>& network, const DatasetSpli
         options.curves.recalibrate_bn || (options.bn_recalibrate && !network->buffers().empty());
     Plan plan;
     std::optional<NetworkState> finetuned;  // rd: the chosen plan as its recovery fine-tuned it
-    bool judged_ahead = false;              // rd: plans were judged at the final target, not this round's
+    // rd: refinement judged plans at this round's target by their joint distortion on the calibration
+    // set, so the chosen step measured what the report records
+    bool measured_as_reported = false;
     if (options.method == "rd") {
       CurveOptions curve_options = options.curves;
       curve_options.progress = options.progress;
@@ -619,7 +621,6 @@ PipelineResult run_pipeline(std::unique_ptr<Network>& network, const DatasetSpli
             break;
           }
           round.judged_at = final_rd.sparsity_target;
-          judged_ahead = true;
         } else {
           RefineResult refined = refine_rd(*network, calibration, calibration_description, infos,
                                            refine_options, rd, starts, options.refine, save, recovery,
@@ -627,6 +628,7 @@ PipelineResult run_pipeline(std::unique_ptr<Network>& network, const DatasetSpli
           plan = std::move(refined.plan);
           round.refine = std::move(refined.steps);
           round.judged_at = target;
+          measured_as_reported = !judged_by_recovery(recovery);
           // With keep_recovered, recovery ran this round's whole fine-tuning (same steps, data,
           // options and seed): the network it left is what fine-tuning the plan again would make
           // (on the CPU exactly; on an accelerator up to its nondeterministic kernels).
@@ -642,11 +644,10 @@ PipelineResult run_pipeline(std::unique_ptr<Network>& network, const DatasetSpli
     {
       const auto chosen = std::find_if(round.refine.begin(), round.refine.end(),
                                        [](const RefineStep& step) { return step.chosen; });
-      round.measured_distortion =
-          chosen != round.refine.end() && chosen->recovery_steps == 0 && judge.size() == 0 && !judged_ahead
-              ? chosen->measured  // refinement measured it just so
-              : joint_distortion(*network, calibration, plan, options.curves.metric,
-                                 options.curves.batch_size, batch_statistics);
+      round.measured_distortion = measured_as_reported && chosen != round.refine.end()
+                                      ? chosen->measured  // refinement measured it just so
+                                      : joint_distortion(*network, calibration, plan, options.curves.metric,
+                                                         options.curves.batch_size, batch_statistics);
     }
     apply_plan(*network, plan, options.method + " plan");
     round.sparsity_achieved = plan.sparsity_achieved();
