@@ -26,4 +26,8 @@ void remove_temporary_files_on_signal();
 // Reads a whole file. Throws rdprune::Error naming the path if it cannot be read.
 std::string read_file(const std::string& path);
 
+// Refuses an existing input that is not a regular file (a pipe, device or socket) with an Error
+// naming it; a missing path passes, for the reader to name as missing.
+void check_regular_input(const std::string& path);
+
 }  // namespace rdprune

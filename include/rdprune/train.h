@@ -28,6 +28,9 @@ struct TrainOptions {
 // Validates ranges and names; throws UsageError naming the flag.
 // `lr_flag` names the learning rate in errors (`run` and `compare` call it --finetune-lr).
 void validate(const TrainOptions& options, const std::string& lr_flag = "--lr");
+// The optimizer's settings alone (optimizer, schedule, rates, momentum, decay, warm-up), for
+// commands that take them also where they train for no steps: a bad value is an error either way.
+void validate_optimizer(const TrainOptions& options, const std::string& lr_flag = "--lr");
 
 struct TrainResult {
   int64_t steps = 0;

@@ -61,6 +61,10 @@ double budget_for(BudgetKind budget, double sparsity_target, int64_t total_weigh
   if (budget == BudgetKind::kParams) {
     return std::floor((1.0 - sparsity_target) * static_cast<double>(total_weights) + 1e-9);
   }
+  // With no FLOPs at all every plan meets any FLOPs budget, and the target would mean nothing.
+  if (!(dense_flops > 0) || !std::isfinite(dense_flops))
+    throw Error(fmt::format("--budget flops: the layers count {} FLOPs in all; a FLOPs budget needs some",
+                            dense_flops));
   return (1.0 - sparsity_target) * dense_flops;
 }
 

@@ -272,6 +272,7 @@ std::unique_ptr<Network> finite_only(std::unique_ptr<Network> network, const std
 std::unique_ptr<Network> load_network(const std::string& path) {
   if (!std::filesystem::exists(path)) throw Error(path + ": model file does not exist");
   if (std::filesystem::is_directory(path)) throw Error(path + ": is a directory, expected a model file");
+  check_regular_input(path);
   torch::serialize::InputArchive archive;
   try {
     archive.load_from(path);

@@ -70,6 +70,7 @@ ScriptNetwork::ScriptNetwork(torch::jit::Module module, const std::string& path)
     // A module registered under two names is one layer: keep the first name (as Python's
     // named_modules() does, which skips modules it has already yielded).
     if (!seen.insert(tensor.unsafeGetTensorImpl()).second) continue;
+    if (tensor.numel() == 0) continue;  // nothing to prune, e.g. Linear(0, n)
     layers_.push_back({item.name, type, tensor});
     layer_modules_.push_back(item.value);
   }

@@ -47,11 +47,15 @@ void validate(const PipelineOptions& options) {
   if (options.schedule != "geometric" && options.schedule != "linear") {
     throw UsageError("--schedule: expected geometric or linear, got '" + options.schedule + "'");
   }
-  if (options.method == "rd") validate(options.curves);
+  validate(options.curves);  // also where no curves are measured: a bad value is an error either way
   if (options.refine < 0 || options.refine > 20) throw UsageError("--refine: expected a count in [0, 20]");
-  for (const auto& method : options.refine_from) {
+  for (size_t i = 0; i < options.refine_from.size(); ++i) {
+    const std::string& method = options.refine_from[i];
     if (!is_baseline(method))
       throw UsageError("--refine-from: unknown method '" + method + "' (known: " + baseline_names() + ")");
+    for (size_t j = 0; j < i; ++j) {
+      if (options.refine_from[j] == method) throw UsageError("--refine-from: " + method + " is listed twice");
+    }
   }
   if (options.recovery_steps < -1 || options.recovery_steps > 100000)
     throw UsageError("--recovery-steps: expected a count in [0, 100000] or auto");
@@ -75,6 +79,7 @@ void validate(const PipelineOptions& options) {
   if (options.calib_size <= 0) throw UsageError("--calib-size: expected a positive count");
   if (options.holdout < 0 || options.holdout > 10000000)
     throw UsageError("--holdout: expected a count in [0, 10000000]");
+  validate_optimizer(options.finetune, "--finetune-lr");
   if (options.finetune.steps > 0) validate(options.finetune, "--finetune-lr");
   if (options.finetune.steps < 0) throw UsageError("--finetune-steps: expected a count >= 0");
   if (options.eval_limit < 0) throw UsageError("--eval-limit: expected a count >= 0");

@@ -15,6 +15,10 @@ void validate(const TrainOptions& options, const std::string& lr_flag) {
   if (options.epochs < 0) throw UsageError("--epochs: expected a count >= 0");
   if (options.steps < 0) throw UsageError("--steps: expected a count >= 0");
   if (options.epochs == 0 && options.steps == 0) throw UsageError("--epochs/--steps: give one of them > 0");
+  validate_optimizer(options, lr_flag);
+}
+
+void validate_optimizer(const TrainOptions& options, const std::string& lr_flag) {
   if (options.batch_size <= 0) throw UsageError("--batch-size: expected a positive count");
   if (options.optimizer != "sgd" && options.optimizer != "adamw") {
     throw UsageError("--optimizer: expected sgd or adamw, got '" + options.optimizer + "'");
@@ -73,6 +77,7 @@ TrainResult train(Network& network, const Dataset& data, const TrainOptions& opt
   network.apply_masks();
 
   TrainResult result;
+  torch::Tensor last_images;
   std::deque<double> recent;
   double recent_sum = 0;
   Progress progress("train", total, std::cerr, options.progress);
@@ -81,6 +86,7 @@ TrainResult train(Network& network, const Dataset& data, const TrainOptions& opt
     const int64_t epoch = step / per_epoch;
     if (step % per_epoch == 0) loader.set_epoch(epoch);
     const Batch batch = loader.get(step % per_epoch);
+    last_images = batch.images;
     for (auto& group : optimizer->param_groups())
       group.options().set_lr(learning_rate_at(options, step, total));
     optimizer->zero_grad();
@@ -92,6 +98,11 @@ TrainResult train(Network& network, const Dataset& data, const TrainOptions& opt
     network.apply_masks();
 
     const double value = loss.item<double>();
+    if (!std::isfinite(value) && step == 0) {
+      // Measured before the first update: the model's own outputs, not the learning rate.
+      throw Error(fmt::format("the loss is {} before any update: the model's outputs on {} are not finite",
+                              value, data.description()));
+    }
     if (!std::isfinite(value)) {
       throw Error(fmt::format("training diverged: loss is {} at step {} (try a lower --lr)", value, step));
     }
@@ -104,11 +115,20 @@ TrainResult train(Network& network, const Dataset& data, const TrainOptions& opt
     progress.advance(1, fmt::format("epoch {} loss {:.4f}", epoch + 1, recent_sum / recent.size()));
   }
   progress.finish();
+  network.set_training(false);
+  // Each loss is measured before its step's update: what the last update left is checked here, on
+  // the last batch.
+  if (last_images.defined()) {
+    torch::NoGradGuard no_grad;
+    if (!torch::isfinite(network.forward(last_images.to(device))).all().item<bool>()) {
+      throw Error(fmt::format(
+          "training diverged: the outputs are not finite after step {} (try a lower --lr)", total - 1));
+    }
+  }
   result.steps = total;
   result.epochs = static_cast<double>(total) / static_cast<double>(per_epoch);
   result.final_loss = recent.empty() ? 0.0 : recent_sum / static_cast<double>(recent.size());
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  network.set_training(false);
   return result;
 }
 

@@ -1,4 +1,5 @@
 // End-to-end tests of the rdprune binary: exit codes, one-line reasons, JSON output, round trips.
+#include <sys/stat.h>
 #include <sys/wait.h>
 
 #include <algorithm>
@@ -249,7 +250,7 @@ TEST_F(Cli, TrainEvalInfoRoundTripWithJson) {
   const std::string kept = read_file(other);
   expect_error(
       rdprune({"eval", "--model", model, "--against", other, "--data-dir", data_dir(), "--hits", other}), 2,
-      "is a model being evaluated");
+      "writing it would destroy the input");
   EXPECT_EQ(read_file(other), kept);
 
   const Result info = rdprune({"info", "--model", model, "--json"});
@@ -793,6 +794,94 @@ TEST_F(Cli, OutputsAreCheckedBeforeTheWorkAndResumesRefuseWhatTheyCannotTrust) {
   const Result truncated = rdprune(run);
   expect_error(truncated, 1, "round-1/model.pt: not a rdprune checkpoint");
   expect_error(truncated, 1, "to run that round again");
+}
+
+TEST_F(Cli, NoOutputOverwritesAnInputAndNoValueIsAnOption) {
+  const std::string model = work_.file("mlp.pt");
+  ASSERT_EQ(
+      rdprune({"train", "--arch", "mlp", "--steps", "5", "--data-dir", data_dir(), "--out", model}).code, 0);
+  const std::string plan = work_.file("plan.json");
+  ASSERT_EQ(
+      rdprune({"allocate", "--method", "global", "--model", model, "--sparsity", "0.5", "--out", plan}).code,
+      0);
+  const std::string curves = work_.file("curves.json");
+  ASSERT_EQ(rdprune({"curves", "--model", model, "--data-dir", data_dir(), "--calib-size", "16", "--levels",
+                     "4", "--no-cache", "--out", curves})
+                .code,
+            0);
+  const std::string kept_model = read_file(model);
+  const std::string kept_plan = read_file(plan);
+  const std::string kept_curves = read_file(curves);
+  // An output that names an input, by the same path or another one to the same file.
+  const std::string same_model = work_.path() + "/./mlp.pt";
+  const std::vector<std::vector<std::string>> destroying = {
+      {"curves", "--model", model, "--data-dir", data_dir(), "--calib-size", "16", "--levels", "4",
+       "--no-cache", "--out", same_model},
+      {"allocate", "--method", "global", "--model", model, "--sparsity", "0.5", "--out", model},
+      {"allocate", "--curves", curves, "--sparsity", "0.5", "--out", curves},
+      {"allocate", "--curves", curves, "--sparsity", "0.5", "--out", plan, "--frontier", curves},
+      {"prune", "--model", model, "--plan", plan, "--out", plan},
+      {"prune", "--model", model, "--plan", plan, "--out", same_model},
+      {"finetune", "--model", model, "--data-dir", data_dir(), "--steps", "1", "--out", model},
+      {"eval", "--model", model, "--data-dir", data_dir(), "--hits", same_model}};
+  for (const auto& args : destroying) expect_error(rdprune(args), 2, "writing it would destroy the input");
+  // Two outputs in one file: the second would replace the first.
+  expect_error(rdprune({"allocate", "--curves", curves, "--sparsity", "0.5", "--out", work_.file("p.json"),
+                        "--frontier", work_.file("p.json")}),
+               2, "give each output its own file");
+  expect_error(rdprune({"prune", "--model", model, "--plan", plan, "--out", work_.file("x.pt"),
+                        "--export-dense", work_.file("x.pt")}),
+               2, "give each output its own file");
+  EXPECT_FALSE(std::filesystem::exists(work_.file("p.json")));
+  EXPECT_FALSE(std::filesystem::exists(work_.file("x.pt")));
+  EXPECT_EQ(read_file(model), kept_model);
+  EXPECT_EQ(read_file(plan), kept_plan);
+  EXPECT_EQ(read_file(curves), kept_curves);
+
+  // A flag that takes a value followed by another flag: no file named "--json".
+  const std::string cwd = std::filesystem::current_path().string();
+  expect_error(rdprune({"prune", "--model", model, "--plan", plan, "--out", "--json"}), 2,
+               "--out: expected a value, got the option --json");
+  expect_error(rdprune({"eval", "--model", model, "--data-dir", data_dir(), "--hits", "--limit", "10"}), 2,
+               "--hits: expected a value");
+  EXPECT_FALSE(std::filesystem::exists(cwd + "/--json"));
+  EXPECT_FALSE(std::filesystem::exists(cwd + "/--limit"));
+
+  // A pipe as an input is refused, not waited on (a pipe with no writer would block forever).
+  const std::string pipe = work_.file("pipe");
+  ASSERT_EQ(mkfifo(pipe.c_str(), 0600), 0);
+  expect_error(rdprune({"info", "--model", pipe}), 1, "not a regular file");
+  expect_error(rdprune({"allocate", "--curves", pipe, "--sparsity", "0.5", "--out", work_.file("q.json")}), 1,
+               "not a regular file");
+  expect_error(rdprune({"prune", "--model", model, "--plan", pipe, "--out", work_.file("q.pt")}), 1,
+               "not a regular file");
+
+  // Values of flags the chosen method does not use are still checked, and lists name nothing twice.
+  const auto with = [&](std::vector<std::string> extra, const std::string& method = "global") {
+    std::vector<std::string> args = {"run",  "--model",    model, "--data-dir", data_dir(),     "--method",
+                                     method, "--sparsity", "0.5", "--out-dir",  work_.file("r")};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return rdprune(args);
+  };
+  expect_error(with({"--optimizer", "foo"}), 2, "--optimizer");
+  expect_error(with({"--finetune-lr", "nan"}), 2, "--finetune-lr");
+  expect_error(with({"--metric", "foo"}), 2, "--metric");
+  expect_error(with({"--estimator", "foo"}), 2, "--estimator");
+  expect_error(with({"--level-batch", "0"}), 2, "--level-batch");
+  expect_error(with({"--max-memory", "-5"}), 2, "--max-memory");
+  expect_error(with({"--refine-from", "global,global"}, "rd"), 2, "global is listed twice");
+  expect_error(rdprune({"additivity", "--model", model, "--data-dir", data_dir(), "--sparsities", "0.8,0.8",
+                        "--out-dir", work_.file("a")}),
+               2, "0.8 is listed twice");
+  EXPECT_FALSE(std::filesystem::exists(work_.file("r")));
+
+  // Outputs that are not finite are no measurement; the last update of a fine-tune is checked too.
+  expect_error(rdprune({"eval", "--model", model, "--data-dir", data_dir(), "--std", "1e-300"}), 1,
+               "NaN or infinite logits");
+  expect_error(rdprune({"finetune", "--model", model, "--data-dir", data_dir(), "--steps", "1", "--lr",
+                        "1e30", "--out", work_.file("diverged.pt")}),
+               1, "training diverged");
+  EXPECT_FALSE(std::filesystem::exists(work_.file("diverged.pt")));
 }
 
 TEST_F(Cli, ErrorsInJsonModeAreJsonToo) {

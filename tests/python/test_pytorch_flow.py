@@ -45,6 +45,17 @@ class NoPrunable(nn.Module):
         return x.flatten(1) @ self.w
 
 
+class ZeroWeights(nn.Module):
+    """A Linear with no weights at all: nothing to prune, so no prunable layer."""
+
+    def __init__(self):
+        super().__init__()
+        self.empty = nn.Linear(0, 10)
+
+    def forward(self, x):
+        return self.empty(x.flatten(1)[:, :0])
+
+
 class FeatureMap(nn.Module):
     def __init__(self):
         super().__init__()
@@ -197,6 +208,7 @@ def main():
         # Bad input: clear one-line errors and exit code 1.
         for name, bad, wanted in (("none", NoPrunable(), "no prunable layers"),
                                   ("identity", torch.nn.Identity(), "no prunable layers"),
+                                  ("zero-weights", ZeroWeights(), "no prunable layers"),
                                   ("map", FeatureMap(), "expected [batch, classes] logits"),
                                   ("rgb", Rgb(), "forward pass failed"),
                                   ("tuple", TupleOut(), "model output is a Tuple"),
@@ -206,7 +218,7 @@ def main():
             error = rdprune(binary, "run", "--model", path, "--dataset", "tensors", "--data-dir", data,
                             "--sparsity", "0.5", "--out-dir", os.path.join(tmp, f"bad-{name}"), expect=1)
             assert wanted in error["error"] and "\n" not in error["error"], (name, error)
-            if name in ("none", "identity"):
+            if name in ("none", "identity", "zero-weights"):
                 continue  # evaluating needs no prunable layer
             # Evaluating names the file once, not once per layer of the code the error went through.
             error = rdprune(binary, "eval", "--model", path, "--dataset", "tensors", "--data-dir", data, expect=1)

@@ -34,6 +34,7 @@ void run_additivity(AdditivityFlags& flags) {
   validate(flags.curves);
   const auto sparsities = parse_doubles(flags.sparsities, "--sparsities");
   for (double s : sparsities) check_sparsity_target(s, "--sparsities");
+  require_distinct(sparsities, "--sparsities");
   if (flags.random < 0) throw UsageError("--random: expected a count >= 0");
   if (flags.calib_size <= 0) throw UsageError("--calib-size: expected a positive count");
   if (fs::exists(flags.out_dir) && !fs::is_directory(flags.out_dir)) {

@@ -52,6 +52,8 @@ void run_allocate(AllocateFlags& flags) {
   validate(flags.rd);
   check_output_path(flags.out);
   if (!flags.frontier.empty()) check_output_path(flags.frontier);
+  check_outputs_distinct({{"--curves", flags.curves}, {"--model", flags.model}},
+                         {{"--out", flags.out}, {"--frontier", flags.frontier}});
   std::vector<FrontierPoint> frontier;
   const auto start = std::chrono::steady_clock::now();
   Plan plan;

@@ -32,16 +32,6 @@ struct CompareFlags {
   std::string out_dir;
 };
 
-// A repeated entry would run (and resume) the same cell twice.
-template <typename T>
-void require_distinct(const std::vector<T>& values, const std::string& flag) {
-  for (size_t i = 0; i < values.size(); ++i) {
-    for (size_t j = 0; j < i; ++j) {
-      if (values[i] == values[j]) throw UsageError(fmt::format("{}: {} is listed twice", flag, values[i]));
-    }
-  }
-}
-
 // One cell of the grid, by its index in each list.
 struct Cell {
   size_t seed = 0;

@@ -1,7 +1,6 @@
 // rdprune eval --model M --dataset D: top-1, top-5, loss, samples; per-image outcomes and a paired
 // comparison with a second model on request.
-#include <filesystem>
-#include <system_error>
+#include <cmath>
 
 #include <fmt/format.h>
 
@@ -14,7 +13,6 @@
 
 namespace rdprune::cli {
 namespace {
-namespace fs = std::filesystem;
 
 struct EvalFlags {
   CommonFlags common;
@@ -37,6 +35,14 @@ nlohmann::json figures(const std::string& model, const EvalResult& eval) {
   return {{"model", model}, {"top1", eval.top1}, {"top5", eval.top5}, {"loss", eval.loss}};
 }
 
+// NaN or infinite logits leave top-1 to whatever the ranking makes of them: no measurement at all.
+void require_finite(const EvalResult& result, const std::string& model, const Dataset& data) {
+  if (!std::isfinite(result.loss)) {
+    throw Error(model + ": outputs NaN or infinite logits on " + data.description() +
+                " (a damaged model, or a --mean/--std it cannot take)");
+  }
+}
+
 void run_eval(const EvalFlags& flags) {
   apply_threads(flags.common);
   if (flags.limit < 0) throw UsageError("--limit: expected a count >= 0");
@@ -44,12 +50,10 @@ void run_eval(const EvalFlags& flags) {
   if (flags.split != "test" && flags.split != "train") throw UsageError("--split: expected test or train");
   if (!flags.hits.empty()) {
     check_output_path(flags.hits);
-    // A command that only reads models never writes over one.
-    std::error_code ignored;
-    for (const std::string& model : {flags.model, flags.against}) {
-      if (!model.empty() && fs::equivalent(flags.hits, model, ignored))
-        throw UsageError("--hits: " + flags.hits + " is a model being evaluated");
-    }
+    // A command that only reads models and data never writes over them.
+    check_outputs_distinct(
+        {{"--model", flags.model}, {"--against", flags.against}, {"--data-dir", flags.data.data_dir}},
+        {{"--hits", flags.hits}});
   }
   auto network = load_model(flags.model);
   std::unique_ptr<Network> other = flags.against.empty() ? nullptr : load_model(flags.against);
@@ -66,6 +70,7 @@ void run_eval(const EvalFlags& flags) {
     check_model_fits(*other, their_data, flags.against);
   }
   const EvalResult eval = evaluate(*network, data, flags.batch_size, /*progress=*/true);
+  require_finite(eval, flags.model, data);
   nlohmann::json result = {{"model", flags.model},    {"dataset", flags.data.dataset},
                            {"split", flags.split},    {"top1", eval.top1},
                            {"top5", eval.top5},       {"loss", eval.loss},
@@ -75,6 +80,7 @@ void run_eval(const EvalFlags& flags) {
                   data.description(), 100 * eval.top1, 100 * eval.top5, eval.loss, eval.samples);
   if (other) {
     const EvalResult theirs = evaluate(*other, their_data, flags.batch_size, /*progress=*/true);
+    require_finite(theirs, flags.against, their_data);
     const PairedDifference paired = paired_difference(eval.hits, theirs.hits);
     result["against"] = figures(flags.against, theirs);
     result["difference"] = paired.difference;

@@ -1,6 +1,7 @@
 #include "common.h"
 
 #include <cmath>
+#include <filesystem>
 #include <iostream>
 #include <thread>
 
@@ -149,6 +150,39 @@ void emit(const CommonFlags& flags, const nlohmann::json& result, const std::str
 
 nlohmann::json finite_or_null(double value) {
   return std::isfinite(value) ? nlohmann::json(value) : nlohmann::json();
+}
+
+namespace {
+
+// Whether two paths name one file: the same file when both exist (links, "./x" and "x"), else
+// the same location once resolved.
+bool same_file(const std::string& a, const std::string& b) {
+  std::error_code error;
+  if (std::filesystem::equivalent(a, b, error)) return true;
+  std::error_code error_a;
+  std::error_code error_b;
+  const auto resolved_a = std::filesystem::weakly_canonical(std::filesystem::absolute(a), error_a);
+  const auto resolved_b = std::filesystem::weakly_canonical(std::filesystem::absolute(b), error_b);
+  return !error_a && !error_b && resolved_a == resolved_b;
+}
+
+}  // namespace
+
+void check_outputs_distinct(const std::vector<PathFlag>& inputs, const std::vector<PathFlag>& outputs) {
+  for (size_t i = 0; i < outputs.size(); ++i) {
+    const PathFlag& output = outputs[i];
+    if (output.path.empty()) continue;
+    for (const PathFlag& input : inputs) {
+      if (!input.path.empty() && same_file(output.path, input.path))
+        throw UsageError(output.flag + ": " + output.path + " is the " + input.flag +
+                         " file; writing it would destroy the input");
+    }
+    for (size_t j = 0; j < i; ++j) {
+      if (!outputs[j].path.empty() && same_file(output.path, outputs[j].path))
+        throw UsageError(output.flag + ": " + output.path + " is also " + outputs[j].flag +
+                         "; give each output its own file");
+    }
+  }
 }
 
 void require_range(const std::string& flag, double value, double low, double high) {

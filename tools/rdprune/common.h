@@ -6,11 +6,13 @@
 #include <string>
 #include <vector>
 
+#include <fmt/format.h>
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
 #include "rdprune/dataset.h"
 #include "rdprune/distortion.h"
+#include "rdprune/error.h"
 #include "rdprune/network.h"
 #include "rdprune/train.h"
 
@@ -63,6 +65,28 @@ void emit(const CommonFlags& flags, const nlohmann::json& result, const std::str
 
 // `value` as a JSON number, or null when it is NaN or infinite (JSON has neither).
 nlohmann::json finite_or_null(double value);
+
+// A flag and the path it names.
+struct PathFlag {
+  std::string flag;
+  std::string path;
+};
+
+// Refuses an output that names one of the command's inputs or another of its outputs (the same
+// file by any path, or the same path before it exists): writing it would destroy what the command
+// reads or writes. Empty paths are flags not given.
+void check_outputs_distinct(const std::vector<PathFlag>& inputs, const std::vector<PathFlag>& outputs);
+
+// Rejects a list that names a value twice (a repeated entry would run the same work twice), with a
+// UsageError naming the flag.
+template <typename T>
+void require_distinct(const std::vector<T>& values, const std::string& flag) {
+  for (size_t i = 0; i < values.size(); ++i) {
+    for (size_t j = 0; j < i; ++j) {
+      if (values[i] == values[j]) throw UsageError(fmt::format("{}: {} is listed twice", flag, values[i]));
+    }
+  }
+}
 
 // Rejects values outside [low, high] with a UsageError naming the flag.
 void require_range(const std::string& flag, double value, double low, double high);

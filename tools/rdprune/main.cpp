@@ -42,6 +42,24 @@ std::string empty_value(int argc, char** argv) {
   return "";
 }
 
+// An option that takes a value followed by another option ("--out --json"): CLI11 would take the
+// option's name as the value and, for a path, write a file named "--json". Empty when there is none.
+std::string missing_value(const CLI::App& app, int argc, char** argv) {
+  if (argc < 2) return "";
+  const CLI::App* command = nullptr;
+  for (const CLI::App* sub : app.get_subcommands([](const CLI::App*) { return true; }))
+    if (sub->get_name() == argv[1]) command = sub;
+  if (!command) return "";
+  for (int i = 2; i + 1 < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg.rfind("--", 0) != 0 || arg.find('=') != std::string::npos) continue;
+    const CLI::Option* option = command->get_option_no_throw(arg);
+    if (option && option->get_expected_min() > 0 && std::string(argv[i + 1]).rfind("--", 0) == 0)
+      return arg + ": expected a value, got the option " + argv[i + 1];
+  }
+  return "";
+}
+
 // `--help --json`: the command's flags as data, for scripts and front ends; the top level lists
 // the commands instead.
 nlohmann::json help_json(const CLI::App& app) {
@@ -105,6 +123,8 @@ int main(int argc, char** argv) {
   }
   if (const std::string option = empty_value(argc, argv); !option.empty())
     return fail(2, option + ": expected a value, got an empty one", json);
+  if (const std::string reason = missing_value(app, argc, argv); !reason.empty())
+    return fail(2, reason, json);
   try {
     app.parse(argc, argv);
     return 0;
