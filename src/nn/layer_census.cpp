@@ -9,6 +9,7 @@
 
 #include "network_impl.h"
 #include "rdprune/error.h"
+#include "rdprune/text.h"
 
 namespace rdprune {
 namespace {
@@ -64,6 +65,18 @@ void on_end(const at::RecordFunction& fn, at::ObserverContext* context) {
       static_cast<double>(out.numel()) / static_cast<double>(state->batch * state->out_rows[layer]);
 }
 
+// A forward pass whose failure inside LibTorch (a shape the model cannot take) is an Error naming
+// the input, in one line; a TorchScript model's own errors name its file already.
+torch::Tensor forward_or_explain(Network& network, const torch::Tensor& input) {
+  try {
+    return network.forward(input);
+  } catch (const c10::Error& e) {
+    const std::string reason = e.what_without_backtrace();
+    throw Error("forward pass failed on input " + format_shape(input.sizes().vec()) + " (" +
+                reason.substr(0, reason.find('\n')) + ")");
+  }
+}
+
 }  // namespace
 
 std::vector<LayerInfo> layer_census(Network& network, const std::vector<int64_t>& input_shape) {
@@ -88,7 +101,7 @@ std::vector<LayerInfo> layer_census(Network& network, const std::vector<int64_t>
     auto handle = at::addThreadLocalCallback(
         at::RecordFunctionCallback(on_start, on_end).needsInputs(true).needsOutputs(true));
     try {
-      network.forward(input);
+      forward_or_explain(network, input);
     } catch (...) {
       at::removeCallback(handle);
       active_census = nullptr;
@@ -123,7 +136,8 @@ void check_logits(Network& network, const std::vector<int64_t>& input_shape, int
   shape.insert(shape.end(), input_shape.begin(), input_shape.end());
   const auto device =
       network.layers().empty() ? torch::Device(torch::kCPU) : network.layers()[0].weight.device();
-  const torch::Tensor output = network.forward(torch::zeros(shape, torch::TensorOptions().device(device)));
+  const torch::Tensor output =
+      forward_or_explain(network, torch::zeros(shape, torch::TensorOptions().device(device)));
   if (output.dim() != 2 || output.size(0) != 2) {
     throw Error("model output has shape " + std::string(c10::str(output.sizes())) +
                 ", expected [batch, classes] logits");

@@ -30,6 +30,11 @@ void Network::set_mask(size_t layer, const torch::Tensor& mask) {
     throw Error("mask for layer " + layers_[layer].name + " has the wrong shape: " +
                 shape_text(mask.sizes()) + ", its weight is " + shape_text(weight.sizes()));
   }
+  // A mask keeps a weight or prunes it: 0.5 or NaN would be read as "keep" and hide the damage.
+  if (mask.defined() && mask.scalar_type() != torch::kBool &&
+      !mask.eq(0).logical_or(mask.eq(1)).all().item<bool>()) {
+    throw Error("mask for layer " + layers_[layer].name + " holds values other than 0 and 1");
+  }
   masks_.resize(layers_.size());
   masks_[layer] = mask.defined() ? mask.to(weight.device(), torch::kBool) : torch::Tensor();
 }

@@ -82,7 +82,13 @@ ScriptNetwork::ScriptNetwork(torch::jit::Module module, const std::string& path)
     if (!mask.isTensor() || mask.toTensor().sizes() != layers_[i].weight.sizes()) {
       throw Error(path + ": layer " + layers_[i].name + ": weight_mask does not match the weight's shape");
     }
-    if (!mask.toTensor().to(torch::kBool).all().item<bool>()) set_mask(i, mask.toTensor());
+    // All ones prunes nothing; anything else is checked (0 and 1 only) and held.
+    if (mask.toTensor().eq(1).all().item<bool>()) continue;
+    try {
+      set_mask(i, mask.toTensor());
+    } catch (const Error& e) {
+      throw Error(path + ": " + e.what());
+    }
   }
   // Suffix execution where the graph allows it; a graph it cannot cut runs whole, as before.
   try {

@@ -346,7 +346,7 @@ std::string rerun_remedy(const fs::path& dir) {
 
 // A finished round's figures, its plan (and curves) checked on the way: a damaged record is named,
 // with what to do, rather than carried into the run's report.
-RoundResult resumed_round(const fs::path& dir) {
+RoundResult resumed_round(const fs::path& dir, int64_t index, double target) {
   const std::string remedy = rerun_remedy(dir);
   const fs::path metrics = dir / "metrics.json";
   const fs::path plan = dir / "plan.json";
@@ -357,6 +357,16 @@ RoundResult resumed_round(const fs::path& dir) {
   } catch (const nlohmann::json::exception& e) {
     throw Error(metrics.string() + ": damaged (" + e.what() + ")" + remedy);
   }
+  // Figures no run writes: the record was edited or belongs to another round.
+  const auto fraction = [](double value) { return value >= 0 && value <= 1; };
+  const bool plausible = round.round == index && std::abs(round.sparsity_target - target) < 1e-9 &&
+                         fraction(round.sparsity_achieved) && fraction(round.flops_sparsity_achieved) &&
+                         fraction(round.pruned.top1) && fraction(round.pruned.top5) &&
+                         fraction(round.finetuned.top1) && fraction(round.finetuned.top5) &&
+                         round.pruned.samples >= 0 && round.finetuned.samples >= 0;
+  if (!plausible)
+    throw Error(metrics.string() + ": holds figures no run of round " + std::to_string(index) + " writes" +
+                remedy);
   if (!fs::exists(plan)) throw Error(plan.string() + ": missing" + remedy);
   try {
     plan_from_json(read_file(plan.string()), plan.string());
@@ -437,7 +447,7 @@ PipelineResult run_pipeline(std::unique_ptr<Network>& network, const DatasetSpli
     const fs::path metrics_path = dir / "metrics.json";
     if (!dir.empty() && fs::exists(metrics_path) && fs::exists(dir / model_file(*network))) {
       // A finished round: take its model and figures, and go on from there.
-      result.rounds.push_back(resumed_round(dir));
+      result.rounds.push_back(resumed_round(dir, r, target));
       try {
         network = load_network((dir / model_file(*network)).string());
       } catch (const Error& e) {

@@ -144,6 +144,11 @@ TEST_F(Cli, UsageErrorsExitWithTwo) {
       "--seed");
   const Result threads = rdprune({"info", "--model", "x", "--threads", "-3"});
   EXPECT_EQ(threads.code, 2) << threads.err;
+  expect_error(rdprune({"info", "--model", "x", "--threads", "abc"}), 2, "--threads: expected a count");
+  // An unknown option is named before any missing required one.
+  expect_error(rdprune({"info", "--bogus-flag"}), 2, "unknown option --bogus-flag");
+  expect_error(rdprune({"compare", "--model", "x", "--methods", "rd,magic", "--out-dir", work_.file("c")}), 2,
+               "--methods: unknown method 'magic'");
 }
 
 TEST_F(Cli, BadFilesExitWithOne) {
@@ -275,6 +280,15 @@ TEST_F(Cli, ModelAndDataMustFit) {
   testing::write_cifar_dataset(cifar.path(), 1, 4);
   expect_error(rdprune({"eval", "--model", model, "--dataset", "cifar10", "--data-dir", cifar.path()}), 1,
                "1x28x28");
+  // Every command names the model that does not fit, and a forward pass that fails says on what.
+  for (std::vector<std::string> args : {std::vector<std::string>{"curves", "--out", work_.file("c.json")},
+                                        {"run", "--sparsity", "0.5", "--out-dir", work_.file("r")},
+                                        {"finetune", "--steps", "1", "--out", work_.file("f.pt")}}) {
+    args.insert(args.begin() + 1, {"--model", model, "--dataset", "cifar10", "--data-dir", cifar.path()});
+    expect_error(rdprune(args), 1, model + ": model takes 1x28x28 inputs");
+  }
+  expect_error(rdprune({"info", "--model", model, "--input-shape", "3,32,32"}), 1,
+               model + ": forward pass failed on input 1x3x32x32");
 }
 
 TEST_F(Cli, CurvesAllocatePruneFlow) {
@@ -783,6 +797,18 @@ TEST_F(Cli, OutputsAreCheckedBeforeTheWorkAndResumesRefuseWhatTheyCannotTrust) {
   write_file_atomic(metrics, recorded.substr(0, recorded.size() / 2));
   expect_error(rdprune(run), 1, "metrics.json: damaged");
   expect_error(rdprune(run), 1, "to run that round again");
+  // ... and so are figures no run writes, or another round's record.
+  for (const auto& [key, value] : std::vector<std::pair<std::string, nlohmann::json>>{
+           {"sparsity_achieved", -3.0}, {"round", 5}, {"sparsity_target", 0.75}}) {
+    auto edited = nlohmann::json::parse(recorded);
+    edited[key] = value;
+    write_file_atomic(metrics, edited.dump());
+    expect_error(rdprune(run), 1, "holds figures no run of round 1 writes");
+  }
+  auto edited = nlohmann::json::parse(recorded);
+  edited["finetuned"]["top1"] = 7.5;
+  write_file_atomic(metrics, edited.dump());
+  expect_error(rdprune(run), 1, "holds figures no run of round 1 writes");
   write_file_atomic(metrics, recorded);
   const std::string plan_file = work_.file("run/round-1/plan.json");
   const std::string planned = read_file(plan_file);

@@ -92,6 +92,13 @@ def with_nan_weight():
     return model
 
 
+def with_half_mask():
+    """A weight_mask of 0.5: neither keep nor prune, so not a mask."""
+    model = nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, 10))
+    model[1].register_buffer("weight_mask", torch.full_like(model[1].weight, 0.5))
+    return model
+
+
 class Reuse(nn.Module):
     """One Linear called twice per sample, and one Conv2d registered under two names."""
 
@@ -212,7 +219,8 @@ def main():
                                   ("map", FeatureMap(), "expected [batch, classes] logits"),
                                   ("rgb", Rgb(), "forward pass failed"),
                                   ("tuple", TupleOut(), "model output is a Tuple"),
-                                  ("nan", with_nan_weight(), "layer 1 has weights that are NaN")):
+                                  ("nan", with_nan_weight(), "layer 1 has weights that are NaN"),
+                                  ("half-mask", with_half_mask(), "holds values other than 0 and 1")):
             path = os.path.join(tmp, f"bad-{name}.pt")
             torch.jit.save(torch.jit.script(bad), path)
             error = rdprune(binary, "run", "--model", path, "--dataset", "tensors", "--data-dir", data,

@@ -45,7 +45,7 @@ void run_additivity(AdditivityFlags& flags) {
     throw Error(flags.model + ": model has no prunable layers (no Conv2d or Linear weights)");
   const DatasetSplits splits = load_dataset(dataset_options(flags.data, &network->meta()));
   const Dataset calibration = splits.train.head(flags.calib_size);
-  check_model_fits(*network, calibration);
+  check_model_fits(*network, calibration, flags.model);
   fs::create_directories(flags.out_dir);
   CurveSet curves;
   if (!flags.curves_file.empty()) {

@@ -7,11 +7,13 @@
 #include <tuple>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "commands.h"
 #include "common.h"
 #include "pipeline_flags.h"
 #include "rdprune/atomic_file.h"
+#include "rdprune/baselines.h"
 #include "rdprune/error.h"
 #include "rdprune/hits.h"
 #include "rdprune/report.h"
@@ -85,6 +87,14 @@ void run_compare(CompareFlags& flags) {
   const auto steps = parse_counts(flags.grid.finetune_steps, "--finetune-steps");
   const auto seeds = parse_counts(flags.grid.seeds, "--seed");
   require_distinct(methods, "--methods");
+  for (const auto& method : methods) {
+    const auto& baselines = baseline_methods();
+    if (method != "rd" && method != kDenseControl &&
+        std::find(baselines.begin(), baselines.end(), method) == baselines.end()) {
+      throw UsageError(fmt::format("--methods: unknown method '{}' (known: rd, {}, {})", method,
+                                   fmt::join(baselines, ", "), kDenseControl));
+    }
+  }
   require_distinct(sparsities, "--sparsities");
   require_distinct(rounds, "--rounds");
   require_distinct(steps, "--finetune-steps");
@@ -141,7 +151,7 @@ void run_compare(CompareFlags& flags) {
   if (dense->layers().empty())
     throw Error(flags.model + ": model has no prunable layers (no Conv2d or Linear weights)");
   const DatasetSplits splits = load_dataset(dataset_options(flags.data, &dense->meta()));
-  check_model_fits(*dense, splits.train);
+  check_model_fits(*dense, splits.train, flags.model);
   fs::create_directories(flags.out_dir);
   const Dataset test = flags.pipeline.options.eval_limit > 0
                            ? splits.test.head(flags.pipeline.options.eval_limit)

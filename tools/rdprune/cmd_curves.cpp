@@ -63,7 +63,7 @@ void run_curves(CurvesFlags& flags) {
     description = fmt::format("{} train[0:{}]", flags.data.dataset, calibration.size());
     if (!flags.data.data_dir.empty()) description += " from " + flags.data.data_dir;
   }
-  check_model_fits(*network, calibration);
+  check_model_fits(*network, calibration, flags.model);
   const auto infos = layer_census(*network, calibration.sample_shape());
   flags.curves.cache_dir =
       flags.no_cache ? "" : (flags.curves.cache_dir.empty() ? default_cache_dir() : flags.curves.cache_dir);

@@ -37,7 +37,7 @@ void run_finetune(FinetuneFlags& flags) {
                          {{"--out", flags.out}});
   auto network = load_model(flags.model);
   const DatasetSplits splits = load_dataset(dataset_options(flags.data, &network->meta()));
-  check_model_fits(*network, splits.train);
+  check_model_fits(*network, splits.train, flags.model);
   flags.train.augmentation = flags.no_augment ? Augmentation{} : default_augmentation(flags.data.dataset);
   bool recalibrated = false;
   if (flags.bn_recalibrate)

@@ -28,7 +28,13 @@ void run_info(const InfoFlags& flags) {
   if (network->layers().empty()) {
     throw Error(flags.model + ": model has no prunable layers (no Conv2d or Linear weights)");
   }
-  const auto infos = layer_census(*network, input_shape);
+  std::vector<LayerInfo> infos;
+  try {
+    infos = layer_census(*network, input_shape);
+  } catch (const Error& e) {
+    const std::string message = e.what();
+    throw Error(message.rfind(flags.model + ": ", 0) == 0 ? message : flags.model + ": " + message);
+  }
 
   nlohmann::json layers = nlohmann::json::array();
   int64_t total_weights = 0;
@@ -69,9 +75,12 @@ void run_info(const InfoFlags& flags) {
                            {"stages", network->num_stages()},
                            {"sparsity", sparsity}};
   result["total_flops"] = flops_known ? nlohmann::json(total_flops) : nlohmann::json();
-  std::string human =
-      fmt::format("{} ({}, {}), input {}\n", flags.model, network->meta().arch, network->format(),
-                  input_shape.empty() ? "unknown" : format_shape(input_shape));
+  // A TorchScript model's architecture is its format: name it once.
+  const std::string kind = network->meta().arch == network->format()
+                               ? network->format()
+                               : network->meta().arch + ", " + network->format();
+  std::string human = fmt::format("{} ({}), input {}\n", flags.model, kind,
+                                  input_shape.empty() ? "unknown" : format_shape(input_shape));
   human += table;
   human += fmt::format("total: {} layers, {} weights, sparsity {}%, {}\n", infos.size(), total_weights,
                        format_percent(sparsity),

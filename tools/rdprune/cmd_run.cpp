@@ -32,7 +32,7 @@ void run_run(RunFlags& flags) {
   if (network->layers().empty())
     throw Error(flags.model + ": model has no prunable layers (no Conv2d or Linear weights)");
   const DatasetSplits splits = load_dataset(dataset_options(flags.data, &network->meta()));
-  check_model_fits(*network, splits.train);
+  check_model_fits(*network, splits.train, flags.model);
   const PipelineResult result = run_pipeline(network, splits, options);
   const RoundResult& last = result.last();
   nlohmann::json rounds = nlohmann::json::array();

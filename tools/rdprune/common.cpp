@@ -14,8 +14,16 @@ namespace rdprune::cli {
 
 void add_common_flags(CLI::App& command, CommonFlags& flags) {
   command.add_flag("--json", flags.json, "Print one JSON object on stdout; progress stays on stderr");
-  command.add_option("--threads", flags.threads, "CPU threads (default: all cores)")
-      ->check(CLI::Range(0, 4096));
+  command
+      .add_option_function<std::string>(
+          "--threads",
+          [&flags](const std::string& text) {
+            const int64_t threads = parse_count(text, "--threads");
+            if (threads > 4096) throw UsageError("--threads: expected a count in [0, 4096], got " + text);
+            flags.threads = static_cast<int>(threads);
+          },
+          "CPU threads (default: all cores)")
+      ->type_name("INT");
 }
 
 void add_optimizer_flags(CLI::App& command, TrainOptions& options) {

@@ -42,19 +42,23 @@ std::string empty_value(int argc, char** argv) {
   return "";
 }
 
-// An option that takes a value followed by another option ("--out --json"): CLI11 would take the
-// option's name as the value and, for a path, write a file named "--json". Empty when there is none.
-std::string missing_value(const CLI::App& app, int argc, char** argv) {
+// An option the command does not have, or one that takes a value followed by another option
+// ("--out --json": CLI11 would take "--json" as the value and, for a path, write a file of that
+// name). Checked before parsing, which would otherwise report a missing required option first.
+// Empty when there is none.
+std::string argument_error(const CLI::App& app, int argc, char** argv) {
   if (argc < 2) return "";
   const CLI::App* command = nullptr;
   for (const CLI::App* sub : app.get_subcommands([](const CLI::App*) { return true; }))
     if (sub->get_name() == argv[1]) command = sub;
   if (!command) return "";
-  for (int i = 2; i + 1 < argc; ++i) {
+  for (int i = 2; i < argc; ++i) {
     const std::string arg = argv[i];
-    if (arg.rfind("--", 0) != 0 || arg.find('=') != std::string::npos) continue;
-    const CLI::Option* option = command->get_option_no_throw(arg);
-    if (option && option->get_expected_min() > 0 && std::string(argv[i + 1]).rfind("--", 0) == 0)
+    if (arg.rfind("--", 0) != 0 || arg == "--") continue;
+    const CLI::Option* option = command->get_option_no_throw(arg.substr(0, arg.find('=')));
+    if (!option) return "unknown option " + arg + " (see rdprune " + command->get_name() + " --help)";
+    if (arg.find('=') == std::string::npos && option->get_expected_min() > 0 && i + 1 < argc &&
+        std::string(argv[i + 1]).rfind("--", 0) == 0)
       return arg + ": expected a value, got the option " + argv[i + 1];
   }
   return "";
@@ -123,7 +127,7 @@ int main(int argc, char** argv) {
   }
   if (const std::string option = empty_value(argc, argv); !option.empty())
     return fail(2, option + ": expected a value, got an empty one", json);
-  if (const std::string reason = missing_value(app, argc, argv); !reason.empty())
+  if (const std::string reason = argument_error(app, argc, argv); !reason.empty())
     return fail(2, reason, json);
   try {
     app.parse(argc, argv);
