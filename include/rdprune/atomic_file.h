@@ -23,7 +23,8 @@ void replace_file_atomic(const std::string& path,
 // and then let the signal take its default course (the process ends as it would have). For main().
 void remove_temporary_files_on_signal();
 
-// Reads a whole file. Throws rdprune::Error naming the path if it cannot be read.
+// Reads a whole file, or a pipe to its end (`--plan <(...)`). Throws rdprune::Error naming the path
+// if it cannot be read.
 std::string read_file(const std::string& path);
 
 // Refuses an existing input that is not a regular file (a pipe, device or socket) with an Error

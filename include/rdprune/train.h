@@ -53,6 +53,7 @@ struct EvalResult {
   double top5 = 0;  // fraction in [0, 1]; top-k with k = min(5, classes)
   double loss = 0;  // mean cross-entropy
   int64_t samples = 0;
+  int64_t nan_outputs = 0;  // samples with a NaN logit: their top-1 and top-5 mean nothing
   double seconds = 0;
   std::vector<uint8_t> hits;  // per sample in dataset order: 1 when top-1 is correct (rdprune/hits.h)
 };

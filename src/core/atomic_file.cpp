@@ -82,7 +82,8 @@ void check_output_path(const std::string& path) {
 }
 
 void check_regular_input(const std::string& path) {
-  // Opening a pipe with no writer would wait for one forever; a device has no end.
+  // A reader that seeks (a model's zip archive) cannot read a pipe, and would wait forever on one
+  // that has no writer; a device has no end.
   if (std::filesystem::exists(path) && !std::filesystem::is_regular_file(path))
     throw Error(path + ": is not a regular file (a pipe, device or socket), expected a file");
 }
@@ -128,7 +129,6 @@ void write_file_atomic(const std::string& path, const std::string& contents) {
 
 std::string read_file(const std::string& path) {
   if (std::filesystem::is_directory(path)) throw Error(path + ": is a directory, expected a file");
-  check_regular_input(path);
   std::ifstream in(path, std::ios::binary);
   if (!in) throw Error(path + ": cannot open: " + std::strerror(errno));
   std::ostringstream buffer;

@@ -39,6 +39,7 @@ EvalResult evaluate(Network& network, const Dataset& data, int64_t batch_size, b
         torch::nn::functional::cross_entropy(
             logits, batch.labels, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
             .item<double>();
+    result.nan_outputs += logits.isnan().any(1).sum().item<int64_t>();
     const torch::Tensor topk = std::get<1>(logits.topk(k, /*dim=*/1));
     const torch::Tensor hits = topk.eq(batch.labels.view({-1, 1}));
     const torch::Tensor top1_hits = hits.select(1, 0).to(torch::kUInt8).contiguous();

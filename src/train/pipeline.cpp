@@ -148,7 +148,8 @@ EvalResult eval_from_json(const nlohmann::json& json) {
   EvalResult eval;
   eval.top1 = json.at("top1").get<double>();
   eval.top5 = json.at("top5").get<double>();
-  eval.loss = json.at("loss").get<double>();
+  // A loss that was not finite is written as null (JSON has no NaN).
+  eval.loss = json.at("loss").is_null() ? std::nan("") : json["loss"].get<double>();
   eval.samples = json.at("samples").get<int64_t>();
   return eval;
 }

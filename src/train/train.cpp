@@ -104,7 +104,8 @@ TrainResult train(Network& network, const Dataset& data, const TrainOptions& opt
                               value, data.description()));
     }
     if (!std::isfinite(value)) {
-      throw Error(fmt::format("training diverged: loss is {} at step {} (try a lower --lr)", value, step));
+      throw Error(
+          fmt::format("training diverged: loss is {} at step {} (try a lower learning rate)", value, step));
     }
     recent.push_back(value);
     recent_sum += value;
@@ -122,7 +123,8 @@ TrainResult train(Network& network, const Dataset& data, const TrainOptions& opt
     torch::NoGradGuard no_grad;
     if (!torch::isfinite(network.forward(last_images.to(device))).all().item<bool>()) {
       throw Error(fmt::format(
-          "training diverged: the outputs are not finite after step {} (try a lower --lr)", total - 1));
+          "training diverged: the outputs are not finite after step {} (try a lower learning rate)",
+          total - 1));
     }
   }
   result.steps = total;

@@ -809,6 +809,12 @@ TEST_F(Cli, OutputsAreCheckedBeforeTheWorkAndResumesRefuseWhatTheyCannotTrust) {
   edited["finetuned"]["top1"] = 7.5;
   write_file_atomic(metrics, edited.dump());
   expect_error(rdprune(run), 1, "holds figures no run of round 1 writes");
+  // A loss that was not finite is recorded as null, and such a round resumes.
+  edited = nlohmann::json::parse(recorded);
+  edited["pruned"]["loss"] = nullptr;
+  write_file_atomic(metrics, edited.dump());
+  const Result null_loss = rdprune(run);
+  EXPECT_EQ(null_loss.code, 0) << null_loss.err;
   write_file_atomic(metrics, recorded);
   const std::string plan_file = work_.file("run/round-1/plan.json");
   const std::string planned = read_file(plan_file);
@@ -847,9 +853,11 @@ TEST_F(Cli, NoOutputOverwritesAnInputAndNoValueIsAnOption) {
       {"allocate", "--curves", curves, "--sparsity", "0.5", "--out", curves},
       {"allocate", "--curves", curves, "--sparsity", "0.5", "--out", plan, "--frontier", curves},
       {"prune", "--model", model, "--plan", plan, "--out", plan},
-      {"prune", "--model", model, "--plan", plan, "--out", same_model},
-      {"finetune", "--model", model, "--data-dir", data_dir(), "--steps", "1", "--out", model},
-      {"eval", "--model", model, "--data-dir", data_dir(), "--hits", same_model}};
+      {"eval", "--model", model, "--data-dir", data_dir(), "--hits", same_model},
+      {"eval", "--model", model, "--data-dir", data_dir(), "--hits",
+       data_dir() + "/t10k-labels-idx1-ubyte.gz"},
+      {"train", "--arch", "mlp", "--steps", "1", "--data-dir", data_dir(), "--out",
+       data_dir() + "/train-images-idx3-ubyte.gz"}};
   for (const auto& args : destroying) expect_error(rdprune(args), 2, "writing it would destroy the input");
   // Two outputs in one file: the second would replace the first.
   expect_error(rdprune({"allocate", "--curves", curves, "--sparsity", "0.5", "--out", work_.file("p.json"),
@@ -873,13 +881,11 @@ TEST_F(Cli, NoOutputOverwritesAnInputAndNoValueIsAnOption) {
   EXPECT_FALSE(std::filesystem::exists(cwd + "/--json"));
   EXPECT_FALSE(std::filesystem::exists(cwd + "/--limit"));
 
-  // A pipe as an input is refused, not waited on (a pipe with no writer would block forever).
+  // A model in a pipe is refused, not waited on (a pipe with no writer would block forever).
   const std::string pipe = work_.file("pipe");
   ASSERT_EQ(mkfifo(pipe.c_str(), 0600), 0);
   expect_error(rdprune({"info", "--model", pipe}), 1, "not a regular file");
-  expect_error(rdprune({"allocate", "--curves", pipe, "--sparsity", "0.5", "--out", work_.file("q.json")}), 1,
-               "not a regular file");
-  expect_error(rdprune({"prune", "--model", model, "--plan", pipe, "--out", work_.file("q.pt")}), 1,
+  expect_error(rdprune({"prune", "--model", pipe, "--plan", plan, "--out", work_.file("q.pt")}), 1,
                "not a regular file");
 
   // Values of flags the chosen method does not use are still checked, and lists name nothing twice.
@@ -903,11 +909,24 @@ TEST_F(Cli, NoOutputOverwritesAnInputAndNoValueIsAnOption) {
 
   // Outputs that are not finite are no measurement; the last update of a fine-tune is checked too.
   expect_error(rdprune({"eval", "--model", model, "--data-dir", data_dir(), "--std", "1e-300"}), 1,
-               "NaN or infinite logits");
+               "outputs NaN logits");
   expect_error(rdprune({"finetune", "--model", model, "--data-dir", data_dir(), "--steps", "1", "--lr",
                         "1e30", "--out", work_.file("diverged.pt")}),
                1, "training diverged");
   EXPECT_FALSE(std::filesystem::exists(work_.file("diverged.pt")));
+  // Help is given whatever else the line holds.
+  EXPECT_EQ(rdprune({"eval", "--help", "--bogus"}).code, 0);
+
+  // A model replaced by the model made from it loses nothing: pruning and fine-tuning in place.
+  ASSERT_EQ(rdprune({"prune", "--model", model, "--plan", plan, "--out", same_model}).code, 0);
+  const auto pruned = nlohmann::json::parse(rdprune({"info", "--model", model, "--json"}).out);
+  EXPECT_NEAR(pruned.at("sparsity").get<double>(), 0.5, 1e-3);
+  const Result tuned =
+      rdprune({"finetune", "--model", model, "--data-dir", data_dir(), "--steps", "1", "--out", model});
+  ASSERT_EQ(tuned.code, 0) << tuned.err;
+  EXPECT_NEAR(
+      nlohmann::json::parse(rdprune({"info", "--model", model, "--json"}).out).at("sparsity").get<double>(),
+      0.5, 1e-3);
 }
 
 TEST_F(Cli, ErrorsInJsonModeAreJsonToo) {

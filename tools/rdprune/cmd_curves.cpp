@@ -36,7 +36,8 @@ void run_curves(CurvesFlags& flags) {
   validate(flags.curves);
   if (flags.calib_size <= 0) throw UsageError("--calib-size: expected a positive count");
   check_output_path(flags.out);
-  check_outputs_distinct({{"--model", flags.model}}, {{"--out", flags.out}});
+  check_outputs_distinct({{"--model", flags.model}, {"--data-dir", flags.data.data_dir}},
+                         {{"--out", flags.out}});
   auto network = load_model(flags.model);
   if (network->layers().empty())
     throw Error(flags.model + ": model has no prunable layers (no Conv2d or Linear weights)");

@@ -1,7 +1,5 @@
 // rdprune eval --model M --dataset D: top-1, top-5, loss, samples; per-image outcomes and a paired
 // comparison with a second model on request.
-#include <cmath>
-
 #include <fmt/format.h>
 
 #include "commands.h"
@@ -35,11 +33,14 @@ nlohmann::json figures(const std::string& model, const EvalResult& eval) {
   return {{"model", model}, {"top1", eval.top1}, {"top5", eval.top5}, {"loss", eval.loss}};
 }
 
-// NaN or infinite logits leave top-1 to whatever the ranking makes of them: no measurement at all.
+// NaN logits leave top-1 to whatever the ranking makes of them: no measurement at all. (An
+// infinite logit ranks, as a model that masks classes with -inf means it to.)
 void require_finite(const EvalResult& result, const std::string& model, const Dataset& data) {
-  if (!std::isfinite(result.loss)) {
-    throw Error(model + ": outputs NaN or infinite logits on " + data.description() +
-                " (a damaged model, or a --mean/--std it cannot take)");
+  if (result.nan_outputs > 0) {
+    throw Error(
+        fmt::format("{}: outputs NaN logits for {} of {} images of {} (a damaged model, or a "
+                    "--mean/--std it cannot take)",
+                    model, result.nan_outputs, result.samples, data.description()));
   }
 }
 

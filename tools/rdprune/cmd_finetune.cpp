@@ -33,8 +33,8 @@ void run_finetune(FinetuneFlags& flags) {
   if (flags.train.steps != 0) validate(flags.train);
   if (flags.calib_size <= 0) throw UsageError("--calib-size: expected a positive count");
   check_output_path(flags.out);
-  check_outputs_distinct({{"--model", flags.model}, {"--data-dir", flags.data.data_dir}},
-                         {{"--out", flags.out}});
+  // --out may be --model: the model is read whole first and replaced atomically.
+  check_outputs_distinct({{"--data-dir", flags.data.data_dir}}, {{"--out", flags.out}});
   auto network = load_model(flags.model);
   const DatasetSplits splits = load_dataset(dataset_options(flags.data, &network->meta()));
   check_model_fits(*network, splits.train, flags.model);

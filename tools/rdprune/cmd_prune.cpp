@@ -23,7 +23,8 @@ void run_prune(const PruneFlags& flags) {
   apply_threads(flags.common);
   check_output_path(flags.out);
   if (!flags.export_dense.empty()) check_output_path(flags.export_dense);
-  check_outputs_distinct({{"--model", flags.model}, {"--plan", flags.plan}},
+  // --out may be --model: the model is read whole first and replaced atomically.
+  check_outputs_distinct({{"--plan", flags.plan}},
                          {{"--out", flags.out}, {"--export-dense", flags.export_dense}});
   const Plan plan = plan_from_json(read_file(flags.plan), flags.plan);
   auto network = load_model(flags.model);

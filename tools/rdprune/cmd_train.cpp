@@ -27,6 +27,7 @@ struct TrainFlags {
 void run_train(TrainFlags& flags) {
   apply_threads(flags.common);
   check_output_path(flags.out);
+  check_outputs_distinct({{"--data-dir", flags.data.data_dir}}, {{"--out", flags.out}});
   validate(flags.train);
   if (flags.train_limit < 0 || flags.eval_limit < 0)
     throw UsageError("--train-limit/--eval-limit: expected a count >= 0");

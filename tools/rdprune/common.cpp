@@ -1,5 +1,6 @@
 #include "common.h"
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <iostream>
@@ -174,6 +175,18 @@ bool same_file(const std::string& a, const std::string& b) {
   return !error_a && !error_b && resolved_a == resolved_b;
 }
 
+// Whether `output` is an existing file inside the directory `input` (a dataset's directory).
+bool file_inside(const std::string& output, const std::string& input) {
+  std::error_code error;
+  if (!std::filesystem::is_directory(input, error) || !std::filesystem::is_regular_file(output, error))
+    return false;
+  const auto file = std::filesystem::weakly_canonical(std::filesystem::absolute(output), error);
+  if (error) return false;
+  const auto root = std::filesystem::weakly_canonical(std::filesystem::absolute(input), error);
+  if (error) return false;
+  return std::mismatch(root.begin(), root.end(), file.begin(), file.end()).first == root.end();
+}
+
 }  // namespace
 
 void check_outputs_distinct(const std::vector<PathFlag>& inputs, const std::vector<PathFlag>& outputs) {
@@ -184,6 +197,9 @@ void check_outputs_distinct(const std::vector<PathFlag>& inputs, const std::vect
       if (!input.path.empty() && same_file(output.path, input.path))
         throw UsageError(output.flag + ": " + output.path + " is the " + input.flag +
                          " file; writing it would destroy the input");
+      if (!input.path.empty() && file_inside(output.path, input.path))
+        throw UsageError(output.flag + ": " + output.path + " is a file of the " + input.flag +
+                         " directory; writing it would destroy the input");
     }
     for (size_t j = 0; j < i; ++j) {
       if (!outputs[j].path.empty() && same_file(output.path, outputs[j].path))

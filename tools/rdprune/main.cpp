@@ -52,6 +52,9 @@ std::string argument_error(const CLI::App& app, int argc, char** argv) {
   for (const CLI::App* sub : app.get_subcommands([](const CLI::App*) { return true; }))
     if (sub->get_name() == argv[1]) command = sub;
   if (!command) return "";
+  for (int i = 2; i < argc; ++i) {  // help asked for is given, whatever else the line holds
+    if (std::string(argv[i]) == "--help" || std::string(argv[i]) == "-h") return "";
+  }
   for (int i = 2; i < argc; ++i) {
     const std::string arg = argv[i];
     if (arg.rfind("--", 0) != 0 || arg == "--") continue;
