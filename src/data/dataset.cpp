@@ -256,6 +256,13 @@ DatasetSplits load_dataset(const DatasetOptions& options) {
   for (double s : normalization.std) {
     if (!(s > 0)) throw UsageError("--std: every entry must be > 0");
   }
+  // Flags that only some datasets take: given for another, they would be silently ignored.
+  if (options.num_classes > 0 && options.name != "synthetic" && options.name != "tensors")
+    throw UsageError("--num-classes: applies to synthetic and tensors data; " + options.name +
+                     " has its own classes");
+  if ((options.channels > 0 || options.image_size > 0) && options.name != "imagefolder")
+    throw UsageError("--channels/--image-size: apply to imagefolder data; " + options.name +
+                     " images have their own");
   DatasetSplits splits;
   if (options.name == "fashion-mnist" || options.name == "mnist") {
     splits = load_idx_dataset(options, defaults, normalization);

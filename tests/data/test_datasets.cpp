@@ -119,6 +119,25 @@ TEST(Datasets, UnknownNameIsAUsageError) {
   EXPECT_THROW(load_dataset(options), UsageError);
 }
 
+TEST(Datasets, FlagsForOtherDatasetsAreUsageErrors) {
+  TempDir dir;
+  testing::write_idx_dataset(dir.path(), 4, 4, false);
+  DatasetOptions options = idx_options(dir.path());
+  EXPECT_NO_THROW(load_dataset(options));
+  options.num_classes = 5;  // Fashion-MNIST has its own ten
+  EXPECT_THROW(load_dataset(options), UsageError);
+  options.num_classes = 0;
+  options.channels = 3;  // imagefolder only
+  EXPECT_THROW(load_dataset(options), UsageError);
+  options.channels = 0;
+  options.image_size = 32;
+  EXPECT_THROW(load_dataset(options), UsageError);
+  DatasetOptions synthetic;
+  synthetic.name = "synthetic";
+  synthetic.num_classes = 5;
+  EXPECT_EQ(load_dataset(synthetic).train.num_classes(), 5);
+}
+
 TEST(Datasets, BadNormalisationIsAUsageError) {
   TempDir dir;
   testing::write_idx_dataset(dir.path(), 4, 4, false);

@@ -49,6 +49,8 @@ void run_curves(CurvesFlags& flags) {
     DataFlags synthetic = flags.data;
     synthetic.dataset = "synthetic";
     synthetic.synthetic_size = flags.calib_size;
+    synthetic.channels = 0;  // the model's input shape decides
+    synthetic.image_size = 0;
     if (synthetic.input_shape.empty()) {
       const auto& shape = network->meta().input_shape;
       if (shape.empty())
