@@ -293,6 +293,11 @@ std::unique_ptr<Network> load_network(const std::string& path) {
     } catch (const UsageError& e) {
       // Not the user's flags: the checkpoint's own record names a model this build cannot make.
       throw Error(path + ": checkpoint metadata describes no model this build can make (" + e.what() + ")");
+    } catch (const c10::Error& e) {
+      // A record that asks for more than memory holds (a trillion classes, a huge input).
+      const std::string reason = e.what_without_backtrace();
+      throw Error(path + ": cannot build the model its metadata describes (" +
+                  reason.substr(0, reason.find('\n')).substr(0, 200) + ")");
     }
     network->load_state(archive, path);
     return finite_only(std::move(network), path);

@@ -193,6 +193,13 @@ TEST(Checkpoint, TheRecordAndTheWeightsMustDescribeTheSameModel) {
   EXPECT_NE(load_error(dir.file("classes.pt")).find("fc3.weight has shape 10x84, expected 3x84"),
             std::string::npos)
       << load_error(dir.file("classes.pt"));
+  // A record that asks for more memory than there is: the file is named, in one line.
+  other = lenet;
+  other["num_classes"] = int64_t{1} << 40;
+  write_checkpoint(dir.file("huge.pt"), other, lenet_weights);
+  const std::string huge = load_error(dir.file("huge.pt"));
+  EXPECT_NE(huge.find("huge.pt: cannot build the model its metadata describes"), std::string::npos) << huge;
+  EXPECT_EQ(huge.find('\n'), std::string::npos) << huge;
   // A record this build cannot make, or with an unusable normalisation: the file is named.
   other = lenet;
   other["arch"] = "resnet999";
