@@ -5,6 +5,10 @@
 #include <string>
 #include <vector>
 
+#include <fmt/format.h>
+
+#include "rdprune/error.h"
+
 namespace rdprune {
 
 // "1,28,28" -> {1, 28, 28}: C,H,W, three positive integers. Throws UsageError naming `what`.
@@ -24,6 +28,17 @@ std::vector<double> parse_doubles(const std::string& text, const std::string& wh
 
 // "a,b,c" -> {"a", "b", "c"}; empty entries are an error.
 std::vector<std::string> split_list(const std::string& text, const std::string& what);
+
+// Rejects a list that names a value twice (a repeated entry would do the same work twice) with a
+// UsageError naming `what`.
+template <typename T>
+void require_distinct(const std::vector<T>& values, const std::string& what) {
+  for (size_t i = 0; i < values.size(); ++i) {
+    for (size_t j = 0; j < i; ++j) {
+      if (values[i] == values[j]) throw UsageError(fmt::format("{}: {} is listed twice", what, values[i]));
+    }
+  }
+}
 
 // A fraction as a percentage with two decimals ("87.50"), or as many more as it takes not to show
 // 0.00 or 100.00 for a fraction that is neither: a layer that keeps 1 of 48000 weights reads

@@ -18,6 +18,7 @@
 #include "rdprune/masks.h"
 #include "rdprune/refine.h"
 #include "rdprune/sample_order.h"
+#include "rdprune/text.h"
 
 namespace rdprune {
 namespace fs = std::filesystem;
@@ -49,14 +50,11 @@ void validate(const PipelineOptions& options) {
   }
   validate(options.curves);  // also where no curves are measured: a bad value is an error either way
   if (options.refine < 0 || options.refine > 20) throw UsageError("--refine: expected a count in [0, 20]");
-  for (size_t i = 0; i < options.refine_from.size(); ++i) {
-    const std::string& method = options.refine_from[i];
+  for (const auto& method : options.refine_from) {
     if (!is_baseline(method))
       throw UsageError("--refine-from: unknown method '" + method + "' (known: " + baseline_names() + ")");
-    for (size_t j = 0; j < i; ++j) {
-      if (options.refine_from[j] == method) throw UsageError("--refine-from: " + method + " is listed twice");
-    }
   }
+  require_distinct(options.refine_from, "--refine-from");
   if (options.recovery_steps < -1 || options.recovery_steps > 100000)
     throw UsageError("--recovery-steps: expected a count in [0, 100000] or auto");
   if (options.exchanges < -1 || options.exchanges > 20)
@@ -79,8 +77,11 @@ void validate(const PipelineOptions& options) {
   if (options.calib_size <= 0) throw UsageError("--calib-size: expected a positive count");
   if (options.holdout < 0 || options.holdout > 10000000)
     throw UsageError("--holdout: expected a count in [0, 10000000]");
-  validate_optimizer(options.finetune, "--finetune-lr");
-  if (options.finetune.steps > 0) validate(options.finetune, "--finetune-lr");
+  if (options.finetune.steps > 0) {
+    validate(options.finetune, "--finetune-lr");
+  } else {
+    validate_optimizer(options.finetune, "--finetune-lr");  // unused, but a bad value is an error
+  }
   if (options.finetune.steps < 0) throw UsageError("--finetune-steps: expected a count >= 0");
   if (options.eval_limit < 0) throw UsageError("--eval-limit: expected a count >= 0");
   if (!options.out_dir.empty() && fs::exists(options.out_dir) && !fs::is_directory(options.out_dir)) {

@@ -40,12 +40,8 @@ void write_frontier(const std::string& path, const std::vector<FrontierPoint>& f
 
 void run_allocate(AllocateFlags& flags) {
   apply_threads(flags.common);
-  const auto& baselines = baseline_methods();
-  const bool baseline = std::find(baselines.begin(), baselines.end(), flags.method) != baselines.end();
-  if (flags.method != "rd" && !baseline) {
-    throw UsageError("--method: unknown method '" + flags.method +
-                     "' (known: rd, global, lamp, uniform, uniform+, erk)");
-  }
+  require_known_method("--method", flags.method);
+  const bool baseline = flags.method != "rd";
   flags.rd.budget = parse_budget(flags.budget);
   flags.rd.sparsity_target = flags.sparsity;
   if (!flags.keep_dense.empty()) flags.rd.keep_dense = split_list(flags.keep_dense, "--keep-dense");

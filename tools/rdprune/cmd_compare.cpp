@@ -7,13 +7,11 @@
 #include <tuple>
 
 #include <fmt/format.h>
-#include <fmt/ranges.h>
 
 #include "commands.h"
 #include "common.h"
 #include "pipeline_flags.h"
 #include "rdprune/atomic_file.h"
-#include "rdprune/baselines.h"
 #include "rdprune/error.h"
 #include "rdprune/hits.h"
 #include "rdprune/report.h"
@@ -87,14 +85,7 @@ void run_compare(CompareFlags& flags) {
   const auto steps = parse_counts(flags.grid.finetune_steps, "--finetune-steps");
   const auto seeds = parse_counts(flags.grid.seeds, "--seed");
   require_distinct(methods, "--methods");
-  for (const auto& method : methods) {
-    const auto& baselines = baseline_methods();
-    if (method != "rd" && method != kDenseControl &&
-        std::find(baselines.begin(), baselines.end(), method) == baselines.end()) {
-      throw UsageError(fmt::format("--methods: unknown method '{}' (known: rd, {}, {})", method,
-                                   fmt::join(baselines, ", "), kDenseControl));
-    }
-  }
+  for (const auto& method : methods) require_known_method("--methods", method, {kDenseControl});
   require_distinct(sparsities, "--sparsities");
   require_distinct(rounds, "--rounds");
   require_distinct(steps, "--finetune-steps");

@@ -29,8 +29,11 @@ void run_finetune(FinetuneFlags& flags) {
   apply_threads(flags.common);
   if (flags.train.steps == 0 && !flags.bn_recalibrate)
     throw UsageError("--steps: give a step count > 0 (or --bn-recalibrate)");
-  validate_optimizer(flags.train);
-  if (flags.train.steps != 0) validate(flags.train);
+  if (flags.train.steps != 0) {
+    validate(flags.train);
+  } else {
+    validate_optimizer(flags.train);  // --bn-recalibrate alone: unused, but a bad value is an error
+  }
   if (flags.calib_size <= 0) throw UsageError("--calib-size: expected a positive count");
   check_output_path(flags.out);
   // --out may be --model: the model is read whole first and replaced atomically.

@@ -32,8 +32,7 @@ void run_info(const InfoFlags& flags) {
   try {
     infos = layer_census(*network, input_shape);
   } catch (const Error& e) {
-    const std::string message = e.what();
-    throw Error(message.rfind(flags.model + ": ", 0) == 0 ? message : flags.model + ": " + message);
+    throw Error(naming_file(flags.model, e.what()));
   }
 
   nlohmann::json layers = nlohmann::json::array();

@@ -8,6 +8,9 @@
 
 #include <torch/torch.h>
 
+#include <fmt/ranges.h>
+
+#include "rdprune/baselines.h"
 #include "rdprune/error.h"
 #include "rdprune/text.h"
 
@@ -144,9 +147,24 @@ void check_model_fits(Network& network, const Dataset& data, const std::string& 
     if (data.description().rfind("tensors ", 0) == 0 && message.find(" classes but ") != std::string::npos)
       message += " (a tensors file has --num-classes classes, else its largest label + 1)";
     // Errors from a TorchScript forward name the file already.
-    if (!path.empty() && message.rfind(path + ": ", 0) != 0) message = path + ": " + message;
-    throw Error(message);
+    throw Error(path.empty() ? message : naming_file(path, message));
   }
+}
+
+std::string naming_file(const std::string& path, const std::string& message) {
+  return message.rfind(path + ": ", 0) == 0 ? message : path + ": " + message;
+}
+
+void require_known_method(const std::string& flag, const std::string& method,
+                          const std::vector<std::string>& also) {
+  const auto& baselines = baseline_methods();
+  if (method == "rd" || std::find(baselines.begin(), baselines.end(), method) != baselines.end() ||
+      std::find(also.begin(), also.end(), method) != also.end())
+    return;
+  std::vector<std::string> known = {"rd"};
+  known.insert(known.end(), baselines.begin(), baselines.end());
+  known.insert(known.end(), also.begin(), also.end());
+  throw UsageError(fmt::format("{}: unknown method '{}' (known: {})", flag, method, fmt::join(known, ", ")));
 }
 
 void emit(const CommonFlags& flags, const nlohmann::json& result, const std::string& human) {
@@ -163,16 +181,20 @@ nlohmann::json finite_or_null(double value) {
 
 namespace {
 
+// `path` made absolute with its links and dots resolved as far as it exists; empty when it cannot be.
+std::filesystem::path resolved(const std::string& path) {
+  std::error_code error;
+  const auto result = std::filesystem::weakly_canonical(std::filesystem::absolute(path), error);
+  return error ? std::filesystem::path() : result;
+}
+
 // Whether two paths name one file: the same file when both exist (links, "./x" and "x"), else
 // the same location once resolved.
 bool same_file(const std::string& a, const std::string& b) {
   std::error_code error;
   if (std::filesystem::equivalent(a, b, error)) return true;
-  std::error_code error_a;
-  std::error_code error_b;
-  const auto resolved_a = std::filesystem::weakly_canonical(std::filesystem::absolute(a), error_a);
-  const auto resolved_b = std::filesystem::weakly_canonical(std::filesystem::absolute(b), error_b);
-  return !error_a && !error_b && resolved_a == resolved_b;
+  const auto resolved_a = resolved(a);
+  return !resolved_a.empty() && resolved_a == resolved(b);
 }
 
 // Whether `output` is an existing file inside the directory `input` (a dataset's directory).
@@ -180,11 +202,10 @@ bool file_inside(const std::string& output, const std::string& input) {
   std::error_code error;
   if (!std::filesystem::is_directory(input, error) || !std::filesystem::is_regular_file(output, error))
     return false;
-  const auto file = std::filesystem::weakly_canonical(std::filesystem::absolute(output), error);
-  if (error) return false;
-  const auto root = std::filesystem::weakly_canonical(std::filesystem::absolute(input), error);
-  if (error) return false;
-  return std::mismatch(root.begin(), root.end(), file.begin(), file.end()).first == root.end();
+  const auto file = resolved(output);
+  const auto root = resolved(input);
+  return !file.empty() && !root.empty() &&
+         std::mismatch(root.begin(), root.end(), file.begin(), file.end()).first == root.end();
 }
 
 }  // namespace

@@ -6,14 +6,13 @@
 #include <string>
 #include <vector>
 
-#include <fmt/format.h>
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
 #include "rdprune/dataset.h"
 #include "rdprune/distortion.h"
-#include "rdprune/error.h"
 #include "rdprune/network.h"
+#include "rdprune/text.h"
 #include "rdprune/train.h"
 
 namespace rdprune::cli {
@@ -77,16 +76,13 @@ struct PathFlag {
 // reads or writes. Empty paths are flags not given.
 void check_outputs_distinct(const std::vector<PathFlag>& inputs, const std::vector<PathFlag>& outputs);
 
-// Rejects a list that names a value twice (a repeated entry would run the same work twice), with a
-// UsageError naming the flag.
-template <typename T>
-void require_distinct(const std::vector<T>& values, const std::string& flag) {
-  for (size_t i = 0; i < values.size(); ++i) {
-    for (size_t j = 0; j < i; ++j) {
-      if (values[i] == values[j]) throw UsageError(fmt::format("{}: {} is listed twice", flag, values[i]));
-    }
-  }
-}
+// Rejects a method that is neither rd, a baseline nor one of `also`, with a UsageError naming
+// `flag` and the methods it knows.
+void require_known_method(const std::string& flag, const std::string& method,
+                          const std::vector<std::string>& also = {});
+
+// `message` with `path: ` in front unless it names the file there already.
+std::string naming_file(const std::string& path, const std::string& message);
 
 // Rejects values outside [low, high] with a UsageError naming the flag.
 void require_range(const std::string& flag, double value, double low, double high);
