@@ -2,6 +2,8 @@
 // against the sum of the per-layer curve distortions.
 #pragma once
 
+#include "rdprune/layering.h"
+
 #include <string>
 #include <vector>
 
@@ -11,6 +13,8 @@
 #include "rdprune/plan.h"
 
 namespace rdprune {
+
+RDPRUNE_LAYER(2, "nn");
 
 struct AdditivityPoint {
   std::string kind;      // "rd" or "random"

@@ -1,5 +1,5 @@
 // The rate-distortion allocator: one level per layer minimising the summed curve distortion
-// under a weight or FLOPs budget (DESIGN.md, step 3). Torch-free.
+// under a weight or FLOPs budget (docs/design.md, "The method", step 3). Torch-free.
 #pragma once
 
 #include <string>
@@ -28,7 +28,7 @@ struct RdOptions {
 
 void validate(const RdOptions& options);
 
-// The options the allocators rd starts from and blends with share with rd, at `target`.
+// The budget and constraints of `options` as the baselines take them, at `target`.
 BaselineOptions baseline_options(const RdOptions& options, double target);
 
 struct FrontierPoint {
@@ -49,16 +49,9 @@ Plan allocate_rd(const CurveSet& curves, const RdOptions& options,
 // the minimum, as rd's own levels allow). `layers[i].sparsity` is the current sparsity.
 bool honours(const Plan& plan, const std::vector<LayerInfo>& layers, const RdOptions& options);
 
-// A plan between two plans for the same layers and budget: every layer's density (kept / weights)
-// is the weighted geometric mean a^weight_a * b^(1 - weight_a), and the densities are scaled
-// together to meet the options' budget, within the constraints (allocate_by_score). Throws Error
-// if the budget cannot be met. O(200 * layers).
-Plan blend_plans(const Plan& a, const Plan& b, double weight_a, const std::vector<LayerInfo>& layers,
-                 const RdOptions& options);
-
 // `plan` with `fraction` of layer `from`'s kept weights given up and the budget they cost (weights
 // or FLOPs) spent on layer `to`'s weights; the densities are then scaled together to meet the
-// options' budget within the constraints, as blend_plans does. Throws Error if the budget cannot be
+// options' budget within the constraints (allocate_by_score). Throws Error if the budget cannot be
 // met. O(200 * layers).
 Plan exchange_plan(const Plan& plan, size_t from, size_t to, double fraction,
                    const std::vector<LayerInfo>& layers, const RdOptions& options);

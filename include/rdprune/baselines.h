@@ -27,8 +27,8 @@ struct BaselineOptions {
   std::vector<std::string> keep_dense;
 };
 
-// Throws UsageError naming --keep-dense for a name not among `layers` (`in` says whose: "the
-// curves", "the model").
+// Throws UsageError naming keep_dense for a name not among `layers` or named twice (`in` says
+// whose: "the curves", "the model").
 void check_keep_dense(const std::vector<std::string>& keep_dense, const std::vector<std::string>& layers,
                       const std::string& in);
 bool is_kept_dense(const std::vector<std::string>& keep_dense, const std::string& layer);

@@ -3,6 +3,8 @@
 // Calibration and evaluation never augment; training may (random crop with padding, flips).
 #pragma once
 
+#include "rdprune/layering.h"
+
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -10,6 +12,8 @@
 #include <torch/types.h>
 
 namespace rdprune {
+
+RDPRUNE_LAYER(1, "data");
 
 struct Normalization {
   std::vector<double> mean;  // one entry per channel, or one for all channels

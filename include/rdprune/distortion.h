@@ -1,6 +1,8 @@
-// Rate-distortion curve measurement (DESIGN.md, step 1): for every layer and level, prune that
-// layer alone by magnitude and measure how far the network's outputs move on calibration data.
+// Rate-distortion curve measurement (docs/design.md, "The method", step 1): for every layer and level, prune
+// that layer alone by magnitude and measure how far the network's outputs move on calibration data.
 #pragma once
+
+#include "rdprune/layering.h"
 
 #include <string>
 #include <vector>
@@ -8,8 +10,11 @@
 #include "rdprune/curves.h"
 #include "rdprune/dataset.h"
 #include "rdprune/network.h"
+#include "rdprune/sink.h"
 
 namespace rdprune {
+
+RDPRUNE_LAYER(2, "nn");
 
 struct CurveOptions {
   std::string metric = "kl";           // mse: mean over samples and outputs of (f(X) - Y)^2
@@ -31,7 +36,7 @@ struct CurveOptions {
                                        // per layer: each layer's curve is measured with every other
                                        // layer pruned by magnitude to this count (around a plan)
   std::string cache_dir;               // empty: no cache
-  bool progress = true;
+  Sink* sink = nullptr;                // progress; null: silent
 };
 
 void validate(const CurveOptions& options);

@@ -1,5 +1,5 @@
 // Multiple-choice knapsack: pick one choice per group to minimise total distortion subject to
-// total cost <= budget. The allocation problem of DESIGN.md, step 3. Torch-free.
+// total cost <= budget. The allocation problem of docs/design.md, "The method", step 3. Torch-free.
 #pragma once
 
 #include <cstddef>

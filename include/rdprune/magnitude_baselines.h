@@ -1,10 +1,14 @@
 // Baselines that rank weights across layers by their values: global magnitude and LAMP.
 #pragma once
 
+#include "rdprune/layering.h"
+
 #include "rdprune/baselines.h"
 #include "rdprune/network.h"
 
 namespace rdprune {
+
+RDPRUNE_LAYER(2, "nn");
 
 // global: one magnitude threshold over all prunable weights (torch.nn.utils.prune.global_unstructured
 // with L1). lamp: LAMP score, Lee et al. ICLR 2021, eq. (2): within a layer sorted ascending by w^2,

@@ -3,12 +3,16 @@
 // only grow as the level rises.
 #pragma once
 
+#include "rdprune/layering.h"
+
 #include <torch/types.h>
 
 #include "rdprune/network.h"
 #include "rdprune/plan.h"
 
 namespace rdprune {
+
+RDPRUNE_LAYER(2, "nn");
 
 // Flat indices of `weight` in pruning order (int64 [numel]). `mask` may be undefined (dense).
 torch::Tensor magnitude_order(const torch::Tensor& weight, const torch::Tensor& mask);

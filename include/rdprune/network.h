@@ -2,6 +2,8 @@
 // train/eval mode, parameters, masks, save/load.
 #pragma once
 
+#include "rdprune/layering.h"
+
 #include <memory>
 #include <string>
 #include <vector>
@@ -12,6 +14,8 @@
 #include "rdprune/layer.h"
 
 namespace rdprune {
+
+RDPRUNE_LAYER(2, "nn");
 
 // The tensors that pass from one stage of a network to the next.
 using StageValues = std::vector<torch::Tensor>;
@@ -32,11 +36,21 @@ struct ModelMeta {
   Normalization normalization;       // that dataset's normalisation, if known
 };
 
+// The compute spent through one Network object, for the reports' cost columns.
+struct ComputeUsage {
+  int64_t forward_samples = 0;  // samples whose outputs a forward pass computed (a suffix pass counts once)
+  int64_t train_steps = 0;      // optimizer steps taken on the network
+};
+
 class Network {
  public:
   virtual ~Network() = default;
 
-  virtual torch::Tensor forward(const torch::Tensor& input) = 0;
+  // The network's outputs for a batch; counted in usage().
+  torch::Tensor forward(const torch::Tensor& input) {
+    if (input.dim() > 0) usage_.forward_samples += input.size(0);
+    return forward_impl(input);
+  }
   virtual void set_training(bool training) = 0;
   virtual std::vector<torch::Tensor> parameters() = 0;
   // Non-trainable state that shapes the outputs (batch-norm running statistics).
@@ -60,9 +74,11 @@ class Network {
   // A model without known stages is one stage. When only layer i changes, the inputs of
   // stage_of(i) do not.
   virtual size_t num_stages() const { return 1; }
-  virtual StageValues run_stages(size_t first, size_t last, StageValues input) {
-    if (first == 0 && last >= 1) return {forward(input.at(0))};
-    return input;
+  // Runs stages [first, last); a run that reaches the outputs is counted in usage().
+  StageValues run_stages(size_t first, size_t last, StageValues input) {
+    if (last >= num_stages() && !input.empty() && input.front().dim() > 0)
+      usage_.forward_samples += input.front().size(0);
+    return run_stages_impl(first, last, std::move(input));
   }
   // True when, in eval mode, each sample's output depends on that sample alone, so that batches
   // may be joined (level batching). A TorchScript forward may couple samples (batch-wide
@@ -87,12 +103,22 @@ class Network {
   // Zeroes the gradients of masked weights, so momentum and weight decay never revive them.
   void mask_gradients();
 
+  const ComputeUsage& usage() const { return usage_; }
+  void count_train_step() { ++usage_.train_steps; }
+
  protected:
+  virtual torch::Tensor forward_impl(const torch::Tensor& input) = 0;
+  virtual StageValues run_stages_impl(size_t first, size_t last, StageValues input) {
+    if (first == 0 && last >= 1) return {forward_impl(input.at(0))};
+    return input;
+  }
+
   std::vector<PrunableLayer> layers_;
   std::vector<torch::Tensor> masks_;
   std::vector<size_t> layer_stages_;       // aligned with layers_; empty: every layer in stage 0
   std::vector<size_t> layer_last_stages_;  // aligned with layers_; empty: as layer_stages_
   ModelMeta meta_;
+  ComputeUsage usage_;
 };
 
 // Names accepted by --arch.

@@ -13,7 +13,7 @@ namespace rdprune {
 inline constexpr const char* kPlanSchema = "rdprune.plan/1";
 
 enum class BudgetKind { kParams, kFlops };
-BudgetKind parse_budget(const std::string& text);  // "params" | "flops"; UsageError otherwise
+BudgetKind parse_budget(const std::string& text);  // "params" | "flops"; UsageError naming budget otherwise
 std::string to_string(BudgetKind budget);
 
 struct PlanLayer {
@@ -47,8 +47,8 @@ struct Plan {
 // Budget for a target: params: floor((1 - S) * total weights); flops: (1 - S) * dense FLOPs.
 double budget_for(BudgetKind budget, double sparsity_target, int64_t total_weights, double dense_flops);
 
-// Throws UsageError unless 0 <= target < 1 (and finite).
-void check_sparsity_target(double sparsity_target, const std::string& flag);
+// Throws UsageError naming `option` unless 0 <= target < 1 (and finite).
+void check_sparsity_target(double sparsity_target, const std::string& option);
 
 void validate(const Plan& plan, const std::string& source);
 std::string to_json(const Plan& plan);
@@ -58,7 +58,7 @@ Plan plan_from_json(const std::string& text, const std::string& source);
 void check_plan_matches(const Plan& plan, const std::vector<LayerInfo>& layers, const std::string& source);
 
 // Throws Error when the plan takes every remaining weight of a layer that has some, unless the plan
-// was made with --allow-empty or `allow_empty` is given: a layer with no weights cuts the network.
+// allows it (Plan::allow_empty) or `allow_empty` is given: a layer with no weights cuts the network.
 void check_no_layer_emptied(const Plan& plan, const std::vector<LayerInfo>& layers, bool allow_empty,
                             const std::string& source);
 

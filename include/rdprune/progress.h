@@ -1,18 +1,19 @@
-// Progress reporting on stderr. On a terminal: one bar redrawn in place with rate and ETA.
+// Progress bars through a Sink. On a terminal: one bar redrawn in place with rate and ETA.
 // Otherwise: a plain line at most every few seconds (and at the end), so logs stay readable.
 #pragma once
 
 #include <chrono>
 #include <cstdint>
-#include <ostream>
 #include <string>
+
+#include "rdprune/sink.h"
 
 namespace rdprune {
 
 class Progress {
  public:
-  // `total` units of work (steps, batches, levels). `enabled=false` makes every call a no-op.
-  Progress(std::string label, int64_t total, std::ostream& out, bool enabled = true);
+  // `total` units of work (steps, batches, levels). A null `sink` makes every call a no-op.
+  Progress(std::string label, int64_t total, Sink* sink);
   ~Progress();
   Progress(const Progress&) = delete;
   Progress& operator=(const Progress&) = delete;
@@ -22,9 +23,6 @@ class Progress {
   // Prints the final line; called by the destructor if not called before.
   void finish(const std::string& status = "");
 
-  // Whether stderr is a terminal (bar mode) or not (plain lines).
-  static bool stderr_is_terminal();
-
  private:
   void draw(bool final_line);
 
@@ -32,9 +30,7 @@ class Progress {
   int64_t total_;
   int64_t done_ = 0;
   std::string status_;
-  std::ostream& out_;
-  bool enabled_;
-  bool terminal_;
+  Sink* sink_;
   bool finished_ = false;
   std::chrono::steady_clock::time_point start_;
   std::chrono::steady_clock::time_point last_draw_;

@@ -1,7 +1,7 @@
 // Reports of `rdprune compare` and `rdprune additivity`: CSV and Markdown tables, and plots drawn
 // by gnuplot (Debian's gnuplot-nox), run without a shell. Torch-free. Plots keep their data (.dat)
 // and script (.gp) beside the PNG so they can be redrawn (`gnuplot NAME.gp` in that directory);
-// without gnuplot, or when it fails, the PNG is left out with a warning.
+// without gnuplot, or when it fails, the PNG is left out and the plot function returns false.
 #pragma once
 
 #include <cstdint>
@@ -32,6 +32,11 @@ struct CompareRow {
   double measured_distortion = 0;  // joint distortion of the plan on the calibration set (NaN: none)
   uint64_t seed = 0;
   std::vector<uint8_t> top1_hits;  // per test image, 1 when top-1 is correct (empty: unknown)
+  // What the cell cost, summed over its rounds (rounds resumed from the first version: time only).
+  double seconds = 0;             // wall time
+  int64_t train_steps = 0;        // every optimizer step, judging included
+  int64_t judge_train_steps = 0;  // of which select spent judging plans
+  int64_t forward_samples = 0;    // samples through a forward pass
 };
 
 // One method in one setting (target, rounds, fine-tuning steps) over the seeds it ran with, and
@@ -80,14 +85,14 @@ void write_compare_tables(const std::string& dir, const std::vector<CompareRow>&
 // top1_vs_sparsity.png: mean final top-1 against achieved sparsity, a line per method and setting
 // (rounds, fine-tuning steps), with the standard deviation over seeds as error bars; the dense
 // control, where there is one, as a level line per setting.
-void plot_accuracy(const std::string& dir, const std::vector<CompareSummary>& summary, double dense_top1);
+bool plot_accuracy(const std::string& dir, const std::vector<CompareSummary>& summary, double dense_top1);
 // layer_sparsity.png: each layer's sparsity under each method's plan.
-void plot_layer_sparsity(const std::string& dir, const std::vector<std::pair<std::string, Plan>>& plans,
+bool plot_layer_sparsity(const std::string& dir, const std::vector<std::pair<std::string, Plan>>& plans,
                          const std::string& title);
 // rd_curves.png: every layer's distortion against sparsity (log scale).
-void plot_curves(const std::string& dir, const CurveSet& curves);
+bool plot_curves(const std::string& dir, const CurveSet& curves);
 // additivity.png: measured joint distortion against the sum of the curves.
-void plot_additivity(const std::string& dir, const std::vector<double>& predicted,
+bool plot_additivity(const std::string& dir, const std::vector<double>& predicted,
                      const std::vector<double>& measured, const std::vector<std::string>& kinds,
                      const std::string& title);
 

@@ -1,11 +1,15 @@
 // Adds a tensor to an FNV fingerprint: its shape and bytes, wherever it lives.
 #pragma once
 
+#include "rdprune/layering.h"
+
 #include <torch/types.h>
 
 #include "rdprune/fnv.h"
 
 namespace rdprune {
+
+RDPRUNE_LAYER(1, "data");
 
 inline void add_tensor(Fnv& hash, const torch::Tensor& tensor) {
   const torch::Tensor cpu = tensor.detach().to(torch::kCPU).contiguous();

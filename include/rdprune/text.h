@@ -1,4 +1,4 @@
-// Parsing of command-line values with errors that name the flag. Torch-free.
+// Parsing of command-line values with errors that name the option they are for. Torch-free.
 #pragma once
 
 #include <cstdint>
@@ -11,31 +11,31 @@
 
 namespace rdprune {
 
-// "1,28,28" -> {1, 28, 28}: C,H,W, three positive integers. Throws UsageError naming `what`.
-std::vector<int64_t> parse_shape(const std::string& text, const std::string& what);
+// "1,28,28" -> {1, 28, 28}: C,H,W, three positive integers. Throws UsageError naming `option`.
+std::vector<int64_t> parse_shape(const std::string& text, const std::string& option);
 
-// "25" -> 25. Must be an integer >= 0. Throws UsageError naming `what`.
-int64_t parse_count(const std::string& text, const std::string& what);
+// "25" -> 25. Must be an integer >= 0. Throws UsageError naming `option`.
+int64_t parse_count(const std::string& text, const std::string& option);
 
-// "7" -> 7: a seed, any whole number in [0, 2^64). Throws UsageError naming `what`.
-uint64_t parse_seed(const std::string& text, const std::string& what);
+// "7" -> 7: a seed, any whole number in [0, 2^64). Throws UsageError naming `option`.
+uint64_t parse_seed(const std::string& text, const std::string& option);
 
-// "0,1,2" -> {0, 1, 2}. Every entry must be an integer >= 0. Throws UsageError naming `what`.
-std::vector<int64_t> parse_counts(const std::string& text, const std::string& what);
+// "0,1,2" -> {0, 1, 2}. Every entry must be an integer >= 0. Throws UsageError naming `option`.
+std::vector<int64_t> parse_counts(const std::string& text, const std::string& option);
 
-// "0.8,0.9" -> {0.8, 0.9}. Every entry must be a finite number. Throws UsageError naming `what`.
-std::vector<double> parse_doubles(const std::string& text, const std::string& what);
+// "0.8,0.9" -> {0.8, 0.9}. Every entry must be a finite number. Throws UsageError naming `option`.
+std::vector<double> parse_doubles(const std::string& text, const std::string& option);
 
-// "a,b,c" -> {"a", "b", "c"}; empty entries are an error.
-std::vector<std::string> split_list(const std::string& text, const std::string& what);
+// "a,b,c" -> {"a", "b", "c"}; empty entries are an error (a UsageError naming `option`).
+std::vector<std::string> split_list(const std::string& text, const std::string& option);
 
 // Rejects a list that names a value twice (a repeated entry would do the same work twice) with a
-// UsageError naming `what`.
+// UsageError naming `option`.
 template <typename T>
-void require_distinct(const std::vector<T>& values, const std::string& what) {
+void require_distinct(const std::vector<T>& values, const std::string& option) {
   for (size_t i = 0; i < values.size(); ++i) {
     for (size_t j = 0; j < i; ++j) {
-      if (values[i] == values[j]) throw UsageError(fmt::format("{}: {} is listed twice", what, values[i]));
+      if (values[i] == values[j]) throw UsageError(option, fmt::format("{} is listed twice", values[i]));
     }
   }
 }

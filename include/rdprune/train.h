@@ -1,14 +1,19 @@
 // Training (with masks held) and evaluation.
 #pragma once
 
+#include "rdprune/layering.h"
+
 #include <cstdint>
 #include <string>
 #include <vector>
 
 #include "rdprune/dataset.h"
 #include "rdprune/network.h"
+#include "rdprune/sink.h"
 
 namespace rdprune {
+
+RDPRUNE_LAYER(3, "train");
 
 struct TrainOptions {
   int64_t epochs = 0;  // passes over the training set; ignored when steps > 0
@@ -22,15 +27,15 @@ struct TrainOptions {
   double warmup_fraction = 0.0;     // linear warm-up over this fraction of the steps
   uint64_t seed = 0;
   Augmentation augmentation;
-  bool progress = true;  // report on stderr
+  Sink* sink = nullptr;  // progress; null: silent
 };
 
-// Validates ranges and names; throws UsageError naming the flag.
-// `lr_flag` names the learning rate in errors (`run` and `compare` call it --finetune-lr).
-void validate(const TrainOptions& options, const std::string& lr_flag = "--lr");
+// Validates ranges and names; throws UsageError naming the option ("steps", "batch_size", ...).
+// `lr_option` names the learning rate in errors (a pipeline's fine-tuning calls it finetune.lr).
+void validate(const TrainOptions& options, const std::string& lr_option = "lr");
 // The optimizer's settings alone (optimizer, schedule, rates, momentum, decay, warm-up), for
 // commands that take them also where they train for no steps: a bad value is an error either way.
-void validate_optimizer(const TrainOptions& options, const std::string& lr_flag = "--lr");
+void validate_optimizer(const TrainOptions& options, const std::string& lr_option = "lr");
 
 struct TrainResult {
   int64_t steps = 0;
@@ -60,6 +65,6 @@ struct EvalResult {
 
 // Evaluates in eval mode, unaugmented, in dataset order. Throws Error if the model's output is
 // not [batch, classes] logits for the dataset's classes.
-EvalResult evaluate(Network& network, const Dataset& data, int64_t batch_size = 256, bool progress = false);
+EvalResult evaluate(Network& network, const Dataset& data, int64_t batch_size = 256, Sink* sink = nullptr);
 
 }  // namespace rdprune

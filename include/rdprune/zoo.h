@@ -2,6 +2,8 @@
 // that a caller can run the network from any stage on: forward(x) == run_from(0, {x})[0].
 #pragma once
 
+#include "rdprune/layering.h"
+
 #include <functional>
 #include <string>
 #include <vector>
@@ -9,6 +11,8 @@
 #include <torch/torch.h>
 
 namespace rdprune {
+
+RDPRUNE_LAYER(2, "nn");
 
 struct ZooSpec {
   std::string arch;  // mlp|lenet5|resnet20|resnet32|resnet56|vgg16|resnet18|resnet50

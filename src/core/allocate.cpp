@@ -12,17 +12,17 @@
 namespace rdprune {
 
 void validate(const RdOptions& options) {
-  check_sparsity_target(options.sparsity_target, "--sparsity");
+  check_sparsity_target(options.sparsity_target, "sparsity_target");
   if (!(options.min_sparsity >= 0 && options.min_sparsity <= 1))
-    throw UsageError("--min-sparsity: expected [0, 1]");
+    throw UsageError("min_sparsity", "expected [0, 1]");
   if (!(options.max_sparsity >= 0 && options.max_sparsity <= 1))
-    throw UsageError("--max-sparsity: expected [0, 1]");
-  if (options.min_sparsity > options.max_sparsity) throw UsageError("--min-sparsity is above --max-sparsity");
+    throw UsageError("max_sparsity", "expected [0, 1]");
+  if (options.min_sparsity > options.max_sparsity) throw UsageError("min_sparsity", "is above max_sparsity");
   if (options.solver != "dp" && options.solver != "lagrange") {
-    throw UsageError("--solver: expected dp or lagrange, got '" + options.solver + "'");
+    throw UsageError("solver", "expected dp or lagrange, got '" + options.solver + "'");
   }
   if (options.resolution < 1 || options.resolution > (int64_t{1} << 26)) {
-    throw UsageError("--dp-resolution: expected a cell count in [1, 67108864]");
+    throw UsageError("resolution", "expected a cell count in [1, 67108864]");
   }
 }
 
@@ -191,21 +191,6 @@ double cost_per_weight(BudgetKind budget, const LayerInfo& layer) {
 }
 
 }  // namespace
-
-Plan blend_plans(const Plan& a, const Plan& b, double weight_a, const std::vector<LayerInfo>& layers,
-                 const RdOptions& options) {
-  if (a.layers.size() != layers.size() || b.layers.size() != layers.size())
-    throw Error("blend: the plans do not match the model's layers");
-  if (!(weight_a >= 0 && weight_a <= 1)) throw Error("blend: expected a weight in [0, 1]");
-  std::vector<double> score(layers.size());
-  for (size_t i = 0; i < layers.size(); ++i) {
-    const auto weights = static_cast<double>(layers[i].weights);
-    const double density_a = static_cast<double>(a.layers[i].kept) / weights;
-    const double density_b = static_cast<double>(b.layers[i].kept) / weights;
-    score[i] = std::pow(density_a, weight_a) * std::pow(density_b, 1.0 - weight_a);
-  }
-  return allocate_within(layers, score, options);
-}
 
 Plan exchange_plan(const Plan& plan, size_t from, size_t to, double fraction,
                    const std::vector<LayerInfo>& layers, const RdOptions& options) {

@@ -23,10 +23,10 @@ void check_keep_dense(const std::vector<std::string>& keep_dense, const std::vec
                       const std::string& in) {
   for (auto name = keep_dense.begin(); name != keep_dense.end(); ++name) {
     if (std::find(layers.begin(), layers.end(), *name) == layers.end())
-      throw UsageError("--keep-dense: no layer named '" + *name + "' in " + in +
-                       " (rdprune info lists them)");
+      throw UsageError("keep_dense",
+                       "no layer named '" + *name + "' in " + in + " (rdprune info lists them)");
     if (std::find(keep_dense.begin(), name, *name) != name)
-      throw UsageError("--keep-dense: layer '" + *name + "' is named twice");
+      throw UsageError("keep_dense", "layer '" + *name + "' is named twice");
   }
 }
 
@@ -158,8 +158,8 @@ Plan allocate_by_score(const std::string& method, const std::vector<LayerInfo>& 
 
 Plan allocate_shape_baseline(const std::string& method, const std::vector<LayerInfo>& layers,
                              const BaselineOptions& options) {
-  check_sparsity_target(options.sparsity_target, "--sparsity");
-  if (!is_shape_baseline(method)) throw UsageError("--method: '" + method + "' is not a shape baseline");
+  check_sparsity_target(options.sparsity_target, "sparsity_target");
+  if (!is_shape_baseline(method)) throw UsageError("method", "'" + method + "' is not a shape baseline");
   if (layers.empty()) throw Error(method + ": the model has no prunable layers");
   check_keep_dense(options.keep_dense, names_of(layers), "the model");
   const size_t n = layers.size();

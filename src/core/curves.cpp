@@ -11,7 +11,7 @@
 namespace rdprune {
 
 std::vector<double> level_grid(int64_t steps) {
-  if (steps < 1 || steps > 100000) throw UsageError("--levels: expected a step count in [1, 100000]");
+  if (steps < 1 || steps > 100000) throw UsageError("levels", "expected a step count in [1, 100000]");
   std::vector<double> grid(static_cast<size_t>(steps + 1));
   for (int64_t k = 0; k <= steps; ++k)
     grid[static_cast<size_t>(k)] = static_cast<double>(k) / static_cast<double>(steps);

@@ -161,7 +161,7 @@ KnapsackSolution dp_pass(const std::vector<std::vector<Choice>>& groups, double 
 KnapsackSolution solve_dp(const std::vector<std::vector<Choice>>& groups, double budget,
                           const DpOptions& options) {
   check_groups(groups);
-  if (options.resolution < 1) throw UsageError("--dp-resolution: expected a positive cell count");
+  if (options.resolution < 1) throw UsageError("resolution", "expected a positive cell count");
   size_t choices = 0;
   for (const auto& group : groups) choices += group.size();
   const double work = static_cast<double>(choices) * static_cast<double>(options.resolution);

@@ -14,7 +14,7 @@ namespace rdprune {
 BudgetKind parse_budget(const std::string& text) {
   if (text == "params") return BudgetKind::kParams;
   if (text == "flops") return BudgetKind::kFlops;
-  throw UsageError("--budget: expected params or flops, got '" + text + "'");
+  throw UsageError("budget", "expected params or flops, got '" + text + "'");
 }
 
 std::string to_string(BudgetKind budget) {
@@ -68,9 +68,9 @@ double budget_for(BudgetKind budget, double sparsity_target, int64_t total_weigh
   return (1.0 - sparsity_target) * dense_flops;
 }
 
-void check_sparsity_target(double sparsity_target, const std::string& flag) {
+void check_sparsity_target(double sparsity_target, const std::string& option) {
   if (!(sparsity_target >= 0 && sparsity_target < 1)) {
-    throw UsageError(fmt::format("{}: {} is outside [0, 1)", flag, sparsity_target));
+    throw UsageError(option, fmt::format("{} is outside [0, 1)", sparsity_target));
   }
 }
 

@@ -1,7 +1,5 @@
 #include "rdprune/progress.h"
 
-#include <unistd.h>
-
 #include <algorithm>
 #include <cmath>
 
@@ -9,16 +7,10 @@
 
 namespace rdprune {
 
-bool Progress::stderr_is_terminal() {
-  return ::isatty(STDERR_FILENO) == 1;
-}
-
-Progress::Progress(std::string label, int64_t total, std::ostream& out, bool enabled)
+Progress::Progress(std::string label, int64_t total, Sink* sink)
     : label_(std::move(label)),
       total_(std::max<int64_t>(total, 0)),
-      out_(out),
-      enabled_(enabled),
-      terminal_(stderr_is_terminal()),
+      sink_(sink),
       start_(std::chrono::steady_clock::now()),
       last_draw_(start_) {}
 
@@ -29,11 +21,11 @@ Progress::~Progress() {
 void Progress::advance(int64_t units, const std::string& status) {
   done_ += units;
   if (!status.empty()) status_ = status;
-  if (!enabled_) return;
+  if (sink_ == nullptr) return;
   const auto now = std::chrono::steady_clock::now();
   const double since_draw = std::chrono::duration<double>(now - last_draw_).count();
   // A terminal redraws ten times a second; a log gets a line every 5 s.
-  if (since_draw >= (terminal_ ? 0.1 : 5.0)) {
+  if (since_draw >= (sink_->terminal() ? 0.1 : 5.0)) {
     last_draw_ = now;
     draw(false);
   }
@@ -43,7 +35,7 @@ void Progress::finish(const std::string& status) {
   if (finished_) return;
   finished_ = true;
   if (!status.empty()) status_ = status;
-  if (enabled_) draw(true);
+  if (sink_ != nullptr) draw(true);
 }
 
 void Progress::draw(bool final_line) {
@@ -53,17 +45,18 @@ void Progress::draw(bool final_line) {
   const double eta = rate > 0 ? static_cast<double>(total_ - done_) / rate : 0.0;
   std::string timing = final_line ? fmt::format("{} total", format_duration(elapsed))
                                   : fmt::format("ETA {}", format_duration(std::max(0.0, eta)));
-  if (terminal_) {
+  std::ostream& out = sink_->stream();
+  if (sink_->terminal()) {
     constexpr int kWidth = 30;
     const int filled = static_cast<int>(std::lround(fraction * kWidth));
-    out_ << fmt::format("\r{} [{}{}] {}/{} {:.1f}/s {} {}\x1b[K", label_, std::string(filled, '#'),
-                        std::string(kWidth - filled, '.'), done_, total_, rate, timing, status_);
-    if (final_line) out_ << '\n';
+    out << fmt::format("\r{} [{}{}] {}/{} {:.1f}/s {} {}\x1b[K", label_, std::string(filled, '#'),
+                       std::string(kWidth - filled, '.'), done_, total_, rate, timing, status_);
+    if (final_line) out << '\n';
   } else {
-    out_ << fmt::format("{}: {}/{} ({:.0f}%) {:.1f}/s {} {}\n", label_, done_, total_, 100.0 * fraction, rate,
-                        timing, status_);
+    out << fmt::format("{}: {}/{} ({:.0f}%) {:.1f}/s {} {}\n", label_, done_, total_, 100.0 * fraction, rate,
+                       timing, status_);
   }
-  out_.flush();
+  out.flush();
 }
 
 std::string format_duration(double seconds) {

@@ -10,15 +10,15 @@
 
 namespace rdprune {
 
-std::vector<std::string> split_list(const std::string& text, const std::string& what) {
+std::vector<std::string> split_list(const std::string& text, const std::string& option) {
   std::vector<std::string> items;
   std::stringstream stream(text);
   std::string item;
   while (std::getline(stream, item, ',')) {
-    if (item.empty()) throw UsageError(what + ": empty entry in list '" + text + "'");
+    if (item.empty()) throw UsageError(option, "empty entry in list '" + text + "'");
     items.push_back(item);
   }
-  if (items.empty()) throw UsageError(what + ": expected a comma-separated list, got '" + text + "'");
+  if (items.empty()) throw UsageError(option, "expected a comma-separated list, got '" + text + "'");
   return items;
 }
 
@@ -39,27 +39,27 @@ std::optional<long long> whole_integer(const std::string& text) {
 
 }  // namespace
 
-std::vector<int64_t> parse_shape(const std::string& text, const std::string& what) {
+std::vector<int64_t> parse_shape(const std::string& text, const std::string& option) {
   std::vector<int64_t> shape;
-  for (const auto& item : split_list(text, what)) {
+  for (const auto& item : split_list(text, option)) {
     const auto value = whole_integer(item);
     if (!value || *value <= 0) {
-      throw UsageError(what + ": expected positive integers like 1,28,28, got '" + text + "'");
+      throw UsageError(option, "expected positive integers like 1,28,28, got '" + text + "'");
     }
     shape.push_back(*value);
   }
-  if (shape.size() != 3) throw UsageError(what + ": expected C,H,W (three sizes), got '" + text + "'");
+  if (shape.size() != 3) throw UsageError(option, "expected C,H,W (three sizes), got '" + text + "'");
   return shape;
 }
 
-int64_t parse_count(const std::string& text, const std::string& what) {
+int64_t parse_count(const std::string& text, const std::string& option) {
   const auto value = whole_integer(text);
-  if (!value || *value < 0) throw UsageError(what + ": expected a count >= 0, got '" + text + "'");
+  if (!value || *value < 0) throw UsageError(option, "expected a count >= 0, got '" + text + "'");
   return *value;
 }
 
-uint64_t parse_seed(const std::string& text, const std::string& what) {
-  const auto fail = [&] { return UsageError(what + ": expected a whole number >= 0, got '" + text + "'"); };
+uint64_t parse_seed(const std::string& text, const std::string& option) {
+  const auto fail = [&] { return UsageError(option, "expected a whole number >= 0, got '" + text + "'"); };
   // stoull would take "-1" as 2^64 - 1, and " 7" or "+7" too: digits only.
   if (text.empty() || text.size() > 20 || text.find_first_not_of("0123456789") != std::string::npos)
     throw fail();
@@ -70,15 +70,15 @@ uint64_t parse_seed(const std::string& text, const std::string& what) {
   }
 }
 
-std::vector<int64_t> parse_counts(const std::string& text, const std::string& what) {
+std::vector<int64_t> parse_counts(const std::string& text, const std::string& option) {
   std::vector<int64_t> values;
-  for (const auto& item : split_list(text, what)) values.push_back(parse_count(item, what));
+  for (const auto& item : split_list(text, option)) values.push_back(parse_count(item, option));
   return values;
 }
 
-std::vector<double> parse_doubles(const std::string& text, const std::string& what) {
+std::vector<double> parse_doubles(const std::string& text, const std::string& option) {
   std::vector<double> values;
-  for (const auto& item : split_list(text, what)) {
+  for (const auto& item : split_list(text, option)) {
     size_t used = 0;
     double value = 0;
     try {
@@ -87,7 +87,7 @@ std::vector<double> parse_doubles(const std::string& text, const std::string& wh
       used = 0;
     }
     if (used != item.size() || !std::isfinite(value)) {
-      throw UsageError(what + ": expected numbers like 0.8,0.9, got '" + text + "'");
+      throw UsageError(option, "expected numbers like 0.8,0.9, got '" + text + "'");
     }
     values.push_back(value);
   }

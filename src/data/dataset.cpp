@@ -42,13 +42,13 @@ const DatasetDefaults& defaults_for(const std::string& name) {
   }
   std::string known;
   for (const auto& entry : defaults_table()) known += (known.empty() ? "" : ", ") + entry.name;
-  throw UsageError("--dataset: unknown dataset '" + name + "' (known: " + known + ")");
+  throw UsageError("name", "unknown dataset '" + name + "' (known: " + known + ")");
 }
 
 std::string require_directory(const DatasetOptions& options, const DatasetDefaults& defaults) {
   const std::string dir = options.data_dir.empty() ? defaults.data_dir : options.data_dir;
   if (dir.empty()) {
-    throw UsageError("--data-dir: dataset '" + options.name + "' has no default directory; pass --data-dir");
+    throw UsageError("data_dir", "dataset '" + options.name + "' has no default directory; pass one");
   }
   if (!fs::is_directory(dir)) {
     throw Error(dir + ": data directory for '" + options.name + "' does not exist");
@@ -136,7 +136,7 @@ DatasetSplits load_imagefolder(const DatasetOptions& options, const DatasetDefau
   const std::string root = require_directory(options, defaults);
   const int64_t size = options.image_size > 0 ? options.image_size : 32;
   const int64_t channels = options.channels > 0 ? options.channels : 3;
-  if (channels != 1 && channels != 3) throw UsageError("--channels: expected 1 or 3");
+  if (channels != 1 && channels != 3) throw UsageError("channels", "expected 1 or 3");
   // root/train + root/test (or root/val) when present; otherwise root serves both splits.
   std::string train_dir = root;
   std::string test_dir = root;
@@ -165,8 +165,8 @@ DatasetSplits load_imagefolder(const DatasetOptions& options, const DatasetDefau
 // --data-dir: a file (both splits) or a directory with train.pt and test.pt.
 DatasetSplits load_tensors(const DatasetOptions& options, const Normalization& normalization) {
   if (options.data_dir.empty()) {
-    throw UsageError(
-        "--data-dir: dataset 'tensors' needs a torch.save file or a directory of train.pt/test.pt");
+    throw UsageError("data_dir",
+                     "dataset 'tensors' needs a torch.save file or a directory of train.pt/test.pt");
   }
   std::string train_path = options.data_dir;
   std::string test_path = options.data_dir;
@@ -196,9 +196,9 @@ DatasetSplits load_tensors(const DatasetOptions& options, const Normalization& n
 DatasetSplits load_synthetic(const DatasetOptions& options, const Normalization& normalization) {
   const std::vector<int64_t> shape =
       options.input_shape.empty() ? std::vector<int64_t>{1, 28, 28} : options.input_shape;
-  if (shape.size() != 3) throw UsageError("--input-shape: expected C,H,W for the synthetic dataset");
+  if (shape.size() != 3) throw UsageError("input_shape", "expected C,H,W for the synthetic dataset");
   const int64_t classes = options.num_classes > 0 ? options.num_classes : 10;
-  if (options.synthetic_size <= 0) throw UsageError("--synthetic-size: expected a positive count");
+  if (options.synthetic_size <= 0) throw UsageError("synthetic_size", "expected a positive count");
   auto make = [&](uint64_t stream, const std::string& split) {
     auto generator = at::detail::createCPUGenerator(derive_seed(options.seed, stream));
     std::vector<int64_t> full = {options.synthetic_size};
@@ -249,20 +249,19 @@ DatasetSplits load_dataset(const DatasetOptions& options) {
   if (!options.mean.empty()) normalization.mean = options.mean;
   if (!options.std.empty()) normalization.std = options.std;
   if (normalization.mean.size() != normalization.std.size()) {
-    throw UsageError("--mean/--std: expected the same number of entries, got " +
-                     std::to_string(normalization.mean.size()) + " and " +
-                     std::to_string(normalization.std.size()));
+    throw UsageError("std", fmt::format("expected as many entries as mean ({}), got {}",
+                                        normalization.mean.size(), normalization.std.size()));
   }
   for (double s : normalization.std) {
-    if (!(s > 0)) throw UsageError("--std: every entry must be > 0");
+    if (!(s > 0)) throw UsageError("std", "every entry must be > 0");
   }
-  // Flags that only some datasets take: given for another, they would be silently ignored.
+  // Options that only some datasets take: given for another, they would be silently ignored.
   if (options.num_classes > 0 && options.name != "synthetic" && options.name != "tensors")
-    throw UsageError("--num-classes: applies to synthetic and tensors data; " + options.name +
-                     " has its own classes");
+    throw UsageError("num_classes",
+                     "applies to synthetic and tensors data; " + options.name + " has its own classes");
   if ((options.channels > 0 || options.image_size > 0) && options.name != "imagefolder")
-    throw UsageError("--channels/--image-size: apply to imagefolder data; " + options.name +
-                     " images have their own");
+    throw UsageError(options.channels > 0 ? "channels" : "image_size",
+                     "applies to imagefolder data; " + options.name + " images have their own");
   DatasetSplits splits;
   if (options.name == "fashion-mnist" || options.name == "mnist") {
     splits = load_idx_dataset(options, defaults, normalization);
@@ -289,8 +288,8 @@ DatasetSplits load_dataset(const DatasetOptions& options) {
     splits.test = Dataset(splits.test, normalization);
   }
   if (normalization.mean.size() != 1 && static_cast<int64_t>(normalization.mean.size()) != channels) {
-    throw UsageError("--mean/--std: expected 1 or " + std::to_string(channels) + " entries for " +
-                     options.name + ", got " + std::to_string(normalization.mean.size()));
+    throw UsageError("mean", fmt::format("expected 1 or {} entries (and as many in std) for {}, got {}",
+                                         channels, options.name, normalization.mean.size()));
   }
   return splits;
 }
@@ -346,7 +345,7 @@ BatchLoader::BatchLoader(const Dataset& dataset, int64_t batch_size, bool shuffl
       seed_(seed),
       augmentation_(augmentation),
       drop_last_(drop_last) {
-  if (batch_size_ <= 0) throw UsageError("--batch-size: expected a positive count");
+  if (batch_size_ <= 0) throw UsageError("batch_size", "expected a positive count");
   set_epoch(0);
 }
 

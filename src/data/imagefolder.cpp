@@ -45,7 +45,7 @@ std::pair<torch::Tensor, torch::Tensor> read_image_folder(const std::string& roo
                                                           int64_t channels,
                                                           std::vector<std::string>* class_names) {
   if (!fs::is_directory(root)) throw Error(root + ": image folder does not exist");
-  if (size <= 0) throw UsageError("--image-size: expected a positive size");
+  if (size <= 0) throw UsageError("image_size", "expected a positive size");
   std::vector<std::string> classes;
   for (const auto& entry : fs::directory_iterator(root)) {
     if (entry.is_directory()) classes.push_back(entry.path().filename().string());

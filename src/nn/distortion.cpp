@@ -2,7 +2,6 @@
 
 #include <filesystem>
 #include <functional>
-#include <iostream>
 #include <optional>
 
 #include <fmt/format.h>
@@ -111,14 +110,14 @@ std::string cache_key(const std::string& fingerprint, const std::string& calibra
 }
 
 // Layers finished by an earlier run with the same key, matched by name and size.
-std::vector<LayerCurve> cached_layers(const std::string& path, const std::string& key) {
+std::vector<LayerCurve> cached_layers(const std::string& path, const std::string& key, Sink* sink) {
   if (!std::filesystem::exists(path)) return {};
   try {
     const auto json = nlohmann::json::parse(read_file(path));
     if (json.value("key", "") != key) return {};
     return curves_from_json(json.at("curves").dump(), path).layers;
   } catch (const std::exception& e) {
-    std::cerr << "curves: ignoring unreadable cache " << path << " (" << e.what() << ")\n";
+    note(sink, "curves: ignoring unreadable cache " + path + " (" + e.what() + ")");
     return {};
   }
 }
@@ -217,18 +216,18 @@ void restore(Network& network, const NetworkState& state) {
 
 void validate(const CurveOptions& options) {
   if (options.metric != "mse" && options.metric != "worst" && options.metric != "kl") {
-    throw UsageError("--metric: expected mse, worst or kl, got '" + options.metric + "'");
+    throw UsageError("metric", "expected mse, worst or kl, got '" + options.metric + "'");
   }
   if (options.estimator != "measured" && options.estimator != "taylor") {
-    throw UsageError("--estimator: expected measured or taylor, got '" + options.estimator + "'");
+    throw UsageError("estimator", "expected measured or taylor, got '" + options.estimator + "'");
   }
   if (options.estimator == "taylor" && options.recalibrate_bn) {
-    throw UsageError("--estimator taylor: batch-norm aware curves need measured curves");
+    throw UsageError("estimator", "is taylor, but batch-norm aware curves need measured curves");
   }
-  if (options.max_memory_mib < 0) throw UsageError("--max-memory: expected MiB >= 0");
-  if (options.level_batch < 1) throw UsageError("--level-batch: expected a count >= 1");
+  if (options.max_memory_mib < 0) throw UsageError("max_memory_mib", "expected MiB >= 0");
+  if (options.level_batch < 1) throw UsageError("level_batch", "expected a count >= 1");
   level_grid(options.levels);
-  if (options.batch_size <= 0) throw UsageError("--batch-size: expected a positive count");
+  if (options.batch_size <= 0) throw UsageError("batch_size", "expected a positive count");
 }
 
 std::string fingerprint(Network& network) {
@@ -290,9 +289,9 @@ CurveSet measure_curves(Network& network, const Dataset& calibration,
   if (!options.cache_dir.empty()) {
     std::filesystem::create_directories(options.cache_dir);
     cache_path = (std::filesystem::path(options.cache_dir) / ("curves-" + key + ".json")).string();
-    cached = cached_layers(cache_path, key);
+    cached = cached_layers(cache_path, key, options.sink);
     if (!cached.empty())
-      std::cerr << "curves: resuming with " << cached.size() << " layers from " << cache_path << "\n";
+      note(options.sink, fmt::format("curves: resuming with {} layers from {}", cached.size(), cache_path));
   }
   auto save_cache = [&] {
     if (cache_path.empty()) return;
@@ -334,7 +333,7 @@ CurveSet measure_curves(Network& network, const Dataset& calibration,
     total_levels += static_cast<int64_t>(
         layer_levels(grid, infos[i].sparsity, layers[i].weight.numel(), options.tail).size());
   }
-  Progress progress("curves", total_levels, std::cerr, options.progress);
+  Progress progress("curves", total_levels, options.sink);
 
   for (size_t i = 0; i < layers.size(); ++i) {
     const auto& layer = layers[i];

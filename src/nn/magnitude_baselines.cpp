@@ -31,9 +31,9 @@ torch::Tensor layer_scores(const std::string& method, const torch::Tensor& weigh
 
 Plan allocate_magnitude_baseline(const std::string& method, Network& network,
                                  const std::vector<LayerInfo>& infos, const BaselineOptions& options) {
-  check_sparsity_target(options.sparsity_target, "--sparsity");
+  check_sparsity_target(options.sparsity_target, "sparsity_target");
   if (method != "global" && method != "lamp")
-    throw UsageError("--method: '" + method + "' is not global or lamp");
+    throw UsageError("method", "'" + method + "' is not global or lamp");
   const auto& layers = network.layers();
   if (layers.empty()) throw Error(method + ": the model has no prunable layers");
   check_keep_dense(options.keep_dense, names_of(infos), "the model");

@@ -17,7 +17,7 @@ class NativeNetwork : public Network {
  public:
   explicit NativeNetwork(const ModelMeta& meta);
 
-  torch::Tensor forward(const torch::Tensor& input) override { return model_->forward(input); }
+  torch::Tensor forward_impl(const torch::Tensor& input) override { return model_->forward(input); }
   void set_training(bool training) override { model_->train(training); }
   std::vector<torch::Tensor> parameters() override { return model_->parameters(); }
   std::vector<torch::Tensor> buffers() override { return model_->buffers(); }
@@ -29,7 +29,7 @@ class NativeNetwork : public Network {
   void end_batch_norm_recalibration() override;
   size_t num_stages() const override { return model_->num_stages(); }
   bool independent_samples() const override { return true; }
-  StageValues run_stages(size_t first, size_t last, StageValues input) override {
+  StageValues run_stages_impl(size_t first, size_t last, StageValues input) override {
     return model_->run_range(first, last, std::move(input));
   }
 
@@ -48,7 +48,7 @@ class ScriptNetwork : public Network {
  public:
   ScriptNetwork(torch::jit::Module module, const std::string& path);
 
-  torch::Tensor forward(const torch::Tensor& input) override;
+  torch::Tensor forward_impl(const torch::Tensor& input) override;
   void set_training(bool training) override { module_.train(training); }
   std::vector<torch::Tensor> parameters() override;
   std::vector<torch::Tensor> buffers() override;
@@ -59,7 +59,7 @@ class ScriptNetwork : public Network {
   bool begin_batch_norm_recalibration() override;
   void end_batch_norm_recalibration() override {}
   size_t num_stages() const override { return stages_ ? stages_->size() : 1; }
-  StageValues run_stages(size_t first, size_t last, StageValues input) override;
+  StageValues run_stages_impl(size_t first, size_t last, StageValues input) override;
 
  private:
   torch::jit::Module module_;

@@ -106,7 +106,7 @@ ScriptNetwork::ScriptNetwork(torch::jit::Module module, const std::string& path)
   }
 }
 
-torch::Tensor ScriptNetwork::forward(const torch::Tensor& input) {
+torch::Tensor ScriptNetwork::forward_impl(const torch::Tensor& input) {
   c10::IValue output;
   try {
     output = module_.forward({input});
@@ -120,8 +120,8 @@ torch::Tensor ScriptNetwork::forward(const torch::Tensor& input) {
   return output.toTensor();
 }
 
-StageValues ScriptNetwork::run_stages(size_t first, size_t last, StageValues input) {
-  if (num_stages() == 1) return Network::run_stages(first, last, std::move(input));
+StageValues ScriptNetwork::run_stages_impl(size_t first, size_t last, StageValues input) {
+  if (num_stages() == 1) return Network::run_stages_impl(first, last, std::move(input));
   const std::string shape = input.empty() ? "?" : format_shape(input.front().sizes().vec());
   try {
     return stages_->run(module_, first, last, std::move(input));

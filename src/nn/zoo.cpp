@@ -190,8 +190,8 @@ class LeNet5Impl : public ZooNetImpl {
     const int64_t after1 = (spec.image_size + 2 * padding - 4) / 2;
     const int64_t after2 = (after1 - 4) / 2;
     if (after2 < 1)
-      throw UsageError("--arch lenet5: images of " + std::to_string(spec.image_size) +
-                       " pixels are too small (need at least 12)");
+      throw UsageError("arch", "lenet5: images of " + std::to_string(spec.image_size) +
+                                   " pixels are too small (need at least 12)");
     conv1 = register_module("conv1", nn::Conv2d(nn::Conv2dOptions(spec.in_channels, 6, 5).padding(padding)));
     conv2 = register_module("conv2", nn::Conv2d(nn::Conv2dOptions(6, 16, 5)));
     fc1 = register_module("fc1", nn::Linear(16 * after2 * after2, 120));
@@ -218,7 +218,7 @@ ResNetConfig cifar_resnet(int64_t depth) {
 
 std::shared_ptr<ZooNetImpl> make_zoo_model(const ZooSpec& spec) {
   if (spec.in_channels <= 0 || spec.image_size <= 0 || spec.num_classes <= 0) {
-    throw UsageError("--arch " + spec.arch + ": channels, image size and classes must be positive");
+    throw UsageError("arch", spec.arch + ": channels, image size and classes must be positive");
   }
   const bool large = spec.image_size >= 64;  // ImageNet-style stem only where it leaves room
   if (spec.arch == "mlp") return std::make_shared<MlpImpl>(spec);
@@ -233,8 +233,9 @@ std::shared_ptr<ZooNetImpl> make_zoo_model(const ZooSpec& spec) {
   if (spec.arch == "resnet50") {
     return std::make_shared<ResNetImpl>(ResNetConfig{{3, 4, 6, 3}, {64, 128, 256, 512}, true, large}, spec);
   }
-  throw UsageError("--arch: unknown architecture '" + spec.arch +
-                   "' (known: mlp, lenet5, resnet20, resnet32, resnet56, vgg16, resnet18, resnet50)");
+  throw UsageError("arch",
+                   "unknown architecture '" + spec.arch +
+                       "' (known: mlp, lenet5, resnet20, resnet32, resnet56, vgg16, resnet18, resnet50)");
 }
 
 }  // namespace rdprune

@@ -5,7 +5,6 @@
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
-#include <iostream>
 #include <map>
 #include <optional>
 #include <set>
@@ -60,8 +59,8 @@ int run_gnuplot(const std::string& dir, const std::string& script, const std::st
 // Writes name.dat and name.gp into dir and renders name.png with gnuplot, which runs in dir (the
 // scripts name their data without a directory). The PNG is drawn under a temporary name and
 // renamed into place when gnuplot succeeds; when it fails, no PNG is left (not even an older one
-// that would disagree with the data).
-void render(const std::string& dir, const std::string& name, const std::string& data,
+// that would disagree with the data). Returns whether the PNG was drawn.
+bool render(const std::string& dir, const std::string& name, const std::string& data,
             const std::string& script) {
   const fs::path base = fs::path(dir) / name;
   write_file_atomic(base.string() + ".dat", data);
@@ -81,12 +80,11 @@ void render(const std::string& dir, const std::string& name, const std::string& 
   std::error_code error;
   if (status == 0 && fs::is_regular_file(drawn) && fs::file_size(drawn) > 0) {
     fs::rename(drawn, base.string() + ".png", error);
-    if (!error) return;
+    if (!error) return true;
   }
   fs::remove(drawn, error);
   fs::remove(base.string() + ".png", error);
-  std::cerr << "report: gnuplot could not draw " << base.string() << ".png (see " << base.string()
-            << ".log); the data and script are kept\n";
+  return false;
 }
 
 struct MeanSd {
@@ -245,28 +243,35 @@ void write_compare_tables(const std::string& dir, const std::vector<CompareRow>&
   std::string csv =
       "method,sparsity_target,sparsity_achieved,flops_kept_percent,rounds,finetune_steps,top1_before_"
       "finetune,"
-      "top1,top5,loss,dense_top1,measured_distortion,seed\n";
+      "top1,top5,loss,dense_top1,measured_distortion,seed,seconds,train_steps,judge_train_steps,forward_"
+      "samples\n";
   std::string md = fmt::format(
       "Dense top-1: {:.2f}% on {} test images (the binomial standard error of one "
       "top-1 figure there: {:.2f} points)\n\n",
       100 * dense_top1, test_samples, 100 * top1_standard_error(dense_top1, test_samples));
   md += fmt::format(
       "| method | target | achieved sparsity | kept FLOPs % | rounds | fine-tune steps | top-1 before "
-      "fine-tune | top-1 | top-5 | measured distortion |{}\n",
+      "fine-tune | top-1 | top-5 | measured distortion | seconds | train steps (judging) | forward samples "
+      "|{}\n",
       several_seeds ? " seed |" : "");
-  md += fmt::format("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |{}\n",
+  md += fmt::format("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |{}\n",
                     several_seeds ? " --- |" : "");
   for (const auto& row : rows) {
     const bool measured = std::isfinite(row.measured_distortion);
-    csv += fmt::format("{},{:.4f},{:.6f},{:.4f},{},{},{:.6f},{:.6f},{:.6f},{:.6f},{:.6f},{},{}\n", row.method,
-                       row.sparsity_target, row.sparsity_achieved, 100 * row.flops_kept, row.rounds,
-                       row.finetune_steps, row.top1_pruned, row.top1, row.top5, row.loss, dense_top1,
-                       measured ? fmt::format("{:.6g}", row.measured_distortion) : std::string(), row.seed);
-    md += fmt::format("| {} | {:.2f} | {:.4f} | {:.2f} | {} | {} | {:.2f}% | {:.2f}% | {:.2f}% | {} |{}\n",
-                      row.method, row.sparsity_target, row.sparsity_achieved, 100 * row.flops_kept,
-                      row.rounds, row.finetune_steps, 100 * row.top1_pruned, 100 * row.top1, 100 * row.top5,
-                      measured ? fmt::format("{:.4g}", row.measured_distortion) : std::string("-"),
-                      several_seeds ? fmt::format(" {} |", row.seed) : std::string());
+    csv += fmt::format(
+        "{},{:.4f},{:.6f},{:.4f},{},{},{:.6f},{:.6f},{:.6f},{:.6f},{:.6f},{},{},{:.1f},{},{},{}\n",
+        row.method, row.sparsity_target, row.sparsity_achieved, 100 * row.flops_kept, row.rounds,
+        row.finetune_steps, row.top1_pruned, row.top1, row.top5, row.loss, dense_top1,
+        measured ? fmt::format("{:.6g}", row.measured_distortion) : std::string(), row.seed, row.seconds,
+        row.train_steps, row.judge_train_steps, row.forward_samples);
+    md += fmt::format(
+        "| {} | {:.2f} | {:.4f} | {:.2f} | {} | {} | {:.2f}% | {:.2f}% | {:.2f}% | {} | {:.0f} | {} ({}) | "
+        "{} |{}\n",
+        row.method, row.sparsity_target, row.sparsity_achieved, 100 * row.flops_kept, row.rounds,
+        row.finetune_steps, 100 * row.top1_pruned, 100 * row.top1, 100 * row.top5,
+        measured ? fmt::format("{:.4g}", row.measured_distortion) : std::string("-"), row.seconds,
+        row.train_steps, row.judge_train_steps, row.forward_samples,
+        several_seeds ? fmt::format(" {} |", row.seed) : std::string());
   }
   const std::vector<CompareSummary> summary = summarize_compare(rows);
   const bool rivals =
@@ -316,7 +321,7 @@ void write_compare_tables(const std::string& dir, const std::vector<CompareRow>&
   write_file_atomic((fs::path(dir) / "results.md").string(), md);
 }
 
-void plot_accuracy(const std::string& dir, const std::vector<CompareSummary>& summary, double dense_top1) {
+bool plot_accuracy(const std::string& dir, const std::vector<CompareSummary>& summary, double dense_top1) {
   // A line per method and setting; the setting is named only when the comparison has several.
   using Series = std::tuple<std::string, int64_t, int64_t>;
   std::set<std::pair<int64_t, int64_t>> settings;
@@ -363,12 +368,12 @@ void plot_accuracy(const std::string& dir, const std::vector<CompareSummary>& su
       "set title 'Top-1 against sparsity (dense {:.2f}%{})'\nset xlabel 'sparsity'\nset ylabel 'top-1 (%)'\n"
       "{}plot {}\n",
       100 * dense_top1, error_bars ? "; mean and sd over seeds" : "", range, plots);
-  render(dir, "top1_vs_sparsity", data, script);
+  return render(dir, "top1_vs_sparsity", data, script);
 }
 
-void plot_layer_sparsity(const std::string& dir, const std::vector<std::pair<std::string, Plan>>& plans,
+bool plot_layer_sparsity(const std::string& dir, const std::vector<std::pair<std::string, Plan>>& plans,
                          const std::string& title) {
-  if (plans.empty()) return;
+  if (plans.empty()) return true;  // nothing to draw
   std::string data = "layer";
   for (const auto& [method, plan] : plans) data += "," + method;
   data += "\n";
@@ -391,10 +396,10 @@ void plot_layer_sparsity(const std::string& dir, const std::vector<std::pair<std
       "font ',7'\n"
       "set key autotitle columnhead\nplot {}\n",
       gp(title), labels, plots);
-  render(dir, "layer_sparsity", data, script);
+  return render(dir, "layer_sparsity", data, script);
 }
 
-void plot_curves(const std::string& dir, const CurveSet& curves) {
+bool plot_curves(const std::string& dir, const CurveSet& curves) {
   std::string data;
   std::string plots;
   for (size_t i = 0; i < curves.layers.size(); ++i) {
@@ -413,10 +418,10 @@ void plot_curves(const std::string& dir, const CurveSet& curves) {
       "set logscale y\nset key font ',7'\nplot {}\n",
       gp(fmt::format("Rate-distortion curves ({} distortion, {})", curves.metric, curves.calibration)),
       plots);
-  render(dir, "rd_curves", data, script);
+  return render(dir, "rd_curves", data, script);
 }
 
-void plot_additivity(const std::string& dir, const std::vector<double>& predicted,
+bool plot_additivity(const std::string& dir, const std::vector<double>& predicted,
                      const std::vector<double>& measured, const std::vector<std::string>& kinds,
                      const std::string& title) {
   std::set<std::string> unique(kinds.begin(), kinds.end());
@@ -438,7 +443,7 @@ void plot_additivity(const std::string& dir, const std::vector<double>& predicte
       "distortion'\n"
       "set logscale xy\nplot {}, x with lines dashtype 2 title 'y = x'\n",
       gp(title), plots);
-  render(dir, "additivity", data, script);
+  return render(dir, "additivity", data, script);
 }
 
 double pearson(const std::vector<double>& x, const std::vector<double>& y) {

@@ -1,4 +1,3 @@
-#include <iostream>
 
 #include <torch/torch.h>
 
@@ -8,8 +7,8 @@
 
 namespace rdprune {
 
-EvalResult evaluate(Network& network, const Dataset& data, int64_t batch_size, bool progress_enabled) {
-  if (batch_size <= 0) throw UsageError("--batch-size: expected a positive count");
+EvalResult evaluate(Network& network, const Dataset& data, int64_t batch_size, Sink* sink) {
+  if (batch_size <= 0) throw UsageError("batch_size", "expected a positive count");
   if (data.size() == 0) throw Error(data.description() + ": no samples to evaluate");
   torch::NoGradGuard no_grad;
   network.set_training(false);
@@ -22,7 +21,7 @@ EvalResult evaluate(Network& network, const Dataset& data, int64_t batch_size, b
   double loss_sum = 0;
   EvalResult result;
   result.hits.reserve(static_cast<size_t>(data.size()));
-  Progress progress("eval", loader.num_batches(), std::cerr, progress_enabled);
+  Progress progress("eval", loader.num_batches(), sink);
   const auto start = std::chrono::steady_clock::now();
   for (int64_t i = 0; i < loader.num_batches(); ++i) {
     const Batch batch = loader.get(i);

@@ -1,6 +1,5 @@
 #include <cmath>
 #include <deque>
-#include <iostream>
 
 #include <fmt/format.h>
 #include <torch/torch.h>
@@ -11,30 +10,30 @@
 
 namespace rdprune {
 
-void validate(const TrainOptions& options, const std::string& lr_flag) {
-  if (options.epochs < 0) throw UsageError("--epochs: expected a count >= 0");
-  if (options.steps < 0) throw UsageError("--steps: expected a count >= 0");
-  if (options.epochs == 0 && options.steps == 0) throw UsageError("--epochs/--steps: give one of them > 0");
-  validate_optimizer(options, lr_flag);
+void validate(const TrainOptions& options, const std::string& lr_option) {
+  if (options.epochs < 0) throw UsageError("epochs", "expected a count >= 0");
+  if (options.steps < 0) throw UsageError("steps", "expected a count >= 0");
+  if (options.epochs == 0 && options.steps == 0) throw UsageError("steps", "give epochs or steps > 0");
+  validate_optimizer(options, lr_option);
 }
 
-void validate_optimizer(const TrainOptions& options, const std::string& lr_flag) {
-  if (options.batch_size <= 0) throw UsageError("--batch-size: expected a positive count");
+void validate_optimizer(const TrainOptions& options, const std::string& lr_option) {
+  if (options.batch_size <= 0) throw UsageError("batch_size", "expected a positive count");
   if (options.optimizer != "sgd" && options.optimizer != "adamw") {
-    throw UsageError("--optimizer: expected sgd or adamw, got '" + options.optimizer + "'");
+    throw UsageError("optimizer", "expected sgd or adamw, got '" + options.optimizer + "'");
   }
   if (options.schedule != "cosine" && options.schedule != "constant") {
-    throw UsageError("--schedule: expected cosine or constant, got '" + options.schedule + "'");
+    throw UsageError("schedule", "expected cosine or constant, got '" + options.schedule + "'");
   }
   if (!(options.lr > 0) || !std::isfinite(options.lr))
-    throw UsageError(lr_flag + ": expected a positive number");
+    throw UsageError(lr_option, "expected a positive number");
   if (!(options.momentum >= 0 && options.momentum < 1))
-    throw UsageError("--momentum: expected a value in [0, 1)");
+    throw UsageError("momentum", "expected a value in [0, 1)");
   if (!(options.weight_decay >= 0) || !std::isfinite(options.weight_decay)) {
-    throw UsageError("--weight-decay: expected a number >= 0");
+    throw UsageError("weight_decay", "expected a number >= 0");
   }
   if (!(options.warmup_fraction >= 0 && options.warmup_fraction < 1)) {
-    throw UsageError("--warmup: expected a fraction in [0, 1)");
+    throw UsageError("warmup_fraction", "expected a fraction in [0, 1)");
   }
 }
 
@@ -80,7 +79,7 @@ TrainResult train(Network& network, const Dataset& data, const TrainOptions& opt
   torch::Tensor last_images;
   std::deque<double> recent;
   double recent_sum = 0;
-  Progress progress("train", total, std::cerr, options.progress);
+  Progress progress("train", total, options.sink);
   const auto start = std::chrono::steady_clock::now();
   for (int64_t step = 0; step < total; ++step) {
     const int64_t epoch = step / per_epoch;
@@ -95,6 +94,7 @@ TrainResult train(Network& network, const Dataset& data, const TrainOptions& opt
     loss.backward();
     network.mask_gradients();
     optimizer->step();
+    network.count_train_step();
     network.apply_masks();
 
     const double value = loss.item<double>();

@@ -424,27 +424,43 @@ TEST_F(Cli, BaselinesFinetuneRunCompareAdditivity) {
   EXPECT_EQ(run_json.at("rounds").size(), 2u);
   EXPECT_TRUE(run_json.at("rounds")[1].at("measured_distortion").is_number());
   {
-    // Every start rd's refinement considered, and the one kept, are on record.
+    // Every plan rd's refinement judged, all of them rd's own, and the one kept, are on record,
+    // with what each round cost; the settings resolved from the preset are in the JSON.
     const auto metrics = nlohmann::json::parse(read_file(work_.file("run/round-2/metrics.json")));
     int chosen = 0;
-    for (const auto& step : metrics.at("refine")) chosen += step.at("chosen").get<bool>() ? 1 : 0;
+    for (const auto& step : metrics.at("steps")) {
+      chosen += step.at("chosen").get<bool>() ? 1 : 0;
+      EXPECT_EQ(step.at("start"), "rd");
+    }
     EXPECT_EQ(chosen, 1);
-    EXPECT_GE(metrics.at("refine").size(), 6u);
+    EXPECT_EQ(metrics.at("cost").at("train_steps"), 5);
+    EXPECT_EQ(run_json.at("settings").at("allocator").at("metric"), "kl");
+    EXPECT_EQ(run_json.at("settings").at("allocator").at("preset"), "default");
   }
-  // Calibration images that take the whole training split leave none to judge rd's plans on:
-  // asked for by number, an error before any work; under auto, judged on the calibration images,
-  // with a note.
+  // --preset paper expands to the paper's values; a flag given wins over it.
+  {
+    std::vector<std::string> paper = rd_run;
+    paper.insert(paper.end(), {"--calib-size", "32", "--levels", "5", "--preset", "paper", "--metric",
+                               "worst", "--out-dir", work_.file("paper"), "--json"});
+    const Result ran = rdprune(paper);
+    ASSERT_EQ(ran.code, 0) << ran.err;
+    const auto settings = nlohmann::json::parse(read_file(work_.file("paper/settings.json")));
+    EXPECT_EQ(settings.at("allocator").at("preset"), "paper");
+    EXPECT_EQ(settings.at("allocator").at("metric"), "worst");
+    EXPECT_EQ(settings.at("allocator").at("tail"), false);
+    EXPECT_EQ(settings.at("allocator").at("refine"), 0);
+    // Resuming with another resolved value is refused, naming it.
+    paper.erase(paper.end() - 5, paper.end() - 3);  // without --metric worst: the preset's mse
+    expect_error(rdprune(paper), 2, "other settings (allocator.metric)");
+  }
+  // select judged by labels needs judging images: calibration images that take the whole training
+  // split leave none.
   std::vector<std::string> swallowed = rd_run;
+  swallowed[6] = "select";
   swallowed.insert(swallowed.end(), {"--levels", "5", "--calib-size", "1000000", "--out-dir",
-                                     work_.file("all-calibration"), "--judge-size", "500"});
-  expect_error(rdprune(swallowed), 2, "--judge-size: the ");
-  expect_error(rdprune(swallowed), 2, "leaving none to judge plans on");
-  swallowed.resize(swallowed.size() - 2);  // --judge-size auto
-  const Result noted = rdprune(swallowed);
-  ASSERT_EQ(noted.code, 0) << noted.err;
-  EXPECT_NE(noted.err.find("leaving none to judge plans on; judging on the calibration images"),
-            std::string::npos)
-      << noted.err;
+                                     work_.file("all-calibration"), "--judge-size", "500", "--judge-by",
+                                     "error", "--judge", "recovered:2", "--pool", "global,lamp"});
+  expect_error(rdprune(swallowed), 1, "no images left to judge plans on");
 
   const std::string out = work_.file("compare");
   const Result compared = rdprune({"compare", "--model", model, "--data-dir", data_dir(), "--methods",
@@ -458,7 +474,7 @@ TEST_F(Cli, BaselinesFinetuneRunCompareAdditivity) {
     EXPECT_TRUE(cell.at("top1").is_number());
     EXPECT_TRUE(cell.at("measured_distortion").is_number());
   }
-  EXPECT_NE(read_file(out + "/results.csv").find(",measured_distortion,seed\n"), std::string::npos);
+  EXPECT_NE(read_file(out + "/results.csv").find(",measured_distortion,seed,seconds,train_steps,judge_train_steps,forward_samples\n"), std::string::npos);
   for (const char* file : {"results.csv", "results.md", "results.json", "top1_vs_sparsity.gp",
                            "layer_sparsity.dat", "rd_curves.dat"}) {
     EXPECT_TRUE(std::filesystem::exists(out + "/" + file)) << file;
@@ -558,17 +574,15 @@ TEST_F(Cli, BaselinesFinetuneRunCompareAdditivity) {
   // Each bad value of a run flag: exit 2 and a message naming it.
   const std::vector<std::array<std::string, 3>> bad_values = {
       {"--method", "magic", "unknown method"},
-      {"--refine-from", "lamp,magic", "--refine-from: unknown method"},
-      {"--recovery-steps", "some", "--recovery-steps: expected a count"},
-      {"--blends", "50", "--blends: expected a count in [0, 20]"},
+      {"--pool", "lamp,magic", "--pool: unknown method"},
+      {"--pool", "lamp,select", "--pool: unknown method 'select'"},
+      {"--judge", "some", "--judge: expected distortion or recovered:N"},
+      {"--judge", "recovered:0", "--judge: expected distortion or recovered:N"},
+      {"--preset", "xu", "--preset: unknown preset 'xu' (known: default, paper)"},
+      {"--refine", "21", "--refine: expected a count in [0, 20]"},
       {"--exchanges", "21", "--exchanges: expected a count in [0, 20]"},
-      {"--exchanges", "some", "--exchanges: expected a count"},
-      {"--judge-size", "many", "--judge-size: expected a count"},
-      {"--judge-size", "2000000", "--judge-size: expected a count in [0, 1000000]"},
-      {"--judge-by", "accuracy", "--judge-by: expected distortion, loss, error or auto, got 'accuracy'"},
-      {"--judge-at", "later", "--judge-at: expected round, final, path or auto, got 'later'"},
-      {"--paths", "0", "--paths: expected a count in [1, 100] or all"},
-      {"--paths", "some", "--paths: expected a count"},
+      {"--judge-size", "20000000", "--judge-size: expected a count in [0, 10000000]"},
+      {"--judge-by", "accuracy", "--judge-by: expected distortion, loss or error, got 'accuracy'"},
       {"--holdout", "-3", "--holdout: expected a count in [0, 10000000]"},
       {"--holdout", "5000000", "--holdout: 5000000 images leave none to fine-tune on"},
       {"--seed", "0,1", "--seed"}};
@@ -632,6 +646,67 @@ TEST_F(Cli, CompareDenseControlIsTheUnprunedModelThroughTheSameFineTuning) {
   }
   EXPECT_NE(read_file(out + "/results.md").find("| vs dense |"), std::string::npos);
   EXPECT_NE(read_file(out + "/top1_vs_sparsity.gp").find("title 'dense fine-tuned'"), std::string::npos);
+}
+
+// select is its own row, every row says what it cost, and --equal-compute gives each baseline the
+// fine-tuning steps select spent judging.
+TEST_F(Cli, CompareReportsEachMethodsCostAndTheEqualComputeControl) {
+  const std::string model = work_.file("mlp.pt");
+  ASSERT_EQ(
+      rdprune({"train", "--arch", "mlp", "--steps", "20", "--data-dir", data_dir(), "--out", model}).code, 0);
+  const std::string out = work_.file("cost");
+  const Result run = rdprune({"compare",
+                              "--model",
+                              model,
+                              "--data-dir",
+                              data_dir(),
+                              "--methods",
+                              "rd,select,global",
+                              "--sparsities",
+                              "0.8",
+                              "--finetune-steps",
+                              "3",
+                              "--calib-size",
+                              "32",
+                              "--levels",
+                              "5",
+                              "--pool",
+                              "rd,global",
+                              "--judge",
+                              "recovered:2",
+                              "--judge-by",
+                              "error",
+                              "--judge-size",
+                              "64",
+                              "--refine",
+                              "0",
+                              "--equal-compute",
+                              "--out-dir",
+                              out,
+                              "--json"});
+  ASSERT_EQ(run.code, 0) << run.err;
+  const auto json = nlohmann::json::parse(run.out);
+  std::map<std::string, nlohmann::json> cells;
+  for (const auto& cell : json.at("results")) cells[cell.at("method")] = cell;
+  ASSERT_EQ(cells.size(), 4u) << run.out;
+  for (const auto& [method, cell] : cells) {
+    EXPECT_GT(cell.at("seconds").get<double>(), 0) << method;
+    EXPECT_GT(cell.at("forward_samples").get<int64_t>(), 0) << method;
+  }
+  EXPECT_EQ(cells["rd"].at("train_steps"), 3);
+  EXPECT_EQ(cells["global"].at("train_steps"), 3);
+  // select judged two plans after 2 steps each, then fine-tuned 3.
+  EXPECT_EQ(cells["select"].at("judge_train_steps"), 4);
+  EXPECT_EQ(cells["select"].at("train_steps"), 7);
+  EXPECT_EQ(cells["global@select"].at("train_steps"), 7);
+  EXPECT_EQ(cells["global@select"].at("judge_train_steps"), 0);
+  const std::string csv = read_file(out + "/results.csv");
+  EXPECT_NE(csv.find(",seconds,train_steps,judge_train_steps,forward_samples"), std::string::npos) << csv;
+  EXPECT_NE(read_file(out + "/results.md").find("| seconds | train steps (judging) |"), std::string::npos);
+  // --equal-compute needs select to match.
+  expect_error(rdprune({"compare", "--model", model, "--data-dir", data_dir(), "--methods", "rd,global",
+                        "--equal-compute", "--out-dir", work_.file("nothing")}),
+               2, "--equal-compute: needs select");
 }
 
 TEST_F(Cli, KeepDenseHoldsForEveryMethod) {
@@ -901,7 +976,7 @@ TEST_F(Cli, NoOutputOverwritesAnInputAndNoValueIsAnOption) {
   expect_error(with({"--estimator", "foo"}), 2, "--estimator");
   expect_error(with({"--level-batch", "0"}), 2, "--level-batch");
   expect_error(with({"--max-memory", "-5"}), 2, "--max-memory");
-  expect_error(with({"--refine-from", "global,global"}, "rd"), 2, "global is listed twice");
+  expect_error(with({"--pool", "global,global"}, "select"), 2, "--pool: global is listed twice");
   expect_error(rdprune({"additivity", "--model", model, "--data-dir", data_dir(), "--sparsities", "0.8,0.8",
                         "--out-dir", work_.file("a")}),
                2, "0.8 is listed twice");

@@ -133,55 +133,6 @@ struct Pair {
   Plan second = make_plan("lamp", layers, {60, 40}, {BudgetKind::kParams, 0.5, false});
 };
 
-TEST(Blend, HalfwayIsTheGeometricMeanOfDensitiesScaledToTheBudget) {
-  const auto [layers, first, second] = Pair{};
-  RdOptions rd;
-  rd.sparsity_target = 0.5;
-  // sqrt(0.9 * 0.6) = 0.7348 and sqrt(0.1 * 0.4) = 0.2, scaled by 100 / 93.48: 78.6 and 21.4.
-  const Plan blend = blend_plans(first, second, 0.5, layers, rd);
-  EXPECT_EQ(blend.method, "rd");
-  EXPECT_EQ(blend.layers[0].kept, 78);
-  EXPECT_EQ(blend.layers[1].kept, 21);
-  // The ends are the plans themselves.
-  EXPECT_EQ(blend_plans(first, second, 1.0, layers, rd).layers[0].kept, 90);
-  EXPECT_EQ(blend_plans(first, second, 0.0, layers, rd).layers[1].kept, 40);
-  EXPECT_THROW(blend_plans(first, second, 1.5, layers, rd), Error);
-  EXPECT_THROW(blend_plans(first, second, 0.5, {layers[0]}, rd), Error);
-}
-
-TEST(Blend, KeepsRdConstraints) {
-  const auto [layers, first, second] = Pair{};
-  RdOptions rd;
-  rd.sparsity_target = 0.5;
-  rd.max_sparsity = 0.7;  // b keeps at least 30; a takes the rest
-  Plan blend = blend_plans(first, second, 0.5, layers, rd);
-  EXPECT_EQ(blend.layers[0].kept, 70);
-  EXPECT_EQ(blend.layers[1].kept, 30);
-  EXPECT_TRUE(honours(blend, layers, rd));
-  EXPECT_FALSE(honours(first, layers, rd));  // b at 90% sparsity
-  rd.max_sparsity = 1;
-  rd.min_sparsity = 0.4;  // a keeps at most 60
-  blend = blend_plans(first, second, 0.5, layers, rd);
-  EXPECT_EQ(blend.layers[0].kept, 60);
-  EXPECT_EQ(blend.layers[1].kept, 40);
-  EXPECT_TRUE(honours(blend, layers, rd));
-  // A layer kept dense stays as it is (here already 20% sparse) and the others meet the budget.
-  const std::vector<LayerInfo> three = {layer("a", "conv2d", {10, 10}, 1, 0.2),
-                                        layer("b", "linear", {10, 10}), layer("c", "linear", {10, 10})};
-  const BaselineOptions budget{BudgetKind::kParams, 0.5, false};
-  RdOptions dense;
-  dense.sparsity_target = 0.5;
-  dense.keep_dense = {"a"};
-  blend = blend_plans(make_plan("x", three, {80, 50, 20}, budget),
-                      make_plan("y", three, {80, 20, 50}, budget), 0.5, three, dense);
-  EXPECT_EQ(blend.layers[0].kept, 80);
-  EXPECT_EQ(blend.layers[1].kept, 35);
-  EXPECT_EQ(blend.layers[2].kept, 35);
-  EXPECT_TRUE(honours(blend, three, dense));
-  blend.layers[0].kept = 70;
-  EXPECT_FALSE(honours(blend, three, dense));
-}
-
 TEST(Exchange, GivesAShareOfOneLayersKeptWeightsToAnother) {
   const auto [layers, first, second] = Pair{};
   RdOptions rd;

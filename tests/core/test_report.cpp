@@ -224,22 +224,33 @@ TEST(Report, TablesCarryTheSeedAndTheLeadOverTheSeeds) {
       std::filesystem::temp_directory_path() / ("rdprune-test-report-" + std::to_string(::getpid()));
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
-  const std::vector<CompareRow> rows = {cell("rd", 0.9, 0, 0.80), cell("rd", 0.9, 1, 0.84),
-                                        cell("lamp", 0.9, 0, 0.79), cell("lamp", 0.9, 1, 0.81)};
+  std::vector<CompareRow> rows = {cell("rd", 0.9, 0, 0.80), cell("rd", 0.9, 1, 0.84),
+                                  cell("lamp", 0.9, 0, 0.79), cell("lamp", 0.9, 1, 0.81)};
+  rows[1].seconds = 12.34;  // what the cell cost
+  rows[1].train_steps = 250;
+  rows[1].judge_train_steps = 50;
+  rows[1].forward_samples = 4096;
   write_compare_tables(dir.string(), rows, 0.9, 10000);
   const std::string csv = read_file((dir / "results.csv").string());
-  EXPECT_EQ(csv.substr(0, csv.find('\n')),
-            "method,sparsity_target,sparsity_achieved,flops_kept_percent,rounds,finetune_steps,top1_before_"
-            "finetune,top1,top5,loss,dense_top1,measured_distortion,seed");
-  EXPECT_NE(csv.find("\nrd,0.9000,0.900200,50.0000,2,100,0.740000,0.840000,0.000000,0.000000,0.900000,,1\n"),
-            std::string::npos)
+  EXPECT_EQ(
+      csv.substr(0, csv.find('\n')),
+      "method,sparsity_target,sparsity_achieved,flops_kept_percent,rounds,finetune_steps,top1_before_"
+      "finetune,top1,top5,loss,dense_top1,measured_distortion,seed,seconds,train_steps,judge_train_steps,"
+      "forward_samples");
+  EXPECT_NE(
+      csv.find("\nrd,0.9000,0.900200,50.0000,2,100,0.740000,0.840000,0.000000,0.000000,0.900000,,1,12.3,250,"
+               "50,4096\n"),
+      std::string::npos)
       << csv;
   const std::string md = read_file((dir / "results.md").string());
   EXPECT_NE(md.find("Dense top-1: 90.00% on 10000 test images (the binomial standard error of one top-1 "
                     "figure there: 0.30 points)"),
             std::string::npos)
       << md;
-  EXPECT_NE(md.find("| measured distortion | seed |"), std::string::npos) << md;
+  EXPECT_NE(md.find("| measured distortion | seconds | train steps (judging) | forward samples | seed |"),
+            std::string::npos)
+      << md;
+  EXPECT_NE(md.find("| - | 12 | 250 (50) | 4096 | 1 |"), std::string::npos) << md;
   // rd 82.00% (sd 2.83) against lamp: differences +1 and +3 points, mean +2, standard error 1.
   EXPECT_NE(md.find("| rd | 0.90 | 2 | 100 | 2 | 0.9001 | 82.00% | 2.83 | lamp | +2.00 ± 1.00 | 1.00 | - |"),
             std::string::npos)

@@ -49,12 +49,14 @@ TEST(Text, ParsesDoubles) {
   EXPECT_THROW(parse_doubles("inf", "--mean"), UsageError);
 }
 
-TEST(Text, ErrorNamesTheFlag) {
+TEST(Text, ErrorNamesTheOption) {
   try {
-    parse_shape("a", "--input-shape");
+    parse_shape("a", "input_shape");
     FAIL();
   } catch (const UsageError& e) {
-    EXPECT_NE(std::string(e.what()).find("--input-shape"), std::string::npos);
+    EXPECT_EQ(e.option(), "input_shape");
+    EXPECT_EQ(std::string(e.what()).rfind("input_shape: ", 0), 0u) << e.what();
+    EXPECT_NE(e.reason().find("got 'a'"), std::string::npos) << e.reason();
   }
 }
 

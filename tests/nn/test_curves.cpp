@@ -15,6 +15,7 @@
 #include "rdprune/error.h"
 #include "rdprune/magnitude_baselines.h"
 #include "rdprune/masks.h"
+#include "rdprune/recovery.h"
 #include "rdprune/refine.h"
 
 namespace rdprune {
@@ -108,7 +109,6 @@ void expect_curves_match_plain_loop(Network& network, const std::string& metric,
   options.metric = metric;
   options.levels = levels;
   options.batch_size = 10;  // several batches per pass
-  options.progress = false;
   const auto infos = layer_census(network, {1, 28, 28});
   const CurveSet curves = measure_curves(network, data, "synthetic", infos, options);
   ASSERT_EQ(curves.layers.size(), network.layers().size());
@@ -191,7 +191,6 @@ TEST(Curves, AModelWhoseOutputsAreNotFiniteIsRefusedNotMeasured) {
   }
   CurveOptions options;
   options.levels = 4;
-  options.progress = false;
   try {
     measure_curves(*network, calibration_set(4), "s", layer_census(*network, {1, 28, 28}), options);
     FAIL() << "NaN outputs were measured";
@@ -209,7 +208,6 @@ TEST(Curves, SparseLayersAreMeasuredOnlyAtOrAboveTheirSparsity) {
   CurveOptions options;
   options.levels = 10;
   options.tail = false;
-  options.progress = false;
   const CurveSet curves =
       measure_curves(*network, calibration_set(8), "s", layer_census(*network, {1, 28, 28}), options);
   const auto& curve = curves.layers[2];
@@ -227,7 +225,6 @@ TEST(Curves, CacheResumesAndAChangedKeyNeverReuses) {
   const auto infos = layer_census(*network, {1, 28, 28});
   CurveOptions options;
   options.levels = 4;
-  options.progress = false;
   options.cache_dir = dir.path();
   const CurveSet first = measure_curves(*network, data, "synthetic", infos, options);
   // Plant a sentinel in the cache: a resumed run must return it, proving it did not re-measure.
@@ -263,7 +260,6 @@ TEST(Curves, BatchNormAwarePointsRunEachBatchWithItsOwnStatistics) {
   options.batch_size = 8;
   options.metric = "mse";
   options.recalibrate_bn = true;
-  options.progress = false;
   const auto infos = layer_census(*network, {1, 28, 28});
   const CurveSet curves = measure_curves(*network, data, "s", infos, options);
   EXPECT_TRUE(curves.bn_recalibrated);
@@ -294,7 +290,6 @@ TEST(Prune, MeasuredSparsityEqualsThePlan) {
   auto network = fresh("resnet20");
   CurveOptions options;
   options.levels = 20;
-  options.progress = false;
   const auto infos = layer_census(*network, {1, 28, 28});
   const CurveSet curves = measure_curves(*network, calibration_set(8), "s", infos, options);
   RdOptions rd;
@@ -326,7 +321,6 @@ TEST(Curves, TaylorEstimatesShareTheLevelsAndTrackTheMeasuredCurves) {
     CurveOptions options;
     options.levels = 10;
     options.metric = metric;
-    options.progress = false;
     const CurveSet measured = measure_curves(*network, data, "s", infos, options);
     options.estimator = "taylor";
     const auto before = fingerprint(*network);
@@ -362,236 +356,55 @@ TEST(Curves, TaylorEstimatesShareTheLevelsAndTrackTheMeasuredCurves) {
   EXPECT_THROW(validate(bad), UsageError);
 }
 
-TEST(Refine, KeepsThePlanThatMeasuresTheLowestJointDistortion) {
+TEST(Refine, PassesKeepThePlanThatJudgesLowestAndNeverWorseThanTheStart) {
   auto network = fresh("lenet5");
   const Dataset data = calibration_set(16);
   CurveOptions options;
   options.metric = "mse";
   options.levels = 10;
-  options.progress = false;
   const auto infos = layer_census(*network, {1, 28, 28});
   const CurveSet curves = measure_curves(*network, data, "s", infos, options);
   RdOptions rd;
   rd.sparsity_target = 0.9;
   const Plan first = allocate_rd(curves, rd);
   const auto before = fingerprint(*network);
+  JudgeInfo info;
+  info.metric = "mse";
+  PlanSearch search(joint_distortion_judge(*network, data, options, false), info, nullptr);
+  search.judge("rd", first);
   int64_t seen = 0;
-  const RefineResult result = refine_rd(*network, data, "s", infos, options, rd, {{"rd", first}}, 3,
-                                        [&](const std::string& start, int64_t pass, const CurveSet& around) {
-                                          EXPECT_EQ(start, "rd");
-                                          EXPECT_EQ(pass, ++seen);
-                                          EXPECT_EQ(around.layers.size(), curves.layers.size());
-                                        });
+  const int64_t passes = refine_passes(search, *network, data, "s", infos, options, rd, 3,
+                                       [&](int64_t pass, const CurveSet& around) {
+                                         EXPECT_EQ(pass, ++seen);
+                                         EXPECT_EQ(around.layers.size(), curves.layers.size());
+                                       });
+  EXPECT_EQ(passes, seen);
   EXPECT_EQ(fingerprint(*network), before);
   ASSERT_GE(seen, 1);
   EXPECT_LE(seen, 3);
-  EXPECT_NEAR(result.steps[0].measured, joint_distortion(*network, data, first, "mse", 256), 1e-9);
-  size_t chosen = 0;
-  int chosen_count = 0;
-  for (size_t i = 0; i < result.steps.size(); ++i) {
-    if (result.steps[i].chosen) {
-      chosen = i;
-      ++chosen_count;
-    }
-    EXPECT_GE(result.steps[i].sparsity, 0.9 - 1e-9);
-    EXPECT_LE(result.steps[i].pass, seen);
-    EXPECT_GE(result.steps[i].trust, 0.0);
-  }
-  EXPECT_EQ(chosen_count, 1);
-  for (const auto& step : result.steps) EXPECT_LE(result.steps[chosen].measured, step.measured);
-  EXPECT_NEAR(joint_distortion(*network, data, result.plan, "mse", 256), result.steps[chosen].measured, 1e-9);
-}
-
-TEST(Refine, StartsFromEveryPlanGivenAndNeverMeasuresWorseThanAnyOfThem) {
-  auto network = fresh("lenet5");
-  const Dataset data = calibration_set(16);
-  CurveOptions options;
-  options.metric = "kl";
-  options.levels = 10;
-  options.progress = false;
-  const auto infos = layer_census(*network, {1, 28, 28});
-  RdOptions rd;
-  rd.sparsity_target = 0.9;
-  const Plan first = allocate_rd(measure_curves(*network, data, "s", infos, options), rd);
-  const BaselineOptions baseline{BudgetKind::kParams, 0.9, false};
-  const Plan lamp = allocate_baseline("lamp", *network, infos, baseline);
-  const Plan uniform = allocate_baseline("uniform", *network, infos, baseline);
-  std::vector<std::string> seen;
-  const RefineResult result = refine_rd(
-      *network, data, "s", infos, options, rd, {{"rd", first}, {"lamp", lamp}, {"uniform", uniform}}, 2,
-      [&](const std::string& start, int64_t, const CurveSet&) { seen.push_back(start); });
-  // Every start is measured as it is, in order; the search goes on from the lowest.
-  ASSERT_GE(result.steps.size(), 3u);
-  EXPECT_EQ(result.steps[0].start, "rd");
-  EXPECT_EQ(result.steps[1].start, "lamp");
-  EXPECT_EQ(result.steps[2].start, "uniform");
-  for (size_t i = 0; i < 3; ++i) EXPECT_EQ(result.steps[i].pass, 0);
-  EXPECT_NEAR(result.steps[1].measured, joint_distortion(*network, data, lamp, "kl", 256), 1e-9);
-  EXPECT_NEAR(result.steps[2].measured, joint_distortion(*network, data, uniform, "kl", 256), 1e-9);
-  size_t best = 0;
-  for (size_t i = 1; i < 3; ++i) {
-    if (result.steps[i].measured < result.steps[best].measured) best = i;
-  }
-  ASSERT_FALSE(seen.empty());
-  for (const auto& start : seen) EXPECT_EQ(start, result.steps[best].start);
-  for (size_t i = 3; i < result.steps.size(); ++i) EXPECT_EQ(result.steps[i].start, result.steps[best].start);
+  const std::vector<RefineStep> steps = search.finish();
+  EXPECT_NEAR(steps[0].measured, joint_distortion(*network, data, first, "mse", 256), 1e-9);
   int chosen = 0;
-  for (const auto& step : result.steps) {
+  for (const auto& step : steps) {
     chosen += step.chosen ? 1 : 0;
-    EXPECT_LE(joint_distortion(*network, data, result.plan, "kl", 256), step.measured + 1e-9);
+    EXPECT_EQ(step.start, "rd");
+    EXPECT_GE(step.sparsity, 0.9 - 1e-9);
+    EXPECT_LE(step.pass, seen);
+    EXPECT_LE(search.best_step().measured, step.measured);
   }
   EXPECT_EQ(chosen, 1);
+  EXPECT_TRUE(steps[search.best_index()].chosen);
+  EXPECT_NEAR(joint_distortion(*network, data, search.best(), "mse", 256), search.best_step().measured, 1e-9);
+  // A plan judged already is recognised by its kept counts.
+  EXPECT_TRUE(search.seen(first));
 }
 
-// A fresh LeNet-5 searched on 16 calibration images with 10-level KL curves, to 90% of its weights.
-struct SmallSearch {
-  std::unique_ptr<Network> owner = fresh("lenet5");
-  Network* network = owner.get();
-  Dataset data = calibration_set(16);
-  CurveOptions options = [] {
-    CurveOptions o;
-    o.levels = 10;
-    o.progress = false;
-    return o;
-  }();
-  std::vector<LayerInfo> infos = layer_census(*network, {1, 28, 28});
-  RdOptions rd = [] {
-    RdOptions o;
-    o.sparsity_target = 0.9;
-    return o;
-  }();
-};
-
-TEST(Refine, BlendsTheLowestStartWithTheNextLowestAndKeepsTheLowestOfAll) {
-  const SmallSearch search;
-  const auto& [owner, network, data, options, infos, rd] = search;
-  const BaselineOptions baseline{BudgetKind::kParams, 0.9, false};
-  const std::vector<RefineStart> starts = {
-      {"rd", allocate_rd(measure_curves(*network, data, "s", infos, options), rd)},
-      {"lamp", allocate_baseline("lamp", *network, infos, baseline)},
-      {"uniform", allocate_baseline("uniform", *network, infos, baseline)},
-      {"erk", allocate_baseline("erk", *network, infos, baseline)}};
-  const auto before = fingerprint(*network);
-  const RefineResult result = refine_rd(*network, data, "s", infos, options, rd, starts, 0, {}, {}, 2);
-  EXPECT_EQ(fingerprint(*network), before);
-  // The four starts, then the lowest halfway towards the second and the third lowest.
-  ASSERT_EQ(result.steps.size(), 6u);
-  std::vector<size_t> order = {0, 1, 2, 3};
-  std::stable_sort(order.begin(), order.end(),
-                   [&](size_t x, size_t y) { return result.steps[x].measured < result.steps[y].measured; });
-  for (size_t k = 1; k <= 2; ++k) {
-    const RefineStep& step = result.steps[3 + k];
-    EXPECT_EQ(step.start, starts[order[0]].name + "+" + starts[order[k]].name);
-    EXPECT_EQ(step.pass, 0);
-    const Plan blend = blend_plans(starts[order[0]].plan, starts[order[k]].plan, 0.5, infos, rd);
-    EXPECT_GE(blend.sparsity_achieved(), 0.9 - 1e-9);
-    EXPECT_NEAR(step.measured, joint_distortion(*network, data, blend, "kl", 256), 1e-9);
-  }
-  const RefineStep* chosen = nullptr;
-  for (const auto& step : result.steps) {
-    if (step.chosen) chosen = &step;
-  }
-  ASSERT_NE(chosen, nullptr);
-  for (const auto& step : result.steps) EXPECT_LE(chosen->measured, step.measured);
-  // Without blends only the starts are measured.
-  EXPECT_EQ(refine_rd(*network, data, "s", infos, options, rd, starts, 0).steps.size(), 4u);
-  EXPECT_THROW(refine_rd(*network, data, "s", infos, options, rd, starts, 0, {}, {}, -1), UsageError);
-}
-
-TEST(Refine, ExchangesJudgeEveryOrderedPairOfLayersFromTheLowestPlanSoFar) {
-  const SmallSearch search;
-  const auto& [owner, network, data, options, infos, rd] = search;
-  ASSERT_EQ(infos.size(), 5u);
-  const Plan lamp =
-      allocate_baseline("lamp", *network, infos, BaselineOptions{BudgetKind::kParams, 0.9, false});
-  const auto before = fingerprint(*network);
-  const RefineResult result =
-      refine_rd(*network, data, "s", infos, options, rd, {{"lamp", lamp}}, 0, {}, {}, 0, /*exchanges=*/2);
-  EXPECT_EQ(fingerprint(*network), before);
-  // The start, then in the first round every ordered pair of the five layers, a quarter of the
-  // giving layer's kept weights moved.
-  ASSERT_GE(result.steps.size(), 21u);
-  EXPECT_EQ(result.steps[0].exchanged, 0);
-  size_t k = 1;
-  for (size_t i = 0; i < infos.size(); ++i) {
-    for (size_t j = 0; j < infos.size(); ++j) {
-      if (i == j) continue;
-      const RefineStep& step = result.steps[k++];
-      EXPECT_EQ(step.start, "lamp " + infos[i].name + ">" + infos[j].name);
-      EXPECT_EQ(step.pass, 1);
-      EXPECT_EQ(step.exchanged, kExchangeFraction);
-      const Plan moved = exchange_plan(lamp, i, j, kExchangeFraction, infos, rd);
-      EXPECT_GE(moved.sparsity_achieved(), 0.9 - 1e-9);
-      EXPECT_NEAR(step.measured, joint_distortion(*network, data, moved, "kl", 256), 1e-9);
-    }
-  }
-  // The second round starts from the lowest plan of the first, with the same share if that moved
-  // and half of it if the start stayed lowest.
-  const std::vector<size_t> order =
-      lowest_first(std::vector<RefineStep>(result.steps.begin(), result.steps.begin() + 21));
-  const bool moved = order.front() != 0;
-  ASSERT_GT(result.steps.size(), 21u);
-  for (size_t i = 21; i < result.steps.size(); ++i) {
-    EXPECT_EQ(result.steps[i].pass, 2);
-    EXPECT_EQ(result.steps[i].exchanged, moved ? kExchangeFraction : kExchangeFraction / 2);
-  }
-  const RefineStep* chosen = nullptr;
-  for (const auto& step : result.steps) {
-    if (step.chosen) chosen = &step;
-  }
-  ASSERT_NE(chosen, nullptr);
-  for (const auto& step : result.steps) EXPECT_LE(chosen->measured, step.measured);
-  EXPECT_NEAR(joint_distortion(*network, data, result.plan, "kl", 256), chosen->measured, 1e-9);
-  EXPECT_THROW(refine_rd(*network, data, "s", infos, options, rd, {{"lamp", lamp}}, 0, {}, {}, 0, -1),
-               UsageError);
-}
-
-TEST(Refine, RulePlanGivesAStartsOwnPlanOrTheBlendOfTwoAtAnotherTarget) {
-  auto network = fresh("lenet5");
-  const auto infos = layer_census(*network, {1, 28, 28});
-  RdOptions rd;
-  rd.sparsity_target = 0.7;
-  const BaselineOptions baseline{BudgetKind::kParams, 0.7, false};
-  // Names with a '+' of their own (uniform+) still part correctly.
-  const std::vector<RefineStart> starts = {
-      {"lamp", allocate_baseline("lamp", *network, infos, baseline)},
-      {"uniform+", allocate_baseline("uniform+", *network, infos, baseline)},
-      {"erk", allocate_baseline("erk", *network, infos, baseline)}};
-  const auto kept = [](const Plan& plan) {
-    std::vector<int64_t> counts;
-    for (const auto& layer : plan.layers) counts.push_back(layer.kept);
-    return counts;
-  };
-  ASSERT_TRUE(rule_plan("uniform+", starts, infos, rd).has_value());
-  EXPECT_EQ(kept(*rule_plan("uniform+", starts, infos, rd)), kept(starts[1].plan));
-  const auto blend = rule_plan("uniform++erk", starts, infos, rd);
-  ASSERT_TRUE(blend.has_value());
-  EXPECT_EQ(kept(*blend), kept(blend_plans(starts[1].plan, starts[2].plan, 0.5, infos, rd)));
-  EXPECT_NEAR(blend->sparsity_achieved(), 0.7, 0.01);
-  const auto other_way = rule_plan("lamp+uniform+", starts, infos, rd);
-  ASSERT_TRUE(other_way.has_value());
-  EXPECT_EQ(kept(*other_way), kept(blend_plans(starts[0].plan, starts[1].plan, 0.5, infos, rd)));
-  EXPECT_FALSE(rule_plan("global", starts, infos, rd).has_value());
-  EXPECT_FALSE(rule_plan("lamp+global", starts, infos, rd).has_value());
-  EXPECT_FALSE(rule_plan("lamp+lamp", starts, infos, rd).has_value());
-  // No blend when the constraints cannot meet the budget between the two (every layer at most 50%
-  // sparse cannot make 70%).
-  RdOptions bounded = rd;
-  bounded.max_sparsity = 0.5;
-  EXPECT_FALSE(rule_plan("lamp+erk", starts, infos, bounded).has_value());
-  EXPECT_TRUE(rule_plan("lamp", starts, infos, bounded).has_value());  // a start's own plan is as given
-  // Which rules plan from rd's curves, uniform+'s own '+' included.
-  for (const std::string name : {"rd", "rd+erk", "lamp+rd", "uniform++rd", "rd+uniform+"})
-    EXPECT_TRUE(rule_uses_rd(name)) << name;
-  for (const std::string name : {"lamp", "uniform+", "erk+uniform+", "uniform++erk", "global", "", "+"})
-    EXPECT_FALSE(rule_uses_rd(name)) << name;
-}
-
-TEST(Refine, RecoveredDistortionIsTheDistortionLeftAfterFineTuningThePrunedNetwork) {
+TEST(Recovery, TheJudgementIsTheDistortionLeftAfterFineTuningThePrunedNetwork) {
   TempDir dir;
   auto network = fresh("resnet20");
   const Dataset calibration = calibration_set(16);
   const Dataset train_data = calibration_set(48);
+  const Dataset judging = train_data.slice(16, 32);
   const auto infos = layer_census(*network, {1, 28, 28});
   const Plan plan =
       allocate_baseline("lamp", *network, infos, BaselineOptions{BudgetKind::kParams, 0.8, false});
@@ -602,149 +415,40 @@ TEST(Refine, RecoveredDistortionIsTheDistortionLeftAfterFineTuningThePrunedNetwo
   recovery.train.lr = 0.01;
   recovery.train.seed = 5;
   recovery.recalibrate_bn = true;
-  const torch::Tensor reference = reference_outputs(*network, calibration, 256);
+  const torch::Tensor reference = reference_outputs(*network, judging, 256);
   const auto before = fingerprint(*network);
-  const double recovered = recovered_distortion(*network, calibration, plan, "kl", 256, reference, recovery);
+  const PlanJudge judge = recovery_judge(*network, calibration, judging, recovery);
+  NetworkState recovered_state;
+  const double recovered = judge(plan, &recovered_state);
   // Parameters, batch-norm statistics and masks are as they were; the same seed gives the same value.
   EXPECT_EQ(fingerprint(*network), before);
-  EXPECT_DOUBLE_EQ(recovered_distortion(*network, calibration, plan, "kl", 256, reference, recovery),
-                   recovered);
-  // By hand: prune, re-estimate batch norm, fine-tune, measure in evaluation mode.
+  EXPECT_DOUBLE_EQ(judge(plan, nullptr), recovered);
+  // By hand: prune, re-estimate batch norm, fine-tune, measure in evaluation mode on the judging images.
   network->save(dir.file("copy.pt"));
   auto copy = load_network(dir.file("copy.pt"));
   apply_plan(*copy, plan, "test");
   recalibrate_batch_norm(*copy, calibration);
   TrainOptions train_options = recovery.train;
   train_options.steps = 3;
-  train_options.progress = false;
+  const int64_t steps_before = copy->usage().train_steps;
   train(*copy, train_data, train_options);
+  EXPECT_EQ(copy->usage().train_steps - steps_before, 3);  // every optimizer step is counted
   copy->set_training(false);
-  torch::NoGradGuard no_grad;
-  const double by_hand = output_distortion(network_outputs(*copy, calibration, 256), reference, "kl");
-  EXPECT_NEAR(recovered, by_hand, 1e-6 * std::max(1.0, by_hand));
-  EXPECT_GT(std::abs(recovered - joint_distortion(*network, calibration, plan, "kl", 256, true, reference)),
-            1e-9);  // fine-tuning moved it
-  // On other images: the recovered network measured there, against the dense outputs there; the
-  // network recovery left comes back on request.
-  const Dataset judge = train_data.slice(16, 32);
-  recovery.judge = &judge;
-  const torch::Tensor judge_reference = reference_outputs(*network, judge, 256);
-  // The reference recovery measures against is the dense outputs on the judging images (on the
-  // calibration images without them), and none when judged by labels.
-  EXPECT_TRUE(torch::equal(judging_reference(*network, calibration, recovery, 256), judge_reference));
   {
-    Recovery on_calibration = recovery;
-    on_calibration.judge = nullptr;
-    EXPECT_TRUE(torch::equal(judging_reference(*network, calibration, on_calibration, 256), reference));
-    on_calibration.judge_by = "error";
-    EXPECT_FALSE(judging_reference(*network, calibration, on_calibration, 256).defined());
-    on_calibration.judge_by = "loss";
-    EXPECT_FALSE(judging_reference(*network, calibration, on_calibration, 256).defined());
-    // Judged as pruned: against the outputs on the judging images when there are any, on the
-    // calibration images otherwise.
-    Recovery as_pruned = recovery;
-    as_pruned.steps = 0;
-    EXPECT_TRUE(judged_by_recovery(as_pruned));
-    EXPECT_TRUE(torch::equal(judging_reference(*network, calibration, as_pruned, 256), judge_reference));
-    as_pruned.judge = nullptr;
-    EXPECT_FALSE(judged_by_recovery(as_pruned));
-    EXPECT_TRUE(torch::equal(judging_reference(*network, calibration, as_pruned, 256), reference));
+    torch::NoGradGuard no_grad;
+    const double by_hand = output_distortion(network_outputs(*copy, judging, 256), reference, "kl");
+    EXPECT_NEAR(recovered, by_hand, 1e-6 * std::max(1.0, by_hand));
   }
-  NetworkState left;
-  const double judged =
-      recovered_distortion(*network, calibration, plan, "kl", 256, judge_reference, recovery, &left);
-  EXPECT_EQ(fingerprint(*network), before);
-  EXPECT_NEAR(judged, output_distortion(network_outputs(*copy, judge, 256), judge_reference, "kl"),
-              1e-6 * std::max(1.0, judged));
-  {
-    const StateGuard guard(*network);
-    restore(*network, left);
-    for (size_t i = 0; i < copy->parameters().size(); ++i)
-      EXPECT_TRUE(torch::allclose(network->parameters()[i], copy->parameters()[i], 1e-5, 1e-6));
-    for (size_t i = 0; i < copy->buffers().size(); ++i)
-      EXPECT_TRUE(torch::allclose(network->buffers()[i], copy->buffers()[i], 1e-5, 1e-6));
-  }
-  EXPECT_EQ(fingerprint(*network), before);
-  // Judged by the loss: the recovered network's mean cross-entropy on the judging images' labels.
-  recovery.judge_by = "loss";
-  const double loss = recovered_distortion(*network, calibration, plan, "kl", 256, judge_reference, recovery);
-  EXPECT_NEAR(loss, evaluate(*copy, judge).loss, 1e-6 * std::max(1.0, loss));
-  EXPECT_GT(std::abs(loss - judged), 1e-6);
-  EXPECT_EQ(fingerprint(*network), before);
-  // Judged by the error: the fraction of the judging images the recovered network misclassifies.
+  // The network the judgement left comes back on request: the hand-made one.
+  restore(*network, recovered_state);
+  EXPECT_EQ(fingerprint(*network), fingerprint(*copy));
+  restore(*network, snapshot(*load_network(dir.file("copy.pt"))));
+  // By the error: the fraction of the judging images the recovered network misclassifies.
   recovery.judge_by = "error";
-  const double error =
-      recovered_distortion(*network, calibration, plan, "kl", 256, judge_reference, recovery);
-  const EvalResult copy_eval = evaluate(*copy, judge);
-  EXPECT_NEAR(error, 1.0 - copy_eval.top1, 1e-9);
-  int64_t wrong = 0;
-  for (const uint8_t hit : copy_eval.hits) wrong += hit == 0 ? 1 : 0;
-  EXPECT_NEAR(error * static_cast<double>(judge.size()), static_cast<double>(wrong), 1e-6);
-  EXPECT_EQ(fingerprint(*network), before);
+  const double error = recovery_judge(*network, calibration, judging, recovery)(plan, nullptr);
+  EXPECT_NEAR(error, 1.0 - evaluate(*copy, judging, 256).top1, 1e-12);
   recovery.judge_by = "accuracy";
-  EXPECT_THROW(recovered_distortion(*network, calibration, plan, "kl", 256, reference, recovery), UsageError);
-  // No recovery steps: the network as pruned, batch norm re-estimated, measured on the judging
-  // images; no fine-tuning data needed.
-  recovery.judge_by = "distortion";
-  recovery.steps = 0;
-  recovery.data = nullptr;
-  auto pruned = load_network(dir.file("copy.pt"));
-  apply_plan(*pruned, plan, "test");
-  recalibrate_batch_norm(*pruned, calibration);
-  pruned->set_training(false);
-  const double as_pruned = output_distortion(network_outputs(*pruned, judge, 256), judge_reference, "kl");
-  EXPECT_NEAR(recovered_distortion(*network, calibration, plan, "kl", 256, judge_reference, recovery),
-              as_pruned, 1e-6 * std::max(1.0, as_pruned));
-  EXPECT_EQ(fingerprint(*network), before);
-  recovery.steps = -1;
-  EXPECT_THROW(recovered_distortion(*network, calibration, plan, "kl", 256, reference, recovery), Error);
-  recovery.steps = 3;  // fine-tuning steps need the data to fine-tune on
-  EXPECT_THROW(recovered_distortion(*network, calibration, plan, "kl", 256, reference, recovery), Error);
-}
-
-TEST(Refine, WithRecoveryEveryPlanIsJudgedAfterFineTuning) {
-  auto network = fresh("lenet5");
-  const Dataset data = calibration_set(16);
-  const Dataset train_data = calibration_set(32);
-  CurveOptions options;
-  options.levels = 10;
-  options.progress = false;
-  const auto infos = layer_census(*network, {1, 28, 28});
-  RdOptions rd;
-  rd.sparsity_target = 0.9;
-  const Plan first = allocate_rd(measure_curves(*network, data, "s", infos, options), rd);
-  const Plan erk =
-      allocate_baseline("erk", *network, infos, BaselineOptions{BudgetKind::kParams, 0.9, false});
-  Recovery recovery;
-  recovery.steps = 2;
-  recovery.data = &train_data;
-  recovery.train.batch_size = 8;
-  recovery.train.lr = 0.05;
-  recovery.keep_recovered = true;
-  const auto before = fingerprint(*network);
-  const RefineResult result =
-      refine_rd(*network, data, "s", infos, options, rd, {{"rd", first}, {"erk", erk}}, 1, {}, recovery);
-  EXPECT_EQ(fingerprint(*network), before);
-  const torch::Tensor reference = reference_outputs(*network, data, 256);
-  ASSERT_GE(result.steps.size(), 2u);
-  EXPECT_NEAR(result.steps[1].measured,
-              recovered_distortion(*network, data, erk, "kl", 256, reference, recovery), 1e-9);
-  const RefineStep* chosen = nullptr;
-  for (const auto& step : result.steps) {
-    EXPECT_EQ(step.recovery_steps, 2);
-    if (step.chosen) chosen = &step;
-  }
-  ASSERT_NE(chosen, nullptr);
-  for (const auto& step : result.steps) EXPECT_LE(chosen->measured, step.measured);
-  EXPECT_NEAR(recovered_distortion(*network, data, result.plan, "kl", 256, reference, recovery),
-              chosen->measured, 1e-9);
-  // The result keeps the chosen plan's recovered network.
-  ASSERT_TRUE(result.recovered.has_value());
-  const StateGuard guard(*network);
-  restore(*network, *result.recovered);
-  torch::NoGradGuard no_grad;
-  EXPECT_NEAR(output_distortion(network_outputs(*network, data, 256), reference, "kl"), chosen->measured,
-              1e-9);
+  EXPECT_THROW(recovery_judge(*network, calibration, judging, recovery), UsageError);
 }
 
 }  // namespace

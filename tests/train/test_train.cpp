@@ -33,7 +33,6 @@ TrainOptions quick(int64_t steps, const std::string& optimizer = "sgd") {
   options.batch_size = 32;
   options.optimizer = optimizer;
   options.lr = optimizer == "adamw" ? 1e-3 : 0.05;
-  options.progress = false;
   return options;
 }
 

@@ -27,10 +27,13 @@ struct AdditivityFlags {
   std::string sparsities = "0.5,0.7,0.8,0.9,0.95,0.98";
   int64_t calib_size = 256;
   int64_t random = 30;
+  std::string preset = "default";
 };
 
-void run_additivity(AdditivityFlags& flags) {
+void run_additivity(const CLI::App& command, AdditivityFlags& flags) {
   apply_threads(flags.common);
+  apply_preset(command, flags.preset, flags.curves);
+  flags.curves.sink = stderr_sink();
   validate(flags.curves);
   const auto sparsities = parse_doubles(flags.sparsities, "--sparsities");
   for (double s : sparsities) check_sparsity_target(s, "--sparsities");
@@ -117,11 +120,12 @@ void register_additivity(CLI::App& app) {
   command->add_option("--sparsities", flags->sparsities, "rd plans at these targets (default 0.5,...,0.98)");
   command->add_option("--random", flags->random, "Random allocations to measure (default 30)");
   command->add_option("--calib-size", flags->calib_size, "Calibration samples (default 256)");
+  add_preset_flag(*command, flags->preset);
   add_curve_flags(*command, flags->curves, "");
   add_seed_option(*command, flags->data.seed, "Seed of the random allocations (default 0)");
   add_common_flags(*command, flags->common);
   add_data_flags(*command, flags->data, /*dataset_required=*/false);
-  command->callback([flags] { run_additivity(*flags); });
+  command->callback([command, flags] { run_additivity(*command, *flags); });
 }
 
 }  // namespace rdprune::cli

@@ -40,7 +40,9 @@ void write_frontier(const std::string& path, const std::vector<FrontierPoint>& f
 
 void run_allocate(AllocateFlags& flags) {
   apply_threads(flags.common);
-  require_known_method("--method", flags.method);
+  std::vector<std::string> known = {"rd"};
+  known.insert(known.end(), baseline_methods().begin(), baseline_methods().end());
+  require_known_method("--method", flags.method, known);
   const bool baseline = flags.method != "rd";
   flags.rd.budget = parse_budget(flags.budget);
   flags.rd.sparsity_target = flags.sparsity;

@@ -23,6 +23,7 @@ struct CurvesFlags {
   int64_t calib_size = 256;
   bool synthetic = false;
   bool no_cache = false;
+  std::string preset = "default";
 };
 
 std::string default_cache_dir() {
@@ -31,8 +32,10 @@ std::string default_cache_dir() {
   return (std::filesystem::temp_directory_path() / "rdprune-cache").string();
 }
 
-void run_curves(CurvesFlags& flags) {
+void run_curves(const CLI::App& command, CurvesFlags& flags) {
   apply_threads(flags.common);
+  apply_preset(command, flags.preset, flags.curves);
+  flags.curves.sink = stderr_sink();
   validate(flags.curves);
   if (flags.calib_size <= 0) throw UsageError("--calib-size: expected a positive count");
   check_output_path(flags.out);
@@ -80,6 +83,8 @@ void run_curves(CurvesFlags& flags) {
   const nlohmann::json result = {{"curves", flags.out},        {"layers", curves.layers.size()},
                                  {"points", points},           {"metric", curves.metric},
                                  {"calibration", description}, {"fingerprint", curves.fingerprint},
+                                 {"preset", flags.preset},     {"levels", flags.curves.levels},
+                                 {"tail", flags.curves.tail},  {"bn_aware", flags.curves.recalibrate_bn},
                                  {"seconds", seconds},         {"stages", network->num_stages()}};
   emit(flags.common, result,
        fmt::format("wrote {}: {} layers, {} points, metric {}, calibration {} ({:.1f}s)\n", flags.out,
@@ -95,6 +100,7 @@ void register_curves(CLI::App& app) {
   command->add_option("--out", flags->out, "Output curves file (rdprune.curves/1 JSON)")->required();
   command->add_option("--calib-size", flags->calib_size,
                       "Calibration samples: the first N training images (default 256)");
+  add_preset_flag(*command, flags->preset);
   add_curve_flags(*command, flags->curves, "");
   command->add_flag("--synthetic", flags->synthetic,
                     "Zero-data mode: N(0,1) inputs of the model's input shape");
@@ -107,7 +113,7 @@ void register_curves(CLI::App& app) {
                     "Re-estimate batch-norm statistics at every level before measuring (zoo models)");
   add_common_flags(*command, flags->common);
   add_data_flags(*command, flags->data, /*dataset_required=*/false);
-  command->callback([flags] { run_curves(*flags); });
+  command->callback([command, flags] { run_curves(*command, *flags); });
 }
 
 }  // namespace rdprune::cli

@@ -70,7 +70,7 @@ void run_eval(const EvalFlags& flags) {
       their_data = evaluated_part(load_dataset(their_options), flags);
     check_model_fits(*other, their_data, flags.against);
   }
-  const EvalResult eval = evaluate(*network, data, flags.batch_size, /*progress=*/true);
+  const EvalResult eval = evaluate(*network, data, flags.batch_size, stderr_sink());
   require_finite(eval, flags.model, data);
   nlohmann::json result = {{"model", flags.model},    {"dataset", flags.data.dataset},
                            {"split", flags.split},    {"top1", eval.top1},
@@ -80,7 +80,7 @@ void run_eval(const EvalFlags& flags) {
       fmt::format("{} on {}: top-1 {:.2f}%, top-5 {:.2f}%, loss {:.4f}, {} samples\n", flags.model,
                   data.description(), 100 * eval.top1, 100 * eval.top5, eval.loss, eval.samples);
   if (other) {
-    const EvalResult theirs = evaluate(*other, their_data, flags.batch_size, /*progress=*/true);
+    const EvalResult theirs = evaluate(*other, their_data, flags.batch_size, stderr_sink());
     require_finite(theirs, flags.against, their_data);
     const PairedDifference paired = paired_difference(eval.hits, theirs.hits);
     result["against"] = figures(flags.against, theirs);

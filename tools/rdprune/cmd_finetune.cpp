@@ -48,7 +48,7 @@ void run_finetune(FinetuneFlags& flags) {
   TrainResult trained;
   if (flags.train.steps > 0) trained = train(*network, splits.train, flags.train);
   const Dataset test = flags.eval_limit > 0 ? splits.test.head(flags.eval_limit) : splits.test;
-  const EvalResult eval = evaluate(*network, test, 256, /*progress=*/true);
+  const EvalResult eval = evaluate(*network, test, 256, stderr_sink());
   network->save(flags.out);
   const nlohmann::json result = {{"model", flags.out},
                                  {"steps", trained.steps},
@@ -69,7 +69,7 @@ void run_finetune(FinetuneFlags& flags) {
 void register_finetune(CLI::App& app) {
   auto flags = std::make_shared<FinetuneFlags>();
   flags->train.lr = 0.01;
-  flags->train.progress = true;
+  flags->train.sink = stderr_sink();
   auto* command = app.add_subcommand("finetune", "Fine-tune a pruned model with its masks held");
   command->add_option("--model", flags->model, "rdprune checkpoint or TorchScript file")->required();
   command->add_option("--out", flags->out, "Output model, in the input's format")->required();

@@ -6,8 +6,10 @@
 #include "commands.h"
 #include "common.h"
 #include "pipeline_flags.h"
+#include "rdprune/allocator.h"
 #include "rdprune/atomic_file.h"
 #include "rdprune/error.h"
+#include "rdprune/run_record.h"
 
 namespace rdprune::cli {
 namespace {
@@ -21,12 +23,28 @@ struct RunFlags {
   double sparsity = -1;
 };
 
-void run_run(RunFlags& flags) {
+nlohmann::json round_summary(const RoundResult& round) {
+  return {{"round", round.round},
+          {"sparsity_target", round.sparsity_target},
+          {"sparsity_achieved", round.sparsity_achieved},
+          {"top1_pruned", round.pruned.top1},
+          {"top1", round.finetuned.top1},
+          {"measured_distortion",
+           round.measured_distortion ? nlohmann::json(*round.measured_distortion) : nlohmann::json()},
+          {"seconds", round.cost.seconds},
+          {"train_steps", round.cost.train_steps},
+          {"judge_train_steps", round.cost.judge_train_steps},
+          {"forward_samples", round.cost.forward_samples},
+          {"resumed", round.resumed}};
+}
+
+void run_run(const CLI::App& command, RunFlags& flags) {
   apply_threads(flags.common);
   auto& options = flags.pipeline.options;
   options.rd.sparsity_target = flags.sparsity;
   options.out_dir = flags.out_dir;
-  finish_pipeline_flags(flags.pipeline, flags.out_dir);
+  options.sink = stderr_sink();
+  finish_pipeline_flags(command, flags.pipeline, flags.out_dir);
   validate(options);
   auto network = load_model(flags.model);
   if (network->layers().empty())
@@ -36,27 +54,18 @@ void run_run(RunFlags& flags) {
   const PipelineResult result = run_pipeline(network, splits, options);
   const RoundResult& last = result.last();
   nlohmann::json rounds = nlohmann::json::array();
-  for (const auto& round : result.rounds) {
-    rounds.push_back(
-        {{"round", round.round},
-         {"sparsity_target", round.sparsity_target},
-         {"sparsity_achieved", round.sparsity_achieved},
-         {"top1_pruned", round.pruned.top1},
-         {"top1", round.finetuned.top1},
-         {"measured_distortion",
-          round.measured_distortion ? nlohmann::json(*round.measured_distortion) : nlohmann::json()},
-         {"resumed", round.resumed}});
-  }
+  for (const auto& round : result.rounds) rounds.push_back(round_summary(round));
   const nlohmann::json json = {{"method", options.method},
                                {"sparsity_target", options.rd.sparsity_target},
                                {"sparsity_achieved", last.sparsity_achieved},
                                {"flops_sparsity_achieved", last.flops_sparsity_achieved},
                                {"top1", last.finetuned.top1},
                                {"top5", last.finetuned.top5},
-                               {"loss", last.finetuned.loss},
+                               {"loss", finite_or_null(last.finetuned.loss)},
                                {"samples", last.finetuned.samples},
                                {"top1_before_finetune", last.pruned.top1},
                                {"rounds", rounds},
+                               {"settings", settings_json(options)},
                                {"out_dir", flags.out_dir}};
   write_file_atomic((std::filesystem::path(flags.out_dir) / "result.json").string(), json.dump(1) + "\n");
   emit(flags.common, json,
@@ -74,7 +83,7 @@ void register_run(CLI::App& app) {
   auto* command = app.add_subcommand("run", "Prune (one-shot or iterative), fine-tune and evaluate");
   command->add_option("--model", flags->model, "rdprune checkpoint or TorchScript file")->required();
   command->add_option("--method", flags->pipeline.options.method,
-                      "rd (default) | global | lamp | uniform | uniform+ | erk");
+                      "rd (default) | select | global | lamp | uniform | uniform+ | erk");
   command->add_option("--sparsity", flags->sparsity, "Final target sparsity in [0, 1)")->required();
   command
       ->add_option("--out-dir", flags->out_dir, "Directory for each round's curves, plan, model and metrics")
@@ -82,7 +91,7 @@ void register_run(CLI::App& app) {
   add_pipeline_flags(*command, flags->pipeline);
   add_common_flags(*command, flags->common);
   add_data_flags(*command, flags->data, /*dataset_required=*/false);
-  command->callback([flags] { run_run(*flags); });
+  command->callback([command, flags] { run_run(*command, *flags); });
 }
 
 }  // namespace rdprune::cli

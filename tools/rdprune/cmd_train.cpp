@@ -53,8 +53,9 @@ void run_train(TrainFlags& flags) {
   flags.train.augmentation = flags.no_augment ? Augmentation{} : default_augmentation(data_options.name);
   std::cerr << fmt::format("training {} on {} ({} samples, {} threads)\n", flags.arch,
                            train_set.description(), train_set.size(), torch::get_num_threads());
+  flags.train.sink = stderr_sink();
   const TrainResult trained = train(*network, train_set, flags.train);
-  const EvalResult eval = evaluate(*network, test_set, 256, /*progress=*/true);
+  const EvalResult eval = evaluate(*network, test_set, 256, stderr_sink());
   network->save(flags.out);
 
   const nlohmann::json result = {{"model", flags.out},

@@ -1,5 +1,7 @@
 #include "common.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
@@ -10,6 +12,7 @@
 
 #include <fmt/ranges.h>
 
+#include "rdprune/allocator.h"
 #include "rdprune/baselines.h"
 #include "rdprune/error.h"
 #include "rdprune/text.h"
@@ -156,15 +159,34 @@ std::string naming_file(const std::string& path, const std::string& message) {
 }
 
 void require_known_method(const std::string& flag, const std::string& method,
-                          const std::vector<std::string>& also) {
-  const auto& baselines = baseline_methods();
-  if (method == "rd" || std::find(baselines.begin(), baselines.end(), method) != baselines.end() ||
-      std::find(also.begin(), also.end(), method) != also.end())
-    return;
-  std::vector<std::string> known = {"rd"};
-  known.insert(known.end(), baselines.begin(), baselines.end());
-  known.insert(known.end(), also.begin(), also.end());
-  throw UsageError(fmt::format("{}: unknown method '{}' (known: {})", flag, method, fmt::join(known, ", ")));
+                          const std::vector<std::string>& known) {
+  if (std::find(known.begin(), known.end(), method) != known.end()) return;
+  throw UsageError(flag, fmt::format("unknown method '{}' (known: {})", method, fmt::join(known, ", ")));
+}
+
+Sink* stderr_sink() {
+  static StreamSink sink(std::cerr, ::isatty(STDERR_FILENO) == 1);
+  return &sink;
+}
+
+void add_preset_flag(CLI::App& command, std::string& preset) {
+  command.add_option("--preset", preset,
+                     "rd, select: default (KL distortion, a geometric tail of levels, 2 refinement "
+                     "passes) | paper (Xu et al. 2023: mse, uniform levels, no refinement); the flags "
+                     "given win over it");
+}
+
+void apply_preset(const CLI::App& command, const std::string& preset, CurveOptions& curves, int64_t* refine) {
+  const AllocatorSettings values = preset_settings(preset);
+  const auto given = [&](const std::string& flag) {
+    const CLI::Option* option = command.get_option_no_throw(flag);
+    return option != nullptr && option->count() > 0;
+  };
+  if (!given("--metric")) curves.metric = values.curves.metric;
+  if (!given("--no-tail")) curves.tail = values.curves.tail;
+  if (!given("--bn-aware-curves") && !given("--bn-aware"))
+    curves.recalibrate_bn = values.curves.recalibrate_bn;
+  if (refine != nullptr && !given("--refine")) *refine = values.refine;
 }
 
 void emit(const CommonFlags& flags, const nlohmann::json& result, const std::string& human) {

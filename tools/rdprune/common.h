@@ -12,6 +12,7 @@
 #include "rdprune/dataset.h"
 #include "rdprune/distortion.h"
 #include "rdprune/network.h"
+#include "rdprune/sink.h"
 #include "rdprune/text.h"
 #include "rdprune/train.h"
 
@@ -48,6 +49,16 @@ void add_data_flags(CLI::App& command, DataFlags& flags, bool dataset_required);
 // measures them; `scope` starts each help line ("rd: " where other methods ignore the flags).
 void add_curve_flags(CLI::App& command, CurveOptions& options, const std::string& scope);
 
+// --preset NAME (rdprune/allocator.h: default | paper).
+void add_preset_flag(CLI::App& command, std::string& preset);
+// Expands `preset` into `curves` (and `refine`, where the command has it), keeping every value
+// given on `command`'s line: the flags given win over the preset.
+void apply_preset(const CLI::App& command, const std::string& preset, CurveOptions& curves,
+                  int64_t* refine = nullptr);
+
+// The sink the library reports progress through: stderr, bars redrawn in place on a terminal.
+Sink* stderr_sink();
+
 // Applies --threads (default: every core; OpenMP would otherwise use one).
 void apply_threads(const CommonFlags& flags);
 
@@ -76,13 +87,16 @@ struct PathFlag {
 // reads or writes. Empty paths are flags not given.
 void check_outputs_distinct(const std::vector<PathFlag>& inputs, const std::vector<PathFlag>& outputs);
 
-// Rejects a method that is neither rd, a baseline nor one of `also`, with a UsageError naming
-// `flag` and the methods it knows.
+// Rejects a method not among `known`, with a UsageError naming `flag` and the methods it knows.
 void require_known_method(const std::string& flag, const std::string& method,
-                          const std::vector<std::string>& also = {});
+                          const std::vector<std::string>& known);
 
 // `message` with `path: ` in front unless it names the file there already.
 std::string naming_file(const std::string& path, const std::string& message);
+
+// The flag of a library option named by its field ("judge_size" -> "--judge-size"); a flag is
+// returned as it is.
+std::string flag_of(const std::string& option);
 
 // Rejects values outside [low, high] with a UsageError naming the flag.
 void require_range(const std::string& flag, double value, double low, double high);

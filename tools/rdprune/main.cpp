@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "commands.h"
+#include "common.h"
 #include "rdprune/atomic_file.h"
 #include "rdprune/error.h"
 
@@ -149,7 +150,9 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return fail(2, e.what(), json);
   } catch (const rdprune::UsageError& e) {
-    return fail(2, e.what(), json);
+    // The library names options by their fields; the user knows them by their flags.
+    if (e.option().empty()) return fail(2, e.what(), json);
+    return fail(2, rdprune::cli::flag_of(e.option()) + ": " + e.reason(), json);
   } catch (const rdprune::Error& e) {
     return fail(1, e.what(), json);
   } catch (const c10::Error& e) {

@@ -1,5 +1,5 @@
-// Flags shared by `rdprune run` and `rdprune compare`: the schedule, the allocator constraints,
-// curve measurement and fine-tuning.
+// Flags shared by `rdprune run` and `rdprune compare`: the schedule, the allocator and its preset,
+// the layer constraints, select's search and fine-tuning.
 #pragma once
 
 #include <CLI/CLI.hpp>
@@ -12,12 +12,8 @@ struct PipelineFlags {
   PipelineOptions options;
   std::string budget = "params";
   std::string keep_dense;
-  std::string refine_from = "all";
-  std::string recovery_steps = "auto";
-  std::string blends = "auto";
-  std::string exchanges = "auto";
-  std::string paths = "all";
-  std::string judge_size = "auto";
+  std::string pool = "rd,global,lamp,erk";
+  std::string judge = "distortion";
   bool no_cache = false;
   std::string cache_dir;  // empty: <out-dir>/cache
 };
@@ -31,7 +27,9 @@ struct PipelineGrid {
 
 // With `grid`, --rounds, --finetune-steps and --seed take comma-separated lists into it.
 void add_pipeline_flags(CLI::App& command, PipelineFlags& flags, PipelineGrid* grid = nullptr);
-// Completes `flags.options` (budget, keep-dense list, cache directory under `out_dir`).
-void finish_pipeline_flags(PipelineFlags& flags, const std::string& out_dir);
+// Completes `flags.options` after parsing: the preset expanded under the values given on the
+// command line, the budget, lists, select's judge and the cache directory under `out_dir`. The one
+// place the pipeline's options are resolved.
+void finish_pipeline_flags(const CLI::App& command, PipelineFlags& flags, const std::string& out_dir);
 
 }  // namespace rdprune::cli

@@ -1,0 +1,94 @@
+// Methods by name, presets, and the settings' checks: the one place a name becomes an allocator.
+#include <algorithm>
+
+#include "allocators.h"
+#include "rdprune/baselines.h"
+#include "rdprune/error.h"
+#include "rdprune/recovery.h"
+#include "rdprune/text.h"
+
+namespace rdprune {
+namespace {
+
+bool contains(const std::vector<std::string>& names, const std::string& name) {
+  return std::find(names.begin(), names.end(), name) != names.end();
+}
+
+std::string joined(const std::vector<std::string>& names) {
+  std::string text;
+  for (const auto& name : names) text += (text.empty() ? "" : ", ") + name;
+  return text;
+}
+
+}  // namespace
+
+const std::vector<std::string>& preset_names() {
+  static const std::vector<std::string> names = {"default", "paper"};
+  return names;
+}
+
+AllocatorSettings preset_settings(const std::string& preset) {
+  AllocatorSettings settings;
+  if (preset == "default") {
+    // What measured best (docs/results.md, "rd: the paper's configuration and the default"):
+    // KL distortion, the geometric tail of levels, two refinement passes on the joint distortion.
+    settings.curves.metric = "kl";
+    settings.curves.tail = true;
+    settings.refine = 2;
+    return settings;
+  }
+  if (preset == "paper") {
+    // Xu et al. ICCV 2023: mean squared output distortion, a uniform grid of levels, the DP alone.
+    settings.curves.metric = "mse";
+    settings.curves.tail = false;
+    settings.curves.recalibrate_bn = false;
+    settings.refine = 0;
+    return settings;
+  }
+  throw UsageError("preset", "unknown preset '" + preset + "' (known: " + joined(preset_names()) + ")");
+}
+
+const std::vector<std::string>& allocator_names() {
+  static const std::vector<std::string> names = [] {
+    std::vector<std::string> all = {"rd", "select"};
+    for (const auto& baseline : baseline_methods()) all.push_back(baseline);
+    return all;
+  }();
+  return names;
+}
+
+bool uses_calibration(const std::string& method) {
+  return method == "rd" || method == "select";
+}
+
+void validate(const AllocatorSettings& settings) {
+  validate(settings.curves);
+  if (settings.refine < 0 || settings.refine > 20) throw UsageError("refine", "expected a count in [0, 20]");
+  const SelectSettings& select = settings.select;
+  if (select.pool.empty()) throw UsageError("pool", "expected at least one method");
+  for (const auto& method : select.pool) {
+    if (method == "select" || !contains(allocator_names(), method))
+      throw UsageError("pool",
+                       "unknown method '" + method + "' (known: rd, " + joined(baseline_methods()) + ")");
+  }
+  require_distinct(select.pool, "pool");
+  if (select.recovery_steps < 0 || select.recovery_steps > 100000)
+    throw UsageError("recovery_steps", "expected a count in [0, 100000]");
+  if (select.judge_by != "distortion" && !judged_by_labels(select.judge_by))
+    throw UsageError("judge_by", "expected distortion, loss or error, got '" + select.judge_by + "'");
+  if (select.judge_size < 0 || select.judge_size > 10000000)
+    throw UsageError("judge_size", "expected a count in [0, 10000000]");
+  if (judged_by_labels(select.judge_by) && select.judge_size == 0)
+    throw UsageError("judge_by", select.judge_by + " needs judging images with labels; give judge_size > 0");
+  if (select.exchanges < 0 || select.exchanges > 20)
+    throw UsageError("exchanges", "expected a count in [0, 20]");
+}
+
+std::unique_ptr<Allocator> make_allocator(const std::string& method, const AllocatorSettings& settings) {
+  if (method == "rd") return make_rd_allocator(settings);
+  if (method == "select") return make_select_allocator(settings);
+  if (contains(baseline_methods(), method)) return make_baseline_allocator(method);
+  throw UsageError("method", "unknown method '" + method + "' (known: " + joined(allocator_names()) + ")");
+}
+
+}  // namespace rdprune

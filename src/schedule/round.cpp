@@ -1,0 +1,112 @@
+#include "round.h"
+
+#include <chrono>
+
+#include <fmt/format.h>
+#include <torch/torch.h>
+
+#include "rdprune/additivity.h"
+#include "rdprune/atomic_file.h"
+#include "rdprune/hits.h"
+#include "rdprune/masks.h"
+#include "rdprune/run_record.h"
+#include "rdprune/sample_order.h"
+
+namespace rdprune {
+namespace fs = std::filesystem;
+namespace {
+
+double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+// The allocator's view of this round.
+AllocatorContext round_context(Network& network, const RoundInputs& in, const TrainOptions& finetune,
+                               const fs::path& dir) {
+  const PipelineOptions& o = in.options;
+  AllocatorContext context{network};
+  context.layers = layer_census(network, in.shape);
+  context.calibration = &in.calibration;
+  context.calibration_description = in.calibration_description;
+  // Plans are judged by the network the evaluation will see: after recalibration, batch norm runs
+  // on statistics of the pruned network (judged with the dense statistics, plans of collapsed
+  // networks win).
+  context.batch_statistics = o.bn_recalibrate && !network.buffers().empty();
+  context.tuning = &in.tuning;
+  context.judging = &in.judging;
+  context.finetune = finetune;
+  context.recalibrate_bn = o.bn_recalibrate;
+  context.sink = o.sink;
+  if (!dir.empty()) {
+    context.save_curves = [dir](const std::string& name, const CurveSet& curves) {
+      write_file_atomic((dir / (name + ".json")).string(), to_json(curves));
+    };
+  }
+  return context;
+}
+
+}  // namespace
+
+RoundResult run_round(Network& network, const RoundInputs& in, Allocator& allocator, int64_t r, double target,
+                      const fs::path& dir) {
+  const PipelineOptions& o = in.options;
+  const auto start = std::chrono::steady_clock::now();
+  const ComputeUsage before = network.usage();
+  RoundResult round;
+  round.round = r;
+  round.sparsity_target = target;
+  // This round's fine-tuning; select's recovery judgements run the same steps from the same seed.
+  TrainOptions finetune = o.finetune;
+  finetune.sink = o.sink;
+  finetune.seed = derive_seed(o.finetune.seed, static_cast<uint64_t>(r));
+  AllocatorContext context = round_context(network, in, finetune, dir);
+  RdOptions budget = o.rd;
+  budget.sparsity_target = target;
+  Allocation allocation = allocator.allocate(context, budget);
+  round.cost.allocation_seconds = seconds_since(start);
+  round.cost.judge_train_steps = network.usage().train_steps - before.train_steps;
+  Plan& plan = allocation.plan;
+  plan.fingerprint = fingerprint(network);  // the model the plan was made for: this round's start
+  if (!dir.empty()) write_file_atomic((dir / "plan.json").string(), to_json(plan));
+  round.steps = std::move(allocation.steps);
+  round.measured_distortion = joint_distortion(network, in.calibration, plan, o.allocator.curves.metric,
+                                               o.allocator.curves.batch_size, context.batch_statistics);
+  apply_plan(network, plan, allocator.name() + " plan");
+  round.sparsity_achieved = plan.sparsity_achieved();
+  round.flops_sparsity_achieved = plan.flops_sparsity_achieved();
+  round.predicted_distortion = plan.predicted_distortion;
+  round.pruned = evaluate(network, in.test, 256);
+  const auto tuning_start = std::chrono::steady_clock::now();
+  const int64_t extra =
+      r <= static_cast<int64_t>(o.extra_finetune_steps.size()) ? o.extra_finetune_steps[r - 1] : 0;
+  round.finetune_from_judgement = allocation.recovered.has_value() && extra == 0;
+  if (round.finetune_from_judgement) {
+    // The judgement ran this round's whole fine-tuning (same steps, data, options and seed): the
+    // network it left is what fine-tuning the plan again would make.
+    restore(network, *allocation.recovered);
+    note(o.sink, fmt::format("round {}: the chosen plan was fine-tuned when it was judged", r));
+  } else {
+    if (o.bn_recalibrate) recalibrate_batch_norm(network, in.calibration);
+    finetune.steps += extra;
+    if (finetune.steps > 0) train(network, in.tuning, finetune);
+  }
+  round.cost.finetune_seconds = seconds_since(tuning_start);
+  const bool repaired = o.bn_recalibrate || finetune.steps > 0 || round.finetune_from_judgement;
+  round.finetuned = repaired ? evaluate(network, in.test, 256) : round.pruned;
+  round.cost.seconds = seconds_since(start);
+  round.cost.train_steps = network.usage().train_steps - before.train_steps;
+  round.cost.forward_samples = network.usage().forward_samples - before.forward_samples;
+  note(o.sink,
+       fmt::format(
+           "round {}/{}: {} target {:.4f}, sparsity {:.4f}, top-1 {:.2f}% pruned, {:.2f}% after repair", r,
+           o.rounds, o.label.empty() ? o.method : o.label, target, round.sparsity_achieved,
+           100 * round.pruned.top1, 100 * round.finetuned.top1));
+  if (!dir.empty()) {
+    network.save((dir / model_file(network)).string());
+    write_file_atomic((dir / kTestHitsFile).string(), hits_to_text(round.finetuned.hits));
+    write_file_atomic((dir / "metrics.json").string(), round_json(round).dump(1) + "\n");
+  }
+  return round;
+}
+
+}  // namespace rdprune
