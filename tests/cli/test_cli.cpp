@@ -474,7 +474,9 @@ TEST_F(Cli, BaselinesFinetuneRunCompareAdditivity) {
     EXPECT_TRUE(cell.at("top1").is_number());
     EXPECT_TRUE(cell.at("measured_distortion").is_number());
   }
-  EXPECT_NE(read_file(out + "/results.csv").find(",measured_distortion,seed,seconds,train_steps,judge_train_steps,forward_samples\n"), std::string::npos);
+  EXPECT_NE(read_file(out + "/results.csv")
+                .find(",measured_distortion,seed,seconds,train_steps,judge_train_steps,forward_samples\n"),
+            std::string::npos);
   for (const char* file : {"results.csv", "results.md", "results.json", "top1_vs_sparsity.gp",
                            "layer_sparsity.dat", "rd_curves.dat"}) {
     EXPECT_TRUE(std::filesystem::exists(out + "/" + file)) << file;
