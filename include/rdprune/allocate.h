@@ -44,7 +44,7 @@ struct FrontierPoint {
 Plan allocate_rd(const CurveSet& curves, const RdOptions& options,
                  std::vector<FrontierPoint>* frontier = nullptr);
 
-// Whether a plan keeps rd's constraints: --keep-dense layers at their current sparsity, every other
+// Whether a plan keeps rd's constraints: layers kept dense at their current sparsity, every other
 // layer within [min_sparsity, max_sparsity] (a layer left at its current sparsity may stay below
 // the minimum, as rd's own levels allow). `layers[i].sparsity` is the current sparsity.
 bool honours(const Plan& plan, const std::vector<LayerInfo>& layers, const RdOptions& options);

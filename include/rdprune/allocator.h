@@ -53,11 +53,13 @@ void validate(const AllocatorSettings& settings);
 
 // What an allocator works on in one round.
 struct AllocatorContext {
+  explicit AllocatorContext(Network& on) : network(on) {}
   Network& network;
   std::vector<LayerInfo> layers;  // the census of the network as it is
   const Dataset* calibration = nullptr;
   std::string calibration_description;
-  // Joint distortions with batch statistics: batch norm will be re-estimated after pruning.
+  // Joint distortions with batch statistics: batch norm will be re-estimated after pruning, or the
+  // curves are batch-norm aware. Decided once, by the schedule.
   bool batch_statistics = false;
   // select's recovery: fine-tuning data, images to judge on (the first judge_size of them), this
   // round's fine-tuning options (optimizer, seed) and whether batch norm is re-estimated.

@@ -22,7 +22,7 @@ struct BaselineOptions {
   BudgetKind budget;
   double sparsity_target;
   bool allow_empty;  // allow a layer to lose every weight
-  // Layers left at their current sparsity (--keep-dense): every rule allocates the budget that is
+  // Layers left at their current sparsity (keep_dense): every rule allocates the budget that is
   // left among the other layers, so that a comparison keeps the same layers dense for every method.
   std::vector<std::string> keep_dense;
 };
@@ -40,7 +40,7 @@ std::vector<std::string> names_of(const Layers& layers) {
   return names;
 }
 
-// Names accepted by --method besides rd.
+// The baseline methods: global, lamp, uniform, uniform+, erk.
 const std::vector<std::string>& baseline_methods();
 bool is_shape_baseline(const std::string& method);  // uniform, uniform+, erk
 
@@ -63,7 +63,7 @@ Plan allocate_shape_baseline(const std::string& method, const std::vector<LayerI
                              const BaselineOptions& options);
 
 // Turns per-layer kept counts into a plan that meets the budget: lifts empty layers to one weight
-// (unless allowed) and --keep-dense layers to their unpruned weights, then takes weights back from
+// (unless allowed) and layers kept dense to their unpruned weights, then takes weights back from
 // the largest other layers until the budget holds.
 // Throws Error if the budget cannot be met.
 Plan make_plan(const std::string& method, const std::vector<LayerInfo>& layers, std::vector<int64_t> kept,

@@ -19,7 +19,8 @@ namespace rdprune {
 RDPRUNE_LAYER(5, "schedule");
 
 // The equal-compute control of a baseline against select: the baseline given, round by round, the
-// fine-tuning steps select spent judging plans in the same setting and seed ("global@select").
+// training steps select took beyond the round's fine-tuning in the same setting and seed
+// ("global@select").
 inline constexpr const char* kEqualComputeSuffix = "@select";
 
 struct CompareOptions {
@@ -31,7 +32,10 @@ struct CompareOptions {
   std::vector<int64_t> finetune_steps = {0};
   std::vector<int64_t> seeds = {0};
   bool equal_compute = false;  // add each baseline's equal-compute control against select
-  std::string model;           // the dense model's file; every cell loads it afresh
+  // Each cell caches its curves in its own directory (base.allocator.curves.cache_dir is then
+  // replaced), so no cell's cost columns leave out curves another cell measured.
+  bool cache_per_cell = true;
+  std::string model;  // the dense model's file; every cell loads it afresh
   std::string out_dir;
 };
 

@@ -70,7 +70,7 @@ struct RoundResult {
   double flops_sparsity_achieved = 0;
   std::optional<double> predicted_distortion;
   // Joint distortion of the plan, measured on the calibration set in the curves' metric (with
-  // batch statistics under --bn-recalibrate): the quantity rd minimises, for every method alike.
+  // batch statistics when bn_recalibrate): the quantity rd minimises, for every method alike.
   std::optional<double> measured_distortion;
   std::vector<RefineStep> steps;  // rd's refinement, select's search: every plan judged
   EvalResult pruned;              // before fine-tuning

@@ -33,7 +33,7 @@ struct Plan {
   std::optional<double> predicted_distortion;
   std::string solver;        // for rd: dp | lagrange
   std::string fingerprint;   // of the model the plan was made for, when known
-  bool allow_empty = false;  // made with --allow-empty: a layer may lose every weight
+  bool allow_empty = false;  // made allowing empty layers: a layer may lose every weight
   std::vector<PlanLayer> layers;
 
   int64_t total_weights() const;

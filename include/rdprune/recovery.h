@@ -1,4 +1,4 @@
-// Judging a plan by what fine-tuning makes of it (select's --judge recovered:N). At high sparsity
+// Judging a plan by what fine-tuning makes of it (select's recovery_steps > 0). At high sparsity
 // the pruned network's outputs are near chance for every plan, and the plan that measures lowest
 // before fine-tuning is not the one fine-tuning recovers best (docs/results.md). Each plan is
 // applied, batch norm re-estimated on the calibration set when asked, the network fine-tuned for

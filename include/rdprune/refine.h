@@ -68,7 +68,6 @@ class PlanSearch {
   const Plan& best() const { return plans_.at(current_); }
   const RefineStep& best_step() const { return steps_.at(current_); }
   size_t best_index() const { return current_; }
-  const std::vector<RefineStep>& steps() const { return steps_; }
   // The steps with the lowest marked chosen, and the recovered network of the lowest when kept.
   std::vector<RefineStep> finish();
   std::optional<NetworkState> take_recovered() { return std::move(recovered_); }
@@ -100,9 +99,6 @@ int64_t refine_passes(PlanSearch& search, Network& network, const Dataset& calib
 // after pruning). The reference outputs are computed once, here.
 PlanJudge joint_distortion_judge(Network& network, const Dataset& calibration, const CurveOptions& options,
                                  bool batch_statistics);
-
-// The indices of `steps` from the lowest measured to the highest (the earlier first on ties).
-std::vector<size_t> lowest_first(const std::vector<RefineStep>& steps);
 
 // What a judgement by `judged_by` is called in progress lines: "<metric> distortion", "loss" or
 // "error".

@@ -31,6 +31,11 @@ std::vector<std::string> split_list(const std::string& text, const std::string& 
 
 // Rejects a list that names a value twice (a repeated entry would do the same work twice) with a
 // UsageError naming `option`.
+// Throws a UsageError naming `option` unless `value` is one of `known` (`what`: "method",
+// "preset"), listing them.
+void require_one_of(const std::string& option, const std::string& value,
+                    const std::vector<std::string>& known, const std::string& what);
+
 template <typename T>
 void require_distinct(const std::vector<T>& values, const std::string& option) {
   for (size_t i = 0; i < values.size(); ++i) {

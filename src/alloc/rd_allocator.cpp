@@ -25,7 +25,7 @@ class RdAllocator : public Allocator {
     // Refinement judges with batch statistics when batch norm will be re-estimated: the network
     // evaluation will see.
     CurveOptions around = curve_options;
-    around.recalibrate_bn = curve_options.recalibrate_bn || context.batch_statistics;
+    around.recalibrate_bn = context.batch_statistics;
     JudgeInfo info;
     info.metric = curve_options.metric;
     PlanSearch search(

@@ -1,6 +1,4 @@
 // Methods by name, presets, and the settings' checks: the one place a name becomes an allocator.
-#include <algorithm>
-
 #include "allocators.h"
 #include "rdprune/baselines.h"
 #include "rdprune/error.h"
@@ -10,14 +8,11 @@
 namespace rdprune {
 namespace {
 
-bool contains(const std::vector<std::string>& names, const std::string& name) {
-  return std::find(names.begin(), names.end(), name) != names.end();
-}
-
-std::string joined(const std::vector<std::string>& names) {
-  std::string text;
-  for (const auto& name : names) text += (text.empty() ? "" : ", ") + name;
-  return text;
+// The methods select's pool may hold: every allocator but select.
+std::vector<std::string> pool_methods() {
+  std::vector<std::string> names = {"rd"};
+  names.insert(names.end(), baseline_methods().begin(), baseline_methods().end());
+  return names;
 }
 
 }  // namespace
@@ -45,7 +40,8 @@ AllocatorSettings preset_settings(const std::string& preset) {
     settings.refine = 0;
     return settings;
   }
-  throw UsageError("preset", "unknown preset '" + preset + "' (known: " + joined(preset_names()) + ")");
+  require_one_of("preset", preset, preset_names(), "preset");
+  return settings;  // not reached: the preset is one of preset_names()
 }
 
 const std::vector<std::string>& allocator_names() {
@@ -66,11 +62,7 @@ void validate(const AllocatorSettings& settings) {
   if (settings.refine < 0 || settings.refine > 20) throw UsageError("refine", "expected a count in [0, 20]");
   const SelectSettings& select = settings.select;
   if (select.pool.empty()) throw UsageError("pool", "expected at least one method");
-  for (const auto& method : select.pool) {
-    if (method == "select" || !contains(allocator_names(), method))
-      throw UsageError("pool",
-                       "unknown method '" + method + "' (known: rd, " + joined(baseline_methods()) + ")");
-  }
+  for (const auto& method : select.pool) require_one_of("pool", method, pool_methods(), "method");
   require_distinct(select.pool, "pool");
   if (select.recovery_steps < 0 || select.recovery_steps > 100000)
     throw UsageError("recovery_steps", "expected a count in [0, 100000]");
@@ -78,17 +70,15 @@ void validate(const AllocatorSettings& settings) {
     throw UsageError("judge_by", "expected distortion, loss or error, got '" + select.judge_by + "'");
   if (select.judge_size < 0 || select.judge_size > 10000000)
     throw UsageError("judge_size", "expected a count in [0, 10000000]");
-  if (judged_by_labels(select.judge_by) && select.judge_size == 0)
-    throw UsageError("judge_by", select.judge_by + " needs judging images with labels; give judge_size > 0");
   if (select.exchanges < 0 || select.exchanges > 20)
     throw UsageError("exchanges", "expected a count in [0, 20]");
 }
 
 std::unique_ptr<Allocator> make_allocator(const std::string& method, const AllocatorSettings& settings) {
+  require_one_of("method", method, allocator_names(), "method");
   if (method == "rd") return make_rd_allocator(settings);
   if (method == "select") return make_select_allocator(settings);
-  if (contains(baseline_methods(), method)) return make_baseline_allocator(method);
-  throw UsageError("method", "unknown method '" + method + "' (known: " + joined(allocator_names()) + ")");
+  return make_baseline_allocator(method);
 }
 
 }  // namespace rdprune

@@ -24,7 +24,7 @@ class SelectAllocator : public Allocator {
     const SelectSettings& s = settings_.select;
     CurveOptions curves = settings_.curves;
     curves.sink = context.sink;
-    curves.recalibrate_bn = curves.recalibrate_bn || context.batch_statistics;
+    curves.recalibrate_bn = context.batch_statistics;
     JudgeInfo info;
     info.metric = curves.metric;
     info.recovery_steps = s.recovery_steps;

@@ -122,7 +122,7 @@ Plan allocate_rd(const CurveSet& curves, const RdOptions& options, std::vector<F
         fmt::format("sparsity target {} is out of reach under the constraints: the layers keep at least "
                     "{:.0f} {} but the budget is {:.0f}{}",
                     options.sparsity_target, minimum, to_string(options.budget), budget,
-                    options.allow_empty ? "" : " (--allow-empty lets a layer lose every weight)"));
+                    options.allow_empty ? "" : " (allowing empty layers lets a layer lose every weight)"));
   }
   for (size_t i = 0; i < curves.layers.size(); ++i) {
     const LayerCurve& layer = curves.layers[i];

@@ -85,7 +85,7 @@ Plan make_plan(const std::string& method, const std::vector<LayerInfo>& layers, 
       throw Error(
           fmt::format("{}: sparsity target {} is out of reach: every layer already keeps its minimum{}",
                       method, options.sparsity_target,
-                      options.keep_dense.empty() ? "" : " and the --keep-dense layers all they have"));
+                      options.keep_dense.empty() ? "" : " and the layers kept dense all they have"));
     }
     const double unit = unit_cost(options.budget, layers[largest]);
     const auto needed = static_cast<int64_t>(std::ceil((cost - budget) / unit));
@@ -133,11 +133,11 @@ Plan allocate_by_score(const std::string& method, const std::vector<LayerInfo>& 
         unit_cost(options.budget, layers[i]);
   }
   if (floor_cost > budget) {
-    throw Error(
-        fmt::format("{}: the weights {} alone exceed the {} budget at sparsity {}; choose a "
-                    "lower target",
-                    method, options.keep_dense.empty() ? "its rule keeps" : "its rule and --keep-dense keep",
-                    options.budget == BudgetKind::kParams ? "weights" : "FLOPs", options.sparsity_target));
+    throw Error(fmt::format(
+        "{}: the weights {} alone exceed the {} budget at sparsity {}; choose a "
+        "lower target",
+        method, options.keep_dense.empty() ? "its rule keeps" : "its rule and the layers kept dense keep",
+        options.budget == BudgetKind::kParams ? "weights" : "FLOPs", options.sparsity_target));
   }
   // The kept cost grows with the scale; bisect for the largest scale within budget. Layers whose
   // density would pass their cap stay at the cap (dense for ERK) and the rest absorb the budget.

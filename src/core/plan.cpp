@@ -63,8 +63,8 @@ double budget_for(BudgetKind budget, double sparsity_target, int64_t total_weigh
   }
   // With no FLOPs at all every plan meets any FLOPs budget, and the target would mean nothing.
   if (!(dense_flops > 0) || !std::isfinite(dense_flops))
-    throw Error(fmt::format("--budget flops: the layers count {} FLOPs in all; a FLOPs budget needs some",
-                            dense_flops));
+    throw Error(
+        fmt::format("a FLOPs budget: the layers count {} FLOPs in all; the budget needs some", dense_flops));
   return (1.0 - sparsity_target) * dense_flops;
 }
 
@@ -172,7 +172,7 @@ void check_no_layer_emptied(const Plan& plan, const std::vector<LayerInfo>& laye
     if (plan.layers[i].kept == 0 && unpruned(layers[i]) > 0) {
       throw Error(
           fmt::format("{}: layer {} would keep none of its {} weights, which cuts the network there; "
-                      "--allow-empty prunes it anyway",
+                      "allowing empty layers prunes it anyway",
                       source, layers[i].name, unpruned(layers[i])));
     }
   }

@@ -1,14 +1,22 @@
 #include "rdprune/text.h"
 
+#include <algorithm>
 #include <cmath>
 #include <optional>
 #include <sstream>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "rdprune/error.h"
 
 namespace rdprune {
+
+void require_one_of(const std::string& option, const std::string& value,
+                    const std::vector<std::string>& known, const std::string& what) {
+  if (std::find(known.begin(), known.end(), value) != known.end()) return;
+  throw UsageError(option, fmt::format("unknown {} '{}' (known: {})", what, value, fmt::join(known, ", ")));
+}
 
 std::vector<std::string> split_list(const std::string& text, const std::string& option) {
   std::vector<std::string> items;

@@ -182,7 +182,7 @@ DatasetSplits load_tensors(const DatasetOptions& options, const Normalization& n
   }
   const int64_t largest = std::max(train_y.max().item<int64_t>(), test_y.max().item<int64_t>());
   if (options.num_classes > 0 && largest >= options.num_classes) {
-    throw Error(fmt::format("{}: label {} is out of range for --num-classes {}", options.data_dir, largest,
+    throw Error(fmt::format("{}: label {} is out of range for {} classes", options.data_dir, largest,
                             options.num_classes));
   }
   // A small file may lack the last class; the model's count stands when every label fits it.

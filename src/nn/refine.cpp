@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <numeric>
 
 #include <fmt/format.h>
 #include <torch/torch.h>
@@ -112,7 +111,7 @@ int64_t refine_passes(PlanSearch& search, Network& network, const Dataset& calib
       }
       const std::vector<int64_t> kept = kept_counts(candidate);
       if (kept == kept_counts(current)) break;  // a fixed point of the curves
-      if (std::find(tried.begin(), tried.end(), kept) != tried.end()) continue;
+      if (std::find(tried.begin(), tried.end(), kept) != tried.end() || search.seen(candidate)) continue;
       tried.push_back(kept);
       if (search.judge(origin, candidate, pass, trust)) {
         moved = true;
@@ -131,14 +130,6 @@ PlanJudge joint_distortion_judge(Network& network, const Dataset& calibration, c
     return joint_distortion(network, calibration, plan, options.metric, options.batch_size, batch_statistics,
                             reference);
   };
-}
-
-std::vector<size_t> lowest_first(const std::vector<RefineStep>& steps) {
-  std::vector<size_t> order(steps.size());
-  std::iota(order.begin(), order.end(), size_t{0});
-  std::stable_sort(order.begin(), order.end(),
-                   [&](size_t x, size_t y) { return steps[x].measured < steps[y].measured; });
-  return order;
 }
 
 std::string judgement_name(const std::string& judged_by, const std::string& metric) {

@@ -131,7 +131,7 @@ StageValues ScriptNetwork::run_stages_impl(size_t first, size_t last, StageValue
 }
 
 bool ScriptNetwork::begin_batch_norm_recalibration() {
-  throw Error(path_ + ": --bn-recalibrate is not supported for TorchScript models");
+  throw Error(path_ + ": batch-norm recalibration is not supported for TorchScript models");
 }
 
 std::vector<torch::Tensor> ScriptNetwork::buffers() {

@@ -39,6 +39,13 @@ bool is_baseline(const std::string& method) {
   return std::find(baselines.begin(), baselines.end(), method) != baselines.end();
 }
 
+// Whether a cell's figures depend on its seed: fine-tuning draws batches by it, and so do select's
+// recovery judgements; zero-data calibration draws its inputs by it.
+bool seeded(const CompareOptions& o, const Cell& cell) {
+  return o.finetune_steps[cell.steps] > 0 || o.base.synthetic || cell.equal_compute ||
+         (o.methods[cell.method] == "select" && o.base.allocator.select.recovery_steps > 0);
+}
+
 std::string cell_label(const CompareOptions& o, const Cell& cell) {
   return o.methods[cell.method] + (cell.equal_compute ? kEqualComputeSuffix : "");
 }
@@ -64,12 +71,14 @@ PipelineOptions cell_options(const CompareOptions& o, const Cell& cell) {
   if (o.finetune_steps.size() > 1) name += fmt::format("-f{}", options.finetune.steps);
   if (options.seed != 0) name += fmt::format("-seed{}", options.seed);
   options.out_dir = (fs::path(o.out_dir) / name).string();
+  // Each cell measures its own curves, so that its cost columns are what it ran.
+  if (o.cache_per_cell) options.allocator.curves.cache_dir = (fs::path(options.out_dir) / "cache").string();
   return options;
 }
 
 // Seed by seed, so each seed's comparison is whole before the next begins; the equal-compute
-// controls last, after the select cells whose judging they match. Without fine-tuning, on real
-// calibration images, nothing depends on the seed: those cells run for the first only.
+// controls last, after the select cells whose judging they match. A cell whose figures do not
+// depend on the seed runs for the first only.
 std::vector<Cell> grid(const CompareOptions& o) {
   std::vector<Cell> cells;
   for (const bool equal_compute : {false, true}) {
@@ -82,8 +91,9 @@ std::vector<Cell> grid(const CompareOptions& o) {
           if (control && sparsity > 0) continue;
           for (size_t round = 0; round < o.rounds.size(); ++round) {
             for (size_t step = 0; step < o.finetune_steps.size(); ++step) {
-              if (seed > 0 && o.finetune_steps[step] == 0 && !o.base.synthetic) continue;
-              cells.push_back({seed, method, sparsity, round, step, equal_compute});
+              const Cell cell{seed, method, sparsity, round, step, equal_compute};
+              if (seed > 0 && !seeded(o, cell)) continue;
+              cells.push_back(cell);
             }
           }
         }
@@ -195,12 +205,9 @@ nlohmann::json summary_json(const CompareSummary& s) {
 
 void validate(const CompareOptions& o) {
   require_distinct(o.methods, "methods");
-  const auto& known = allocator_names();
-  for (const auto& method : o.methods) {
-    if (method != kDenseControl && std::find(known.begin(), known.end(), method) == known.end())
-      throw UsageError("methods", "unknown method '" + method + "' (known: " +
-                                      fmt::format("{}", fmt::join(known, ", ")) + ", " + kDenseControl + ")");
-  }
+  std::vector<std::string> known = allocator_names();
+  known.push_back(kDenseControl);
+  for (const auto& method : o.methods) require_one_of("methods", method, known, "method");
   if (o.sparsities.empty()) throw UsageError("sparsities", "expected at least one target");
   for (const double s : o.sparsities) check_sparsity_target(s, "sparsities");
   require_distinct(o.sparsities, "sparsities");
@@ -257,7 +264,10 @@ nlohmann::json run_compare(const CompareOptions& o, const DatasetSplits& splits)
     done.emplace_back(cell, row);
     if (options.method == "select") {
       std::vector<int64_t>& steps = select_judging[cell.setting()];
-      for (const auto& round : result.rounds) steps.push_back(round.cost.judge_train_steps);
+      // What select trained beyond the round's fine-tuning (with its judged network kept, the
+      // chosen plan's recovery was that fine-tuning).
+      for (const auto& round : result.rounds)
+        steps.push_back(round.cost.train_steps - options.finetune.steps);
     }
     if (cell.seed == 0 && cell.rounds == 0 && cell.steps == 0 && !control && !cell.equal_compute) {
       if (cell.sparsity + 1 == o.sparsities.size()) {

@@ -1,12 +1,12 @@
 #include "rdprune/pipeline.h"
 
-#include <algorithm>
 #include <cmath>
 
 #include <fmt/format.h>
 #include <torch/torch.h>
 
 #include "rdprune/error.h"
+#include "rdprune/recovery.h"
 #include "rdprune/run_record.h"
 #include "round.h"
 
@@ -14,9 +14,7 @@ namespace rdprune {
 namespace fs = std::filesystem;
 
 void validate(const PipelineOptions& options) {
-  const auto& names = allocator_names();
-  if (std::find(names.begin(), names.end(), options.method) == names.end())
-    make_allocator(options.method, options.allocator);  // throws, naming the methods it knows
+  make_allocator(options.method, options.allocator);  // an unknown method throws, naming the known ones
   validate(options.rd);
   validate(options.allocator);
   if (options.rounds < 1 || options.rounds > 100) throw UsageError("rounds", "expected a count in [1, 100]");
@@ -35,9 +33,11 @@ void validate(const PipelineOptions& options) {
     if (extra < 0) throw UsageError("extra_finetune_steps", "expected counts >= 0");
   }
   if (options.eval_limit < 0) throw UsageError("eval_limit", "expected a count >= 0");
-  if (options.method == "select" && options.synthetic && options.allocator.select.judge_size == 0 &&
-      options.allocator.select.judge_by != "distortion")
-    throw UsageError("judge_by", "the synthetic calibration images have no labels; give judge_size > 0");
+  // Judged against labels, select needs judging images: the calibration images are not judged on
+  // by labels.
+  const SelectSettings& select = options.allocator.select;
+  if (options.method == "select" && judged_by_labels(select.judge_by) && select.judge_size == 0)
+    throw UsageError("judge_by", select.judge_by + " needs judging images with labels (a judge size > 0)");
   if (!options.out_dir.empty() && fs::exists(options.out_dir) && !fs::is_directory(options.out_dir))
     throw UsageError("out_dir", options.out_dir + " exists and is not a directory");
 }

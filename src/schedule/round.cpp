@@ -24,14 +24,15 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
 AllocatorContext round_context(Network& network, const RoundInputs& in, const TrainOptions& finetune,
                                const fs::path& dir) {
   const PipelineOptions& o = in.options;
-  AllocatorContext context{network};
+  AllocatorContext context(network);
   context.layers = layer_census(network, in.shape);
   context.calibration = &in.calibration;
   context.calibration_description = in.calibration_description;
   // Plans are judged by the network the evaluation will see: after recalibration, batch norm runs
   // on statistics of the pruned network (judged with the dense statistics, plans of collapsed
   // networks win).
-  context.batch_statistics = o.bn_recalibrate && !network.buffers().empty();
+  context.batch_statistics =
+      o.allocator.curves.recalibrate_bn || (o.bn_recalibrate && !network.buffers().empty());
   context.tuning = &in.tuning;
   context.judging = &in.judging;
   context.finetune = finetune;

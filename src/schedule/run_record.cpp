@@ -217,6 +217,11 @@ void check_settings(const fs::path& dir, const PipelineOptions& options, Network
                                       "; use another directory, or remove it to start over");
     }
   }
+  // The preset names where the values came from; the values decide, and they are compared.
+  for (nlohmann::json* record : {&settings, &recorded}) {
+    if (record->contains("allocator") && (*record)["allocator"].is_object())
+      (*record)["allocator"].erase("preset");
+  }
   std::vector<std::string> keys;
   differing_keys(settings, recorded, "", keys);
   if (keys.empty()) return;

@@ -733,9 +733,10 @@ TEST_F(Cli, KeepDenseHoldsForEveryMethod) {
                         "fc3,fc3", "--out", plan}),
                2, "--keep-dense: layer 'fc3' is named twice");
   // fc1 holds 235,200 of the 266,200 weights: more than 10% of them.
-  expect_error(rdprune({"allocate", "--method", "uniform+", "--model", model, "--sparsity", "0.9",
-                        "--keep-dense", "fc1", "--out", plan}),
-               1, "uniform+: the weights its rule and --keep-dense keep alone exceed the weights budget");
+  expect_error(
+      rdprune({"allocate", "--method", "uniform+", "--model", model, "--sparsity", "0.9", "--keep-dense",
+               "fc1", "--out", plan}),
+      1, "uniform+: the weights its rule and the layers kept dense keep alone exceed the weights budget");
   const std::string out = work_.file("cmp");
   const Result run =
       rdprune({"compare", "--model", model, "--data-dir", data_dir(), "--methods", "global,uniform,erk,dense",

@@ -42,7 +42,7 @@ void run_allocate(AllocateFlags& flags) {
   apply_threads(flags.common);
   std::vector<std::string> known = {"rd"};
   known.insert(known.end(), baseline_methods().begin(), baseline_methods().end());
-  require_known_method("--method", flags.method, known);
+  require_one_of("--method", flags.method, known, "method");
   const bool baseline = flags.method != "rd";
   flags.rd.budget = parse_budget(flags.budget);
   flags.rd.sparsity_target = flags.sparsity;

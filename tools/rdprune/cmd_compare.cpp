@@ -1,10 +1,12 @@
 // rdprune compare --model M --dataset D --methods ... --sparsities ... --out-dir DIR
 // Parses the grid; the grid itself runs in the library (rdprune/compare.h).
+#include <algorithm>
 #include <filesystem>
 
 #include "commands.h"
 #include "common.h"
 #include "pipeline_flags.h"
+#include "rdprune/allocator.h"
 #include "rdprune/atomic_file.h"
 #include "rdprune/compare.h"
 #include "rdprune/error.h"
@@ -38,10 +40,11 @@ void run_compare_command(const CLI::App& command, CompareFlags& flags) {
   options.equal_compute = flags.equal_compute;
   options.model = flags.model;
   options.out_dir = flags.out_dir;
-  if (fs::exists(flags.out_dir) && !fs::is_directory(flags.out_dir))
-    throw UsageError("--out-dir", flags.out_dir + " exists and is not a directory");
   finish_pipeline_flags(command, flags.pipeline, flags.out_dir);
   options.base = flags.pipeline.options;
+  // Without --cache-dir each cell caches its own curves (its cost columns are what it ran); a
+  // shared one lets cells reuse each other's.
+  options.cache_per_cell = !flags.pipeline.no_cache && flags.pipeline.cache_dir.empty();
   options.base.sink = stderr_sink();
   validate(options);
   auto dense = load_model(flags.model);
@@ -50,8 +53,15 @@ void run_compare_command(const CLI::App& command, CompareFlags& flags) {
   const DatasetSplits splits = load_dataset(dataset_options(flags.data, &dense->meta()));
   check_model_fits(*dense, splits.train, flags.model);
   nlohmann::json json = run_compare(options, splits);
-  // What every cell shares: the grid's own values (method, target, rounds, steps, seed) are the cells'.
-  nlohmann::json shared = settings_json(options.base);
+  // What every cell shares, with the allocator settings of the most demanding method compared: the
+  // grid's own values (method, target, rounds, steps, seed) are the cells'.
+  PipelineOptions described = options.base;
+  for (const char* method : {"rd", "select"}) {
+    if (std::find(options.methods.begin(), options.methods.end(), method) != options.methods.end())
+      described.method = method;
+  }
+  if (!uses_calibration(described.method)) described.method = "global";
+  nlohmann::json shared = settings_json(described);
   for (const char* key : {"method", "sparsity", "rounds", "seed"}) shared.erase(key);
   shared["finetune"].erase("steps");
   json["settings"] = shared;

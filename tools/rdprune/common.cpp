@@ -158,12 +158,6 @@ std::string naming_file(const std::string& path, const std::string& message) {
   return message.rfind(path + ": ", 0) == 0 ? message : path + ": " + message;
 }
 
-void require_known_method(const std::string& flag, const std::string& method,
-                          const std::vector<std::string>& known) {
-  if (std::find(known.begin(), known.end(), method) != known.end()) return;
-  throw UsageError(flag, fmt::format("unknown method '{}' (known: {})", method, fmt::join(known, ", ")));
-}
-
 Sink* stderr_sink() {
   static StreamSink sink(std::cerr, ::isatty(STDERR_FILENO) == 1);
   return &sink;

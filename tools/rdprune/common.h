@@ -87,10 +87,6 @@ struct PathFlag {
 // reads or writes. Empty paths are flags not given.
 void check_outputs_distinct(const std::vector<PathFlag>& inputs, const std::vector<PathFlag>& outputs);
 
-// Rejects a method not among `known`, with a UsageError naming `flag` and the methods it knows.
-void require_known_method(const std::string& flag, const std::string& method,
-                          const std::vector<std::string>& known);
-
 // `message` with `path: ` in front unless it names the file there already.
 std::string naming_file(const std::string& path, const std::string& message);
 

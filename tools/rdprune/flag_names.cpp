@@ -12,13 +12,10 @@ std::string flag_of(const std::string& option) {
       {"sparsity_target", "--sparsity"},
       {"finetune.lr", "--finetune-lr"},
       {"finetune.steps", "--finetune-steps"},
-      {"finetune.optimizer", "--optimizer"},
       {"recovery_steps", "--judge"},
       {"out_dir", "--out-dir"},
-      {"refine", "--refine"},
       {"resolution", "--dp-resolution"},
       {"max_memory_mib", "--max-memory"},
-      {"recalibrate_bn", "--bn-aware-curves"},
       {"warmup_fraction", "--warmup"},
       {"name", "--dataset"},  // DatasetOptions::name
       {"seeds", "--seed"},    // CompareOptions::seeds: --seed takes a comma-separated list

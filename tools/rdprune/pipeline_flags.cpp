@@ -61,7 +61,8 @@ void add_pipeline_flags(CLI::App& command, PipelineFlags& flags, PipelineGrid* g
                      "after the refinement passes (default 0)");
   command.add_flag("--synthetic", o.synthetic, "rd, select: zero-data calibration with N(0,1) inputs");
   command.add_flag("--no-cache", flags.no_cache, "rd, select: do not cache curves");
-  command.add_option("--cache-dir", flags.cache_dir, "rd, select: curve cache (default <out-dir>/cache)");
+  command.add_option("--cache-dir", flags.cache_dir,
+                     "rd, select: curve cache (default <out-dir>/cache; compare: each cell's own)");
   command.add_option("--finetune-lr", o.finetune.lr, "Fine-tuning peak learning rate (default 0.01)");
   command.add_option("--optimizer", o.finetune.optimizer, "Fine-tuning optimizer sgd|adamw (default sgd)");
   command.add_flag("--bn-recalibrate", o.bn_recalibrate, "Re-estimate batch-norm statistics after pruning");
