@@ -3,7 +3,8 @@
 # compares rd (the paper's method with the default refinement), select (the search from the plans
 # of rd, global, LAMP and ERK, each judged after the round's fine-tuning) and every baseline at 80,
 # 90 and 95% sparsity with a short fine-tune, beside the dense model put through the same
-# fine-tuning, and writes the report, with what every cell cost, to out/compare.
+# fine-tuning, and writes the report, with what every cell cost, to out/compare (15 min 55 s
+# measured after setup and build; docs/results.md, "The main job").
 # Knobs (environment): EPOCHS (default 2), FINETUNE_STEPS (default 20), LEVELS (default 20),
 # REFINE (refinement passes of rd and select, default 1), PRESET (default or paper).
 # Batch-norm statistics are re-estimated after pruning. See docs/results.md, "The main job".
