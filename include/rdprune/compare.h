@@ -32,10 +32,7 @@ struct CompareOptions {
   std::vector<int64_t> finetune_steps = {0};
   std::vector<int64_t> seeds = {0};
   bool equal_compute = false;  // add each baseline's equal-compute control against select
-  // Each cell caches its curves in its own directory (base.allocator.curves.cache_dir is then
-  // replaced), so no cell's cost columns leave out curves another cell measured.
-  bool cache_per_cell = true;
-  std::string model;  // the dense model's file; every cell loads it afresh
+  std::string model;           // the dense model's file; every cell loads it afresh
   std::string out_dir;
 };
 

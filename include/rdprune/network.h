@@ -40,6 +40,10 @@ struct ModelMeta {
 struct ComputeUsage {
   int64_t forward_samples = 0;  // samples whose outputs a forward pass computed (a suffix pass counts once)
   int64_t train_steps = 0;      // optimizer steps taken on the network
+  // Work taken from a cache instead of done again (curves an earlier run measured), charged at
+  // what it cost when it was done: a report that reuses it still states what its result cost.
+  double reused_seconds = 0;
+  int64_t reused_forward_samples = 0;
 };
 
 class Network {
@@ -105,6 +109,10 @@ class Network {
 
   const ComputeUsage& usage() const { return usage_; }
   void count_train_step() { ++usage_.train_steps; }
+  void charge_reused(double seconds, int64_t forward_samples) {
+    usage_.reused_seconds += seconds;
+    usage_.reused_forward_samples += forward_samples;
+  }
 
  protected:
   virtual torch::Tensor forward_impl(const torch::Tensor& input) = 0;

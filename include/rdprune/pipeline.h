@@ -61,6 +61,10 @@ struct RoundCost {
   int64_t train_steps = 0;        // every optimizer step, judging included
   int64_t judge_train_steps = 0;  // the steps spent judging plans (select's recovery)
   int64_t forward_samples = 0;    // samples through a forward pass (training, measuring, evaluating)
+  // Of seconds, allocation_seconds and forward_samples: curves taken from the cache, charged at
+  // what measuring them cost (cells that share a cache each state their whole cost).
+  double reused_seconds = 0;
+  int64_t reused_forward_samples = 0;
 };
 
 struct RoundResult {

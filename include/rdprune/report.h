@@ -33,7 +33,8 @@ struct CompareRow {
   uint64_t seed = 0;
   std::vector<uint8_t> top1_hits;  // per test image, 1 when top-1 is correct (empty: unknown)
   // What the cell cost, summed over its rounds (rounds resumed from the first version: time only).
-  double seconds = 0;             // wall time
+  double seconds = 0;             // wall time, with curves reused from the cache at their cost
+  double reused_seconds = 0;      // of which curves reused from the cache (measured by another cell)
   int64_t train_steps = 0;        // every optimizer step, judging included
   int64_t judge_train_steps = 0;  // of which select spent judging plans
   int64_t forward_samples = 0;    // samples through a forward pass

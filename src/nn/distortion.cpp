@@ -1,5 +1,6 @@
 #include "rdprune/distortion.h"
 
+#include <chrono>
 #include <filesystem>
 #include <functional>
 #include <optional>
@@ -8,119 +9,16 @@
 #include <torch/torch.h>
 #include <nlohmann/json.hpp>
 
+#include "curve_cache.h"
 #include "rdprune/atomic_file.h"
 #include "rdprune/error.h"
 #include "rdprune/masks.h"
 #include "rdprune/progress.h"
 #include "rdprune/tensor_hash.h"
+#include "stage_inputs.h"
 
 namespace rdprune {
 namespace {
-
-// The inputs of one stage for every calibration batch, carried forward stage by stage so that a
-// layer's levels run only the stages from its own on (suffix execution).
-class StageInputs {
- public:
-  StageInputs(Network& network, const Dataset& data, int64_t batch_size, const torch::Device& device,
-              int64_t max_bytes)
-      : network_(network), max_bytes_(max_bytes) {
-    BatchLoader loader(data, batch_size, /*shuffle=*/false, /*seed=*/0);
-    for (int64_t i = 0; i < loader.num_batches(); ++i) inputs_.push_back({loader.get(i).images.to(device)});
-  }
-
-  // Moves the cache to the inputs of `stage` (never backwards). False when they would take more
-  // than the memory limit; the cache then stays where it was.
-  bool advance(size_t stage) {
-    if (stage <= stage_) return stage == stage_;
-    std::vector<StageValues> next;
-    int64_t bytes = 0;
-    for (const auto& input : inputs_) {
-      next.push_back(network_.run_stages(stage_, stage, input));
-      for (const auto& value : next.back())
-        bytes += value.numel() * static_cast<int64_t>(value.element_size());
-      if (max_bytes_ > 0 && bytes > max_bytes_) return false;
-    }
-    inputs_ = std::move(next);
-    stage_ = stage;
-    return true;
-  }
-
-  // The network's outputs from the cached stage on, [N, ...] float on the CPU.
-  torch::Tensor outputs() {
-    std::vector<torch::Tensor> outputs;
-    for (const auto& input : inputs_) outputs.push_back(logits(network_.run_stages(stage_, last(), input)));
-    return torch::cat(outputs);
-  }
-
-  // The outputs of `count` versions of the cached stage at once: set(j) puts version j in place,
-  // the cached stage runs once per version, and the stages after it run all versions of a
-  // calibration batch as one batch. One [N, ...] tensor per version.
-  std::vector<torch::Tensor> outputs_together(size_t count, const std::function<void(size_t)>& set) {
-    std::vector<std::vector<StageValues>> heads(inputs_.size());
-    for (size_t j = 0; j < count; ++j) {
-      set(j);
-      for (size_t b = 0; b < inputs_.size(); ++b)
-        heads[b].push_back(network_.run_stages(stage_, stage_ + 1, inputs_[b]));
-    }
-    std::vector<std::vector<torch::Tensor>> outputs(count);
-    for (auto& versions : heads) {
-      // Each value the stage hands on, every version's batch one after the other.
-      StageValues together;
-      for (size_t v = 0; v < versions.front().size(); ++v) {
-        std::vector<torch::Tensor> parts;
-        for (const auto& version : versions) parts.push_back(version.at(v));
-        together.push_back(torch::cat(parts));
-      }
-      versions.clear();
-      const auto tails = logits(network_.run_stages(stage_ + 1, last(), std::move(together)))
-                             .chunk(static_cast<int64_t>(count));
-      for (size_t j = 0; j < count; ++j) outputs[j].push_back(tails[j]);
-    }
-    std::vector<torch::Tensor> result;
-    for (const auto& parts : outputs) result.push_back(torch::cat(parts));
-    return result;
-  }
-
- private:
-  size_t last() const { return network_.num_stages(); }
-  static torch::Tensor logits(const StageValues& values) {
-    return values.at(0).to(torch::kCPU, torch::kFloat32);
-  }
-
-  Network& network_;
-  int64_t max_bytes_;
-  size_t stage_ = 0;
-  std::vector<StageValues> inputs_;  // per calibration batch
-};
-
-std::string cache_key(const std::string& fingerprint, const std::string& calibration,
-                      const CurveOptions& options) {
-  Fnv hash;
-  hash.add(fingerprint);
-  hash.add(calibration);
-  hash.add(options.metric);
-  hash.add(std::to_string(options.levels));
-  if (options.tail) hash.add(std::string("geometric tail"));
-  if (options.recalibrate_bn) hash.add(std::string("bn-recalibrated"));
-  if (!options.context_kept.empty()) {
-    hash.add(std::string("context"));
-    hash.add(options.context_kept.data(), options.context_kept.size() * sizeof(int64_t));
-  }
-  return hash.hex();
-}
-
-// Layers finished by an earlier run with the same key, matched by name and size.
-std::vector<LayerCurve> cached_layers(const std::string& path, const std::string& key, Sink* sink) {
-  if (!std::filesystem::exists(path)) return {};
-  try {
-    const auto json = nlohmann::json::parse(read_file(path));
-    if (json.value("key", "") != key) return {};
-    return curves_from_json(json.at("curves").dump(), path).layers;
-  } catch (const std::exception& e) {
-    note(sink, "curves: ignoring unreadable cache " + path + " (" + e.what() + ")");
-    return {};
-  }
-}
 
 // Curves from second-order Taylor estimates: one gradient pass, no forward pass per level.
 CurveSet taylor_curves(Network& network, const Dataset& calibration,
@@ -258,6 +156,150 @@ double output_distortion(const torch::Tensor& outputs, const torch::Tensor& refe
   return squared.mean().item<double>();
 }
 
+namespace {
+
+// Around a plan (CurveOptions::context_kept): every layer pruned by magnitude to its context count
+// while the others' curves are measured; each layer's own levels start from its weights before
+// the context. The weights are put back when it goes out of scope.
+class PlanContext {
+ public:
+  PlanContext(Network& network, const std::vector<int64_t>& kept) : layers_(network.layers()), kept_(kept) {
+    if (kept.empty()) return;
+    if (kept.size() != layers_.size()) {
+      throw Error(
+          fmt::format("curves: the context names {} layers, the model has {}", kept.size(), layers_.size()));
+    }
+    for (size_t i = 0; i < layers_.size(); ++i) {
+      const torch::Tensor mask = i < network.masks().size() ? network.masks()[i] : torch::Tensor();
+      originals_.push_back(layers_[i].weight.detach().clone());
+      orders_.push_back(magnitude_order(layers_[i].weight, mask));
+    }
+    for (size_t i = 0; i < layers_.size(); ++i) layers_[i].weight.detach().copy_(in_context(i));
+  }
+  ~PlanContext() {
+    for (size_t i = 0; i < originals_.size(); ++i) layers_[i].weight.detach().copy_(originals_[i]);
+  }
+  PlanContext(const PlanContext&) = delete;
+  PlanContext& operator=(const PlanContext&) = delete;
+
+  bool active() const { return !kept_.empty(); }
+  const torch::Tensor& original(size_t i) const { return originals_.at(i); }
+  const torch::Tensor& order(size_t i) const { return orders_.at(i); }
+  torch::Tensor in_context(size_t i) const {
+    return originals_[i] * mask_keeping(orders_[i], kept_[i], layers_[i].weight.sizes());
+  }
+
+ private:
+  const std::vector<PrunableLayer>& layers_;
+  std::vector<int64_t> kept_;
+  std::vector<torch::Tensor> originals_, orders_;
+};
+
+// What the measurement of every layer shares.
+struct Measurement {
+  Measurement(Network& net, const Dataset& data, const CurveOptions& o)
+      : network(net),
+        calibration(data),
+        options(o),
+        reference(reference_outputs(net, data, o.batch_size)),
+        context(net, o.context_kept) {
+    if (options.recalibrate_bn) network.set_training(true);
+    if (!options.plain && network.num_stages() > 1) {
+      stages.emplace(network, calibration, options.batch_size, network.layers()[0].weight.device(),
+                     options.max_memory_mib * (int64_t{1} << 20));
+    }
+  }
+
+  Network& network;
+  const Dataset& calibration;
+  const CurveOptions& options;
+  const torch::Tensor reference;
+  PlanContext context;
+  std::optional<StageInputs> stages;  // suffix execution; none: a full forward per level
+};
+
+// The distortion of layer i at each level `measured` indexes: set(k) puts level k in place.
+std::vector<double> level_distortions(Measurement& m, size_t i, const std::vector<size_t>& measured,
+                                      size_t levels, const std::function<void(size_t)>& set,
+                                      Progress& progress) {
+  Network& network = m.network;
+  const bool from_stage = m.stages && m.stages->advance(network.stage_of(i));
+  // Versions of a layer share the later stages' batch only when those stages do not use it again
+  // and treat every sample on its own.
+  const bool batchable = from_stage && !m.options.recalibrate_bn && network.independent_samples() &&
+                         network.last_stage_of(i) == network.stage_of(i);
+  const size_t group = batchable ? static_cast<size_t>(m.options.level_batch) : 1;
+  std::vector<double> distortion(levels, 0.0);
+  for (size_t g = 0; g < measured.size(); g += group) {
+    const size_t count = std::min(group, measured.size() - g);
+    std::vector<torch::Tensor> outputs;
+    if (count > 1) {
+      outputs = m.stages->outputs_together(count, [&](size_t j) { set(measured[g + j]); });
+    } else {
+      set(measured[g]);
+      outputs.push_back(from_stage ? m.stages->outputs()
+                                   : network_outputs(network, m.calibration, m.options.batch_size));
+    }
+    for (size_t j = 0; j < count; ++j)
+      distortion[measured[g + j]] = output_distortion(outputs[j], m.reference, m.options.metric);
+    progress.advance(static_cast<int64_t>(count), network.layers()[i].name);
+  }
+  return distortion;
+}
+
+// Layer i's curve: its weights pruned by magnitude to each level alone, the others as they rest.
+LayerCurve measure_layer(Measurement& m, size_t i, const LayerInfo& info, const std::vector<double>& grid,
+                         Progress& progress) {
+  const PrunableLayer& layer = m.network.layers()[i];
+  LayerCurve curve;
+  curve.name = layer.name;
+  curve.weights = layer.weight.numel();
+  curve.flops_per_weight = std::max(0.0, info.flops_per_weight);
+  const int64_t unpruned = unpruned_count(m.network, i);
+  curve.sparsity_current = 1.0 - static_cast<double>(unpruned) / static_cast<double>(curve.weights);
+  const std::vector<double> levels =
+      layer_levels(grid, curve.sparsity_current, curve.weights, m.options.tail);
+  const torch::Tensor mask = i < m.network.masks().size() ? m.network.masks()[i] : torch::Tensor();
+  const bool in_context = m.context.active();
+  const torch::Tensor order = in_context ? m.context.order(i) : magnitude_order(layer.weight, mask);
+  const torch::Tensor original = in_context ? m.context.original(i) : layer.weight.detach().clone();
+  // Kept counts per level; the current level changes nothing alone, and a level that keeps as many
+  // weights as the previous one has its mask and its distortion.
+  std::vector<int64_t> kept(levels.size());
+  std::vector<size_t> measured;
+  for (size_t k = 0; k < levels.size(); ++k) {
+    kept[k] = k == 0 ? unpruned : kept_at(levels[k], curve.weights);
+    if (k == 0 ? in_context : kept[k] != kept[k - 1]) measured.push_back(k);
+  }
+  std::vector<double> distortion;
+  try {
+    distortion = level_distortions(
+        m, i, measured, levels.size(),
+        [&](size_t k) {
+          layer.weight.detach().copy_(original * mask_keeping(order, kept[k], layer.weight.sizes()));
+        },
+        progress);
+  } catch (...) {
+    layer.weight.detach().copy_(original);
+    throw;
+  }
+  layer.weight.detach().copy_(in_context ? m.context.in_context(i) : original);
+  for (size_t k = 0; k < levels.size(); ++k) {
+    if (k > 0 && kept[k] == kept[k - 1]) distortion[k] = distortion[k - 1];
+    curve.sparsity.push_back(k == 0 ? curve.sparsity_current : levels[k]);
+    curve.kept.push_back(kept[k]);
+    curve.distortion.push_back(distortion[k]);
+  }
+  progress.advance(static_cast<int64_t>(levels.size() - measured.size()), layer.name);
+  return curve;
+}
+
+double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+}  // namespace
+
 CurveSet measure_curves(Network& network, const Dataset& calibration,
                         const std::string& calibration_description, const std::vector<LayerInfo>& infos,
                         const CurveOptions& options) {
@@ -269,7 +311,6 @@ CurveSet measure_curves(Network& network, const Dataset& calibration,
     return taylor_curves(network, calibration, calibration_description, infos, options);
   torch::NoGradGuard no_grad;
   network.set_training(false);
-  const torch::Device device = layers[0].weight.device();
   network.apply_masks();
 
   CurveSet curves;
@@ -278,55 +319,20 @@ CurveSet measure_curves(Network& network, const Dataset& calibration,
   curves.fingerprint = fingerprint(network);
   curves.levels = options.levels;
   curves.bn_recalibrated = options.recalibrate_bn;
+  CurveCache cache(options.cache_dir, curve_cache_key(curves.fingerprint, calibration_description, options),
+                   options.sink);
+  auto cached = [&](size_t i) { return cache.has(i, layers[i].name, layers[i].weight.numel()); };
+  bool every_layer_cached = true;
+  for (size_t i = 0; i < layers.size(); ++i) every_layer_cached = every_layer_cached && cached(i);
+  if (every_layer_cached) {
+    for (size_t i = 0; i < layers.size(); ++i) curves.layers.push_back(cache.reuse(i, network));
+    return curves;
+  }
   // Batch-norm aware: pruned networks run with the statistics of each calibration batch (what
   // re-estimating them on that batch gives), which moves the running statistics; they are put back.
   std::optional<BufferGuard> buffers;
   if (options.recalibrate_bn) buffers.emplace(network);
-
-  const std::string key = cache_key(curves.fingerprint, calibration_description, options);
-  std::string cache_path;
-  std::vector<LayerCurve> cached;
-  if (!options.cache_dir.empty()) {
-    std::filesystem::create_directories(options.cache_dir);
-    cache_path = (std::filesystem::path(options.cache_dir) / ("curves-" + key + ".json")).string();
-    cached = cached_layers(cache_path, key, options.sink);
-    if (!cached.empty())
-      note(options.sink, fmt::format("curves: resuming with {} layers from {}", cached.size(), cache_path));
-  }
-  auto save_cache = [&] {
-    if (cache_path.empty()) return;
-    nlohmann::json json = {{"key", key}, {"curves", nlohmann::json::parse(to_json(curves))}};
-    write_file_atomic(cache_path, json.dump());
-  };
-
-  const torch::Tensor reference = reference_outputs(network, calibration, options.batch_size);
-
-  // Around a plan: every layer pruned by magnitude to its context count while the others' curves
-  // are measured; each layer's own levels start from its weights before the context.
-  const bool in_context = !options.context_kept.empty();
-  if (in_context && options.context_kept.size() != layers.size()) {
-    throw Error(fmt::format("curves: the context names {} layers, the model has {}",
-                            options.context_kept.size(), layers.size()));
-  }
-  std::vector<torch::Tensor> originals, orders;
-  for (size_t i = 0; in_context && i < layers.size(); ++i) {
-    const torch::Tensor mask = i < network.masks().size() ? network.masks()[i] : torch::Tensor();
-    originals.push_back(layers[i].weight.detach().clone());
-    orders.push_back(magnitude_order(layers[i].weight, mask));
-  }
-  auto weight_in_context = [&](size_t i) {
-    return originals[i] * mask_keeping(orders[i], options.context_kept[i], layers[i].weight.sizes());
-  };
-  auto restore_originals = [&] {
-    for (size_t i = 0; i < originals.size(); ++i) layers[i].weight.detach().copy_(originals[i]);
-  };
-  for (size_t i = 0; i < originals.size(); ++i) layers[i].weight.detach().copy_(weight_in_context(i));
-  if (options.recalibrate_bn) network.set_training(true);
-  const bool suffix = !options.plain && network.num_stages() > 1;
-  std::optional<StageInputs> stage_inputs;
-  if (suffix)
-    stage_inputs.emplace(network, calibration, options.batch_size, device,
-                         options.max_memory_mib * (int64_t{1} << 20));
+  Measurement measurement(network, calibration, options);
   const std::vector<double> grid = level_grid(options.levels);
   int64_t total_levels = 0;
   for (size_t i = 0; i < layers.size(); ++i) {
@@ -334,76 +340,17 @@ CurveSet measure_curves(Network& network, const Dataset& calibration,
         layer_levels(grid, infos[i].sparsity, layers[i].weight.numel(), options.tail).size());
   }
   Progress progress("curves", total_levels, options.sink);
-
   for (size_t i = 0; i < layers.size(); ++i) {
-    const auto& layer = layers[i];
-    LayerCurve curve;
-    curve.name = layer.name;
-    curve.weights = layer.weight.numel();
-    curve.flops_per_weight = std::max(0.0, infos[i].flops_per_weight);
-    const int64_t unpruned = unpruned_count(network, i);
-    curve.sparsity_current = 1.0 - static_cast<double>(unpruned) / static_cast<double>(curve.weights);
-    const std::vector<double> levels =
-        layer_levels(grid, curve.sparsity_current, curve.weights, options.tail);
-    if (i < cached.size() && cached[i].name == curve.name && cached[i].weights == curve.weights) {
-      curves.layers.push_back(cached[i]);
-      progress.advance(static_cast<int64_t>(levels.size()));
+    if (cached(i)) {
+      curves.layers.push_back(cache.reuse(i, network));
+      progress.advance(static_cast<int64_t>(curves.layers.back().sparsity.size()));
       continue;
     }
-    const torch::Tensor mask = i < network.masks().size() ? network.masks()[i] : torch::Tensor();
-    const torch::Tensor order = in_context ? orders[i] : magnitude_order(layer.weight, mask);
-    const torch::Tensor original = in_context ? originals[i] : layer.weight.detach().clone();
-    const torch::Tensor resting = in_context ? weight_in_context(i) : original;
-    try {
-      const bool from_stage = stage_inputs && stage_inputs->advance(network.stage_of(i));
-      // Kept counts per level; the current level changes nothing alone, and a level that keeps as
-      // many weights as the previous one has its mask and its distortion.
-      std::vector<int64_t> kept(levels.size());
-      std::vector<size_t> measured;
-      for (size_t k = 0; k < levels.size(); ++k) {
-        kept[k] = k == 0 ? unpruned : kept_at(levels[k], curve.weights);
-        if (k == 0 ? in_context : kept[k] != kept[k - 1]) measured.push_back(k);
-      }
-      auto set_level = [&](size_t k) {
-        layer.weight.detach().copy_(original * mask_keeping(order, kept[k], layer.weight.sizes()));
-      };
-      std::vector<double> distortion(levels.size(), 0.0);
-      // Versions of a layer share the later stages' batch only when those stages do not use it
-      // again and treat every sample on its own.
-      const bool batchable = from_stage && !options.recalibrate_bn && network.independent_samples() &&
-                             network.last_stage_of(i) == network.stage_of(i);
-      const size_t group = batchable ? static_cast<size_t>(options.level_batch) : 1;
-      for (size_t g = 0; g < measured.size(); g += group) {
-        const size_t count = std::min(group, measured.size() - g);
-        std::vector<torch::Tensor> outputs;
-        if (count > 1) {
-          outputs = stage_inputs->outputs_together(count, [&](size_t j) { set_level(measured[g + j]); });
-        } else {
-          set_level(measured[g]);
-          outputs.push_back(from_stage ? stage_inputs->outputs()
-                                       : network_outputs(network, calibration, options.batch_size));
-        }
-        for (size_t j = 0; j < count; ++j)
-          distortion[measured[g + j]] = output_distortion(outputs[j], reference, options.metric);
-        progress.advance(static_cast<int64_t>(count), layer.name);
-      }
-      for (size_t k = 0; k < levels.size(); ++k) {
-        if (k > 0 && kept[k] == kept[k - 1]) distortion[k] = distortion[k - 1];
-        curve.sparsity.push_back(k == 0 ? curve.sparsity_current : levels[k]);
-        curve.kept.push_back(kept[k]);
-        curve.distortion.push_back(distortion[k]);
-      }
-      progress.advance(static_cast<int64_t>(levels.size() - measured.size()), layer.name);
-    } catch (...) {
-      layer.weight.detach().copy_(original);
-      restore_originals();
-      throw;
-    }
-    layer.weight.detach().copy_(resting);
-    curves.layers.push_back(std::move(curve));
-    save_cache();
+    const auto start = std::chrono::steady_clock::now();
+    const int64_t samples_before = network.usage().forward_samples;
+    curves.layers.push_back(measure_layer(measurement, i, infos[i], grid, progress));
+    cache.record(curves, {seconds_since(start), network.usage().forward_samples - samples_before});
   }
-  restore_originals();
   progress.finish();
   return curves;
 }

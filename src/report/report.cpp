@@ -113,6 +113,12 @@ bool same_setting(const CompareSummary& a, const CompareSummary& b) {
 }
 
 // "+0.42 ± 0.15", "+0.42" without an error, "-" without a value (points of top-1).
+// A cell's seconds, with the part its reused curves were charged when there is one.
+std::string seconds_text(const CompareRow& row) {
+  if (row.reused_seconds < 0.5) return fmt::format("{:.0f}", row.seconds);
+  return fmt::format("{:.0f} ({:.0f} reused)", row.seconds, row.reused_seconds);
+}
+
 std::string format_lead(double lead, double se) {
   if (!std::isfinite(lead)) return "-";
   std::string text = fmt::format("{:+.2f}", 100 * lead);
@@ -244,7 +250,7 @@ void write_compare_tables(const std::string& dir, const std::vector<CompareRow>&
       "method,sparsity_target,sparsity_achieved,flops_kept_percent,rounds,finetune_steps,top1_before_"
       "finetune,"
       "top1,top5,loss,dense_top1,measured_distortion,seed,seconds,train_steps,judge_train_steps,forward_"
-      "samples\n";
+      "samples,reused_seconds\n";
   std::string md = fmt::format(
       "Dense top-1: {:.2f}% on {} test images (the binomial standard error of one "
       "top-1 figure there: {:.2f} points)\n\n",
@@ -259,17 +265,17 @@ void write_compare_tables(const std::string& dir, const std::vector<CompareRow>&
   for (const auto& row : rows) {
     const bool measured = std::isfinite(row.measured_distortion);
     csv += fmt::format(
-        "{},{:.4f},{:.6f},{:.4f},{},{},{:.6f},{:.6f},{:.6f},{:.6f},{:.6f},{},{},{:.1f},{},{},{}\n",
+        "{},{:.4f},{:.6f},{:.4f},{},{},{:.6f},{:.6f},{:.6f},{:.6f},{:.6f},{},{},{:.1f},{},{},{},{:.1f}\n",
         row.method, row.sparsity_target, row.sparsity_achieved, 100 * row.flops_kept, row.rounds,
         row.finetune_steps, row.top1_pruned, row.top1, row.top5, row.loss, dense_top1,
         measured ? fmt::format("{:.6g}", row.measured_distortion) : std::string(), row.seed, row.seconds,
-        row.train_steps, row.judge_train_steps, row.forward_samples);
+        row.train_steps, row.judge_train_steps, row.forward_samples, row.reused_seconds);
     md += fmt::format(
-        "| {} | {:.2f} | {:.4f} | {:.2f} | {} | {} | {:.2f}% | {:.2f}% | {:.2f}% | {} | {:.0f} | {} ({}) | "
+        "| {} | {:.2f} | {:.4f} | {:.2f} | {} | {} | {:.2f}% | {:.2f}% | {:.2f}% | {} | {} | {} ({}) | "
         "{} |{}\n",
         row.method, row.sparsity_target, row.sparsity_achieved, 100 * row.flops_kept, row.rounds,
         row.finetune_steps, 100 * row.top1_pruned, 100 * row.top1, 100 * row.top5,
-        measured ? fmt::format("{:.4g}", row.measured_distortion) : std::string("-"), row.seconds,
+        measured ? fmt::format("{:.4g}", row.measured_distortion) : std::string("-"), seconds_text(row),
         row.train_steps, row.judge_train_steps, row.forward_samples,
         several_seeds ? fmt::format(" {} |", row.seed) : std::string());
   }

@@ -71,8 +71,6 @@ PipelineOptions cell_options(const CompareOptions& o, const Cell& cell) {
   if (o.finetune_steps.size() > 1) name += fmt::format("-f{}", options.finetune.steps);
   if (options.seed != 0) name += fmt::format("-seed{}", options.seed);
   options.out_dir = (fs::path(o.out_dir) / name).string();
-  // Each cell measures its own curves, so that its cost columns are what it ran.
-  if (o.cache_per_cell) options.allocator.curves.cache_dir = (fs::path(options.out_dir) / "cache").string();
   return options;
 }
 
@@ -153,6 +151,7 @@ CompareRow cell_row(const std::string& label, const PipelineOptions& options, co
   row.seed = options.seed;
   for (const auto& round : result.rounds) {
     row.seconds += round.cost.seconds > 0 ? round.cost.seconds : round.cost.allocation_seconds;
+    row.reused_seconds += round.cost.reused_seconds;
     row.train_steps += round.cost.train_steps;
     row.judge_train_steps += round.cost.judge_train_steps;
     row.forward_samples += round.cost.forward_samples;
@@ -178,6 +177,7 @@ nlohmann::json row_json(const CompareRow& row) {
           {"seed", row.seed},
           {"measured_distortion", finite_or_null(row.measured_distortion)},
           {"seconds", row.seconds},
+          {"reused_seconds", row.reused_seconds},
           {"train_steps", row.train_steps},
           {"judge_train_steps", row.judge_train_steps},
           {"forward_samples", row.forward_samples}};

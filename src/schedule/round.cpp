@@ -64,7 +64,8 @@ RoundResult run_round(Network& network, const RoundInputs& in, Allocator& alloca
   RdOptions budget = o.rd;
   budget.sparsity_target = target;
   Allocation allocation = allocator.allocate(context, budget);
-  round.cost.allocation_seconds = seconds_since(start);
+  const double reused_seconds = network.usage().reused_seconds - before.reused_seconds;
+  round.cost.allocation_seconds = seconds_since(start) + reused_seconds;
   round.cost.judge_train_steps = network.usage().train_steps - before.train_steps;
   Plan& plan = allocation.plan;
   plan.fingerprint = fingerprint(network);  // the model the plan was made for: this round's start
@@ -94,9 +95,12 @@ RoundResult run_round(Network& network, const RoundInputs& in, Allocator& alloca
   round.cost.finetune_seconds = seconds_since(tuning_start);
   const bool repaired = o.bn_recalibrate || finetune.steps > 0 || round.finetune_from_judgement;
   round.finetuned = repaired ? evaluate(network, in.test, 256) : round.pruned;
-  round.cost.seconds = seconds_since(start);
+  round.cost.seconds = seconds_since(start) + reused_seconds;
   round.cost.train_steps = network.usage().train_steps - before.train_steps;
-  round.cost.forward_samples = network.usage().forward_samples - before.forward_samples;
+  round.cost.reused_seconds = reused_seconds;
+  round.cost.reused_forward_samples = network.usage().reused_forward_samples - before.reused_forward_samples;
+  round.cost.forward_samples =
+      network.usage().forward_samples - before.forward_samples + round.cost.reused_forward_samples;
   note(o.sink,
        fmt::format(
            "round {}/{}: {} target {:.4f}, sparsity {:.4f}, top-1 {:.2f}% pruned, {:.2f}% after repair", r,

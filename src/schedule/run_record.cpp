@@ -37,7 +37,9 @@ nlohmann::json cost_json(const RoundCost& cost) {
           {"finetune_seconds", cost.finetune_seconds},
           {"train_steps", cost.train_steps},
           {"judge_train_steps", cost.judge_train_steps},
-          {"forward_samples", cost.forward_samples}};
+          {"forward_samples", cost.forward_samples},
+          {"reused_seconds", cost.reused_seconds},
+          {"reused_forward_samples", cost.reused_forward_samples}};
 }
 
 // A round recorded before costs were kept has its curve time as the allocation's and no counts.
@@ -54,6 +56,8 @@ RoundCost cost_from_json(const nlohmann::json& round) {
   cost.train_steps = json.at("train_steps").get<int64_t>();
   cost.judge_train_steps = json.at("judge_train_steps").get<int64_t>();
   cost.forward_samples = json.at("forward_samples").get<int64_t>();
+  cost.reused_seconds = json.value("reused_seconds", 0.0);  // absent before caches kept costs
+  cost.reused_forward_samples = json.value("reused_forward_samples", int64_t{0});
   return cost;
 }
 

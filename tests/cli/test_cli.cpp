@@ -434,6 +434,9 @@ TEST_F(Cli, BaselinesFinetuneRunCompareAdditivity) {
     }
     EXPECT_EQ(chosen, 1);
     EXPECT_EQ(metrics.at("cost").at("train_steps"), 5);
+    // Nothing was in the cache, so nothing was reused.
+    EXPECT_EQ(metrics.at("cost").at("reused_seconds").get<double>(), 0.0);
+    EXPECT_EQ(run_json.at("rounds")[0].at("reused_seconds").get<double>(), 0.0);
     EXPECT_EQ(run_json.at("settings").at("allocator").at("metric"), "kl");
     EXPECT_EQ(run_json.at("settings").at("allocator").at("preset"), "default");
   }
@@ -475,7 +478,8 @@ TEST_F(Cli, BaselinesFinetuneRunCompareAdditivity) {
     EXPECT_TRUE(cell.at("measured_distortion").is_number());
   }
   EXPECT_NE(read_file(out + "/results.csv")
-                .find(",measured_distortion,seed,seconds,train_steps,judge_train_steps,forward_samples\n"),
+                .find(",measured_distortion,seed,seconds,train_steps,judge_train_steps,forward_samples,"
+                      "reused_seconds\n"),
             std::string::npos);
   for (const char* file : {"results.csv", "results.md", "results.json", "top1_vs_sparsity.gp",
                            "layer_sparsity.dat", "rd_curves.dat"}) {
@@ -702,6 +706,13 @@ TEST_F(Cli, CompareReportsEachMethodsCostAndTheEqualComputeControl) {
   EXPECT_EQ(cells["select"].at("train_steps"), 7);
   EXPECT_EQ(cells["global@select"].at("train_steps"), 7);
   EXPECT_EQ(cells["global@select"].at("judge_train_steps"), 0);
+  // The cells share the curve cache: select's pool takes rd's curves from it, charged at what rd's
+  // cell spent measuring them, so select states at least rd's cost.
+  EXPECT_EQ(cells["rd"].at("reused_seconds").get<double>(), 0.0);
+  EXPECT_GT(cells["select"].at("reused_seconds").get<double>(), 0.0);
+  EXPECT_LE(cells["select"].at("reused_seconds").get<double>(), cells["rd"].at("seconds").get<double>());
+  EXPECT_GT(cells["select"].at("forward_samples").get<int64_t>(),
+            cells["rd"].at("forward_samples").get<int64_t>());
   const std::string csv = read_file(out + "/results.csv");
   EXPECT_NE(csv.find(",seconds,train_steps,judge_train_steps,forward_samples"), std::string::npos) << csv;
   EXPECT_NE(read_file(out + "/results.md").find("| seconds | train steps (judging) |"), std::string::npos);

@@ -236,10 +236,10 @@ TEST(Report, TablesCarryTheSeedAndTheLeadOverTheSeeds) {
       csv.substr(0, csv.find('\n')),
       "method,sparsity_target,sparsity_achieved,flops_kept_percent,rounds,finetune_steps,top1_before_"
       "finetune,top1,top5,loss,dense_top1,measured_distortion,seed,seconds,train_steps,judge_train_steps,"
-      "forward_samples");
+      "forward_samples,reused_seconds");
   EXPECT_NE(
       csv.find("\nrd,0.9000,0.900200,50.0000,2,100,0.740000,0.840000,0.000000,0.000000,0.900000,,1,12.3,250,"
-               "50,4096\n"),
+               "50,4096,0.0\n"),
       std::string::npos)
       << csv;
   const std::string md = read_file((dir / "results.md").string());

@@ -248,6 +248,39 @@ TEST(Curves, CacheResumesAndAChangedKeyNeverReuses) {
   (void)first;
 }
 
+TEST(Curves, ReusedLayersAreChargedWhatMeasuringThemCost) {
+  TempDir dir;
+  const Dataset data = calibration_set(8);
+  CurveOptions options;
+  options.levels = 4;
+  options.cache_dir = dir.path();
+  auto measuring = fresh("mlp");
+  const auto infos = layer_census(*measuring, {1, 28, 28});
+  const ComputeUsage before = measuring->usage();
+  measure_curves(*measuring, data, "synthetic", infos, options);
+  const int64_t measured_samples = measuring->usage().forward_samples - before.forward_samples;
+  EXPECT_EQ(measuring->usage().reused_forward_samples, 0);
+  // Another object of the same model reuses every layer: it runs no forward pass and is charged
+  // the passes (and time) the first measurement spent on the layers, all but its reference pass.
+  auto reusing = fresh("mlp");
+  const int64_t made = reusing->usage().forward_samples;  // what building the model ran
+  measure_curves(*reusing, data, "synthetic", infos, options);
+  EXPECT_EQ(reusing->usage().forward_samples, made);
+  EXPECT_GT(reusing->usage().reused_forward_samples, measured_samples / 2);
+  EXPECT_LT(reusing->usage().reused_forward_samples, measured_samples);
+  EXPECT_GT(reusing->usage().reused_seconds, 0.0);
+  // A cache written before costs were kept still resumes, charged nothing.
+  std::filesystem::path cache;
+  for (const auto& entry : std::filesystem::directory_iterator(dir.path())) cache = entry.path();
+  auto json = nlohmann::json::parse(read_file(cache.string()));
+  json.erase("costs");
+  write_file_atomic(cache.string(), json.dump());
+  auto old = fresh("mlp");
+  measure_curves(*old, data, "synthetic", infos, options);
+  EXPECT_EQ(old->usage().forward_samples, made);
+  EXPECT_EQ(old->usage().reused_forward_samples, 0);
+}
+
 TEST(Curves, BatchNormAwarePointsRunEachBatchWithItsOwnStatistics) {
   TempDir dir;
   auto network = fresh("resnet20");

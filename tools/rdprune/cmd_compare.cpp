@@ -44,7 +44,6 @@ void run_compare_command(const CLI::App& command, CompareFlags& flags) {
   options.base = flags.pipeline.options;
   // Without --cache-dir each cell caches its own curves (its cost columns are what it ran); a
   // shared one lets cells reuse each other's.
-  options.cache_per_cell = !flags.pipeline.no_cache && flags.pipeline.cache_dir.empty();
   options.base.sink = stderr_sink();
   validate(options);
   auto dense = load_model(flags.model);

@@ -32,6 +32,7 @@ nlohmann::json round_summary(const RoundResult& round) {
           {"measured_distortion",
            round.measured_distortion ? nlohmann::json(*round.measured_distortion) : nlohmann::json()},
           {"seconds", round.cost.seconds},
+          {"reused_seconds", round.cost.reused_seconds},
           {"train_steps", round.cost.train_steps},
           {"judge_train_steps", round.cost.judge_train_steps},
           {"forward_samples", round.cost.forward_samples},
