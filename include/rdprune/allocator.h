@@ -40,7 +40,7 @@ struct SelectSettings {
 // Everything that decides what an allocator returns, resolved: no value means "decide later".
 struct AllocatorSettings {
   CurveOptions curves;  // rd, select: how curves are measured
-  int64_t refine = 2;   // rd: passes around rd's own plan; select: around the best start
+  int64_t refine = 4;   // rd: passes around rd's own plan; select: around the best start
   SelectSettings select;
 };
 
