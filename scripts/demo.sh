@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job: sets up, builds, trains the default model (ResNet-20) on Fashion-MNIST for one
-# epoch, then compares rd (the paper's method with the default refinement), select (the search from
+# epoch, then compares rd (the paper's method with one refinement pass), select (the search from
 # the plans of rd, global, LAMP and ERK, each judged after the round's fine-tuning) and every
 # baseline at 80, 90 and 95% sparsity with a short fine-tune, beside the dense model put through
 # the same fine-tuning, and writes the report, with what every cell cost, to out/compare
