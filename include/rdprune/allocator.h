@@ -14,6 +14,7 @@
 #include "rdprune/allocate.h"
 #include "rdprune/dataset.h"
 #include "rdprune/distortion.h"
+#include "rdprune/layerwise_rules.h"
 #include "rdprune/network.h"
 #include "rdprune/plan.h"
 #include "rdprune/refine.h"
@@ -42,6 +43,10 @@ struct AllocatorSettings {
   CurveOptions curves;  // rd, select: how curves are measured
   int64_t refine = 4;   // rd: passes around rd's own plan; select: around the best start
   SelectSettings select;
+  OwlOptions owl;
+  AlphaOptions alpha;
+  // Which weights of a layer go first, for every method, curves and prune (rdprune/criterion.h).
+  std::string criterion = "magnitude";
 };
 
 // The settings a preset expands to: "default" (what measures best, docs/results.md) or "paper"
@@ -90,9 +95,9 @@ class Allocator {
 
 // The one place a method's name becomes an allocator. Throws UsageError naming "method".
 std::unique_ptr<Allocator> make_allocator(const std::string& method, const AllocatorSettings& settings);
-// rd, select and the baselines.
+// rd, select, the baselines, owl and alphapruning.
 const std::vector<std::string>& allocator_names();
-// Whether `method` measures anything on calibration images (rd, select).
+// Whether `method` measures anything on calibration images (rd, select, owl).
 bool uses_calibration(const std::string& method);
 
 }  // namespace rdprune

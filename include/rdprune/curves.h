@@ -21,7 +21,8 @@ struct LayerCurve {
 };
 
 struct CurveSet {
-  std::string metric;            // "mse", "worst" or "kl"
+  std::string metric;                   // "mse", "worst" or "kl"
+  std::string criterion = "magnitude";  // the within-layer order of the levels: magnitude | wanda
   std::string calibration;       // e.g. "fashion-mnist train[0:256]" or "synthetic N(0,1) 256x1x28x28 seed 0"
   std::string fingerprint;       // hash of the model's weights, buffers and masks
   int64_t levels = 100;          // grid steps (levels + 1 points from 0 to 1)

@@ -104,10 +104,10 @@ CurveSet measure_curves(Network& network, const Dataset& calibration,
 
 // Taylor estimator internals (src/nn/taylor.cpp): per-weight coefficients c_j such that pruning a
 // set P costs about sum_{j in P} c_j w_j^2, from one backward pass per calibration sample; and a
-// layer's curve at `levels` from them.
+// layer's curve at `levels` from them, its weights pruned in `pruning_order` (rdprune/masks.h).
 std::vector<torch::Tensor> taylor_coefficients(Network& network, const Dataset& calibration,
                                                const std::string& metric, uint64_t seed);
-LayerCurve taylor_curve(const PrunableLayer& layer, const torch::Tensor& mask,
+LayerCurve taylor_curve(const PrunableLayer& layer, const torch::Tensor& pruning_order,
                         const torch::Tensor& coefficients, const std::vector<double>& levels,
                         int64_t unpruned);
 

@@ -20,11 +20,18 @@ RDPRUNE_LAYER(2, "nn");
 // The tensors that pass from one stage of a network to the next.
 using StageValues = std::vector<torch::Tensor>;
 
-// A prunable weight: every Conv2d and Linear weight, named by its module path.
+// A prunable weight matrix (docs/design.md, "Prunable layers"), named by its module path.
 struct PrunableLayer {
-  std::string name;      // e.g. "layer1.0.conv1"
-  std::string type;      // "conv2d" or "linear"
-  torch::Tensor weight;  // shares storage with the model's parameter
+  std::string name;         // e.g. "layer1.0.conv1", "encoder.layers.0.self_attn.in_proj_weight.q"
+  std::string type;         // conv2d, linear, attn_q, ... (LayerInfo::type)
+  torch::Tensor weight;     // the parameter, or a view of a block of its rows (q, k or v)
+  torch::Tensor parameter;  // the parameter that holds `weight`
+  int64_t row_begin = 0;    // the first row of `weight` in `parameter`
+
+  // The rows of `whole` (shaped like the parameter, e.g. its gradient) that are this layer's.
+  torch::Tensor rows_of(const torch::Tensor& whole) const {
+    return whole.narrow(0, row_begin, weight.size(0));
+  }
 };
 
 // What a checkpoint records so that `--model FILE` rebuilds the model without further flags.
@@ -107,6 +114,12 @@ class Network {
   // Zeroes the gradients of masked weights, so momentum and weight decay never revive them.
   void mask_gradients();
 
+  // The within-layer criterion (rdprune/criterion.h): "magnitude", or "wanda" with each layer's
+  // input-feature norms (input_feature_norms()).
+  const std::string& criterion() const { return criterion_; }
+  const std::vector<torch::Tensor>& input_norms() const { return input_norms_; }
+  void set_criterion(const std::string& name, std::vector<torch::Tensor> input_norms = {});
+
   const ComputeUsage& usage() const { return usage_; }
   void count_train_step() { ++usage_.train_steps; }
   void charge_reused(double seconds, int64_t forward_samples) {
@@ -127,6 +140,8 @@ class Network {
   std::vector<size_t> layer_last_stages_;  // aligned with layers_; empty: as layer_stages_
   ModelMeta meta_;
   ComputeUsage usage_;
+  std::string criterion_ = "magnitude";
+  std::vector<torch::Tensor> input_norms_;
 };
 
 // Names accepted by --arch.

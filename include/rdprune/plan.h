@@ -27,7 +27,8 @@ struct PlanLayer {
 };
 
 struct Plan {
-  std::string method;  // rd | global | lamp | uniform | uniform+ | erk
+  std::string method;  // rd | select | global | lamp | uniform | uniform+ | erk | owl | alphapruning
+  std::string criterion = "magnitude";  // which weights of a layer prune applies it to: magnitude | wanda
   BudgetKind budget = BudgetKind::kParams;
   double sparsity_target = 0;  // of weights (params budget) or of FLOPs (flops budget)
   std::optional<double> predicted_distortion;

@@ -15,7 +15,7 @@ namespace rdprune {
 RDPRUNE_LAYER(2, "nn");
 
 struct ZooSpec {
-  std::string arch;  // mlp|lenet5|resnet20|resnet32|resnet56|vgg16|resnet18|resnet50
+  std::string arch;  // mlp|lenet5|resnet20|resnet32|resnet56|vgg16|resnet18|resnet50|vit
   int64_t in_channels = 1;
   int64_t image_size = 28;  // square inputs of image_size x image_size
   int64_t num_classes = 10;

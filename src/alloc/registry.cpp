@@ -1,6 +1,7 @@
 // Methods by name, presets, and the settings' checks: the one place a name becomes an allocator.
 #include "allocators.h"
 #include "rdprune/baselines.h"
+#include "rdprune/criterion.h"
 #include "rdprune/error.h"
 #include "rdprune/recovery.h"
 #include "rdprune/text.h"
@@ -48,17 +49,22 @@ const std::vector<std::string>& allocator_names() {
   static const std::vector<std::string> names = [] {
     std::vector<std::string> all = {"rd", "select"};
     for (const auto& baseline : baseline_methods()) all.push_back(baseline);
+    all.push_back("owl");
+    all.push_back("alphapruning");
     return all;
   }();
   return names;
 }
 
 bool uses_calibration(const std::string& method) {
-  return method == "rd" || method == "select";
+  return method == "rd" || method == "select" || method == "owl";
 }
 
 void validate(const AllocatorSettings& settings) {
   validate(settings.curves);
+  validate(settings.owl);
+  validate(settings.alpha);
+  check_criterion(settings.criterion);
   if (settings.refine < 0 || settings.refine > 20) throw UsageError("refine", "expected a count in [0, 20]");
   const SelectSettings& select = settings.select;
   if (select.pool.empty()) throw UsageError("pool", "expected at least one method");
@@ -78,6 +84,8 @@ std::unique_ptr<Allocator> make_allocator(const std::string& method, const Alloc
   require_one_of("method", method, allocator_names(), "method");
   if (method == "rd") return make_rd_allocator(settings);
   if (method == "select") return make_select_allocator(settings);
+  if (method == "owl") return make_owl_allocator(settings.owl);
+  if (method == "alphapruning") return make_alphapruning_allocator(settings.alpha);
   return make_baseline_allocator(method);
 }
 

@@ -182,7 +182,7 @@ Plan allocate_shape_baseline(const std::string& method, const std::vector<LayerI
     // Gale et al. 2019, section 4: first conv dense, last layer keeps at least 20%.
     size_t first_conv = n;
     for (size_t i = 0; i < n && first_conv == n; ++i) {
-      if (layers[i].type == "conv2d") first_conv = i;
+      if (layers[i].type.rfind("conv", 0) == 0) first_conv = i;
     }
     if (first_conv < n) floor_density[first_conv] = cap[first_conv];
     floor_density[n - 1] = std::min(cap[n - 1], std::max(floor_density[n - 1], 0.2));

@@ -121,6 +121,7 @@ std::string to_json(const CurveSet& curves) {
   }
   const nlohmann::json json = {{"schema", kCurvesSchema},
                                {"metric", curves.metric},
+                               {"criterion", curves.criterion},
                                {"calibration", curves.calibration},
                                {"fingerprint", curves.fingerprint},
                                {"levels", curves.levels},
@@ -155,6 +156,9 @@ CurveSet curves_from_json(const std::string& text, const std::string& source) {
     CurveSet curves;
     curves.metric = json.at("metric").get<std::string>();
     curves.calibration = json.value("calibration", "");
+    curves.criterion = json.value("criterion", "magnitude");
+    if (curves.criterion != "magnitude" && curves.criterion != "wanda")
+      throw Error(source + ": criterion '" + curves.criterion + "', expected magnitude or wanda");
     curves.fingerprint = json.value("fingerprint", "");
     curves.levels = json.value("levels", int64_t{0});
     curves.bn_recalibrated = json.value("bn_recalibrated", false);

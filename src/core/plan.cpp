@@ -102,6 +102,7 @@ std::string to_json(const Plan& plan) {
   }
   nlohmann::json json = {{"schema", kPlanSchema},
                          {"method", plan.method},
+                         {"criterion", plan.criterion},
                          {"budget", to_string(plan.budget)},
                          {"sparsity_target", plan.sparsity_target},
                          {"sparsity_achieved", plan.sparsity_achieved()},
@@ -130,6 +131,9 @@ Plan plan_from_json(const std::string& text, const std::string& source) {
       plan.predicted_distortion = json["predicted_distortion"].get<double>();
     }
     plan.solver = json.value("solver", "");
+    plan.criterion = json.value("criterion", "magnitude");
+    if (plan.criterion != "magnitude" && plan.criterion != "wanda")
+      throw Error(source + ": criterion '" + plan.criterion + "', expected magnitude or wanda");
     plan.fingerprint = json.value("fingerprint", "");
     plan.allow_empty = json.value("allow_empty", false);
     for (const auto& entry : json.at("layers")) {

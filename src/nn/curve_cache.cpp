@@ -11,10 +11,11 @@
 namespace rdprune {
 
 std::string curve_cache_key(const std::string& fingerprint, const std::string& calibration,
-                            const CurveOptions& options) {
+                            const std::string& criterion, const CurveOptions& options) {
   Fnv hash;
   hash.add(fingerprint);
   hash.add(calibration);
+  if (criterion != "magnitude") hash.add(criterion);  // magnitude keys stay what they were
   hash.add(options.metric);
   hash.add(std::to_string(options.levels));
   if (options.tail) hash.add(std::string("geometric tail"));

@@ -15,7 +15,7 @@
 namespace rdprune {
 
 std::string curve_cache_key(const std::string& fingerprint, const std::string& calibration,
-                            const CurveOptions& options);
+                            const std::string& criterion, const CurveOptions& options);
 
 // What measuring one layer's curve cost.
 struct LayerCost {

@@ -29,6 +29,7 @@ CurveSet taylor_curves(Network& network, const Dataset& calibration,
   network.apply_masks();
   CurveSet curves;
   curves.metric = options.metric;
+  curves.criterion = network.criterion();
   curves.calibration = calibration_description + ", taylor estimate";
   curves.fingerprint = fingerprint(network);
   curves.levels = options.levels;
@@ -40,7 +41,7 @@ CurveSet taylor_curves(Network& network, const Dataset& calibration,
     const int64_t weights = layers[i].weight.numel();
     const int64_t unpruned = unpruned_count(network, i);
     const double current = 1.0 - static_cast<double>(unpruned) / static_cast<double>(weights);
-    LayerCurve curve = taylor_curve(layers[i], mask, coefficients[i],
+    LayerCurve curve = taylor_curve(layers[i], pruning_order(network, i, mask), coefficients[i],
                                     layer_levels(grid, current, weights, options.tail), unpruned);
     curve.sparsity_current = current;
     curve.sparsity.front() = current;
@@ -172,7 +173,7 @@ class PlanContext {
     for (size_t i = 0; i < layers_.size(); ++i) {
       const torch::Tensor mask = i < network.masks().size() ? network.masks()[i] : torch::Tensor();
       originals_.push_back(layers_[i].weight.detach().clone());
-      orders_.push_back(magnitude_order(layers_[i].weight, mask));
+      orders_.push_back(pruning_order(network, i, mask));
     }
     for (size_t i = 0; i < layers_.size(); ++i) layers_[i].weight.detach().copy_(in_context(i));
   }
@@ -261,7 +262,7 @@ LayerCurve measure_layer(Measurement& m, size_t i, const LayerInfo& info, const 
       layer_levels(grid, curve.sparsity_current, curve.weights, m.options.tail);
   const torch::Tensor mask = i < m.network.masks().size() ? m.network.masks()[i] : torch::Tensor();
   const bool in_context = m.context.active();
-  const torch::Tensor order = in_context ? m.context.order(i) : magnitude_order(layer.weight, mask);
+  const torch::Tensor order = in_context ? m.context.order(i) : pruning_order(m.network, i, mask);
   const torch::Tensor original = in_context ? m.context.original(i) : layer.weight.detach().clone();
   // Kept counts per level; the current level changes nothing alone, and a level that keeps as many
   // weights as the previous one has its mask and its distortion.
@@ -315,11 +316,13 @@ CurveSet measure_curves(Network& network, const Dataset& calibration,
 
   CurveSet curves;
   curves.metric = options.metric;
+  curves.criterion = network.criterion();
   curves.calibration = calibration_description;
   curves.fingerprint = fingerprint(network);
   curves.levels = options.levels;
   curves.bn_recalibrated = options.recalibrate_bn;
-  CurveCache cache(options.cache_dir, curve_cache_key(curves.fingerprint, calibration_description, options),
+  CurveCache cache(options.cache_dir,
+                   curve_cache_key(curves.fingerprint, calibration_description, network.criterion(), options),
                    options.sink);
   auto cached = [&](size_t i) { return cache.has(i, layers[i].name, layers[i].weight.numel()); };
   bool every_layer_cached = true;

@@ -1,68 +1,27 @@
-// Layer census: one forward pass under a thread-local RecordFunction observer. Each aten
-// convolution/linear call with an argument viewing a prunable weight counts as a use of that
-// layer; its output size gives the multiply-accumulates per weight. Calls nested inside a matched
-// call (aten::conv2d -> aten::convolution -> ...) are the same use and are skipped.
-#include <ATen/record_function.h>
-
-#include <unordered_map>
-#include <unordered_set>
+// Layer census: one forward pass watched for the uses of every prunable weight (weight_uses.h);
+// each use's output size gives the multiply-accumulates per weight.
+#include <string>
 
 #include "network_impl.h"
 #include "rdprune/error.h"
 #include "rdprune/text.h"
+#include "weight_uses.h"
 
 namespace rdprune {
 namespace {
 
-struct CensusState {
-  std::unordered_map<const void*, size_t> layer_of_weight;  // weight StorageImpl -> layer index
-  std::vector<int64_t> out_rows;                            // weight.size(0) per layer
-  std::vector<int> depth;                                   // matched calls in flight per layer
-  std::vector<int64_t> calls;
-  std::vector<double> flops_per_weight;
-  int64_t batch = 1;
-};
-
-thread_local CensusState* active_census = nullptr;
-
-struct MatchedCall : at::ObserverContext {
-  explicit MatchedCall(size_t layer) : layer(layer) {}
-  size_t layer;
-};
-
-bool is_weight_op(const char* name) {
-  static const std::unordered_set<std::string> ops = {
-      "aten::conv2d", "aten::convolution", "aten::_convolution", "aten::linear",
-      "aten::addmm",  "aten::mm",          "aten::matmul",       "aten::mkldnn_convolution"};
-  return ops.count(name) > 0;
-}
-
-std::unique_ptr<at::ObserverContext> on_start(const at::RecordFunction& fn) {
-  CensusState* state = active_census;
-  if (state == nullptr || !is_weight_op(fn.name())) return nullptr;
-  for (const auto& input : fn.inputs()) {
-    if (!input.isTensor() || !input.toTensor().has_storage()) continue;
-    // Keyed by storage: the C++ frontend's Linear passes weight.t(), a view of the weight.
-    const auto it = state->layer_of_weight.find(input.toTensor().storage().unsafeGetStorageImpl());
-    if (it == state->layer_of_weight.end()) continue;
-    ++state->depth[it->second];
-    return std::make_unique<MatchedCall>(it->second);
+// Multiply-accumulates per weight per sample of one use: each weight meets every position of its
+// output feature (or, transposed, of its input feature) once.
+double use_flops_per_weight(const WeightUse& use, int64_t batch) {
+  const torch::Tensor* x = use.activation();
+  const bool convolution = use.op.find("conv") != std::string::npos;
+  // A matrix product: the positions (tokens) of its input, one per row of features.
+  if (!convolution && x != nullptr) {
+    return static_cast<double>(x->numel()) / static_cast<double>(batch * std::max<int64_t>(1, x->size(-1)));
   }
-  return nullptr;
-}
-
-void on_end(const at::RecordFunction& fn, at::ObserverContext* context) {
-  CensusState* state = active_census;
-  if (state == nullptr || context == nullptr) return;
-  const size_t layer = static_cast<MatchedCall*>(context)->layer;
-  if (--state->depth[layer] > 0) return;  // nested call of a use already being counted
-  const auto& outputs = fn.outputs();
-  if (outputs.empty() || !outputs[0].isTensor()) return;
-  const torch::Tensor& out = outputs[0].toTensor();
-  state->calls[layer] += 1;
-  // Each weight of output row r meets every output position of row r once per sample.
-  state->flops_per_weight[layer] +=
-      static_cast<double>(out.numel()) / static_cast<double>(state->batch * state->out_rows[layer]);
+  const torch::Tensor& side = use.transposed_convolution() && x != nullptr ? *x : use.output;
+  const int64_t features = convolution ? side.size(1) : side.size(-1);
+  return static_cast<double>(side.numel()) / static_cast<double>(batch * std::max<int64_t>(1, features));
 }
 
 // A forward pass whose failure inside LibTorch (a shape the model cannot take) is an Error naming
@@ -81,34 +40,24 @@ torch::Tensor forward_or_explain(Network& network, const torch::Tensor& input) {
 
 std::vector<LayerInfo> layer_census(Network& network, const std::vector<int64_t>& input_shape) {
   const auto& layers = network.layers();
-  CensusState state;
-  state.out_rows.resize(layers.size());
-  state.depth.assign(layers.size(), 0);
-  state.calls.assign(layers.size(), 0);
-  state.flops_per_weight.assign(layers.size(), 0.0);
-  for (size_t i = 0; i < layers.size(); ++i) {
-    state.layer_of_weight[layers[i].weight.storage().unsafeGetStorageImpl()] = i;
-    state.out_rows[i] = layers[i].weight.size(0);
-  }
+  std::vector<int64_t> calls(layers.size(), 0);
+  std::vector<double> flops_per_weight(layers.size(), 0.0);
   if (!input_shape.empty()) {
-    torch::NoGradGuard no_grad;
+    // With gradients on, PyTorch's transformer layers take their unfused path, whose linear calls
+    // show each projection's use; the fused kernels read the same weights.
+    torch::AutoGradMode enable_grad(true);
     network.set_training(false);
     std::vector<int64_t> shape = {1};
     shape.insert(shape.end(), input_shape.begin(), input_shape.end());
     const auto device = layers.empty() ? torch::Device(torch::kCPU) : layers[0].weight.device();
     const torch::Tensor input = torch::zeros(shape, torch::TensorOptions().device(device));
-    active_census = &state;
-    auto handle = at::addThreadLocalCallback(
-        at::RecordFunctionCallback(on_start, on_end).needsInputs(true).needsOutputs(true));
-    try {
-      forward_or_explain(network, input);
-    } catch (...) {
-      at::removeCallback(handle);
-      active_census = nullptr;
-      throw;
-    }
-    at::removeCallback(handle);
-    active_census = nullptr;
+    const WeightUseVisitor count = [&](const std::vector<size_t>& used, const WeightUse& use) {
+      for (size_t i : used) {
+        calls[i] += 1;
+        flops_per_weight[i] += use_flops_per_weight(use, /*batch=*/1);
+      }
+    };
+    observe_weight_uses(layers, count, [&] { forward_or_explain(network, input); });
   }
   std::vector<LayerInfo> infos;
   for (size_t i = 0; i < layers.size(); ++i) {
@@ -118,8 +67,8 @@ std::vector<LayerInfo> layer_census(Network& network, const std::vector<int64_t>
     info.type = layer.type;
     info.shape = layer.weight.sizes().vec();
     info.weights = layer.weight.numel();
-    info.calls = input_shape.empty() ? 0 : state.calls[i];
-    info.flops_per_weight = input_shape.empty() ? -1.0 : state.flops_per_weight[i];
+    info.calls = input_shape.empty() ? 0 : calls[i];
+    info.flops_per_weight = input_shape.empty() ? -1.0 : flops_per_weight[i];
     const auto& mask = i < network.masks().size() ? network.masks()[i] : torch::Tensor();
     const int64_t pruned = mask.defined() ? mask.numel() - mask.sum().item<int64_t>()
                                           : (layer.weight == 0).sum().item<int64_t>();

@@ -4,18 +4,20 @@
 
 #include <torch/torch.h>
 
+#include "rdprune/criterion.h"
 #include "rdprune/error.h"
 
 namespace rdprune {
 namespace {
 
-// Per-weight ranking score of one layer (flattened, float64): lower is pruned first.
-torch::Tensor layer_scores(const std::string& method, const torch::Tensor& weight,
+// Per-weight ranking score of one layer (flattened, float64): lower is pruned first. Ranked on the
+// network's criterion scores (|w| for magnitude).
+torch::Tensor layer_scores(const std::string& method, const Network& network, size_t layer,
                            const torch::Tensor& mask) {
-  torch::Tensor w = weight.detach().flatten().to(torch::kCPU, torch::kFloat64);
+  const torch::Tensor w = criterion_scores(network, layer).flatten().to(torch::kCPU);
   torch::Tensor score;
   if (method == "global") {
-    score = w.abs();
+    score = w;
   } else {
     const torch::Tensor squared = w.pow(2);
     const auto [sorted, order] = torch::sort(squared, /*stable=*/true, /*dim=*/0, /*descending=*/false);
@@ -53,7 +55,7 @@ Plan allocate_magnitude_baseline(const std::string& method, Network& network,
       const torch::Tensor has = (mask.defined() ? mask : layers[i].weight.detach() != 0).flatten().cpu();
       score = torch::where(has, std::numeric_limits<double>::infinity(), -1.0).to(torch::kFloat64);
     } else {
-      score = layer_scores(method, layers[i].weight, mask);
+      score = layer_scores(method, network, i, mask);
       if (!options.allow_empty) {
         // Reserve the layer's best weight so that no layer is emptied.
         const int64_t best = score.argmax().item<int64_t>();

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <torch/torch.h>
 
+#include "rdprune/criterion.h"
 #include "rdprune/error.h"
 
 namespace rdprune {
@@ -13,6 +14,35 @@ torch::Tensor magnitude_order(const torch::Tensor& weight, const torch::Tensor& 
   if (mask.defined()) key = key.masked_fill(mask.flatten().logical_not(), -1.0);
   // A stable sort breaks ties by index.
   return std::get<1>(torch::sort(key, /*stable=*/true, /*dim=*/0, /*descending=*/false));
+}
+
+torch::Tensor pruning_order(const Network& network, size_t layer, const torch::Tensor& mask) {
+  const PrunableLayer& info = network.layers().at(layer);
+  if (network.criterion() != "wanda") return magnitude_order(info.weight, mask);
+  torch::NoGradGuard no_grad;
+  const int64_t axis = output_axis(info.type);
+  const auto shape = info.weight.sizes();
+  const int64_t rows = shape[axis];
+  // Flat indices and keys as [rows, weights per row]; pruned weights get the key -1.
+  const torch::Tensor index =
+      torch::arange(info.weight.numel(),
+                    torch::TensorOptions().dtype(torch::kInt64).device(info.weight.device()))
+          .view(shape)
+          .movedim(axis, 0)
+          .reshape({rows, -1});
+  torch::Tensor key = criterion_scores(network, layer);
+  if (mask.defined()) key = key.masked_fill(mask.logical_not(), -1.0);
+  key = key.movedim(axis, 0).reshape({rows, -1});
+  const auto [sorted, in_row] = torch::sort(key, /*stable=*/true, /*dim=*/1, /*descending=*/false);
+  // All pruned weights first; then by position in the row's order (pruned ones lead it), then row:
+  // a row with fewer weights left is reached later, so the rows end as equal as whole weights allow.
+  const torch::Tensor pruned = sorted.lt(0);
+  const torch::Tensor position = torch::arange(key.size(1), index.options()).unsqueeze(0).expand_as(sorted);
+  const torch::Tensor row = torch::arange(rows, index.options()).unsqueeze(1);
+  const torch::Tensor composite =
+      (torch::where(pruned, torch::full_like(position, -1), position) + 1) * rows + row;
+  const torch::Tensor order = std::get<1>(torch::sort(composite.flatten(), /*stable=*/true, 0, false));
+  return index.gather(1, in_row).flatten().index_select(0, order);
 }
 
 torch::Tensor mask_keeping(const torch::Tensor& order, int64_t kept, c10::IntArrayRef shape) {
@@ -47,7 +77,7 @@ void apply_plan(Network& network, const Plan& plan, const std::string& source) {
     }
     const torch::Tensor mask = i < network.masks().size() ? network.masks()[i] : torch::Tensor();
     masks.push_back(
-        mask_keeping(magnitude_order(layers[i].weight, mask), plan.layers[i].kept, layers[i].weight.sizes()));
+        mask_keeping(pruning_order(network, i, mask), plan.layers[i].kept, layers[i].weight.sizes()));
   }
   for (size_t i = 0; i < layers.size(); ++i) network.set_mask(i, masks[i]);
   network.apply_masks();

@@ -39,6 +39,13 @@ void Network::set_mask(size_t layer, const torch::Tensor& mask) {
   masks_[layer] = mask.defined() ? mask.to(weight.device(), torch::kBool) : torch::Tensor();
 }
 
+void Network::set_criterion(const std::string& name, std::vector<torch::Tensor> input_norms) {
+  if (name == "wanda" && input_norms.size() != layers_.size())
+    throw Error("wanda: one input-norm tensor per layer expected");
+  criterion_ = name;
+  input_norms_ = name == "wanda" ? std::move(input_norms) : std::vector<torch::Tensor>{};
+}
+
 void Network::apply_masks() {
   torch::NoGradGuard no_grad;
   for (size_t i = 0; i < masks_.size(); ++i) {
@@ -49,8 +56,8 @@ void Network::apply_masks() {
 void Network::mask_gradients() {
   torch::NoGradGuard no_grad;
   for (size_t i = 0; i < masks_.size(); ++i) {
-    auto grad = layers_[i].weight.grad();
-    if (masks_[i].defined() && grad.defined()) grad.mul_(masks_[i]);
+    const auto& grad = layers_[i].parameter.grad();
+    if (masks_[i].defined() && grad.defined()) layers_[i].rows_of(grad).mul_(masks_[i]);
   }
 }
 
@@ -103,9 +110,9 @@ NativeNetwork::NativeNetwork(const ModelMeta& meta) {
   model_ = make_zoo_model({meta.arch, meta.input_shape[0], meta.input_shape[1], meta.num_classes});
   for (const auto& item : model_->named_modules(/*name_prefix=*/"", /*include_self=*/false)) {
     if (auto* conv = item.value()->as<torch::nn::Conv2dImpl>()) {
-      layers_.push_back({item.key(), "conv2d", conv->weight});
+      layers_.push_back({item.key(), "conv2d", conv->weight, conv->weight});
     } else if (auto* linear = item.value()->as<torch::nn::LinearImpl>()) {
-      layers_.push_back({item.key(), "linear", linear->weight});
+      layers_.push_back({item.key(), "linear", linear->weight, linear->weight});
     }
   }
   masks_.resize(layers_.size());
@@ -234,8 +241,8 @@ bool recalibrate_batch_norm(Network& network, const Dataset& data, int64_t batch
 // ---- construction and loading -----------------------------------------------------------------
 
 const std::vector<std::string>& zoo_architectures() {
-  static const std::vector<std::string> names = {"mlp",      "lenet5", "resnet20", "resnet32",
-                                                 "resnet56", "vgg16",  "resnet18", "resnet50"};
+  static const std::vector<std::string> names = {"mlp",   "lenet5",   "resnet20", "resnet32", "resnet56",
+                                                 "vgg16", "resnet18", "resnet50", "vit"};
   return names;
 }
 

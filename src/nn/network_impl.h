@@ -6,6 +6,7 @@
 
 #include "rdprune/network.h"
 #include "rdprune/zoo.h"
+#include "script_layers.h"
 #include "script_stages.h"
 
 namespace rdprune {
@@ -63,8 +64,9 @@ class ScriptNetwork : public Network {
 
  private:
   torch::jit::Module module_;
-  std::unique_ptr<ScriptStages> stages_;           // the forward graph cut into stages; null: one stage
-  std::vector<torch::jit::Module> layer_modules_;  // the module owning each layer's weight
+  std::unique_ptr<ScriptStages> stages_;    // the forward graph cut into stages; null: one stage
+  std::vector<ScriptLayerSite> sites_;      // where each layer's weight lives
+  std::vector<torch::jit::Module> owners_;  // the module holding each layer's parameter
   std::string path_;
 };
 

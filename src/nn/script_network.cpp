@@ -1,6 +1,7 @@
 #include <algorithm>
+#include <map>
+#include <set>
 #include <sstream>
-#include <unordered_set>
 
 #include "network_impl.h"
 #include "rdprune/atomic_file.h"
@@ -10,7 +11,11 @@
 namespace rdprune {
 namespace {
 
-constexpr const char* kMaskBuffer = "weight_mask";
+// Masks saved by rdprune travel as `<parameter>_mask` buffers beside the parameter
+// (torch.nn.utils.prune's name: `weight_mask`), one for the q, k and v of an in-projection.
+std::string mask_buffer(const std::string& attribute) {
+  return attribute + "_mask";
+}
 
 // Serialised in memory first: torch's file writer aborts the process when the disk fills (its
 // destructor throws), where write_file_atomic reports the error and removes the partial file.
@@ -20,25 +25,11 @@ void write_module(const torch::jit::Module& module, const std::string& path) {
   write_file_atomic(path, bytes.str());
 }
 
-// The qualified class name without TorchScript's "___torch_mangle_N." segments, e.g.
-// "__torch__.torch.nn.modules.conv.Conv2d".
-std::string plain_type_name(const torch::jit::Module& module) {
-  const auto name = module.type()->name();
-  if (!name) return "";
-  std::string text = name->qualifiedName();
-  const std::string mangle = "___torch_mangle_";
-  for (size_t at = text.find(mangle); at != std::string::npos; at = text.find(mangle)) {
-    const size_t dot = text.find('.', at);
-    text.erase(at, dot == std::string::npos ? std::string::npos : dot - at + 1);
+torch::jit::Module submodule(const torch::jit::Module& root, const std::string& path) {
+  for (const auto& item : root.named_modules()) {
+    if (item.name == path) return item.value;
   }
-  return text;
-}
-
-std::string layer_type(const torch::jit::Module& module) {
-  const std::string name = plain_type_name(module);
-  if (name == "__torch__.torch.nn.modules.conv.Conv2d") return "conv2d";
-  if (name == "__torch__.torch.nn.modules.linear.Linear") return "linear";
-  return "";
+  throw Error("no module " + path);  // not reached: the path came from named_parameters()
 }
 
 // The reason of a TorchScript interpreter failure without its traceback: the text after the last
@@ -60,32 +51,28 @@ std::string interpreter_reason(const std::exception& e) {
 ScriptNetwork::ScriptNetwork(torch::jit::Module module, const std::string& path)
     : module_(std::move(module)), path_(path) {
   meta_.arch = "torchscript";
-  std::unordered_set<const void*> seen;
-  for (const auto& item : module_.named_modules()) {
-    const std::string type = layer_type(item.value);
-    if (type.empty() || !item.value.hasattr("weight")) continue;
-    const c10::IValue weight = item.value.attr("weight");
-    if (!weight.isTensor()) continue;
-    const torch::Tensor tensor = weight.toTensor();
-    // A module registered under two names is one layer: keep the first name (as Python's
-    // named_modules() does, which skips modules it has already yielded).
-    if (!seen.insert(tensor.unsafeGetTensorImpl()).second) continue;
-    if (tensor.numel() == 0) continue;  // nothing to prune, e.g. Linear(0, n)
-    layers_.push_back({item.name, type, tensor});
-    layer_modules_.push_back(item.value);
+  for (auto& site : find_script_layers(module_, path)) {
+    torch::jit::Module owner = submodule(module_, site.owner);
+    const torch::Tensor parameter = owner.attr(site.attribute).toTensor();
+    layers_.push_back(
+        {site.name, site.type, parameter.narrow(0, site.row_begin, site.rows), parameter, site.row_begin});
+    owners_.push_back(owner);
+    sites_.push_back(std::move(site));
   }
   masks_.resize(layers_.size());
-  // Masks saved by rdprune travel as `weight_mask` buffers (torch.nn.utils.prune's name).
   for (size_t i = 0; i < layers_.size(); ++i) {
-    if (!layer_modules_[i].hasattr(kMaskBuffer)) continue;
-    const c10::IValue mask = layer_modules_[i].attr(kMaskBuffer);
-    if (!mask.isTensor() || mask.toTensor().sizes() != layers_[i].weight.sizes()) {
-      throw Error(path + ": layer " + layers_[i].name + ": weight_mask does not match the weight's shape");
+    const std::string buffer = mask_buffer(sites_[i].attribute);
+    if (!owners_[i].hasattr(buffer)) continue;
+    const c10::IValue saved = owners_[i].attr(buffer);
+    if (!saved.isTensor() || saved.toTensor().sizes() != layers_[i].parameter.sizes()) {
+      throw Error(path + ": layer " + layers_[i].name + ": " + buffer +
+                  " does not match the shape of the weight it masks");
     }
+    const torch::Tensor mask = layers_[i].rows_of(saved.toTensor());
     // All ones prunes nothing; anything else is checked (0 and 1 only) and held.
-    if (mask.toTensor().eq(1).all().item<bool>()) continue;
+    if (mask.eq(1).all().item<bool>()) continue;
     try {
-      set_mask(i, mask.toTensor());
+      set_mask(i, mask);
     } catch (const Error& e) {
       throw Error(path + ": " + e.what());
     }
@@ -93,7 +80,7 @@ ScriptNetwork::ScriptNetwork(torch::jit::Module module, const std::string& path)
   // Suffix execution where the graph allows it; a graph it cannot cut runs whole, as before.
   try {
     std::vector<torch::Tensor> weights;
-    for (const auto& layer : layers_) weights.push_back(layer.weight);
+    for (const auto& layer : layers_) weights.push_back(layer.parameter);
     stages_ = std::make_unique<ScriptStages>(module_, weights);
     for (size_t i = 0; i < layers_.size(); ++i) {
       layer_stages_.push_back(stages_->stage_of(i));
@@ -157,12 +144,17 @@ void ScriptNetwork::save(const std::string& path) {
   const bool masked =
       std::any_of(masks_.begin(), masks_.end(), [](const torch::Tensor& m) { return m.defined(); });
   if (masked) {
-    // Every prunable layer gets the buffer: TorchScript may share one class type between
+    // Every prunable parameter gets the buffer: TorchScript may share one class type between
     // several Conv2d instances, and each instance of a type must carry the same attributes.
+    std::map<std::pair<const void*, std::string>, torch::Tensor> buffers;
     for (size_t i = 0; i < layers_.size(); ++i) {
-      const torch::Tensor mask =
-          masks_[i].defined() ? masks_[i] : torch::ones_like(layers_[i].weight, torch::kBool);
-      layer_modules_[i].register_buffer(kMaskBuffer, mask.to(torch::kBool));
+      auto& whole = buffers[{owners_[i]._ivalue().get(), sites_[i].attribute}];
+      if (!whole.defined()) whole = torch::ones_like(layers_[i].parameter, torch::kBool);
+      if (masks_[i].defined()) layers_[i].rows_of(whole).copy_(masks_[i]);
+    }
+    for (size_t i = 0; i < layers_.size(); ++i) {
+      owners_[i].register_buffer(mask_buffer(sites_[i].attribute),
+                                 buffers.at({owners_[i]._ivalue().get(), sites_[i].attribute}));
     }
   }
   write_module(module_, path);
@@ -170,17 +162,21 @@ void ScriptNetwork::save(const std::string& path) {
 
 void ScriptNetwork::save_dense(const std::string& path) {
   apply_masks();
+  std::set<std::string> names;
+  for (const auto& site : sites_) names.insert(mask_buffer(site.attribute));
   // A copy with its own class types, from which the mask buffers are removed: first from every
   // object, then from each type the objects share.
   torch::jit::Module copy = module_.clone();
-  std::vector<c10::ClassTypePtr> types;
+  std::vector<std::pair<c10::ClassTypePtr, std::string>> types;
   for (const auto& item : copy.named_modules()) {
-    if (!item.value.hasattr(kMaskBuffer)) continue;
-    item.value._ivalue()->unsafeRemoveAttr(kMaskBuffer);
-    if (std::find(types.begin(), types.end(), item.value.type()) == types.end())
-      types.push_back(item.value.type());
+    for (const auto& name : names) {
+      if (!item.value.hasattr(name)) continue;
+      item.value._ivalue()->unsafeRemoveAttr(name);
+      const std::pair<c10::ClassTypePtr, std::string> entry{item.value.type(), name};
+      if (std::find(types.begin(), types.end(), entry) == types.end()) types.push_back(entry);
+    }
   }
-  for (const auto& type : types) type->unsafeRemoveAttribute(kMaskBuffer);
+  for (const auto& [type, name] : types) type->unsafeRemoveAttribute(name);
   write_module(copy, path);
 }
 

@@ -138,12 +138,13 @@ class ForwardGraph {
   // names it has.
   std::vector<std::pair<int64_t, int64_t>> reads_of_weights(const torch::jit::Module& module,
                                                             const std::vector<torch::Tensor>& weights) const {
-    std::unordered_map<const Value*, size_t> weight_of;
+    // Several layers may share one parameter (an attention in-projection's q, k and v).
+    std::unordered_map<const Value*, std::vector<size_t>> weight_of;
     for (const auto& [value, path] : paths_) {
       const c10::IValue attribute = resolve(module, path);
       if (!attribute.isTensor()) continue;
       for (size_t i = 0; i < weights.size(); ++i) {
-        if (attribute.toTensor().is_same(weights[i])) weight_of[value] = i;
+        if (attribute.toTensor().is_same(weights[i])) weight_of[value].push_back(i);
       }
     }
     std::vector<std::pair<int64_t, int64_t>> span(weights.size(), {-1, -1});
@@ -157,8 +158,8 @@ class ForwardGraph {
         reads.pop_back();
         if (!seen.insert(value).second) continue;
         const auto weight = weight_of.find(value);
-        if (weight != weight_of.end()) {
-          auto& [first, last] = span[weight->second];
+        for (size_t i : weight != weight_of.end() ? weight->second : std::vector<size_t>{}) {
+          auto& [first, last] = span[i];
           if (first < 0) first = static_cast<int64_t>(k);
           last = static_cast<int64_t>(k);
         }

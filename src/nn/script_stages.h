@@ -20,8 +20,8 @@ namespace rdprune {
 class ScriptStages {
  public:
   // Splits `module`'s forward at the latest cut before the first read of each of `weights` (the
-  // prunable layers' weights, known by their storage). One stage when the graph has no such cut, or
-  // when it is not one tensor in and one tensor out, writes module attributes or calls interfaces.
+  // parameters that hold the prunable layers' weights, one per layer). One stage when the graph has no such
+  // cut, or when it is not one tensor in and one tensor out, writes module attributes or calls interfaces.
   ScriptStages(const torch::jit::Module& module, const std::vector<torch::Tensor>& weights);
 
   size_t size() const { return stages_.empty() ? 1 : stages_.size(); }

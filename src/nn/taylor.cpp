@@ -25,13 +25,14 @@ std::vector<torch::Tensor> taylor_coefficients(Network& network, const Dataset& 
   const auto& layers = network.layers();
   std::vector<torch::Tensor> weights;
   std::vector<bool> required;
+  // Gradients are taken with respect to the parameters (a q, k or v block is a view of one).
   for (const auto& layer : layers) {
-    weights.push_back(layer.weight);
-    required.push_back(layer.weight.requires_grad());
-    layer.weight.requires_grad_(true);
+    weights.push_back(layer.parameter);
+    required.push_back(layer.parameter.requires_grad());
+    layer.parameter.requires_grad_(true);
   }
   std::vector<torch::Tensor> sums;
-  for (const auto& weight : weights) sums.push_back(torch::zeros_like(weight, torch::kFloat64));
+  for (const auto& layer : layers) sums.push_back(torch::zeros_like(layer.weight, torch::kFloat64));
   auto generator = at::detail::createCPUGenerator(derive_seed(seed, 0x7a7));
   const torch::Device device = weights[0].device();
   network.set_training(false);
@@ -50,7 +51,8 @@ std::vector<torch::Tensor> taylor_coefficients(Network& network, const Dataset& 
         scalar = (out * v).sum() / std::sqrt(static_cast<double>(out.size(1)));
       }
       const auto grads = torch::autograd::grad({scalar}, weights);
-      for (size_t i = 0; i < grads.size(); ++i) sums[i] += grads[i].detach().to(torch::kFloat64).pow(2);
+      for (size_t i = 0; i < grads.size(); ++i)
+        sums[i] += layers[i].rows_of(grads[i].detach()).to(torch::kFloat64).pow(2);
     }
   } catch (...) {
     for (size_t i = 0; i < weights.size(); ++i) weights[i].requires_grad_(required[i]);
@@ -62,14 +64,14 @@ std::vector<torch::Tensor> taylor_coefficients(Network& network, const Dataset& 
   return sums;
 }
 
-LayerCurve taylor_curve(const PrunableLayer& layer, const torch::Tensor& mask,
+LayerCurve taylor_curve(const PrunableLayer& layer, const torch::Tensor& pruning_order,
                         const torch::Tensor& coefficients, const std::vector<double>& levels,
                         int64_t unpruned) {
   LayerCurve curve;
   curve.name = layer.name;
   curve.weights = layer.weight.numel();
   const torch::Tensor weight = layer.weight.detach().cpu().to(torch::kFloat64).flatten();
-  const torch::Tensor order = magnitude_order(layer.weight, mask).cpu();
+  const torch::Tensor order = pruning_order.cpu();
   // Cost of pruning each weight, in pruning order; already pruned weights are zero and cost 0.
   const torch::Tensor cost = (weight.pow(2) * coefficients.flatten()).index_select(0, order);
   const torch::Tensor prefix = torch::cat({torch::zeros({1}, torch::kFloat64), cost.cumsum(0)});

@@ -1,5 +1,7 @@
 #include "rdprune/zoo.h"
 
+#include <cmath>
+
 #include "rdprune/error.h"
 
 namespace rdprune {
@@ -209,6 +211,98 @@ class LeNet5Impl : public ZooNetImpl {
   nn::Linear fc1{nullptr}, fc2{nullptr}, fc3{nullptr};
 };
 
+// A Vision Transformer (Dosovitskiy et al. ICLR 2021) small enough to train on 2 cores in
+// minutes: non-overlapping patches (a 4x4 grid below 64 pixels, else 8x8), a class token, learned
+// positions, pre-norm encoder blocks of multi-head self-attention and a GELU MLP, a linear head.
+// q, k, v and the output projection are separate Linear layers, each its own prunable layer.
+struct AttentionImpl : nn::Module {
+  AttentionImpl(int64_t dim, int64_t heads) : heads_(heads) {
+    q = register_module("q", nn::Linear(dim, dim));
+    k = register_module("k", nn::Linear(dim, dim));
+    v = register_module("v", nn::Linear(dim, dim));
+    proj = register_module("proj", nn::Linear(dim, dim));
+  }
+  torch::Tensor forward(const torch::Tensor& x) {
+    const int64_t batch = x.size(0), tokens = x.size(1), dim = x.size(2), head_dim = dim / heads_;
+    auto split = [&](const torch::Tensor& t) {
+      return t.view({batch, tokens, heads_, head_dim}).transpose(1, 2);
+    };
+    const torch::Tensor scores =
+        torch::matmul(split(q(x)), split(k(x)).transpose(-2, -1)) / std::sqrt(static_cast<double>(head_dim));
+    const torch::Tensor mixed = torch::matmul(torch::softmax(scores, -1), split(v(x)));
+    return proj(mixed.transpose(1, 2).reshape({batch, tokens, dim}));
+  }
+  int64_t heads_;
+  nn::Linear q{nullptr}, k{nullptr}, v{nullptr}, proj{nullptr};
+};
+TORCH_MODULE(Attention);
+
+struct FeedForwardImpl : nn::Module {
+  FeedForwardImpl(int64_t dim, int64_t hidden) {
+    fc1 = register_module("fc1", nn::Linear(dim, hidden));
+    fc2 = register_module("fc2", nn::Linear(hidden, dim));
+  }
+  torch::Tensor forward(const torch::Tensor& x) { return fc2(torch::gelu(fc1(x))); }
+  nn::Linear fc1{nullptr}, fc2{nullptr};
+};
+TORCH_MODULE(FeedForward);
+
+struct EncoderBlockImpl : nn::Module {
+  EncoderBlockImpl(int64_t dim, int64_t heads, int64_t hidden) {
+    norm1 = register_module("norm1", nn::LayerNorm(nn::LayerNormOptions({dim})));
+    attn = register_module("attn", Attention(dim, heads));
+    norm2 = register_module("norm2", nn::LayerNorm(nn::LayerNormOptions({dim})));
+    ffn = register_module("mlp", FeedForward(dim, hidden));
+  }
+  // The block in two halves (attention, MLP), each a residual step on one tensor.
+  torch::Tensor attend(const torch::Tensor& x) { return x + attn(norm1(x)); }
+  torch::Tensor mlp(const torch::Tensor& x) { return x + ffn(norm2(x)); }
+  nn::LayerNorm norm1{nullptr}, norm2{nullptr};
+  Attention attn{nullptr};
+  FeedForward ffn{nullptr};
+};
+TORCH_MODULE(EncoderBlock);
+
+class VitImpl : public ZooNetImpl {
+ public:
+  explicit VitImpl(const ZooSpec& spec) {
+    const int64_t dim = 64, depth = 4, heads = 4, hidden = 128;
+    const int64_t grid = spec.image_size < 64 ? 4 : 8;
+    const int64_t patch = spec.image_size / grid;
+    if (patch < 1)
+      throw UsageError("arch", "vit: images of " + std::to_string(spec.image_size) +
+                                   " pixels are too small (need at least 4)");
+    patch_embed = register_module("patch_embed",
+                                  nn::Conv2d(nn::Conv2dOptions(spec.in_channels, dim, patch).stride(patch)));
+    cls_token = register_parameter("cls_token", torch::randn({1, 1, dim}) * 0.02);
+    pos_embed = register_parameter("pos_embed", torch::randn({1, grid * grid + 1, dim}) * 0.02);
+    add_stage("patch_embed", [this](torch::Tensor x) {
+      x = patch_embed(x).flatten(2).transpose(1, 2);
+      return torch::cat({cls_token.expand({x.size(0), 1, x.size(2)}), x}, 1) + pos_embed;
+    });
+    for (int64_t b = 0; b < depth; ++b) {
+      EncoderBlock block(dim, heads, hidden);
+      blocks->push_back(block);
+      const std::string name = "blocks." + std::to_string(b);
+      add_stage({name + ".norm1", name + ".attn"},
+                [block](Values x) mutable -> Values { return {block->attend(x.at(0))}; });
+      add_stage({name + ".norm2", name + ".mlp"},
+                [block](Values x) mutable -> Values { return {block->mlp(x.at(0))}; });
+    }
+    register_module("blocks", blocks);
+    norm = register_module("norm", nn::LayerNorm(nn::LayerNormOptions({dim})));
+    head = register_module("head", nn::Linear(dim, spec.num_classes));
+    add_stage("head", [this](torch::Tensor x) { return head(norm(x.select(1, 0))); });
+  }
+
+ private:
+  nn::Conv2d patch_embed{nullptr};
+  torch::Tensor cls_token, pos_embed;
+  nn::ModuleList blocks;
+  nn::LayerNorm norm{nullptr};
+  nn::Linear head{nullptr};
+};
+
 ResNetConfig cifar_resnet(int64_t depth) {
   const int64_t n = (depth - 2) / 6;  // He et al. 2016, section 4.2: 6n+2 layers
   return {{n, n, n}, {16, 32, 64}, /*bottleneck=*/false, /*imagenet_stem=*/false};
@@ -227,15 +321,16 @@ std::shared_ptr<ZooNetImpl> make_zoo_model(const ZooSpec& spec) {
   if (spec.arch == "resnet32") return std::make_shared<ResNetImpl>(cifar_resnet(32), spec);
   if (spec.arch == "resnet56") return std::make_shared<ResNetImpl>(cifar_resnet(56), spec);
   if (spec.arch == "vgg16") return std::make_shared<VggImpl>(spec);
+  if (spec.arch == "vit") return std::make_shared<VitImpl>(spec);
   if (spec.arch == "resnet18") {
     return std::make_shared<ResNetImpl>(ResNetConfig{{2, 2, 2, 2}, {64, 128, 256, 512}, false, large}, spec);
   }
   if (spec.arch == "resnet50") {
     return std::make_shared<ResNetImpl>(ResNetConfig{{3, 4, 6, 3}, {64, 128, 256, 512}, true, large}, spec);
   }
-  throw UsageError("arch",
-                   "unknown architecture '" + spec.arch +
-                       "' (known: mlp, lenet5, resnet20, resnet32, resnet56, vgg16, resnet18, resnet50)");
+  throw UsageError(
+      "arch", "unknown architecture '" + spec.arch +
+                  "' (known: mlp, lenet5, resnet20, resnet32, resnet56, vgg16, resnet18, resnet50, vit)");
 }
 
 }  // namespace rdprune

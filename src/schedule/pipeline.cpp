@@ -21,6 +21,12 @@ void validate(const PipelineOptions& options) {
   if (options.schedule != "geometric" && options.schedule != "linear")
     throw UsageError("schedule", "expected geometric or linear, got '" + options.schedule + "'");
   if (options.calib_size <= 0) throw UsageError("calib_size", "expected a positive count");
+  // Activation-aware scores need real activations: N(0,1) inputs say nothing about them.
+  if (options.synthetic && options.allocator.criterion == "wanda")
+    throw UsageError("criterion",
+                     "wanda weighs weights by their inputs on real images; --synthetic has none");
+  if (options.synthetic && options.method == "owl")
+    throw UsageError("method", "owl scores outliers on real images' activations; --synthetic has none");
   if (options.holdout < 0 || options.holdout > 10000000)
     throw UsageError("holdout", "expected a count in [0, 10000000]");
   if (options.finetune.steps > 0) {

@@ -7,6 +7,7 @@
 
 #include "rdprune/additivity.h"
 #include "rdprune/atomic_file.h"
+#include "rdprune/criterion.h"
 #include "rdprune/hits.h"
 #include "rdprune/masks.h"
 #include "rdprune/run_record.h"
@@ -60,6 +61,11 @@ RoundResult run_round(Network& network, const RoundInputs& in, Allocator& alloca
   TrainOptions finetune = o.finetune;
   finetune.sink = o.sink;
   finetune.seed = derive_seed(o.finetune.seed, static_cast<uint64_t>(r));
+  // wanda's scores weigh each weight by its input's norm on this round's network.
+  if (o.allocator.criterion == "wanda") {
+    network.set_criterion("wanda",
+                          input_feature_norms(network, in.calibration, o.allocator.curves.batch_size));
+  }
   AllocatorContext context = round_context(network, in, finetune, dir);
   RdOptions budget = o.rd;
   budget.sparsity_target = target;
@@ -69,6 +75,7 @@ RoundResult run_round(Network& network, const RoundInputs& in, Allocator& alloca
   round.cost.judge_train_steps = network.usage().train_steps - before.train_steps;
   Plan& plan = allocation.plan;
   plan.fingerprint = fingerprint(network);  // the model the plan was made for: this round's start
+  plan.criterion = network.criterion();
   if (!dir.empty()) write_file_atomic((dir / "plan.json").string(), to_json(plan));
   round.steps = std::move(allocation.steps);
   round.measured_distortion = joint_distortion(network, in.calibration, plan, o.allocator.curves.metric,

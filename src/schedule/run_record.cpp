@@ -158,7 +158,12 @@ nlohmann::json settings_json(const PipelineOptions& o) {
   if (o.holdout > 0) json["holdout"] = o.holdout;
   if (!o.rd.keep_dense.empty()) json["keep_dense"] = o.rd.keep_dense;
   if (!o.extra_finetune_steps.empty()) json["extra_finetune_steps"] = o.extra_finetune_steps;
-  if (!uses_calibration(o.method)) return json;
+  if (o.allocator.criterion != "magnitude") json["criterion"] = o.allocator.criterion;
+  if (o.method == "owl")
+    json["owl"] = {{"threshold", o.allocator.owl.threshold}, {"lambda", o.allocator.owl.lambda}};
+  if (o.method == "alphapruning")
+    json["alphapruning"] = {{"epsilon", o.allocator.alpha.epsilon}, {"fit", o.allocator.alpha.fit}};
+  if (o.method != "rd" && o.method != "select") return json;
   const AllocatorSettings& a = o.allocator;
   json["allocator"] = {
       {"preset", o.preset},    {"min_sparsity", o.rd.min_sparsity}, {"max_sparsity", o.rd.max_sparsity},

@@ -768,6 +768,93 @@ TEST_F(Cli, KeepDenseHoldsForEveryMethod) {
   expect_error(without, 2, "other settings (keep_dense)");
 }
 
+TEST_F(Cli, TransformersCriteriaAndTheLayerwiseRules) {
+  const std::string model = work_.file("vit.pt");
+  ASSERT_EQ(rdprune({"train", "--arch", "vit", "--steps", "3", "--batch-size", "32", "--optimizer", "adamw",
+                     "--lr", "0.001", "--data-dir", data_dir(), "--out", model})
+                .code,
+            0);
+  const auto info = nlohmann::json::parse(rdprune({"info", "--model", model, "--json"}).out);
+  ASSERT_EQ(info.at("layers").size(), 26u);
+  EXPECT_EQ(info["layers"][1]["name"], "blocks.0.attn.q");
+  EXPECT_EQ(info["layers"][1]["flops_per_weight"], 17);  // 16 patches and the class token
+  EXPECT_EQ(info.at("stages"), 10);
+
+  // alphapruning needs no data; owl and wanda need calibration images.
+  const std::string plan = work_.file("plan.json");
+  for (const std::string method : {"alphapruning", "owl"}) {
+    const Result allocated =
+        rdprune({"allocate", "--method", method, "--model", model, "--data-dir", data_dir(), "--calib-size",
+                 "32", "--sparsity", "0.7", "--out", plan, "--json"});
+    ASSERT_EQ(allocated.code, 0) << method << allocated.err;
+    const double achieved = nlohmann::json::parse(allocated.out).at("sparsity_achieved").get<double>();
+    EXPECT_GE(achieved, 0.7) << method;
+    EXPECT_LT(achieved, 0.701) << method;
+    EXPECT_EQ(nlohmann::json::parse(read_file(plan)).at("method"), method);
+  }
+  const Result wanda =
+      rdprune({"allocate", "--method", "uniform", "--criterion", "wanda", "--model", model, "--data-dir",
+               data_dir(), "--calib-size", "32", "--sparsity", "0.5", "--out", plan});
+  ASSERT_EQ(wanda.code, 0) << wanda.err;
+  EXPECT_EQ(nlohmann::json::parse(read_file(plan)).at("criterion"), "wanda");
+  const std::string pruned = work_.file("pruned.pt");
+  const Result applied = rdprune({"prune", "--model", model, "--plan", plan, "--data-dir", data_dir(),
+                                  "--calib-size", "32", "--out", pruned, "--json"});
+  ASSERT_EQ(applied.code, 0) << applied.err;
+  EXPECT_NEAR(nlohmann::json::parse(applied.out).at("sparsity_achieved").get<double>(), 0.5, 1e-3);
+
+  // rd and the rules of the LLM era side by side, with wanda's order, one shot.
+  const std::string out = work_.file("cmp");
+  const Result compared = rdprune({"compare",
+                                   "--model",
+                                   model,
+                                   "--data-dir",
+                                   data_dir(),
+                                   "--methods",
+                                   "rd,owl,alphapruning",
+                                   "--criterion",
+                                   "wanda",
+                                   "--sparsities",
+                                   "0.7",
+                                   "--calib-size",
+                                   "32",
+                                   "--levels",
+                                   "8",
+                                   "--refine",
+                                   "0",
+                                   "--eval-limit",
+                                   "32",
+                                   "--out-dir",
+                                   out});
+  ASSERT_EQ(compared.code, 0) << compared.err;
+  for (const std::string method : {"rd", "owl", "alphapruning"}) {
+    const auto round = nlohmann::json::parse(read_file(out + "/" + method + "-s0.7-r1/round-1/plan.json"));
+    EXPECT_EQ(round.at("criterion"), "wanda") << method;
+    EXPECT_EQ(nlohmann::json::parse(read_file(out + "/" + method + "-s0.7-r1/settings.json")).at("criterion"),
+              "wanda");
+  }
+
+  // Bad input, each in one line.
+  expect_error(rdprune({"allocate", "--method", "uniform", "--model", model, "--sparsity", "0.5",
+                        "--criterion", "taylor", "--out", plan}),
+               2, "--criterion: unknown criterion 'taylor'");
+  expect_error(rdprune({"run", "--model", model, "--method", "rd", "--sparsity", "0.5", "--synthetic",
+                        "--criterion", "wanda", "--out-dir", work_.file("syn")}),
+               2, "--criterion: wanda weighs weights by their inputs on real images");
+  expect_error(rdprune({"run", "--model", model, "--method", "owl", "--sparsity", "0.5", "--synthetic",
+                        "--out-dir", work_.file("syn")}),
+               2, "--method: owl scores outliers on real images");
+  expect_error(rdprune({"allocate", "--method", "owl", "--model", model, "--sparsity", "0.5", "--keep-dense",
+                        "blocks.0.attn.qkv", "--data-dir", data_dir(), "--out", plan}),
+               2, "--keep-dense: no layer named 'blocks.0.attn.qkv'");
+  expect_error(rdprune({"allocate", "--method", "alphapruning", "--model", model, "--sparsity", "0.5",
+                        "--alpha-fit", "mid", "--out", plan}),
+               2, "--alpha-fit: expected peak or median");
+  expect_error(rdprune({"allocate", "--method", "owl", "--model", model, "--sparsity", "0.5", "--owl-lambda",
+                        "0.9", "--data-dir", data_dir(), "--out", plan}),
+               2, "--owl-lambda");
+}
+
 TEST_F(Cli, OutputsAreCheckedBeforeTheWorkAndResumesRefuseWhatTheyCannotTrust) {
   const std::string model = work_.file("mlp.pt");
   ASSERT_EQ(

@@ -40,7 +40,7 @@ TEST_P(EveryArchitecture, MapsImagesToLogits) {
 
 INSTANTIATE_TEST_SUITE_P(Zoo, EveryArchitecture,
                          ::testing::Values("mlp", "lenet5", "resnet20", "resnet32", "resnet56", "vgg16",
-                                           "resnet18", "resnet50"));
+                                           "vit", "resnet18", "resnet50"));
 
 TEST(Zoo, ResNet20HasTheExpectedLayers) {
   auto network = create_network(meta_for("resnet20", {1, 28, 28}));
@@ -82,6 +82,33 @@ TEST(Zoo, StagesRunFromAnyPoint) {
   // A block's second half hands on one tensor, its first half two.
   EXPECT_EQ(model->run_range(0, 2, {x}).size(), 2u);
   EXPECT_EQ(model->run_range(0, 3, {x}).size(), 1u);
+}
+
+TEST(Zoo, VitHasEveryProjectionAsALayerAndRunsFromEveryHalfBlock) {
+  torch::NoGradGuard no_grad;
+  torch::manual_seed(0);
+  auto network = create_network(meta_for("vit", {1, 28, 28}));
+  const auto& layers = network->layers();
+  // Patch embedding, four blocks of q, k, v, proj, fc1, fc2, and the head.
+  ASSERT_EQ(layers.size(), 1u + 4u * 6u + 1u);
+  EXPECT_EQ(layers[0].name, "patch_embed");
+  EXPECT_EQ(layers[1].name, "blocks.0.attn.q");
+  EXPECT_EQ(layers[4].name, "blocks.0.attn.proj");
+  EXPECT_EQ(layers[6].name, "blocks.0.mlp.fc2");
+  EXPECT_EQ(layers.back().name, "head");
+  EXPECT_EQ(total_weights(*network), 64 * 49 + 4 * (4 * 64 * 64 + 2 * 64 * 128) + 10 * 64);
+  EXPECT_EQ(network->num_stages(), 1u + 2u * 4u + 1u);
+  EXPECT_EQ(network->stage_of(1), 1u);  // q of block 0: its attention half
+  EXPECT_EQ(network->stage_of(5), 2u);  // fc1 of block 0: its MLP half
+  network->set_training(false);
+  const auto x = torch::randn({3, 1, 28, 28});
+  const auto full = network->forward(x);
+  for (size_t j = 0; j <= network->num_stages(); ++j) {
+    const auto out = network->run_stages(j, network->num_stages(), network->run_stages(0, j, {x}));
+    EXPECT_TRUE(torch::equal(out.at(0), full)) << "stage " << j;
+  }
+  // Each sample's logits depend on that sample alone (no batch-wide statistics).
+  EXPECT_TRUE(torch::allclose(network->forward(x.narrow(0, 1, 1)), full.narrow(0, 1, 1), 1e-5, 1e-6));
 }
 
 TEST(Zoo, UnknownArchitectureIsAUsageError) {

@@ -37,12 +37,14 @@ class SmallCnn(nn.Module):
 
 
 class NoPrunable(nn.Module):
+    """Parameters, but none that a convolution, linear or matrix product reads as its weight."""
+
     def __init__(self):
         super().__init__()
-        self.w = nn.Parameter(torch.randn(28 * 28, 10))
+        self.scale = nn.Parameter(torch.randn(10))
 
     def forward(self, x):
-        return x.flatten(1) @ self.w
+        return x.flatten(1)[:, :10] * self.scale
 
 
 class ZeroWeights(nn.Module):

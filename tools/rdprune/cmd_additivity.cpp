@@ -44,8 +44,7 @@ void run_additivity(const CLI::App& command, AdditivityFlags& flags) {
     throw UsageError("--out-dir: " + flags.out_dir + " exists and is not a directory");
   }
   auto network = load_model(flags.model);
-  if (network->layers().empty())
-    throw Error(flags.model + ": model has no prunable layers (no Conv2d or Linear weights)");
+  require_prunable_layers(*network, flags.model);
   const DatasetSplits splits = load_dataset(dataset_options(flags.data, &network->meta()));
   const Dataset calibration = splits.train.head(flags.calib_size);
   check_model_fits(*network, calibration, flags.model);

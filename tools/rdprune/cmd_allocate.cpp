@@ -7,10 +7,10 @@
 #include "commands.h"
 #include "common.h"
 #include "rdprune/allocate.h"
+#include "rdprune/allocator.h"
 #include "rdprune/atomic_file.h"
 #include "rdprune/distortion.h"
 #include "rdprune/error.h"
-#include "rdprune/magnitude_baselines.h"
 #include "rdprune/text.h"
 
 namespace rdprune::cli {
@@ -18,6 +18,9 @@ namespace {
 
 struct AllocateFlags {
   CommonFlags common;
+  DataFlags data;
+  AllocatorSettings settings;
+  int64_t calib_size = 256;
   RdOptions rd;
   std::string method = "rd";
   std::string curves;
@@ -26,7 +29,6 @@ struct AllocateFlags {
   std::string keep_dense;
   std::string out;
   std::string frontier;
-  std::string input_shape;
   double sparsity = -1;
 };
 
@@ -42,7 +44,9 @@ void run_allocate(AllocateFlags& flags) {
   apply_threads(flags.common);
   std::vector<std::string> known = {"rd"};
   known.insert(known.end(), baseline_methods().begin(), baseline_methods().end());
+  known.insert(known.end(), {"owl", "alphapruning"});
   require_one_of("--method", flags.method, known, "method");
+  validate(flags.settings);
   const bool baseline = flags.method != "rd";
   flags.rd.budget = parse_budget(flags.budget);
   flags.rd.sparsity_target = flags.sparsity;
@@ -59,14 +63,26 @@ void run_allocate(AllocateFlags& flags) {
     if (flags.model.empty()) throw UsageError("--model: required for --method " + flags.method);
     auto network = load_model(flags.model);
     std::vector<int64_t> shape = network->meta().input_shape;
-    if (!flags.input_shape.empty()) shape = parse_shape(flags.input_shape, "--input-shape");
+    // --input-shape (a data flag): C,H,W for FLOPs when the model does not record it.
+    if (!flags.data.input_shape.empty()) shape = parse_shape(flags.data.input_shape, "--input-shape");
     if (shape.empty() && flags.rd.budget == BudgetKind::kFlops) {
       throw UsageError("--input-shape: a FLOPs budget needs the model's input shape (C,H,W)");
     }
-    const auto infos = layer_census(*network, shape);
-    plan = allocate_baseline(flags.method, *network, infos,
-                             baseline_options(flags.rd, flags.rd.sparsity_target));
+    // owl's outlier scores and wanda's order weigh weights by their inputs on calibration images.
+    Dataset calibration;
+    const bool needs_data = flags.method == "owl" || flags.settings.criterion == "wanda";
+    if (needs_data) {
+      std::string description;
+      calibration = calibration_images(flags.data, *network, flags.calib_size, description);
+      check_model_fits(*network, calibration, flags.model);
+    }
+    use_criterion(*network, flags.settings.criterion, &calibration, "");
+    AllocatorContext context(*network);
+    context.layers = layer_census(*network, shape);
+    context.calibration = needs_data ? &calibration : nullptr;
+    plan = make_allocator(flags.method, flags.settings)->allocate(context, flags.rd).plan;
     plan.fingerprint = fingerprint(*network);
+    plan.criterion = network->criterion();
   } else {
     if (flags.curves.empty()) throw UsageError("--curves: required for --method rd");
     const CurveSet curves = curves_from_json(read_file(flags.curves), flags.curves);
@@ -107,11 +123,14 @@ void register_allocate(CLI::App& app) {
   auto flags = std::make_shared<AllocateFlags>();
   auto* command =
       app.add_subcommand("allocate", "Choose every layer's sparsity under a weight or FLOPs budget");
-  command->add_option("--method", flags->method, "rd (default) | global | lamp | uniform | uniform+ | erk");
+  command->add_option("--method", flags->method,
+                      "rd (default) | global | lamp | uniform | uniform+ | erk | owl | alphapruning");
   command->add_option("--curves", flags->curves, "Curves file from `rdprune curves` (method rd)");
-  command->add_option("--model", flags->model, "Model (baseline methods)");
-  command->add_option("--input-shape", flags->input_shape,
-                      "C,H,W for FLOPs when the model does not record it");
+  command->add_option("--model", flags->model, "Model (every method but rd)");
+  command->add_option(
+      "--calib-size", flags->calib_size,
+      "owl, --criterion wanda: calibration images, the first N training images (default 256)");
+  add_method_flags(*command, flags->settings);
   command
       ->add_option("--sparsity", flags->sparsity,
                    "Target sparsity in [0, 1) of weights (or of FLOPs with --budget flops)")
@@ -131,6 +150,7 @@ void register_allocate(CLI::App& app) {
   command->add_option("--frontier", flags->frontier,
                       "Also write the optimal distortion for every budget (CSV)");
   add_common_flags(*command, flags->common);
+  add_data_flags(*command, flags->data, /*dataset_required=*/false);
   command->callback([flags] { run_allocate(*flags); });
 }
 

@@ -47,8 +47,7 @@ void run_compare_command(const CLI::App& command, CompareFlags& flags) {
   options.base.sink = stderr_sink();
   validate(options);
   auto dense = load_model(flags.model);
-  if (dense->layers().empty())
-    throw Error(flags.model + ": model has no prunable layers (no Conv2d or Linear weights)");
+  require_prunable_layers(*dense, flags.model);
   const DatasetSplits splits = load_dataset(dataset_options(flags.data, &dense->meta()));
   check_model_fits(*dense, splits.train, flags.model);
   nlohmann::json json = run_compare(options, splits);

@@ -7,6 +7,7 @@
 #include "commands.h"
 #include "common.h"
 #include "rdprune/atomic_file.h"
+#include "rdprune/criterion.h"
 #include "rdprune/distortion.h"
 #include "rdprune/error.h"
 #include "rdprune/text.h"
@@ -24,6 +25,7 @@ struct CurvesFlags {
   bool synthetic = false;
   bool no_cache = false;
   std::string preset = "default";
+  std::string criterion = "magnitude";
 };
 
 std::string default_cache_dir() {
@@ -38,12 +40,12 @@ void run_curves(const CLI::App& command, CurvesFlags& flags) {
   flags.curves.sink = stderr_sink();
   validate(flags.curves);
   if (flags.calib_size <= 0) throw UsageError("--calib-size: expected a positive count");
+  check_criterion(flags.criterion);
   check_output_path(flags.out);
   check_outputs_distinct({{"--model", flags.model}, {"--data-dir", flags.data.data_dir}},
                          {{"--out", flags.out}});
   auto network = load_model(flags.model);
-  if (network->layers().empty())
-    throw Error(flags.model + ": model has no prunable layers (no Conv2d or Linear weights)");
+  require_prunable_layers(*network, flags.model);
 
   Dataset calibration;
   std::string description;
@@ -64,12 +66,11 @@ void run_curves(const CLI::App& command, CurvesFlags& flags) {
     description = fmt::format("synthetic N(0,1) {}x{} seed {}", flags.calib_size,
                               format_shape(calibration.sample_shape()), flags.data.seed);
   } else {
-    const DatasetSplits splits = load_dataset(dataset_options(flags.data, &network->meta()));
-    calibration = splits.train.head(flags.calib_size);
-    description = fmt::format("{} train[0:{}]", flags.data.dataset, calibration.size());
-    if (!flags.data.data_dir.empty()) description += " from " + flags.data.data_dir;
+    calibration = calibration_images(flags.data, *network, flags.calib_size, description);
   }
   check_model_fits(*network, calibration, flags.model);
+  use_criterion(*network, flags.criterion, flags.synthetic ? nullptr : &calibration,
+                "--synthetic inputs say nothing of real activations");
   const auto infos = layer_census(*network, calibration.sample_shape());
   flags.curves.cache_dir =
       flags.no_cache ? "" : (flags.curves.cache_dir.empty() ? default_cache_dir() : flags.curves.cache_dir);
@@ -102,6 +103,8 @@ void register_curves(CLI::App& app) {
                       "Calibration samples: the first N training images (default 256)");
   add_preset_flag(*command, flags->preset);
   add_curve_flags(*command, flags->curves, "");
+  command->add_option("--criterion", flags->criterion,
+                      "Which weights of a layer each level prunes: magnitude (default) | wanda");
   command->add_flag("--synthetic", flags->synthetic,
                     "Zero-data mode: N(0,1) inputs of the model's input shape");
   add_seed_option(*command, flags->data.seed, "Seed of the synthetic inputs (default 0)");

@@ -1,4 +1,6 @@
 // rdprune info --model M: the prunable layers.
+#include <algorithm>
+
 #include <fmt/format.h>
 
 #include "commands.h"
@@ -25,9 +27,7 @@ void run_info(const InfoFlags& flags) {
   } else if (input_shape.empty() && flags.dataset_given) {
     input_shape = load_dataset(dataset_options(flags.data, &network->meta())).test.sample_shape();
   }
-  if (network->layers().empty()) {
-    throw Error(flags.model + ": model has no prunable layers (no Conv2d or Linear weights)");
-  }
+  require_prunable_layers(*network, flags.model);
   std::vector<LayerInfo> infos;
   try {
     infos = layer_census(*network, input_shape);
@@ -39,8 +39,10 @@ void run_info(const InfoFlags& flags) {
   int64_t total_weights = 0;
   double total_pruned = 0;
   double total_flops = 0;
-  std::string table = fmt::format("{:<28} {:<7} {:<16} {:>10} {:>12} {:>9}\n", "layer", "type", "shape",
-                                  "weights", "flops/weight", "sparsity");
+  size_t name_width = 28;
+  for (const auto& info : infos) name_width = std::max(name_width, info.name.size());
+  std::string table = fmt::format("{:<{}} {:<8} {:<16} {:>10} {:>12} {:>9}\n", "layer", name_width, "type",
+                                  "shape", "weights", "flops/weight", "sparsity");
   for (size_t i = 0; i < infos.size(); ++i) {
     const auto& info = infos[i];
     total_weights += info.weights;
@@ -56,7 +58,7 @@ void run_info(const InfoFlags& flags) {
     layer["flops_per_weight"] =
         info.flops_per_weight >= 0 ? nlohmann::json(info.flops_per_weight) : nlohmann::json();
     layers.push_back(layer);
-    table += fmt::format("{:<28} {:<7} {:<16} {:>10} {:>12} {:>8}%{}\n", info.name, info.type,
+    table += fmt::format("{:<{}} {:<8} {:<16} {:>10} {:>12} {:>8}%{}\n", info.name, name_width, info.type,
                          format_shape(info.shape), info.weights,
                          info.flops_per_weight >= 0 ? fmt::format("{:g}", info.flops_per_weight) : "?",
                          format_percent(info.sparsity),

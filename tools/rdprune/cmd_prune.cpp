@@ -1,4 +1,4 @@
-// rdprune prune --model M --plan P --out M2: magnitude masks per the plan, saved with the model.
+// rdprune prune --model M --plan P --out M2: masks per the plan (by its criterion), saved with the model.
 #include <fmt/format.h>
 
 #include "commands.h"
@@ -12,6 +12,8 @@ namespace {
 
 struct PruneFlags {
   CommonFlags common;
+  DataFlags data;
+  int64_t calib_size = 256;
   std::string model;
   std::string plan;
   std::string out;
@@ -28,6 +30,13 @@ void run_prune(const PruneFlags& flags) {
                          {{"--out", flags.out}, {"--export-dense", flags.export_dense}});
   const Plan plan = plan_from_json(read_file(flags.plan), flags.plan);
   auto network = load_model(flags.model);
+  // A wanda plan prunes by the inputs' norms on the calibration images the plan was made with.
+  if (plan.criterion == "wanda") {
+    std::string description;
+    const Dataset calibration = calibration_images(flags.data, *network, flags.calib_size, description);
+    check_model_fits(*network, calibration, flags.model);
+    use_criterion(*network, plan.criterion, &calibration, "");
+  }
   // Sparsity only: a census without the input shape runs no forward pass.
   check_no_layer_emptied(plan, layer_census(*network, {}), flags.allow_empty, flags.plan);
   apply_plan(*network, plan, flags.plan);
@@ -56,8 +65,8 @@ void run_prune(const PruneFlags& flags) {
 
 void register_prune(CLI::App& app) {
   auto flags = std::make_shared<PruneFlags>();
-  auto* command =
-      app.add_subcommand("prune", "Prune a model by magnitude to a plan; masks are saved with it");
+  auto* command = app.add_subcommand(
+      "prune", "Prune a model to a plan, by the plan's criterion; masks are saved with it");
   command->add_option("--model", flags->model, "rdprune checkpoint or TorchScript file")->required();
   command->add_option("--plan", flags->plan, "Plan file from `rdprune allocate`")->required();
   command->add_option("--out", flags->out, "Output model, in the input's format")->required();
@@ -65,7 +74,11 @@ void register_prune(CLI::App& app) {
                       "Also write a deployment copy without masks (pruned weights stay zero)");
   command->add_flag("--allow-empty", flags->allow_empty,
                     "Apply a plan that leaves a layer no weights (plans made with --allow-empty need not)");
+  command->add_option("--calib-size", flags->calib_size,
+                      "A wanda plan: the calibration images it was made with, the first N training images "
+                      "(default 256)");
   add_common_flags(*command, flags->common);
+  add_data_flags(*command, flags->data, /*dataset_required=*/false);
   command->callback([flags] { run_prune(*flags); });
 }
 

@@ -48,8 +48,7 @@ void run_run(const CLI::App& command, RunFlags& flags) {
   finish_pipeline_flags(command, flags.pipeline, flags.out_dir);
   validate(options);
   auto network = load_model(flags.model);
-  if (network->layers().empty())
-    throw Error(flags.model + ": model has no prunable layers (no Conv2d or Linear weights)");
+  require_prunable_layers(*network, flags.model);
   const DatasetSplits splits = load_dataset(dataset_options(flags.data, &network->meta()));
   check_model_fits(*network, splits.train, flags.model);
   const PipelineResult result = run_pipeline(network, splits, options);

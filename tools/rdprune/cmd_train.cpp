@@ -82,7 +82,8 @@ void run_train(TrainFlags& flags) {
 void register_train(CLI::App& app) {
   auto flags = std::make_shared<TrainFlags>();
   auto* command = app.add_subcommand("train", "Train a zoo model from scratch and evaluate it");
-  command->add_option("--arch", flags->arch, "mlp|lenet5|resnet20|resnet32|resnet56|vgg16|resnet18|resnet50")
+  command
+      ->add_option("--arch", flags->arch, "mlp|lenet5|resnet20|resnet32|resnet56|vgg16|resnet18|resnet50|vit")
       ->required();
   command->add_option("--out", flags->out, "Output checkpoint")->required();
   auto* epochs =

@@ -14,6 +14,7 @@
 
 #include "rdprune/allocator.h"
 #include "rdprune/baselines.h"
+#include "rdprune/criterion.h"
 #include "rdprune/error.h"
 #include "rdprune/text.h"
 
@@ -161,6 +162,47 @@ std::string naming_file(const std::string& path, const std::string& message) {
 Sink* stderr_sink() {
   static StreamSink sink(std::cerr, ::isatty(STDERR_FILENO) == 1);
   return &sink;
+}
+
+void require_prunable_layers(const Network& network, const std::string& path) {
+  if (network.layers().empty()) {
+    throw Error(path +
+                ": model has no prunable layers (no weight matrix that a convolution, linear or "
+                "matrix product reads)");
+  }
+}
+
+Dataset calibration_images(const DataFlags& flags, const Network& network, int64_t size,
+                           std::string& description) {
+  if (size <= 0) throw UsageError("--calib-size: expected a positive count");
+  const DatasetSplits splits = load_dataset(dataset_options(flags, &network.meta()));
+  Dataset calibration = splits.train.head(size);
+  description = fmt::format("{} train[0:{}]", flags.dataset, calibration.size());
+  if (!flags.data_dir.empty()) description += " from " + flags.data_dir;
+  return calibration;
+}
+
+void use_criterion(Network& network, const std::string& name, const Dataset* calibration,
+                   const std::string& why) {
+  check_criterion(name);
+  if (name != "wanda") return network.set_criterion(name);
+  if (calibration == nullptr) throw UsageError("--criterion", "wanda needs calibration images: " + why);
+  network.set_criterion(name, input_feature_norms(network, *calibration, 256));
+}
+
+void add_method_flags(CLI::App& command, AllocatorSettings& settings) {
+  command.add_option("--criterion", settings.criterion,
+                     "Which weights of a layer go first, for every method: magnitude (|w|, default) | "
+                     "wanda (|w| times its input's norm on the calibration images, within each output row)");
+  command.add_option("--owl-threshold", settings.owl.threshold,
+                     "owl: a weight is an outlier above M times its layer's mean score (default 5)");
+  command.add_option("--owl-lambda", settings.owl.lambda,
+                     "owl: layer sparsities within +-lambda of the target (default 0.08)");
+  command.add_option(
+      "--alpha-epsilon", settings.alpha.epsilon,
+      "alphapruning: layer sparsities within a factor 1 +- epsilon of the target (default 0.3)");
+  command.add_option("--alpha-fit", settings.alpha.fit,
+                     "alphapruning: xmin of the power-law fit: peak (default) | median");
 }
 
 void add_preset_flag(CLI::App& command, std::string& preset) {

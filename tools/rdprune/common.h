@@ -9,6 +9,7 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include "rdprune/allocator.h"
 #include "rdprune/dataset.h"
 #include "rdprune/distortion.h"
 #include "rdprune/network.h"
@@ -49,6 +50,18 @@ void add_data_flags(CLI::App& command, DataFlags& flags, bool dataset_required);
 // measures them; `scope` starts each help line ("rd: " where other methods ignore the flags).
 void add_curve_flags(CLI::App& command, CurveOptions& options, const std::string& scope);
 
+// --criterion, and the flags of owl and alphapruning (rdprune/layerwise_rules.h).
+void add_method_flags(CLI::App& command, AllocatorSettings& settings);
+
+// The first `size` training images of the dataset `flags` names, as calibration images, and a line
+// that describes them (for curves files).
+Dataset calibration_images(const DataFlags& flags, const Network& network, int64_t size,
+                           std::string& description);
+// Gives `network` the criterion `name`: wanda measures its input norms on `calibration`, which
+// must then be real images (null: refused, naming `why`).
+void use_criterion(Network& network, const std::string& name, const Dataset* calibration,
+                   const std::string& why);
+
 // --preset NAME (rdprune/allocator.h: default | paper).
 void add_preset_flag(CLI::App& command, std::string& preset);
 // Expands `preset` into `curves` (and `refine`, where the command has it), keeping every value
@@ -69,6 +82,8 @@ DatasetOptions dataset_options(const DataFlags& flags, const ModelMeta* model = 
 // Loads --model and checks it can take the dataset's samples (shape, classes).
 std::unique_ptr<Network> load_model(const std::string& path);
 void check_model_fits(Network& network, const Dataset& data, const std::string& path = {});
+// Throws Error naming `path` when the model has no prunable layer.
+void require_prunable_layers(const Network& network, const std::string& path);
 
 // Prints the command's result: the JSON object on stdout with --json, else `human` on stdout.
 void emit(const CommonFlags& flags, const nlohmann::json& result, const std::string& human);

@@ -60,6 +60,7 @@ void add_pipeline_flags(CLI::App& command, PipelineFlags& flags, PipelineGrid* g
                      "select: rounds in which every ordered pair of layers trades a share of kept weights "
                      "after the refinement passes (default 0)");
   command.add_flag("--synthetic", o.synthetic, "rd, select: zero-data calibration with N(0,1) inputs");
+  add_method_flags(command, o.allocator);
   command.add_flag("--no-cache", flags.no_cache, "rd, select: do not cache curves");
   command.add_option("--cache-dir", flags.cache_dir,
                      "rd, select: curve cache (default <out-dir>/cache; compare: each cell's own)");
