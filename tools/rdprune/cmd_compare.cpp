@@ -74,9 +74,10 @@ void register_compare(CLI::App& app) {
   auto flags = std::make_shared<CompareFlags>();
   auto* command = app.add_subcommand("compare", "Every method at every sparsity, from the same dense model");
   command->add_option("--model", flags->model, "Dense rdprune checkpoint or TorchScript file")->required();
-  command->add_option("--methods", flags->methods,
-                      "Comma-separated (default rd,lamp,global,uniform,uniform+,erk; also select); dense "
-                      "adds the control: the dense model through the same fine-tuning, unpruned");
+  command->add_option(
+      "--methods", flags->methods,
+      "Comma-separated (default rd,lamp,global,uniform,uniform+,erk; also select, owl, alphapruning); dense "
+      "adds the control: the dense model through the same fine-tuning, unpruned");
   command->add_option("--sparsities", flags->sparsities,
                       "Comma-separated targets in [0, 1) (default 0.8,0.9,0.95)");
   command->add_flag("--equal-compute", flags->equal_compute,

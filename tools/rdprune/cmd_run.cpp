@@ -82,8 +82,9 @@ void register_run(CLI::App& app) {
   auto flags = std::make_shared<RunFlags>();
   auto* command = app.add_subcommand("run", "Prune (one-shot or iterative), fine-tune and evaluate");
   command->add_option("--model", flags->model, "rdprune checkpoint or TorchScript file")->required();
-  command->add_option("--method", flags->pipeline.options.method,
-                      "rd (default) | select | global | lamp | uniform | uniform+ | erk");
+  command->add_option(
+      "--method", flags->pipeline.options.method,
+      "rd (default) | select | global | lamp | uniform | uniform+ | erk | owl | alphapruning");
   command->add_option("--sparsity", flags->sparsity, "Final target sparsity in [0, 1)")->required();
   command
       ->add_option("--out-dir", flags->out_dir, "Directory for each round's curves, plan, model and metrics")

@@ -207,7 +207,7 @@ void add_method_flags(CLI::App& command, AllocatorSettings& settings) {
 
 void add_preset_flag(CLI::App& command, std::string& preset) {
   command.add_option("--preset", preset,
-                     "rd, select: default (KL distortion, a geometric tail of levels, 2 refinement "
+                     "rd, select: default (KL distortion, a geometric tail of levels, 4 refinement "
                      "passes) | paper (Xu et al. 2023: mse, uniform levels, no refinement); the flags "
                      "given win over it");
 }

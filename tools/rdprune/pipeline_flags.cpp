@@ -41,7 +41,7 @@ void add_pipeline_flags(CLI::App& command, PipelineFlags& flags, PipelineGrid* g
   add_curve_flags(command, o.allocator.curves, "rd, select: ");
   command.add_option("--refine", o.allocator.refine,
                      "rd: passes re-measuring curves around rd's plan and solving again; select: around "
-                     "the best start (default 2; --preset paper: 0)");
+                     "the best start (default 4; --preset paper: 0)");
   command.add_flag("--bn-aware-curves", o.allocator.curves.recalibrate_bn,
                    "rd, select: re-estimate batch-norm statistics at every curve level before measuring");
   command.add_option("--pool", flags.pool,
