@@ -46,6 +46,10 @@ bool is_shape_baseline(const std::string& method);  // uniform, uniform+, erk
 
 // The weights a layer still has: its weights less those its current sparsity has pruned.
 int64_t unpruned(const LayerInfo& layer);
+// What keeping one of the layer's weights costs under `budget`: 1, or its FLOPs per weight.
+double unit_cost(BudgetKind budget, const LayerInfo& layer);
+// The kept cost `options` allow over `layers`: weights or FLOPs at the target.
+double total_budget(const std::vector<LayerInfo>& layers, const BaselineOptions& options);
 
 // Densities clamp(scale * score_i, floor_i, cap_i) with the scale solved by bisection so the kept
 // cost meets the budget, then rounded down to whole weights (never above budget; at least one

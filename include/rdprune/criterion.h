@@ -32,6 +32,10 @@ int64_t output_axis(const std::string& type);
 // the network in eval mode with gradients on (PyTorch's unfused attention path).
 std::vector<torch::Tensor> input_feature_norms(Network& network, const Dataset& data, int64_t batch_size);
 
+// Wanda's scores of `layer` (float64, the weight's shape): |w| times `input_norms` (one layer's
+// entry of input_feature_norms()).
+torch::Tensor wanda_scores(const PrunableLayer& layer, const torch::Tensor& input_norms);
+
 // The network's criterion scores of layer `layer` (float64, the weight's shape): |w|, or |w| times
 // the input norms the network holds.
 torch::Tensor criterion_scores(const Network& network, size_t layer);

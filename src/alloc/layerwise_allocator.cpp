@@ -20,13 +20,14 @@ class OwlAllocator : public Allocator {
     if (context.calibration == nullptr || context.calibration->size() == 0)
       throw Error("owl: needs calibration images for its outlier scores");
     Network& network = context.network;
-    const auto norms = input_feature_norms(network, *context.calibration, 256);
+    // The round's wanda criterion measured these norms on the same images already.
+    const auto norms = network.criterion() == "wanda"
+                           ? network.input_norms()
+                           : input_feature_norms(network, *context.calibration, 256);
     std::vector<double> ratios;
-    for (size_t i = 0; i < network.layers().size(); ++i) {
-      torch::NoGradGuard no_grad;
-      const torch::Tensor scores = network.layers()[i].weight.detach().abs().to(torch::kFloat64) * norms[i];
-      ratios.push_back(outlier_ratio(scores, options_.threshold));
-    }
+    torch::NoGradGuard no_grad;
+    for (size_t i = 0; i < network.layers().size(); ++i)
+      ratios.push_back(outlier_ratio(wanda_scores(network.layers()[i], norms[i]), options_.threshold));
     Allocation allocation;
     allocation.plan =
         allocate_owl(context.layers, ratios, options_, baseline_options(budget, budget.sparsity_target));

@@ -39,8 +39,6 @@ int64_t unpruned(const LayerInfo& layer) {
          static_cast<int64_t>(std::llround(layer.sparsity * static_cast<double>(layer.weights)));
 }
 
-namespace {
-
 double unit_cost(BudgetKind budget, const LayerInfo& layer) {
   return budget == BudgetKind::kParams ? 1.0 : std::max(0.0, layer.flops_per_weight);
 }
@@ -54,8 +52,6 @@ double total_budget(const std::vector<LayerInfo>& layers, const BaselineOptions&
   }
   return budget_for(options.budget, options.sparsity_target, weights, flops);
 }
-
-}  // namespace
 
 Plan make_plan(const std::string& method, const std::vector<LayerInfo>& layers, std::vector<int64_t> kept,
                const BaselineOptions& options) {

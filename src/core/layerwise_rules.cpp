@@ -10,10 +10,6 @@
 namespace rdprune {
 namespace {
 
-double unit_cost(BudgetKind budget, const LayerInfo& layer) {
-  return budget == BudgetKind::kParams ? 1.0 : std::max(0.0, layer.flops_per_weight);
-}
-
 // The plan of densities clamp(density(i, t), 0, cap_i) for the largest t in [low, high] whose kept
 // cost is within budget; `density` does not fall as t grows. Layers kept dense keep what they have.
 Plan allocate_by_family(const std::string& method, const std::vector<LayerInfo>& layers,
@@ -22,13 +18,7 @@ Plan allocate_by_family(const std::string& method, const std::vector<LayerInfo>&
   check_sparsity_target(options.sparsity_target, "sparsity_target");
   if (layers.empty()) throw Error(method + ": the model has no prunable layers");
   check_keep_dense(options.keep_dense, names_of(layers), "the model");
-  int64_t weights = 0;
-  double flops = 0;
-  for (const auto& layer : layers) {
-    weights += layer.weights;
-    flops += static_cast<double>(layer.weights) * std::max(0.0, layer.flops_per_weight);
-  }
-  const double budget = budget_for(options.budget, options.sparsity_target, weights, flops);
+  const double budget = total_budget(layers, options);
   auto kept_at = [&](double t) {
     std::vector<int64_t> kept(layers.size());
     for (size_t i = 0; i < layers.size(); ++i) {

@@ -13,7 +13,7 @@ namespace {
 // last axis, convolutions on axis 1.
 torch::Tensor squared_feature_sums(const WeightUse& use, const torch::Tensor& x) {
   const torch::Tensor v = x.detach().to(torch::kFloat64);
-  if (use.op.find("conv") == std::string::npos) return v.pow(2).reshape({-1, v.size(-1)}).sum(0);
+  if (!use.convolution()) return v.pow(2).reshape({-1, v.size(-1)}).sum(0);
   return v.pow(2).transpose(0, 1).reshape({v.size(1), -1}).sum(1);
 }
 
@@ -90,10 +90,14 @@ std::vector<torch::Tensor> input_feature_norms(Network& network, const Dataset& 
   return norms;
 }
 
+torch::Tensor wanda_scores(const PrunableLayer& layer, const torch::Tensor& input_norms) {
+  return layer.weight.detach().abs().to(torch::kFloat64) * input_norms.to(torch::kFloat64);
+}
+
 torch::Tensor criterion_scores(const Network& network, size_t layer) {
-  const torch::Tensor magnitude = network.layers()[layer].weight.detach().abs().to(torch::kFloat64);
-  if (network.criterion() != "wanda") return magnitude;
-  return magnitude * network.input_norms().at(layer).to(torch::kFloat64);
+  if (network.criterion() == "wanda")
+    return wanda_scores(network.layers()[layer], network.input_norms().at(layer));
+  return network.layers()[layer].weight.detach().abs().to(torch::kFloat64);
 }
 
 double outlier_ratio(const torch::Tensor& scores, double threshold) {

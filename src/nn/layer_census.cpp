@@ -14,7 +14,7 @@ namespace {
 // output feature (or, transposed, of its input feature) once.
 double use_flops_per_weight(const WeightUse& use, int64_t batch) {
   const torch::Tensor* x = use.activation();
-  const bool convolution = use.op.find("conv") != std::string::npos;
+  const bool convolution = use.convolution();
   // A matrix product: the positions (tokens) of its input, one per row of features.
   if (!convolution && x != nullptr) {
     return static_cast<double>(x->numel()) / static_cast<double>(batch * std::max<int64_t>(1, x->size(-1)));

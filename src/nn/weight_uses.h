@@ -25,6 +25,8 @@ struct WeightUse {
   // The tensor the weights multiply: the argument just before them (conv(x, W), linear(x, W),
   // addmm(b, x, W), matmul(x, W)); null when there is none.
   const torch::Tensor* activation() const;
+  // Whether it is a convolution (features on axis 1), not a matrix product (features last).
+  bool convolution() const { return op.find("conv") != std::string::npos; }
   // Whether it is a transposed convolution (its weight is [in, out / groups, ...]).
   bool transposed_convolution() const;
 };

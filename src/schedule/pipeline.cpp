@@ -24,9 +24,10 @@ void validate(const PipelineOptions& options) {
   // Activation-aware scores need real activations: N(0,1) inputs say nothing about them.
   if (options.synthetic && options.allocator.criterion == "wanda")
     throw UsageError("criterion",
-                     "wanda weighs weights by their inputs on real images; --synthetic has none");
+                     "wanda weighs weights by their inputs on real images; synthetic calibration has none");
   if (options.synthetic && options.method == "owl")
-    throw UsageError("method", "owl scores outliers on real images' activations; --synthetic has none");
+    throw UsageError("method",
+                     "owl scores outliers on real images' activations; synthetic calibration has none");
   if (options.holdout < 0 || options.holdout > 10000000)
     throw UsageError("holdout", "expected a count in [0, 10000000]");
   if (options.finetune.steps > 0) {

@@ -42,9 +42,9 @@ void write_frontier(const std::string& path, const std::vector<FrontierPoint>& f
 
 void run_allocate(AllocateFlags& flags) {
   apply_threads(flags.common);
-  std::vector<std::string> known = {"rd"};
-  known.insert(known.end(), baseline_methods().begin(), baseline_methods().end());
-  known.insert(known.end(), {"owl", "alphapruning"});
+  // Every allocator but select, which judges plans by fine-tuning: a run's work.
+  std::vector<std::string> known = allocator_names();
+  known.erase(std::remove(known.begin(), known.end(), "select"), known.end());
   require_one_of("--method", flags.method, known, "method");
   validate(flags.settings);
   const bool baseline = flags.method != "rd";
