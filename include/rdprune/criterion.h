@@ -28,7 +28,8 @@ int64_t output_axis(const std::string& type);
 
 // Per layer, the root mean square over `data`'s samples of ||x_j||_2, the norm of each input
 // feature j over a sample's positions (tokens, pixels), shaped to broadcast against the layer's
-// weight; a convolution's feature is an input channel, the same for every kernel position. Runs
+// weight; a convolution's feature is an input channel, the same for every kernel position; an
+// embedding, which reads no features, has ones (its wanda scores are its magnitudes). Runs
 // the network in eval mode with gradients on (PyTorch's unfused attention path).
 std::vector<torch::Tensor> input_feature_norms(Network& network, const Dataset& data, int64_t batch_size);
 
@@ -45,7 +46,8 @@ torch::Tensor criterion_scores(const Network& network, size_t layer);
 double outlier_ratio(const torch::Tensor& scores, double threshold);
 
 // The eigenvalues of W^T W that AlphaPruning fits (Lu et al. NeurIPS 2024): the squared singular
-// values of the weight as a matrix [out, in]; a convolution's, pooled over kernel positions.
+// values of the weight as a matrix [out, in]; a convolution's, pooled over kernel positions; an
+// embedding's as [entries, features].
 std::vector<double> weight_spectrum(const PrunableLayer& layer);
 
 }  // namespace rdprune

@@ -10,7 +10,8 @@ namespace rdprune {
 
 struct LayerInfo {
   std::string name;  // module path as PyTorch's named_modules() prints it
-  std::string type;  // conv1d|conv2d|conv3d|conv_transpose{1,2,3}d|linear|linear_t|attn_q|attn_k|attn_v
+  std::string type;  // conv1d|conv2d|conv3d|conv_transpose{1,2,3}d|linear|linear_t|attn_q|attn_k|attn_v|
+                     // embedding|pos_embedding
   std::vector<int64_t> shape;   // weight shape
   int64_t weights = 0;          // number of weights (product of `shape`)
   double flops_per_weight = 0;  // multiply-accumulates per weight per sample; < 0 when unknown

@@ -148,8 +148,20 @@ class Network {
 const std::vector<std::string>& zoo_architectures();
 // A freshly initialised zoo model (torch::manual_seed decides the weights).
 std::unique_ptr<Network> create_network(const ModelMeta& meta);
+// Which parameters a loaded network offers as prunable layers beyond its weight matrices.
+struct LoadOptions {
+  // Embedding tables (read by an embedding lookup) and position embeddings (a parameter of two or
+  // more dimensions added to the activations, e.g. the vit's pos_embed) become layers of types
+  // "embedding" and "pos_embedding". Off: they stay dense, as norms and biases always do.
+  bool prune_embeddings = false;
+};
+
+// Whether a layer type is an embedding (LoadOptions::prune_embeddings): no input features, no
+// multiply-accumulates.
+bool is_embedding_type(const std::string& type);
+
 // Loads a rdprune checkpoint or a TorchScript file; throws Error naming the path otherwise.
-std::unique_ptr<Network> load_network(const std::string& path);
+std::unique_ptr<Network> load_network(const std::string& path, const LoadOptions& options = {});
 
 // Per-layer facts, measured with one forward pass of a single sample of `input_shape` (C,H,W):
 // FLOPs per weight from the real output sizes and how often each weight is used. Pass an empty

@@ -36,6 +36,7 @@ struct PipelineOptions {
   // The last N training images: held out of all fine-tuning; select judges plans on them. 0: none.
   int64_t holdout = 0;
   bool synthetic = false;  // zero-data calibration: N(0,1) inputs
+  LoadOptions load;        // how every round's model is loaded (embeddings as layers or not)
   uint64_t seed = 0;
   TrainOptions finetune;  // per round; steps = 0: no fine-tuning
   // Per round (index r - 1): steps added to that round's fine-tuning. compare's equal-compute

@@ -35,6 +35,8 @@ class ZooNetImpl : public torch::nn::Module {
   // Module-path prefixes of each stage's own layers (empty for stages without parameters). A layer
   // belongs to the stage with the longest prefix that names it.
   const std::vector<std::vector<std::string>>& stage_prefixes() const { return stage_prefixes_; }
+  // The paths of the position embeddings among its parameters (LoadOptions::prune_embeddings).
+  virtual std::vector<std::string> position_embeddings() const { return {}; }
 
  protected:
   void add_stage(std::vector<std::string> prefixes, std::function<Values(Values)> stage);

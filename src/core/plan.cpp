@@ -1,6 +1,8 @@
 #include "rdprune/plan.h"
 
 #include <cmath>
+#include <set>
+#include <string>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -156,8 +158,18 @@ Plan plan_from_json(const std::string& text, const std::string& source) {
 
 void check_plan_matches(const Plan& plan, const std::vector<LayerInfo>& layers, const std::string& source) {
   if (plan.layers.size() != layers.size()) {
-    throw Error(fmt::format("{}: plan has {} layers but the model has {}; was it made for another model?",
-                            source, plan.layers.size(), layers.size()));
+    std::set<std::string> names;
+    for (const auto& layer : layers) names.insert(layer.name);
+    std::string unknown;
+    for (const auto& entry : plan.layers) {
+      if (names.count(entry.name) == 0) {
+        unknown = fmt::format(" ({} is no layer of the model; a plan naming embeddings needs them pruned)",
+                              entry.name);
+        break;
+      }
+    }
+    throw Error(fmt::format("{}: plan has {} layers but the model has {}{}; was it made for another model?",
+                            source, plan.layers.size(), layers.size(), unknown));
   }
   for (size_t i = 0; i < layers.size(); ++i) {
     if (plan.layers[i].name != layers[i].name || plan.layers[i].weights != layers[i].weights) {

@@ -66,7 +66,10 @@ std::vector<torch::Tensor> input_feature_norms(Network& network, const Dataset& 
     const torch::Tensor* x = use.activation();
     if (x == nullptr) return;
     const torch::Tensor sum = squared_feature_sums(use, *x);
-    for (size_t i : used) sums[i] = sums[i].defined() && sums[i].sizes() == sum.sizes() ? sums[i] + sum : sum;
+    for (size_t i : used) {
+      if (is_embedding_type(layers[i].type)) continue;
+      sums[i] = sums[i].defined() && sums[i].sizes() == sum.sizes() ? sums[i] + sum : sum;
+    }
   };
   observe_weight_uses(layers, visit, [&] {
     for (int64_t begin = 0; begin < data.size(); begin += batch_size) {
@@ -76,6 +79,11 @@ std::vector<torch::Tensor> input_feature_norms(Network& network, const Dataset& 
   });
   std::vector<torch::Tensor> norms;
   for (size_t i = 0; i < layers.size(); ++i) {
+    // An embedding reads no input features: its scores are its magnitudes.
+    if (is_embedding_type(layers[i].type)) {
+      norms.push_back(torch::ones({1}, layers[i].weight.options()));
+      continue;
+    }
     if (!sums[i].defined())
       throw Error("wanda: layer " + layers[i].name + " was not used on the calibration images");
     const torch::Tensor rms = (sums[i] / static_cast<double>(std::max<int64_t>(1, data.size()))).sqrt();
@@ -109,7 +117,11 @@ double outlier_ratio(const torch::Tensor& scores, double threshold) {
 std::vector<double> weight_spectrum(const PrunableLayer& layer) {
   torch::NoGradGuard no_grad;
   torch::Tensor w = layer.weight.detach().to(torch::kCPU, torch::kFloat64);
-  if (w.dim() > 2) w = w.flatten(2).permute({2, 0, 1});  // [positions, out, in]: one matrix each
+  if (is_embedding_type(layer.type)) {
+    w = w.reshape({-1, w.size(-1)});  // [entries, features]
+  } else if (w.dim() > 2) {
+    w = w.flatten(2).permute({2, 0, 1});  // [positions, out, in]: one matrix each
+  }
   const torch::Tensor eigenvalues = torch::linalg_svdvals(w).flatten().pow(2).contiguous();
   return {eigenvalues.data_ptr<double>(), eigenvalues.data_ptr<double>() + eigenvalues.numel()};
 }

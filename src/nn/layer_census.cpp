@@ -54,7 +54,8 @@ std::vector<LayerInfo> layer_census(Network& network, const std::vector<int64_t>
     const WeightUseVisitor count = [&](const std::vector<size_t>& used, const WeightUse& use) {
       for (size_t i : used) {
         calls[i] += 1;
-        flops_per_weight[i] += use_flops_per_weight(use, /*batch=*/1);
+        // A lookup or an addition multiplies nothing.
+        if (!is_embedding_type(layers[i].type)) flops_per_weight[i] += use_flops_per_weight(use, /*batch=*/1);
       }
     };
     observe_weight_uses(layers, count, [&] { forward_or_explain(network, input); });

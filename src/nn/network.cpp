@@ -100,7 +100,7 @@ ModelMeta meta_from_json(const std::string& text, const std::string& path) {
 
 // ---- native zoo networks ----------------------------------------------------------------------
 
-NativeNetwork::NativeNetwork(const ModelMeta& meta) {
+NativeNetwork::NativeNetwork(const ModelMeta& meta, const LoadOptions& options) {
   meta_ = meta;
   if (meta.input_shape.size() != 3) throw UsageError("model input shape must be C,H,W");
   if (meta.input_shape[1] != meta.input_shape[2]) {
@@ -114,6 +114,12 @@ NativeNetwork::NativeNetwork(const ModelMeta& meta) {
     } else if (auto* linear = item.value()->as<torch::nn::LinearImpl>()) {
       layers_.push_back({item.key(), "linear", linear->weight, linear->weight});
     }
+  }
+  // After the weight matrices, so a checkpoint's masks keep their indices with or without them.
+  for (const auto& name :
+       options.prune_embeddings ? model_->position_embeddings() : std::vector<std::string>{}) {
+    const torch::Tensor parameter = model_->named_parameters()[name];
+    layers_.push_back({name, "pos_embedding", parameter, parameter});
   }
   masks_.resize(layers_.size());
   // Each layer belongs to the stage with the longest module prefix that names it.
@@ -214,6 +220,14 @@ void NativeNetwork::load_state(torch::serialize::InputArchive& archive, const st
   }
   torch::serialize::InputArchive masks;
   if (!archive.try_read("masks", masks)) return;
+  torch::Tensor beyond;  // a mask for a layer this network does not offer: an embedding's
+  for (size_t i = layers_.size(); i < layers_.size() + model_->position_embeddings().size(); ++i) {
+    if (masks.try_read("m" + std::to_string(i), beyond)) {
+      throw Error(path +
+                  ": holds a mask for a position embedding, which is a prunable layer only when "
+                  "embeddings are pruned");
+    }
+  }
   for (size_t i = 0; i < layers_.size(); ++i) {
     torch::Tensor mask;
     if (!masks.try_read("m" + std::to_string(i), mask)) continue;
@@ -281,7 +295,11 @@ std::unique_ptr<Network> finite_only(std::unique_ptr<Network> network, const std
 
 }  // namespace
 
-std::unique_ptr<Network> load_network(const std::string& path) {
+bool is_embedding_type(const std::string& type) {
+  return type == "embedding" || type == "pos_embedding";
+}
+
+std::unique_ptr<Network> load_network(const std::string& path, const LoadOptions& options) {
   if (!std::filesystem::exists(path)) throw Error(path + ": model file does not exist");
   if (std::filesystem::is_directory(path)) throw Error(path + ": is a directory, expected a model file");
   check_regular_input(path);
@@ -296,7 +314,7 @@ std::unique_ptr<Network> load_network(const std::string& path) {
   if (archive.try_read("rdprune_meta", meta_value) && meta_value.isString()) {
     std::unique_ptr<NativeNetwork> network;
     try {
-      network = std::make_unique<NativeNetwork>(meta_from_json(meta_value.toStringRef(), path));
+      network = std::make_unique<NativeNetwork>(meta_from_json(meta_value.toStringRef(), path), options);
     } catch (const UsageError& e) {
       // Not the user's flags: the checkpoint's own record names a model this build cannot make.
       throw Error(path + ": checkpoint metadata describes no model this build can make (" + e.what() + ")");
@@ -311,7 +329,7 @@ std::unique_ptr<Network> load_network(const std::string& path) {
   }
   std::unique_ptr<Network> script;
   try {
-    script = std::make_unique<ScriptNetwork>(torch::jit::load(path), path);
+    script = std::make_unique<ScriptNetwork>(torch::jit::load(path), path, options);
   } catch (const c10::Error& e) {
     throw Error(path + ": cannot load TorchScript module (" +
                 std::string(e.what_without_backtrace()).substr(0, 200) + ")");

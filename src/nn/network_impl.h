@@ -16,7 +16,7 @@ inline constexpr const char* kCheckpointSchema = "rdprune.checkpoint/1";
 // A zoo model with the metadata that rebuilds it.
 class NativeNetwork : public Network {
  public:
-  explicit NativeNetwork(const ModelMeta& meta);
+  explicit NativeNetwork(const ModelMeta& meta, const LoadOptions& options = {});
 
   torch::Tensor forward_impl(const torch::Tensor& input) override { return model_->forward(input); }
   void set_training(bool training) override { model_->train(training); }
@@ -47,7 +47,7 @@ class NativeNetwork : public Network {
 // A TorchScript module as saved by torch.jit.save.
 class ScriptNetwork : public Network {
  public:
-  ScriptNetwork(torch::jit::Module module, const std::string& path);
+  ScriptNetwork(torch::jit::Module module, const std::string& path, const LoadOptions& options = {});
 
   torch::Tensor forward_impl(const torch::Tensor& input) override;
   void set_training(bool training) override { module_.train(training); }

@@ -9,6 +9,7 @@
 #include <torch/csrc/jit/passes/inliner.h>
 
 #include "rdprune/error.h"
+#include "rdprune/network.h"
 
 namespace rdprune {
 namespace {
@@ -51,6 +52,11 @@ std::string weight_use(const Node* node, size_t arg, const Derived& derived, int
     const auto transposed = torch::jit::toIValue(node->input(6));
     return conv_type(transposed && transposed->isBool() && transposed->toBool(), rank);
   }
+  // Embeddings: a lookup table, and a parameter added to the activations (a position embedding).
+  if ((kind == "aten::embedding" || kind == "aten::embedding_bag") && arg == 0 && rank == 2)
+    return "embedding";
+  if ((kind == "aten::add" || kind == "aten::add_") && arg <= 1 && !derived.transposed)
+    return "pos_embedding";
   if (rank != 2) return "";
   if (kind == "aten::linear" && arg == 1) return derived.transposed ? "linear_t" : "linear";
   // x @ W with W stored [in, out] (GPT-2's Conv1D: addmm(bias, x, W)).
@@ -103,7 +109,8 @@ class UseFinder {
       const std::string type = weight_use(node, arg, found->second, rank->second);
       if (type.empty()) continue;
       std::string& recorded = types_[found->second.path];
-      if (recorded.empty() || type == "in_proj") recorded = type;  // an attention op says most
+      // An attention op says most; any product of matrices more than an embedding's use.
+      if (recorded.empty() || type == "in_proj" || is_embedding_type(recorded)) recorded = type;
     }
   }
 

@@ -1,7 +1,9 @@
 // Internal: the prunable layers of a TorchScript module, found by use. Every parameter of two or
 // more dimensions that a convolution, linear, addmm/matmul or attention op of the inlined forward
 // graph reads as its weight is a layer; an attention in-projection (q, k and v stacked in one
-// parameter) is three, one per row block.
+// parameter) is three, one per row block. Embedding tables (read by an embedding lookup) and
+// parameters added to the activations are sites of type embedding and pos_embedding, which the
+// caller keeps only when embeddings are pruned.
 #pragma once
 
 #include <string>
@@ -13,7 +15,7 @@ namespace rdprune {
 
 struct ScriptLayerSite {
   std::string name;       // "<module path>" for a `weight`, else the parameter's path (+ ".q" ...)
-  std::string type;       // conv1d|conv2d|conv3d|conv_transpose1d|...|linear|linear_t|attn_q|...
+  std::string type;       // conv1d|...|linear|linear_t|attn_q|...|embedding|pos_embedding
   std::string owner;      // path of the module that holds the parameter ("" for the root)
   std::string attribute;  // the parameter's name in that module
   int64_t row_begin = 0;  // the layer's first row in the parameter

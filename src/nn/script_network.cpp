@@ -48,11 +48,20 @@ std::string interpreter_reason(const std::exception& e) {
 
 }  // namespace
 
-ScriptNetwork::ScriptNetwork(torch::jit::Module module, const std::string& path)
+ScriptNetwork::ScriptNetwork(torch::jit::Module module, const std::string& path, const LoadOptions& options)
     : module_(std::move(module)), path_(path) {
   meta_.arch = "torchscript";
   for (auto& site : find_script_layers(module_, path)) {
     torch::jit::Module owner = submodule(module_, site.owner);
+    if (is_embedding_type(site.type) && !options.prune_embeddings) {
+      const std::string buffer = mask_buffer(site.attribute);
+      if (owner.hasattr(buffer) && owner.attr(buffer).isTensor() &&
+          !owner.attr(buffer).toTensor().eq(1).all().item<bool>()) {
+        throw Error(path + ": holds a mask for embedding " + site.name +
+                    ", which is a prunable layer only when embeddings are pruned");
+      }
+      continue;
+    }
     const torch::Tensor parameter = owner.attr(site.attribute).toTensor();
     layers_.push_back(
         {site.name, site.type, parameter.narrow(0, site.row_begin, site.rows), parameter, site.row_begin});

@@ -276,9 +276,10 @@ class VitImpl : public ZooNetImpl {
                                   nn::Conv2d(nn::Conv2dOptions(spec.in_channels, dim, patch).stride(patch)));
     cls_token = register_parameter("cls_token", torch::randn({1, 1, dim}) * 0.02);
     pos_embed = register_parameter("pos_embed", torch::randn({1, grid * grid + 1, dim}) * 0.02);
-    add_stage("patch_embed", [this](torch::Tensor x) {
+    add_stage({"patch_embed", "pos_embed"}, [this](Values v) -> Values {
+      torch::Tensor x = v.at(0);
       x = patch_embed(x).flatten(2).transpose(1, 2);
-      return torch::cat({cls_token.expand({x.size(0), 1, x.size(2)}), x}, 1) + pos_embed;
+      return {torch::cat({cls_token.expand({x.size(0), 1, x.size(2)}), x}, 1) + pos_embed};
     });
     for (int64_t b = 0; b < depth; ++b) {
       EncoderBlock block(dim, heads, hidden);
@@ -294,6 +295,7 @@ class VitImpl : public ZooNetImpl {
     head = register_module("head", nn::Linear(dim, spec.num_classes));
     add_stage("head", [this](torch::Tensor x) { return head(norm(x.select(1, 0))); });
   }
+  std::vector<std::string> position_embeddings() const override { return {"pos_embed"}; }
 
  private:
   nn::Conv2d patch_embed{nullptr};

@@ -229,7 +229,7 @@ nlohmann::json run_compare(const CompareOptions& o, const DatasetSplits& splits)
   Sink* sink = o.base.sink;
   fs::create_directories(o.out_dir);
   const Dataset test = o.base.eval_limit > 0 ? splits.test.head(o.base.eval_limit) : splits.test;
-  const double dense_top1 = evaluate(*load_network(o.model), test, 256).top1;
+  const double dense_top1 = evaluate(*load_network(o.model, o.base.load), test, 256).top1;
   std::vector<std::pair<Cell, CompareRow>> done;
   std::map<std::tuple<size_t, size_t, size_t, size_t>, std::vector<int64_t>> select_judging;  // by setting
   std::vector<std::pair<std::string, Plan>> densest_plans;  // first seed and setting, highest target
@@ -254,7 +254,7 @@ nlohmann::json run_compare(const CompareOptions& o, const DatasetSplits& splits)
                      o.rounds.size() > 1 ? fmt::format(", {} rounds", options.rounds) : "",
                      o.finetune_steps.size() > 1 ? fmt::format(", {} steps", options.finetune.steps) : "",
                      o.seeds.size() > 1 ? fmt::format(", seed {}", options.seed) : ""));
-    auto network = load_network(o.model);  // every cell from the same dense model
+    auto network = load_network(o.model, o.base.load);  // every cell from the same dense model
     const PipelineResult result = run_pipeline(network, splits, options);
     CompareRow row = cell_row(options.label, options, result);
     const fs::path round_dir = fs::path(options.out_dir) / fmt::format("round-{}", options.rounds);

@@ -115,7 +115,7 @@ PipelineResult run_pipeline(std::unique_ptr<Network>& network, const DatasetSpli
       // A finished round: take its model and figures, and go on from there.
       result.rounds.push_back(resumed_round(dir, r, target));
       try {
-        network = load_network((dir / model_file(*network)).string());
+        network = load_network((dir / model_file(*network)).string(), options.load);
       } catch (const Error& e) {
         throw Error(e.what() + rerun_remedy(dir));
       }

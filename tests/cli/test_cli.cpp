@@ -803,7 +803,37 @@ TEST_F(Cli, TransformersCriteriaAndTheLayerwiseRules) {
   ASSERT_EQ(applied.code, 0) << applied.err;
   EXPECT_NEAR(nlohmann::json::parse(applied.out).at("sparsity_achieved").get<double>(), 0.5, 1e-3);
 
-  // rd and the rules of the LLM era side by side, with wanda's order, one shot.
+  // --prune-embeddings: the position embedding is a layer too (stage 0, no multiply-accumulates);
+  // a model whose embedding was pruned is refused without the flag, which would let it grow back.
+  const auto with_embeddings =
+      nlohmann::json::parse(rdprune({"info", "--model", model, "--prune-embeddings", "--json"}).out);
+  ASSERT_EQ(with_embeddings.at("layers").size(), 27u);
+  const auto& embedding = with_embeddings["layers"][26];
+  EXPECT_EQ(embedding["name"], "pos_embed");
+  EXPECT_EQ(embedding["type"], "pos_embedding");
+  EXPECT_EQ(embedding["weights"], 17 * 64);
+  EXPECT_EQ(embedding["flops_per_weight"], 0);
+  EXPECT_EQ(embedding["stage"], 0);
+  const std::string uniform = work_.file("uniform.json");
+  ASSERT_EQ(rdprune({"allocate", "--method", "uniform", "--model", model, "--prune-embeddings", "--sparsity",
+                     "0.5", "--out", uniform})
+                .code,
+            0);
+  const std::string pruned_embedding = work_.file("pruned-embedding.pt");
+  expect_error(rdprune({"prune", "--model", model, "--plan", uniform, "--out", pruned_embedding}), 1,
+               "pos_embed");
+  ASSERT_EQ(
+      rdprune({"prune", "--model", model, "--plan", uniform, "--prune-embeddings", "--out", pruned_embedding})
+          .code,
+      0);
+  const auto pruned_info = nlohmann::json::parse(
+      rdprune({"info", "--model", pruned_embedding, "--prune-embeddings", "--json"}).out);
+  EXPECT_NEAR(pruned_info["layers"][26]["sparsity"].get<double>(), 0.5, 1e-3);
+  expect_error(rdprune({"info", "--model", pruned_embedding}), 1,
+               "holds a mask for a position embedding, which is a prunable layer only when embeddings are "
+               "pruned");
+
+  // rd and the rules of the LLM era side by side, with wanda's order, one shot, embedding included.
   const std::string out = work_.file("cmp");
   const Result compared = rdprune({"compare",
                                    "--model",
@@ -824,12 +854,17 @@ TEST_F(Cli, TransformersCriteriaAndTheLayerwiseRules) {
                                    "0",
                                    "--eval-limit",
                                    "32",
+                                   "--prune-embeddings",
                                    "--out-dir",
                                    out});
   ASSERT_EQ(compared.code, 0) << compared.err;
   for (const std::string method : {"rd", "owl", "alphapruning"}) {
     const auto round = nlohmann::json::parse(read_file(out + "/" + method + "-s0.7-r1/round-1/plan.json"));
     EXPECT_EQ(round.at("criterion"), "wanda") << method;
+    EXPECT_EQ(round.at("layers").size(), 27u) << method;
+    EXPECT_EQ(nlohmann::json::parse(read_file(out + "/" + method + "-s0.7-r1/settings.json"))
+                  .at("prune_embeddings"),
+              true);
     EXPECT_EQ(nlohmann::json::parse(read_file(out + "/" + method + "-s0.7-r1/settings.json")).at("criterion"),
               "wanda");
   }

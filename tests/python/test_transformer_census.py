@@ -6,7 +6,8 @@ q, k and v of each attention in-projection (row blocks of one parameter), the ou
 (a Linear subclass), both MLP layers and the head. Pruned to 50% it is 50% sparse over all of
 them, and plain PyTorch, which runs the fused attention kernels in eval mode without gradients,
 gives the outputs of the masked weights on the unfused path. An in-projection whose rows are not
-three equal blocks is refused in one line.
+three equal blocks is refused in one line. Embedding tables and position embeddings are layers
+only with --prune-embeddings.
 """
 import argparse
 import json
@@ -17,6 +18,7 @@ import tempfile
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 DIM, HEADS, HIDDEN, LAYERS, PATCH = 32, 4, 64, 2, 7
 
@@ -173,6 +175,52 @@ def check_wanda(rdprune, tmp, path, model):
     assert torch.equal(kept, expected), (kept != expected).sum().item()
 
 
+class TokenTransformer(nn.Module):
+    """Pixels as tokens: a lookup table and a position embedding before an encoder layer."""
+
+    def __init__(self):
+        super().__init__()
+        self.tokens = nn.Embedding(16, DIM)
+        self.position = nn.Parameter(torch.randn(1, 49, DIM) * 0.02)
+        layer = nn.TransformerEncoderLayer(DIM, HEADS, HIDDEN, dropout=0.0, batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, 1, enable_nested_tensor=False)
+        self.head = nn.Linear(DIM, 10)
+
+    def forward(self, x):
+        ids = (F.avg_pool2d(x, 4).clamp(0, 1) * 15).long().flatten(1)  # [B, 49]
+        return self.head(self.encoder(self.tokens(ids) + self.position).mean(1))
+
+
+def check_embeddings(rdprune, tmp):
+    """Embeddings stay dense unless --prune-embeddings makes them layers; a model whose embeddings
+    were pruned is refused without it, in one line."""
+    model = TokenTransformer().eval()
+    path = os.path.join(tmp, "tokens.pt")
+    torch.jit.save(torch.jit.script(model), path)
+    shape = ["--input-shape", "1,28,28"]
+    plain = run([rdprune, "info", "--model", path, "--json"] + shape)
+    types = {layer["name"]: layer["type"] for layer in plain["layers"]}
+    assert "tokens" not in types and "position" not in types, types
+    info = run([rdprune, "info", "--model", path, "--prune-embeddings", "--json"] + shape)
+    kinds = {layer["name"]: (layer["type"], layer["flops_per_weight"]) for layer in info["layers"]}
+    assert kinds["tokens"] == ("embedding", 0) and kinds["position"] == ("pos_embedding", 0), kinds
+    matrices = sum(p.numel() for p in model.parameters() if p.dim() >= 2)
+    assert info["total_weights"] == matrices, (info["total_weights"], matrices)
+
+    plan = os.path.join(tmp, "embeddings.json")
+    pruned_path = os.path.join(tmp, "tokens-pruned.pt")
+    flags = ["--prune-embeddings"]
+    run([rdprune, "allocate", "--method", "uniform", "--model", path, "--sparsity", "0.5", "--out", plan] + flags)
+    run([rdprune, "prune", "--model", path, "--plan", plan, "--out", pruned_path] + flags)
+    pruned = torch.jit.load(pruned_path)
+    for parameter in (pruned.tokens.weight, pruned.position):
+        assert abs((parameter == 0).float().mean().item() - 0.5) < 0.01, (parameter == 0).float().mean()
+    result = run([rdprune, "info", "--model", pruned_path], ok=False)
+    message = result.stderr.strip()
+    assert result.returncode != 0 and "\n" not in message, message
+    assert "embedding" in message and "only when embeddings are pruned" in message, message
+
+
 def check_bad_in_projection(rdprune, tmp):
     attention = nn.MultiheadAttention(4, 2, batch_first=True)
     attention.in_proj_weight = nn.Parameter(torch.randn(10, 4))
@@ -207,6 +255,7 @@ def main():
         check_pruned(args.rdprune, tmp, path, model, matrices)
         check_wanda(args.rdprune, tmp, path, model)
         check_other_kinds(args.rdprune, tmp)
+        check_embeddings(args.rdprune, tmp)
         check_bad_in_projection(args.rdprune, tmp)
     print("OK")
 

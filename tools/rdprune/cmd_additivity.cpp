@@ -19,6 +19,7 @@ namespace {
 
 struct AdditivityFlags {
   CommonFlags common;
+  LoadOptions load;
   DataFlags data;
   CurveOptions curves;
   std::string model;
@@ -43,7 +44,7 @@ void run_additivity(const CLI::App& command, AdditivityFlags& flags) {
   if (fs::exists(flags.out_dir) && !fs::is_directory(flags.out_dir)) {
     throw UsageError("--out-dir: " + flags.out_dir + " exists and is not a directory");
   }
-  auto network = load_model(flags.model);
+  auto network = load_model(flags.model, flags.load);
   require_prunable_layers(*network, flags.model);
   const DatasetSplits splits = load_dataset(dataset_options(flags.data, &network->meta()));
   const Dataset calibration = splits.train.head(flags.calib_size);
@@ -123,6 +124,7 @@ void register_additivity(CLI::App& app) {
   add_curve_flags(*command, flags->curves, "");
   add_seed_option(*command, flags->data.seed, "Seed of the random allocations (default 0)");
   add_common_flags(*command, flags->common);
+  add_load_flags(*command, flags->load);
   add_data_flags(*command, flags->data, /*dataset_required=*/false);
   command->callback([command, flags] { run_additivity(*command, *flags); });
 }

@@ -18,6 +18,7 @@ namespace {
 
 struct AllocateFlags {
   CommonFlags common;
+  LoadOptions load;
   DataFlags data;
   AllocatorSettings settings;
   int64_t calib_size = 256;
@@ -61,7 +62,7 @@ void run_allocate(AllocateFlags& flags) {
   Plan plan;
   if (baseline) {
     if (flags.model.empty()) throw UsageError("--model: required for --method " + flags.method);
-    auto network = load_model(flags.model);
+    auto network = load_model(flags.model, flags.load);
     std::vector<int64_t> shape = network->meta().input_shape;
     // --input-shape (a data flag): C,H,W for FLOPs when the model does not record it.
     if (!flags.data.input_shape.empty()) shape = parse_shape(flags.data.input_shape, "--input-shape");
@@ -150,6 +151,7 @@ void register_allocate(CLI::App& app) {
   command->add_option("--frontier", flags->frontier,
                       "Also write the optimal distortion for every budget (CSV)");
   add_common_flags(*command, flags->common);
+  add_load_flags(*command, flags->load);
   add_data_flags(*command, flags->data, /*dataset_required=*/false);
   command->callback([flags] { run_allocate(*flags); });
 }

@@ -46,7 +46,7 @@ void run_compare_command(const CLI::App& command, CompareFlags& flags) {
   // shared one lets cells reuse each other's.
   options.base.sink = stderr_sink();
   validate(options);
-  auto dense = load_model(flags.model);
+  auto dense = load_model(flags.model, options.base.load);
   require_prunable_layers(*dense, flags.model);
   const DatasetSplits splits = load_dataset(dataset_options(flags.data, &dense->meta()));
   check_model_fits(*dense, splits.train, flags.model);

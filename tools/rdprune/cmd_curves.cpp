@@ -17,6 +17,7 @@ namespace {
 
 struct CurvesFlags {
   CommonFlags common;
+  LoadOptions load;
   DataFlags data;
   CurveOptions curves;
   std::string model;
@@ -44,7 +45,7 @@ void run_curves(const CLI::App& command, CurvesFlags& flags) {
   check_output_path(flags.out);
   check_outputs_distinct({{"--model", flags.model}, {"--data-dir", flags.data.data_dir}},
                          {{"--out", flags.out}});
-  auto network = load_model(flags.model);
+  auto network = load_model(flags.model, flags.load);
   require_prunable_layers(*network, flags.model);
 
   Dataset calibration;
@@ -115,6 +116,7 @@ void register_curves(CLI::App& app) {
   command->add_flag("--bn-aware", flags->curves.recalibrate_bn,
                     "Re-estimate batch-norm statistics at every level before measuring (zoo models)");
   add_common_flags(*command, flags->common);
+  add_load_flags(*command, flags->load);
   add_data_flags(*command, flags->data, /*dataset_required=*/false);
   command->callback([command, flags] { run_curves(*command, *flags); });
 }

@@ -14,6 +14,7 @@ namespace {
 
 struct EvalFlags {
   CommonFlags common;
+  LoadOptions load;
   DataFlags data;
   std::string model;
   std::string against;
@@ -56,8 +57,8 @@ void run_eval(const EvalFlags& flags) {
         {{"--model", flags.model}, {"--against", flags.against}, {"--data-dir", flags.data.data_dir}},
         {{"--hits", flags.hits}});
   }
-  auto network = load_model(flags.model);
-  std::unique_ptr<Network> other = flags.against.empty() ? nullptr : load_model(flags.against);
+  auto network = load_model(flags.model, flags.load);
+  std::unique_ptr<Network> other = flags.against.empty() ? nullptr : load_model(flags.against, flags.load);
   // Each model reads the images with its own recorded normalisation unless the flags give one; both
   // are checked against them before either is evaluated.
   const DatasetOptions options = dataset_options(flags.data, &network->meta());
@@ -113,6 +114,7 @@ void register_eval(CLI::App& app) {
   command->add_option("--hits", flags->hits,
                       "Write which images --model classifies correctly to this file (rdprune.hits/1)");
   add_common_flags(*command, flags->common);
+  add_load_flags(*command, flags->load);
   add_data_flags(*command, flags->data, /*dataset_required=*/false);
   command->callback([flags] { run_eval(*flags); });
 }

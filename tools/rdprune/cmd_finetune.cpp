@@ -15,6 +15,7 @@ namespace {
 
 struct FinetuneFlags {
   CommonFlags common;
+  LoadOptions load;
   DataFlags data;
   TrainOptions train;
   std::string model;
@@ -38,7 +39,7 @@ void run_finetune(FinetuneFlags& flags) {
   check_output_path(flags.out);
   // --out may be --model: the model is read whole first and replaced atomically.
   check_outputs_distinct({{"--data-dir", flags.data.data_dir}}, {{"--out", flags.out}});
-  auto network = load_model(flags.model);
+  auto network = load_model(flags.model, flags.load);
   const DatasetSplits splits = load_dataset(dataset_options(flags.data, &network->meta()));
   check_model_fits(*network, splits.train, flags.model);
   flags.train.augmentation = flags.no_augment ? Augmentation{} : default_augmentation(flags.data.dataset);
@@ -79,6 +80,7 @@ void register_finetune(CLI::App& app) {
   command->add_option("--calib-size", flags->calib_size, "Samples for --bn-recalibrate (default 1024)");
   command->add_option("--eval-limit", flags->eval_limit, "Evaluate on the first N test samples only");
   add_common_flags(*command, flags->common);
+  add_load_flags(*command, flags->load);
   add_data_flags(*command, flags->data, /*dataset_required=*/false);
   command->callback([flags] { run_finetune(*flags); });
 }

@@ -13,6 +13,7 @@ namespace {
 
 struct InfoFlags {
   CommonFlags common;
+  LoadOptions load;
   DataFlags data;
   std::string model;
   bool dataset_given = false;
@@ -20,7 +21,7 @@ struct InfoFlags {
 
 void run_info(const InfoFlags& flags) {
   apply_threads(flags.common);
-  auto network = load_model(flags.model);
+  auto network = load_model(flags.model, flags.load);
   std::vector<int64_t> input_shape = network->meta().input_shape;
   if (!flags.data.input_shape.empty()) {
     input_shape = parse_shape(flags.data.input_shape, "--input-shape");
@@ -102,6 +103,7 @@ void register_info(CLI::App& app) {
       "info", "List the prunable layers: name, shape, weights, FLOPs per weight, sparsity");
   command->add_option("--model", flags->model, "rdprune checkpoint or TorchScript file")->required();
   add_common_flags(*command, flags->common);
+  add_load_flags(*command, flags->load);
   add_data_flags(*command, flags->data, /*dataset_required=*/false);
   command->callback([flags, command] {
     flags->dataset_given = command->count("--dataset") > 0;

@@ -12,6 +12,7 @@ namespace {
 
 struct PruneFlags {
   CommonFlags common;
+  LoadOptions load;
   DataFlags data;
   int64_t calib_size = 256;
   std::string model;
@@ -29,7 +30,7 @@ void run_prune(const PruneFlags& flags) {
   check_outputs_distinct({{"--plan", flags.plan}},
                          {{"--out", flags.out}, {"--export-dense", flags.export_dense}});
   const Plan plan = plan_from_json(read_file(flags.plan), flags.plan);
-  auto network = load_model(flags.model);
+  auto network = load_model(flags.model, flags.load);
   // A wanda plan prunes by the inputs' norms on the calibration images the plan was made with.
   if (plan.criterion == "wanda") {
     std::string description;
@@ -78,6 +79,7 @@ void register_prune(CLI::App& app) {
                       "A wanda plan: the calibration images it was made with, the first N training images "
                       "(default 256)");
   add_common_flags(*command, flags->common);
+  add_load_flags(*command, flags->load);
   add_data_flags(*command, flags->data, /*dataset_required=*/false);
   command->callback([flags] { run_prune(*flags); });
 }

@@ -47,7 +47,7 @@ void run_run(const CLI::App& command, RunFlags& flags) {
   options.sink = stderr_sink();
   finish_pipeline_flags(command, flags.pipeline, flags.out_dir);
   validate(options);
-  auto network = load_model(flags.model);
+  auto network = load_model(flags.model, options.load);
   require_prunable_layers(*network, flags.model);
   const DatasetSplits splits = load_dataset(dataset_options(flags.data, &network->meta()));
   check_model_fits(*network, splits.train, flags.model);

@@ -129,8 +129,14 @@ DatasetOptions dataset_options(const DataFlags& flags, const ModelMeta* model) {
   return options;
 }
 
-std::unique_ptr<Network> load_model(const std::string& path) {
-  return load_network(path);
+void add_load_flags(CLI::App& command, LoadOptions& options) {
+  command.add_flag("--prune-embeddings", options.prune_embeddings,
+                   "Embedding tables and position embeddings are prunable layers too (default: dense, "
+                   "as norms and biases)");
+}
+
+std::unique_ptr<Network> load_model(const std::string& path, const LoadOptions& options) {
+  return load_network(path, options);
 }
 
 void check_model_fits(Network& network, const Dataset& data, const std::string& path) {

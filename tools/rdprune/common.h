@@ -79,8 +79,11 @@ void apply_threads(const CommonFlags& flags);
 // normalisation unless --mean/--std override it.
 DatasetOptions dataset_options(const DataFlags& flags, const ModelMeta* model = nullptr);
 
+// --prune-embeddings: embeddings become prunable layers (LoadOptions).
+void add_load_flags(CLI::App& command, LoadOptions& options);
+
 // Loads --model and checks it can take the dataset's samples (shape, classes).
-std::unique_ptr<Network> load_model(const std::string& path);
+std::unique_ptr<Network> load_model(const std::string& path, const LoadOptions& options);
 void check_model_fits(Network& network, const Dataset& data, const std::string& path = {});
 // Throws Error naming `path` when the model has no prunable layer.
 void require_prunable_layers(const Network& network, const std::string& path);

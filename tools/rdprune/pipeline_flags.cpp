@@ -30,6 +30,7 @@ void add_pipeline_flags(CLI::App& command, PipelineFlags& flags, PipelineGrid* g
   command.add_option("--keep-dense", flags.keep_dense,
                      "Comma-separated layers to leave as they are, for every method");
   command.add_flag("--allow-empty", o.rd.allow_empty, "Allow a layer to lose every weight");
+  add_load_flags(command, o.load);
   command.add_option("--solver", o.rd.solver, "rd, select: dp (default) | lagrange");
   command.add_option("--calib-size", o.calib_size,
                      "Calibration samples: first N training images (default 256)");
