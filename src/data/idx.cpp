@@ -1,8 +1,10 @@
 // IDX reader (the MNIST family's format). zlib's gzread reads gzip and raw files alike.
 #include <zlib.h>
 
+#include <algorithm>
 #include <cstring>
 #include <memory>
+#include <vector>
 
 #include <torch/torch.h>
 
@@ -17,8 +19,10 @@ struct GzCloser {
 };
 using GzHandle = std::unique_ptr<gzFile_s, GzCloser>;
 
-// Reads exactly `size` bytes or throws naming the file and what was being read.
-void read_exact(gzFile file, const std::string& path, void* data, size_t size, const char* what) {
+// Reads exactly `size` bytes or throws naming the file and what was being read: `before` bytes of
+// it were read already, of `total`.
+void read_exact(gzFile file, const std::string& path, void* data, size_t size, const char* what,
+                size_t before = 0, int64_t total = -1) {
   auto* out = static_cast<char*>(data);
   size_t done = 0;
   while (done < size) {
@@ -30,8 +34,8 @@ void read_exact(gzFile file, const std::string& path, void* data, size_t size, c
       throw Error(path + ": corrupt data while reading " + what + " (" + message + ")");
     }
     if (got == 0) {
-      throw Error(path + ": truncated: " + what + " ends after " + std::to_string(done) + " of " +
-                  std::to_string(size) + " bytes");
+      throw Error(path + ": truncated: " + what + " ends after " + std::to_string(before + done) + " of " +
+                  std::to_string(total < 0 ? size : static_cast<size_t>(total)) + " bytes");
     }
     done += static_cast<size_t>(got);
   }
@@ -64,8 +68,16 @@ torch::Tensor read_idx(const std::string& path) {
     count *= dim;
     if (count > (int64_t{1} << 34)) throw Error(path + ": implausible total size");
   }
+  // Read in chunks before the tensor is made: a header may claim far more than the file holds.
+  std::vector<uint8_t> bytes;
+  constexpr int64_t kChunk = int64_t{1} << 26;
+  while (static_cast<int64_t>(bytes.size()) < count) {
+    const size_t done = bytes.size();
+    bytes.resize(done + static_cast<size_t>(std::min(kChunk, count - static_cast<int64_t>(done))));
+    read_exact(file.get(), path, bytes.data() + done, bytes.size() - done, "the data", done, count);
+  }
   torch::Tensor data = torch::empty(dims, torch::kUInt8);
-  read_exact(file.get(), path, data.data_ptr<uint8_t>(), static_cast<size_t>(count), "the data");
+  std::memcpy(data.data_ptr<uint8_t>(), bytes.data(), bytes.size());
   char extra;
   if (gzread(file.get(), &extra, 1) > 0) {
     throw Error(path + ": trailing bytes after " + std::to_string(count) + " data bytes");

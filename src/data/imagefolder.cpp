@@ -28,7 +28,12 @@ torch::Tensor decode(const std::string& path, int64_t size, int64_t channels) {
   unsigned char* pixels =
       stbi_load(path.c_str(), &width, &height, &stored_channels, static_cast<int>(channels));
   if (pixels == nullptr) {
-    throw Error(path + ": cannot decode image (" + stbi_failure_reason() + ")");
+    // stb_image's reason, on one line (some are empty or hold line breaks).
+    std::string reason = stbi_failure_reason() != nullptr ? stbi_failure_reason() : "";
+    std::replace(reason.begin(), reason.end(), '\n', ' ');
+    reason.erase(0, reason.find_first_not_of(' '));
+    reason.erase(reason.find_last_not_of(' ') + 1);
+    throw Error(path + ": cannot decode image" + (reason.empty() ? "" : " (" + reason + ")"));
   }
   torch::Tensor image =
       torch::from_blob(pixels, {height, width, channels}, torch::kUInt8).permute({2, 0, 1}).clone();

@@ -7,11 +7,13 @@
 #include "rdprune/atomic_file.h"
 #include "rdprune/dataset.h"
 #include "rdprune/error.h"
+#include "rdprune/zip_check.h"
 
 namespace rdprune {
 
 std::pair<torch::Tensor, torch::Tensor> read_tensor_file(const std::string& path) {
   if (!std::filesystem::is_regular_file(path)) throw Error(path + ": no such tensor file");
+  check_zip_records(path);
   const std::string bytes = read_file(path);
   c10::IValue value;
   try {

@@ -10,6 +10,7 @@
 #include "network_impl.h"
 #include "rdprune/atomic_file.h"
 #include "rdprune/error.h"
+#include "rdprune/zip_check.h"
 
 namespace rdprune {
 namespace {
@@ -293,6 +294,21 @@ std::unique_ptr<Network> finite_only(std::unique_ptr<Network> network, const std
   return network;
 }
 
+// LibTorch's reason for an exception, on one line: the first that is not blank, without the
+// backtrace a c10::Error appends, at most 200 characters.
+std::string torch_reason(const std::exception& e) {
+  const auto* torch_error = dynamic_cast<const c10::Error*>(&e);
+  const std::string text = torch_error != nullptr ? torch_error->what_without_backtrace() : e.what();
+  size_t begin = 0;
+  while (begin < text.size()) {
+    const size_t end = std::min(text.find('\n', begin), text.size());
+    const std::string line = text.substr(begin, end - begin);
+    if (line.find_first_not_of(" \t\r") != std::string::npos) return line.substr(0, 200);
+    begin = end + 1;
+  }
+  return "no reason given";
+}
+
 }  // namespace
 
 bool is_embedding_type(const std::string& type) {
@@ -303,12 +319,12 @@ std::unique_ptr<Network> load_network(const std::string& path, const LoadOptions
   if (!std::filesystem::exists(path)) throw Error(path + ": model file does not exist");
   if (std::filesystem::is_directory(path)) throw Error(path + ": is a directory, expected a model file");
   check_regular_input(path);
+  check_zip_records(path);
   torch::serialize::InputArchive archive;
   try {
     archive.load_from(path);
-  } catch (const c10::Error& e) {
-    throw Error(path + ": not a rdprune checkpoint or TorchScript file (" +
-                std::string(e.what_without_backtrace()).substr(0, 200) + ")");
+  } catch (const std::exception& e) {
+    throw Error(path + ": not a rdprune checkpoint or TorchScript file (" + torch_reason(e) + ")");
   }
   c10::IValue meta_value;
   if (archive.try_read("rdprune_meta", meta_value) && meta_value.isString()) {
@@ -318,11 +334,11 @@ std::unique_ptr<Network> load_network(const std::string& path, const LoadOptions
     } catch (const UsageError& e) {
       // Not the user's flags: the checkpoint's own record names a model this build cannot make.
       throw Error(path + ": checkpoint metadata describes no model this build can make (" + e.what() + ")");
-    } catch (const c10::Error& e) {
+    } catch (const Error&) {
+      throw;
+    } catch (const std::exception& e) {
       // A record that asks for more than memory holds (a trillion classes, a huge input).
-      const std::string reason = e.what_without_backtrace();
-      throw Error(path + ": cannot build the model its metadata describes (" +
-                  reason.substr(0, reason.find('\n')).substr(0, 200) + ")");
+      throw Error(path + ": cannot build the model its metadata describes (" + torch_reason(e) + ")");
     }
     network->load_state(archive, path);
     return finite_only(std::move(network), path);
@@ -330,9 +346,11 @@ std::unique_ptr<Network> load_network(const std::string& path, const LoadOptions
   std::unique_ptr<Network> script;
   try {
     script = std::make_unique<ScriptNetwork>(torch::jit::load(path), path, options);
-  } catch (const c10::Error& e) {
-    throw Error(path + ": cannot load TorchScript module (" +
-                std::string(e.what_without_backtrace()).substr(0, 200) + ")");
+  } catch (const Error&) {
+    throw;
+  } catch (const std::exception& e) {
+    // c10::Error, or the TorchScript compiler's report on a damaged archive's code.
+    throw Error(path + ": cannot load TorchScript module (" + torch_reason(e) + ")");
   }
   return finite_only(std::move(script), path);
 }
