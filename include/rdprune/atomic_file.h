@@ -15,7 +15,8 @@ void check_output_path(const std::string& path);
 void write_file_atomic(const std::string& path, const std::string& contents);
 
 // Calls `write(tmp_path)` to produce the file under a temporary name in the same directory, then
-// renames it to `path`. The temporary file is removed if `write` throws.
+// renames it to `path`. The temporary file is removed if `write` throws. Then removes `path`'s
+// temporary files left by processes that no longer run (`<path>.tmp.<pid>`, from a SIGKILL).
 void replace_file_atomic(const std::string& path,
                          const std::function<void(const std::string& tmp_path)>& write);
 

@@ -57,6 +57,24 @@ extern "C" void remove_pending_and_reraise(int signal) {
   std::raise(signal);
 }
 
+// Removes `path`'s temporary files left by processes that no longer run (killed while writing,
+// by a signal no handler sees): what a rerun finishes, it leaves whole and alone.
+void remove_stale_temporaries(const std::string& path) {
+  namespace fs = std::filesystem;
+  const fs::path target(path);
+  const fs::path dir = target.has_parent_path() ? target.parent_path() : fs::path(".");
+  const std::string prefix = target.filename().string() + ".tmp.";
+  std::error_code error;
+  for (const auto& entry : fs::directory_iterator(dir, error)) {
+    const std::string name = entry.path().filename().string();
+    if (name.rfind(prefix, 0) != 0) continue;
+    const std::string pid = name.substr(prefix.size());
+    if (pid.empty() || pid.find_first_not_of("0123456789") != std::string::npos || pid.size() > 9) continue;
+    const pid_t owner = static_cast<pid_t>(std::stol(pid));
+    if (owner != ::getpid() && ::kill(owner, 0) != 0 && errno == ESRCH) fs::remove(entry.path(), error);
+  }
+}
+
 void sync_file(const std::string& path) {
   const int fd = ::open(path.c_str(), O_RDONLY);
   if (fd >= 0) {
@@ -106,6 +124,7 @@ void replace_file_atomic(const std::string& path,
   if (!renamed) std::remove(tmp.c_str());
   release(slot);
   if (!renamed) throw Error(path + ": cannot rename temporary file into place: " + reason);
+  remove_stale_temporaries(path);
 }
 
 void remove_temporary_files_on_signal() {

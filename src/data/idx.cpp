@@ -77,7 +77,7 @@ torch::Tensor read_idx(const std::string& path) {
     read_exact(file.get(), path, bytes.data() + done, bytes.size() - done, "the data", done, count);
   }
   torch::Tensor data = torch::empty(dims, torch::kUInt8);
-  std::memcpy(data.data_ptr<uint8_t>(), bytes.data(), bytes.size());
+  if (!bytes.empty()) std::memcpy(data.data_ptr<uint8_t>(), bytes.data(), bytes.size());
   char extra;
   if (gzread(file.get(), &extra, 1) > 0) {
     throw Error(path + ": trailing bytes after " + std::to_string(count) + " data bytes");

@@ -1,5 +1,8 @@
 #include "rdprune/atomic_file.h"
 
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <filesystem>
 
 #include <gtest/gtest.h>
@@ -50,6 +53,24 @@ TEST_F(AtomicFile, MissingDirectoryIsAClearError) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("does not exist"), std::string::npos);
   }
+}
+
+TEST_F(AtomicFile, WritingRemovesTheTemporariesOfKilledWritersOnly) {
+  // A pid no process holds: a child that has exited and been reaped.
+  const pid_t child = ::fork();
+  if (child == 0) ::_exit(0);
+  ASSERT_GT(child, 0);
+  ::waitpid(child, nullptr, 0);
+  const std::string path = (dir_ / "a.json").string();
+  const std::string dead = path + ".tmp." + std::to_string(child);
+  const std::string alive = path + ".tmp." + std::to_string(::getppid());
+  const std::string other = (dir_ / "b.json").string() + ".tmp." + std::to_string(child);
+  for (const auto& name : {dead, alive, other}) write_file_atomic(name, "partial");
+  write_file_atomic(path, "whole");
+  EXPECT_FALSE(fs::exists(dead));
+  EXPECT_TRUE(fs::exists(alive));  // its writer may still be at work
+  EXPECT_TRUE(fs::exists(other));  // another file's
+  EXPECT_EQ(read_file(path), "whole");
 }
 
 TEST_F(AtomicFile, ReadingAMissingFileNamesIt) {
