@@ -20,6 +20,22 @@ void write_file_atomic(const std::string& path, const std::string& contents);
 void replace_file_atomic(const std::string& path,
                          const std::function<void(const std::string& tmp_path)>& write);
 
+// Removes `path`'s temporary files (`<path>.tmp.<pid>`) whose process no longer runs.
+void remove_stale_temporaries(const std::string& path);
+
+// A temporary file the caller writes itself (not through replace_file_atomic), which the signal
+// handlers below remove while this object lives.
+class SignalRemovesFile {
+ public:
+  explicit SignalRemovesFile(const std::string& path);
+  ~SignalRemovesFile();
+  SignalRemovesFile(const SignalRemovesFile&) = delete;
+  SignalRemovesFile& operator=(const SignalRemovesFile&) = delete;
+
+ private:
+  int slot_;
+};
+
 // Installs handlers for SIGINT, SIGTERM and SIGHUP that remove the temporary files being written
 // and then let the signal take its default course (the process ends as it would have). For main().
 void remove_temporary_files_on_signal();

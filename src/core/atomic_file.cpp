@@ -57,8 +57,18 @@ extern "C" void remove_pending_and_reraise(int signal) {
   std::raise(signal);
 }
 
-// Removes `path`'s temporary files left by processes that no longer run (killed while writing,
-// by a signal no handler sees): what a rerun finishes, it leaves whole and alone.
+void sync_file(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY);
+  if (fd >= 0) {
+    ::fsync(fd);
+    ::close(fd);
+  }
+}
+
+}  // namespace
+
+// Killed while writing, by a signal no handler sees: what a rerun finishes, it leaves whole and
+// alone.
 void remove_stale_temporaries(const std::string& path) {
   namespace fs = std::filesystem;
   const fs::path target(path);
@@ -75,15 +85,11 @@ void remove_stale_temporaries(const std::string& path) {
   }
 }
 
-void sync_file(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY);
-  if (fd >= 0) {
-    ::fsync(fd);
-    ::close(fd);
-  }
-}
+SignalRemovesFile::SignalRemovesFile(const std::string& path) : slot_(hold(path)) {}
 
-}  // namespace
+SignalRemovesFile::~SignalRemovesFile() {
+  release(slot_);
+}
 
 void check_output_path(const std::string& path) {
   const std::filesystem::path target(path);

@@ -12,6 +12,10 @@
 #include <tuple>
 
 #include <fcntl.h>
+#include <signal.h>
+#ifdef __linux__
+#include <sys/prctl.h>
+#endif
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -39,6 +43,9 @@ int run_gnuplot(const std::string& dir, const std::string& script, const std::st
   const pid_t child = ::fork();
   if (child < 0) return 127;
   if (child == 0) {
+#ifdef __linux__
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // no drawing outlives rdprune
+#endif
     if (::chdir(dir.c_str()) != 0) ::_exit(127);
     const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
     if (fd >= 0) {
@@ -73,6 +80,11 @@ bool render(const std::string& dir, const std::string& name, const std::string& 
   write_file_atomic(base.string() + ".gp", with_output(name + ".png"));
   const std::string suffix = ".tmp." + std::to_string(::getpid());
   const std::string drawing = name + ".png" + suffix;
+  // Both temporaries go if a signal ends the drawing; a killed run's are removed by the next.
+  remove_stale_temporaries(base.string() + ".png");
+  remove_stale_temporaries(base.string() + ".gp");
+  const SignalRemovesFile script_removed(base.string() + ".gp" + suffix);
+  const SignalRemovesFile drawing_removed((fs::path(dir) / drawing).string());
   write_file_atomic(base.string() + ".gp" + suffix, with_output(drawing));
   const int status = run_gnuplot(dir, name + ".gp" + suffix, name + ".log");
   fs::remove(base.string() + ".gp" + suffix);

@@ -163,6 +163,8 @@ def main():
     parser.add_argument("--rdprune", required=True)
     parser.add_argument("--points", type=int, default=30, help="kill points per command")
     parser.add_argument("--commands", default="curves,run,compare")
+    parser.add_argument("--disk-limits", default="2000,20000,200000,2000000",
+                        help="file sizes (bytes) at which the disk is full, one run each")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         data = make_data(tmp)
@@ -191,11 +193,12 @@ def main():
                 kill_and_resume(args.rdprune, command, out, makes_dir, reference, moment, sig,
                                 f"{name} at {moment:.2f}s ({signal.Signals(sig).name})")
             failed = 0
-            for limit in (2_000, 20_000, 200_000, 2_000_000):
+            limits = [int(limit) for limit in args.disk_limits.split(",") if limit]
+            for limit in limits:
                 failed += fill_and_resume(args.rdprune, command, out, makes_dir, reference, limit,
                                           f"{name} with files limited to {limit} bytes")
             print(f"{name}: {args.points} kill points over {duration:.1f}s, outputs equal after each rerun; "
-                  f"{failed} of 4 disk limits stopped it with one line, and the rerun finished it")
+                  f"{failed} of {len(limits)} disk limits stopped it with one line, and the rerun finished it")
     print("OK")
 
 
