@@ -30,9 +30,7 @@ class Bytes {
     return value;
   }
   size_t size() const { return data_.size(); }
-  [[noreturn]] void damaged(const std::string& what) const {
-    throw Error(path_ + ": damaged archive: " + what);
-  }
+  [[noreturn]] void damaged(const std::string& what) const { throw Error("damaged archive: " + what); }
 
  private:
   std::vector<unsigned char> data_;
@@ -43,7 +41,7 @@ Bytes read_range(std::ifstream& in, uint64_t begin, uint64_t count, const std::s
   std::vector<unsigned char> data(count);
   in.seekg(static_cast<std::streamoff>(begin));
   in.read(reinterpret_cast<char*>(data.data()), static_cast<std::streamsize>(count));
-  if (!in) throw Error(path + ": cannot read the archive's directory");
+  if (!in) throw Error("cannot read the archive's directory");
   return Bytes(std::move(data), path);
 }
 
@@ -104,7 +102,7 @@ void check_zip_records(const std::string& path) {
   if (file_size < 4 || read_range(in, 0, 4, path).get(0, 4) != kLocalHeader) return;
   const Directory directory = find_directory(in, file_size, path);
   if (directory.offset > file_size || directory.size > file_size - directory.offset)
-    throw Error(path + ": damaged archive: its directory lies outside the file");
+    throw Error("damaged archive: its directory lies outside the file");
   const Bytes dir = read_range(in, directory.offset, directory.size, path);
   size_t at = 0;
   for (uint64_t entry = 0; entry < directory.entries; ++entry) {
@@ -114,7 +112,7 @@ void check_zip_records(const std::string& path) {
     const uint64_t method = dir.get(at + 10, 2);
     const uint64_t ceiling = method == 0 ? compressed : compressed * 1032 + 1024;
     if (compressed > file_size || uncompressed > ceiling) {
-      throw Error(fmt::format("{}: damaged archive: record {} claims {} bytes in a file of {}", path, entry,
+      throw Error(fmt::format("damaged archive: record {} claims {} bytes in a file of {}", entry,
                               uncompressed, file_size));
     }
     at += 46 + dir.get(at + 28, 2) + dir.get(at + 30, 2) + dir.get(at + 32, 2);

@@ -13,10 +13,10 @@ namespace rdprune {
 
 std::pair<torch::Tensor, torch::Tensor> read_tensor_file(const std::string& path) {
   if (!std::filesystem::is_regular_file(path)) throw Error(path + ": no such tensor file");
-  check_zip_records(path);
   const std::string bytes = read_file(path);
   c10::IValue value;
   try {
+    check_zip_records(path);
     value = torch::pickle_load(std::vector<char>(bytes.begin(), bytes.end()));
   } catch (const std::exception& e) {
     // torch's own reason, without the backtrace c10::Error appends to what().

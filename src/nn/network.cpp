@@ -319,9 +319,9 @@ std::unique_ptr<Network> load_network(const std::string& path, const LoadOptions
   if (!std::filesystem::exists(path)) throw Error(path + ": model file does not exist");
   if (std::filesystem::is_directory(path)) throw Error(path + ": is a directory, expected a model file");
   check_regular_input(path);
-  check_zip_records(path);
   torch::serialize::InputArchive archive;
   try {
+    check_zip_records(path);
     archive.load_from(path);
   } catch (const std::exception& e) {
     throw Error(path + ": not a rdprune checkpoint or TorchScript file (" + torch_reason(e) + ")");
