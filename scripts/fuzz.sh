@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs every fuzz target (tests/fuzz/targets.cpp) under libFuzzer with AddressSanitizer and
+# Runs every fuzz target (tests/fuzz/readers.cpp, tests/fuzz/records.cpp) under libFuzzer with AddressSanitizer and
 # UndefinedBehaviorSanitizer for SECONDS each (default 60). Builds with clang in ./build-fuzz; the
 # corpus grows in build-fuzz/corpus/<target>, seeded from valid files and the committed regression
 # inputs; a finding is written to build-fuzz/findings/ and ends the run with a non-zero exit.

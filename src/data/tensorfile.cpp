@@ -5,8 +5,10 @@
 #include <torch/torch.h>
 
 #include "rdprune/atomic_file.h"
+#include "rdprune/child_probe.h"
 #include "rdprune/dataset.h"
 #include "rdprune/error.h"
+#include "rdprune/torch_reason.h"
 #include "rdprune/zip_check.h"
 
 namespace rdprune {
@@ -17,13 +19,18 @@ std::pair<torch::Tensor, torch::Tensor> read_tensor_file(const std::string& path
   c10::IValue value;
   try {
     check_zip_records(path);
-    value = torch::pickle_load(std::vector<char>(bytes.begin(), bytes.end()));
+    const std::vector<char> archive(bytes.begin(), bytes.end());
+    // LibTorch's unpickler crashes on some damaged archives: they are read in a child first.
+    const ChildReading trial = read_in_child([&] {
+      torch::pickle_load(archive);
+      return std::string();
+    });
+    if (!trial.read)
+      throw Error(trial.crashed ? "LibTorch crashed reading it (" + trial.reason + ")" : trial.reason);
+    value = torch::pickle_load(archive);
   } catch (const std::exception& e) {
-    // torch's own reason, without the backtrace c10::Error appends to what().
-    const auto* torch_error = dynamic_cast<const c10::Error*>(&e);
-    const std::string reason = torch_error ? torch_error->what_without_backtrace() : e.what();
     throw Error(path + ": cannot read it as a torch.save file of a dict with tensors 'x' and 'y' (" +
-                reason.substr(0, 160) + ")");
+                torch_reason(e) + ")");
   }
   if (!value.isGenericDict()) throw Error(path + ": expected a dict with tensors 'x' and 'y'");
   torch::Tensor x, y;

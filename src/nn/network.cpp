@@ -9,7 +9,9 @@
 
 #include "network_impl.h"
 #include "rdprune/atomic_file.h"
+#include "rdprune/child_probe.h"
 #include "rdprune/error.h"
+#include "rdprune/torch_reason.h"
 #include "rdprune/zip_check.h"
 
 namespace rdprune {
@@ -294,21 +296,6 @@ std::unique_ptr<Network> finite_only(std::unique_ptr<Network> network, const std
   return network;
 }
 
-// LibTorch's reason for an exception, on one line: the first that is not blank, without the
-// backtrace a c10::Error appends, at most 200 characters.
-std::string torch_reason(const std::exception& e) {
-  const auto* torch_error = dynamic_cast<const c10::Error*>(&e);
-  const std::string text = torch_error != nullptr ? torch_error->what_without_backtrace() : e.what();
-  size_t begin = 0;
-  while (begin < text.size()) {
-    const size_t end = std::min(text.find('\n', begin), text.size());
-    const std::string line = text.substr(begin, end - begin);
-    if (line.find_first_not_of(" \t\r") != std::string::npos) return line.substr(0, 200);
-    begin = end + 1;
-  }
-  return "no reason given";
-}
-
 }  // namespace
 
 bool is_embedding_type(const std::string& type) {
@@ -322,6 +309,13 @@ std::unique_ptr<Network> load_network(const std::string& path, const LoadOptions
   torch::serialize::InputArchive archive;
   try {
     check_zip_records(path);
+    // LibTorch's importer crashes on some damaged archives: the file is read in a child first.
+    const ChildReading trial = read_in_child([&] {
+      torch::serialize::InputArchive().load_from(path);
+      return std::string();
+    });
+    if (!trial.read)
+      throw Error(trial.crashed ? "LibTorch crashed reading it (" + trial.reason + ")" : trial.reason);
     archive.load_from(path);
   } catch (const std::exception& e) {
     throw Error(path + ": not a rdprune checkpoint or TorchScript file (" + torch_reason(e) + ")");

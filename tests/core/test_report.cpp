@@ -202,12 +202,12 @@ TEST(Report, LeadErrorAddsTheTestImagesSampling) {
   EXPECT_NEAR(rd.lead_se, std::hypot(0.125, test), 1e-12);
   // Without outcomes for one of the pairs, the test part is unknown and the error is the seeds' alone.
   rows[3].top1_hits.clear();
-  const CompareSummary& partial = find(summarize_compare(rows), "rd", 0.9);
+  const CompareSummary partial = find(summarize_compare(rows), "rd", 0.9);
   EXPECT_TRUE(std::isnan(partial.lead_se_test));
   EXPECT_NEAR(partial.lead_se, 0.125, 1e-12);
   // One seed with outcomes: the test part alone.
   const std::vector<CompareRow> one = {rows[0], rows[2]};
-  const CompareSummary& single = find(summarize_compare(one), "rd", 0.9);
+  const CompareSummary single = find(summarize_compare(one), "rd", 0.9);
   EXPECT_TRUE(std::isnan(single.lead_se_seeds));
   EXPECT_NEAR(single.lead_se, std::sqrt((0.25 - 0.0625) / 4), 1e-12);
 }
