@@ -1,5 +1,5 @@
 // The libraries' layers, made a build error to break (docs/design.md, "Architecture"). Each
-// library sees a generated rdprune_level.h that sets RDPRUNE_LEVEL to its level: core 0, data 1,
+// library sees a generated rdprune_level.h that sets RDPRUNE_LEVEL to its level: core 0, data and dist 1,
 // nn 2, train 3, alloc 4, schedule 5. A header of a higher layer states its level with RDPRUNE_LAYER, and
 // including it from a lower library fails to compile. The CLI, the tests and users see every layer.
 #pragma once

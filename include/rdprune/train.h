@@ -13,6 +13,8 @@
 
 namespace rdprune {
 
+class ProcessGroup;  // rdprune/process_group.h
+
 RDPRUNE_LAYER(3, "train");
 
 struct TrainOptions {
@@ -64,7 +66,11 @@ struct EvalResult {
 };
 
 // Evaluates in eval mode, unaugmented, in dataset order. Throws Error if the model's output is
-// not [batch, classes] logits for the dataset's classes.
-EvalResult evaluate(Network& network, const Dataset& data, int64_t batch_size = 256, Sink* sink = nullptr);
+// not [batch, classes] logits for the dataset's classes. With a `group` of several processes, each
+// evaluates its contiguous part of `data` (shard_of) and every process returns the whole result:
+// the counts added up (top-1 and top-5 exactly; the loss's sum in another order) and the outcomes
+// joined in dataset order.
+EvalResult evaluate(Network& network, const Dataset& data, int64_t batch_size = 256, Sink* sink = nullptr,
+                    ProcessGroup* group = nullptr);
 
 }  // namespace rdprune

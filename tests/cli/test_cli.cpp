@@ -1,4 +1,6 @@
 // End-to-end tests of the rdprune binary: exit codes, one-line reasons, JSON output, round trips.
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 
@@ -8,6 +10,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <map>
 #include <numeric>
 
@@ -35,14 +38,15 @@ std::string quote(const std::string& arg) {
   return quoted + "'";
 }
 
-Result rdprune(const std::vector<std::string>& args) {
+// Runs the binary with `args`; `env` ("NAME=value ...") is put before the command.
+Result rdprune(const std::vector<std::string>& args, const std::string& env = "") {
   const char* binary = std::getenv("RDPRUNE_BIN");
   EXPECT_NE(binary, nullptr) << "RDPRUNE_BIN must point at the rdprune binary";
   TempDir dir;
   // One thread unless the test says otherwise. --threads belongs to the subcommand: insert it after
   // the first argument.
   const bool threads = std::find(args.begin(), args.end(), "--threads") != args.end();
-  std::string command = quote(binary ? binary : "rdprune");
+  std::string command = (env.empty() ? "" : env + " ") + quote(binary ? binary : "rdprune");
   for (size_t i = 0; i < args.size(); ++i) {
     command += " " + quote(args[i]);
     if (i == 0 && !threads && args[0] != "--help" && args[0] != "--version") command += " --threads 1";
@@ -270,6 +274,77 @@ TEST_F(Cli, TrainEvalInfoRoundTripWithJson) {
   // Human output goes to stdout, progress to stderr.
   const Result human = rdprune({"info", "--model", model});
   EXPECT_NE(human.out.find("conv2"), std::string::npos);
+}
+
+// A port on the loopback that nothing listens on now.
+int free_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t length = sizeof address;
+  ::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address);
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length);
+  ::close(fd);
+  return ntohs(address.sin_port);
+}
+
+// `size` processes of `args` started together, as torchrun starts them; their results by rank.
+std::vector<Result> several(int size, const std::vector<std::string>& args) {
+  const int port = free_port();
+  std::vector<std::future<Result>> running;
+  for (int rank = 0; rank < size; ++rank) {
+    const std::string env = fmt::format(
+        "RANK={} LOCAL_RANK={} WORLD_SIZE={} MASTER_ADDR=127.0.0.1 MASTER_PORT={}", rank, rank, size, port);
+    running.push_back(std::async(std::launch::async, [args, env] { return rdprune(args, env); }));
+  }
+  std::vector<Result> results;
+  for (auto& run : running) results.push_back(run.get());
+  return results;
+}
+
+TEST_F(Cli, EvalOverSeveralProcessesEqualsOneProcess) {
+  const std::string model = work_.file("lenet.pt");
+  ASSERT_EQ(rdprune({"train", "--arch", "lenet5", "--steps", "20", "--batch-size", "32", "--no-augment",
+                     "--data-dir", data_dir(), "--out", model})
+                .code,
+            0);
+  const std::string alone_hits = work_.file("alone.hits");
+  const Result alone =
+      rdprune({"eval", "--model", model, "--data-dir", data_dir(), "--hits", alone_hits, "--json"});
+  ASSERT_EQ(alone.code, 0) << alone.err;
+  const auto expected = nlohmann::json::parse(alone.out);
+  for (const int size : {2, 3}) {
+    const std::string hits = work_.file(fmt::format("hits-{}", size));
+    const std::vector<Result> ranks = several(size, {"eval", "--model", model, "--data-dir", data_dir(),
+                                                     "--hits", hits, "--json", "--dist-timeout", "60"});
+    for (int rank = 0; rank < size; ++rank) ASSERT_EQ(ranks[rank].code, 0) << rank << ": " << ranks[rank].err;
+    const auto json = nlohmann::json::parse(ranks[0].out);
+    EXPECT_EQ(json.at("samples"), 64);
+    // The counts are exact; the loss is a float sum in another order.
+    EXPECT_DOUBLE_EQ(json.at("top1").get<double>(), expected.at("top1").get<double>());
+    EXPECT_DOUBLE_EQ(json.at("top5").get<double>(), expected.at("top5").get<double>());
+    EXPECT_NEAR(json.at("loss").get<double>(), expected.at("loss").get<double>(), 1e-6);
+    EXPECT_EQ(read_file(hits), read_file(alone_hits));
+    // Rank 0 alone reports.
+    for (int rank = 1; rank < size; ++rank) EXPECT_EQ(ranks[rank].out, "");
+  }
+  // The launcher's variables, checked.
+  const std::vector<std::string> eval = {"eval", "--model", model, "--data-dir", data_dir()};
+  expect_error(rdprune(eval, "WORLD_SIZE=2 RANK=2"), 2, "RANK: expected a whole number in 0..1, got '2'");
+  expect_error(rdprune(eval, "WORLD_SIZE=two RANK=0"), 2, "WORLD_SIZE: expected a whole number");
+  expect_error(rdprune(eval, "WORLD_SIZE=2 RANK=0 MASTER_PORT=29500"), 2, "MASTER_ADDR: not set");
+  // A command that runs in one process only refuses to be one of several.
+  expect_error(rdprune({"info", "--model", model}, "WORLD_SIZE=2 RANK=1"), 2,
+               "rdprune info runs in one process, but the launcher started 2 (WORLD_SIZE)");
+  // A process whose partners never come gives up after --dist-timeout, in one line.
+  std::vector<std::string> lonely = eval;
+  lonely.insert(lonely.end(), {"--dist-timeout", "2"});
+  expect_error(
+      rdprune(lonely, fmt::format("WORLD_SIZE=2 RANK=0 MASTER_ADDR=127.0.0.1 MASTER_PORT={}", free_port())),
+      1, "rank 0 of 2: cannot join the other processes at 127.0.0.1:");
+  lonely.back() = "0";
+  expect_error(rdprune(lonely), 2, "--dist-timeout: expected a positive number of seconds");
 }
 
 TEST_F(Cli, ModelAndDataMustFit) {

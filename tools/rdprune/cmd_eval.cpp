@@ -14,6 +14,7 @@ namespace {
 
 struct EvalFlags {
   CommonFlags common;
+  DistFlags dist;
   LoadOptions load;
   DataFlags data;
   std::string model;
@@ -57,6 +58,8 @@ void run_eval(const EvalFlags& flags) {
         {{"--model", flags.model}, {"--against", flags.against}, {"--data-dir", flags.data.data_dir}},
         {{"--hits", flags.hits}});
   }
+  const auto group = join_processes(flags.dist);
+  Sink* sink = group->is_root() ? stderr_sink() : nullptr;
   auto network = load_model(flags.model, flags.load);
   std::unique_ptr<Network> other = flags.against.empty() ? nullptr : load_model(flags.against, flags.load);
   // Each model reads the images with its own recorded normalisation unless the flags give one; both
@@ -71,7 +74,8 @@ void run_eval(const EvalFlags& flags) {
       their_data = evaluated_part(load_dataset(their_options), flags);
     check_model_fits(*other, their_data, flags.against);
   }
-  const EvalResult eval = evaluate(*network, data, flags.batch_size, stderr_sink());
+  // Under torchrun each process evaluates its part of the images; rank 0 alone reports and writes.
+  const EvalResult eval = evaluate(*network, data, flags.batch_size, sink, group.get());
   require_finite(eval, flags.model, data);
   nlohmann::json result = {{"model", flags.model},    {"dataset", flags.data.dataset},
                            {"split", flags.split},    {"top1", eval.top1},
@@ -81,7 +85,7 @@ void run_eval(const EvalFlags& flags) {
       fmt::format("{} on {}: top-1 {:.2f}%, top-5 {:.2f}%, loss {:.4f}, {} samples\n", flags.model,
                   data.description(), 100 * eval.top1, 100 * eval.top5, eval.loss, eval.samples);
   if (other) {
-    const EvalResult theirs = evaluate(*other, their_data, flags.batch_size, stderr_sink());
+    const EvalResult theirs = evaluate(*other, their_data, flags.batch_size, sink, group.get());
     require_finite(theirs, flags.against, their_data);
     const PairedDifference paired = paired_difference(eval.hits, theirs.hits);
     result["against"] = figures(flags.against, theirs);
@@ -92,6 +96,7 @@ void run_eval(const EvalFlags& flags) {
     text += fmt::format("top-1 difference {:+.2f} ± {:.2f} points (paired over the same {} images)\n",
                         100 * paired.difference, 100 * paired.standard_error, eval.samples);
   }
+  if (!group->is_root()) return;
   if (!flags.hits.empty()) {
     write_file_atomic(flags.hits, hits_to_text(eval.hits));
     result["hits"] = flags.hits;
@@ -114,6 +119,7 @@ void register_eval(CLI::App& app) {
   command->add_option("--hits", flags->hits,
                       "Write which images --model classifies correctly to this file (rdprune.hits/1)");
   add_common_flags(*command, flags->common);
+  add_dist_flags(*command, flags->dist);
   add_load_flags(*command, flags->load);
   add_data_flags(*command, flags->data, /*dataset_required=*/false);
   command->callback([flags] { run_eval(*flags); });

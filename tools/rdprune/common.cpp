@@ -96,6 +96,17 @@ void add_data_flags(CLI::App& command, DataFlags& flags, bool dataset_required) 
   command.add_option("--synthetic-size", flags.synthetic_size, "synthetic: samples per split (default 1024)");
 }
 
+void add_dist_flags(CLI::App& command, DistFlags& flags) {
+  command.add_option("--dist-timeout", flags.timeout,
+                     "Under torchrun: seconds to wait for the other processes, at the start and at every "
+                     "exchange (default 300)");
+}
+
+std::unique_ptr<ProcessGroup> join_processes(const DistFlags& flags) {
+  if (!(flags.timeout > 0)) throw UsageError("--dist-timeout: expected a positive number of seconds");
+  return std::make_unique<ProcessGroup>(place_from_environment(), flags.timeout);
+}
+
 void apply_threads(const CommonFlags& flags) {
   const int threads =
       flags.threads > 0 ? flags.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));

@@ -13,6 +13,7 @@
 #include "rdprune/dataset.h"
 #include "rdprune/distortion.h"
 #include "rdprune/network.h"
+#include "rdprune/process_group.h"
 #include "rdprune/sink.h"
 #include "rdprune/text.h"
 #include "rdprune/train.h"
@@ -24,6 +25,15 @@ struct CommonFlags {
   bool json = false;
   int threads = 0;  // 0 = all cores
 };
+
+// Flags of the commands that run over several processes (torchrun).
+struct DistFlags {
+  double timeout = 300;  // seconds: the rendezvous and every collective
+};
+void add_dist_flags(CLI::App& command, DistFlags& flags);
+// The processes the launcher started (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT), joined; one
+// process without them.
+std::unique_ptr<ProcessGroup> join_processes(const DistFlags& flags);
 
 // Flags that select and shape a dataset.
 struct DataFlags {

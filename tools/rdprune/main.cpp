@@ -1,6 +1,7 @@
 // rdprune: layer-adaptive pruning by rate-distortion optimisation.
 // Exit codes: 0 success, 2 usage error, 1 any other error; always a one-line reason on stderr.
 #include <algorithm>
+#include <cstdlib>
 #include <iostream>
 
 #include <c10/util/Exception.h>
@@ -64,6 +65,21 @@ std::string argument_error(const CLI::App& app, int argc, char** argv) {
     if (arg.find('=') == std::string::npos && option->get_expected_min() > 0 && i + 1 < argc &&
         std::string(argv[i + 1]).rfind("--", 0) == 0)
       return arg + ": expected a value, got the option " + argv[i + 1];
+  }
+  return "";
+}
+
+// A command started as one of several processes (torchrun sets WORLD_SIZE) that runs in one
+// process only: the copies would each do the whole work and write the same files. The commands that
+// take several processes have --dist-timeout. Empty when there is nothing wrong.
+std::string one_process_error(const CLI::App& app, int argc, char** argv) {
+  const char* world_size = std::getenv("WORLD_SIZE");
+  if (argc < 2 || world_size == nullptr || std::string(world_size).empty() || std::string(world_size) == "1")
+    return "";
+  for (const CLI::App* sub : app.get_subcommands([](const CLI::App*) { return true; })) {
+    if (sub->get_name() != argv[1] || sub->get_option_no_throw("--dist-timeout") != nullptr) continue;
+    return "rdprune " + sub->get_name() + " runs in one process, but the launcher started " + world_size +
+           " (WORLD_SIZE); under torchrun: eval";
   }
   return "";
 }
@@ -132,6 +148,8 @@ int main(int argc, char** argv) {
   if (const std::string option = empty_value(argc, argv); !option.empty())
     return fail(2, option + ": expected a value, got an empty one", json);
   if (const std::string reason = argument_error(app, argc, argv); !reason.empty())
+    return fail(2, reason, json);
+  if (const std::string reason = one_process_error(app, argc, argv); !reason.empty())
     return fail(2, reason, json);
   try {
     app.parse(argc, argv);

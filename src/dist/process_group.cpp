@@ -1,0 +1,139 @@
+#include "rdprune/process_group.h"
+
+#include <cerrno>
+#include <chrono>
+#include <cstdlib>
+
+#include <torch/torch.h>
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+
+#include "rdprune/error.h"
+#include "rdprune/torch_reason.h"
+
+extern char** environ;
+
+namespace rdprune {
+namespace {
+
+std::string text_variable(const std::map<std::string, std::string>& env, const std::string& name) {
+  const auto found = env.find(name);
+  if (found == env.end() || found->second.empty())
+    throw UsageError(name +
+                     ": not set; the launcher sets RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT together");
+  return found->second;
+}
+
+int whole_variable(const std::map<std::string, std::string>& env, const std::string& name, int low,
+                   int high) {
+  const std::string text = text_variable(env, name);
+  char* end = nullptr;
+  errno = 0;
+  const long value = std::strtol(text.c_str(), &end, 10);
+  if (*end != '\0' || errno != 0 || value < low || value > high) {
+    throw UsageError(name + ": expected a whole number in " + std::to_string(low) + ".." +
+                     std::to_string(high) + ", got '" + text + "'");
+  }
+  return static_cast<int>(value);
+}
+
+std::string process_name(const ProcessPlace& place) {
+  return "rank " + std::to_string(place.rank) + " of " + std::to_string(place.world_size);
+}
+
+}  // namespace
+
+ProcessPlace place_from(const std::map<std::string, std::string>& env) {
+  ProcessPlace place;
+  if (env.find("WORLD_SIZE") == env.end()) return place;
+  place.world_size = whole_variable(env, "WORLD_SIZE", 1, 1 << 20);
+  place.rank = whole_variable(env, "RANK", 0, place.world_size - 1);
+  place.local_rank = env.count("LOCAL_RANK") ? whole_variable(env, "LOCAL_RANK", 0, place.world_size - 1) : 0;
+  if (place.world_size == 1) return place;
+  place.master_addr = text_variable(env, "MASTER_ADDR");
+  place.master_port = whole_variable(env, "MASTER_PORT", 1, 65535);
+  const auto agent = env.find("TORCHELASTIC_USE_AGENT_STORE");
+  place.agent_store = agent != env.end() && agent->second == "True";
+  const auto restarts = env.find("TORCHELASTIC_RESTART_COUNT");
+  if (restarts != env.end()) place.restart_count = restarts->second;
+  return place;
+}
+
+ProcessPlace place_from_environment() {
+  std::map<std::string, std::string> env;
+  for (char** entry = environ; *entry != nullptr; ++entry) {
+    const std::string text = *entry;
+    const size_t equals = text.find('=');
+    if (equals != std::string::npos) env[text.substr(0, equals)] = text.substr(equals + 1);
+  }
+  return place_from(env);
+}
+
+struct ProcessGroup::Impl {
+  c10::intrusive_ptr<c10d::ProcessGroupGloo> group;
+};
+
+ProcessGroup::ProcessGroup(const ProcessPlace& place, double timeout_seconds) : place_(place) {
+  if (place.world_size == 1) return;
+  const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(timeout_seconds * 1000));
+  try {
+    // As PyTorch's env:// rendezvous does: under torchrun the agent hosts the store and every
+    // process is a client under the prefix of the agent's attempt; otherwise rank 0 hosts it.
+    c10d::TCPStoreOptions store_options;
+    store_options.port = static_cast<uint16_t>(place.master_port);
+    store_options.isServer = place.rank == 0 && !place.agent_store;
+    store_options.numWorkers = place.world_size;
+    store_options.multiTenant = true;
+    store_options.timeout = timeout;
+    c10::intrusive_ptr<c10d::Store> store =
+        c10::make_intrusive<c10d::TCPStore>(place.master_addr, store_options);
+    if (place.agent_store)
+      store = c10::make_intrusive<c10d::PrefixStore>("/worker/attempt_" + place.restart_count, store);
+    auto options = c10d::ProcessGroupGloo::Options::create();
+    options->timeout = timeout;
+    options->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
+    impl_ = std::make_unique<Impl>();
+    impl_->group = c10::make_intrusive<c10d::ProcessGroupGloo>(store, place.rank, place.world_size, options);
+  } catch (const std::exception& e) {
+    throw Error(process_name(place) + ": cannot join the other processes at " + place.master_addr + ":" +
+                std::to_string(place.master_port) + " (" + torch_reason(e) + ")");
+  }
+}
+
+ProcessGroup::~ProcessGroup() = default;
+
+torch::Tensor ProcessGroup::sum(const torch::Tensor& values) {
+  torch::Tensor total = values.contiguous().clone();
+  if (!impl_) return total;
+  std::vector<torch::Tensor> tensors = {total};
+  try {
+    impl_->group->allreduce(tensors)->wait();
+  } catch (const std::exception& e) {
+    throw Error(process_name(place_) + ": adding up over the processes failed (" + torch_reason(e) + ")");
+  }
+  return total;
+}
+
+torch::Tensor ProcessGroup::gather(const torch::Tensor& values) {
+  if (!impl_) return values.contiguous().clone();
+  // Lengths first, then every part padded to the longest.
+  const torch::Tensor lengths =
+      sum(torch::zeros({size()}, torch::kInt64).index_put_({rank()}, values.numel()));
+  const int64_t longest = lengths.max().item<int64_t>();
+  torch::Tensor padded = torch::zeros({size(), longest}, values.options());
+  padded[rank()].narrow(0, 0, values.numel()).copy_(values.reshape({-1}));
+  const torch::Tensor all = sum(padded);
+  std::vector<torch::Tensor> parts;
+  for (int r = 0; r < size(); ++r) parts.push_back(all[r].narrow(0, 0, lengths[r].item<int64_t>()));
+  return torch::cat(parts);
+}
+
+std::pair<int64_t, int64_t> shard_of(int64_t count, int rank, int size) {
+  const int64_t base = count / size;
+  const int64_t extra = count % size;
+  const int64_t begin = rank * base + std::min<int64_t>(rank, extra);
+  return {begin, begin + base + (rank < extra ? 1 : 0)};
+}
+
+}  // namespace rdprune

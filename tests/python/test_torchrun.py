@@ -1,0 +1,72 @@
+#!/usr/bin/env python3
+"""rdprune under torchrun, the way PyTorch users start several processes.
+
+A TorchScript model written by PyTorch is evaluated by `rdprune eval` in one process and under
+`torchrun --nproc_per_node N --no_python` for N = 2 and 3: rank 0 reports the same top-1, top-5 and
+per-image outcomes (the loss to float summation order), and the other ranks print nothing. Debian's
+torchrun (torch 1.13 on Python 3.11) needs its output options given explicitly
+(--redirects 2 --tee 2 --log_dir DIR), or it stops at start.
+"""
+import argparse
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+
+import torch
+import torch.nn as nn
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rdprune", required=True)
+    args = parser.parse_args()
+    torchrun = shutil.which("torchrun")
+    if torchrun is None:
+        print("SKIP: no torchrun")
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 4))
+        path = os.path.join(tmp, "mlp.pt")
+        torch.jit.script(model).save(path)
+        eval_args = ["eval", "--model", path, "--dataset", "synthetic", "--input-shape", "1,8,8",
+                     "--num-classes", "4", "--synthetic-size", "101", "--json"]
+        alone = subprocess.run([args.rdprune] + eval_args + ["--hits", os.path.join(tmp, "alone.hits")],
+                               capture_output=True, text=True)
+        if alone.returncode != 0:
+            sys.exit(f"FAIL: one process: {alone.stderr.strip()}")
+        expected = json.loads(alone.stdout)
+        with open(os.path.join(tmp, "alone.hits")) as f:
+            expected_hits = f.read()
+        for n in (2, 3):
+            hits = os.path.join(tmp, f"hits-{n}")
+            command = [torchrun, "--nproc_per_node", str(n), "--master_port", str(free_port()), "--no_python",
+                       "--redirects", "2", "--tee", "2", "--log_dir", os.path.join(tmp, f"logs-{n}"),
+                       args.rdprune] + eval_args + ["--hits", hits, "--dist-timeout", "60"]
+            run = subprocess.run(command, capture_output=True, text=True, timeout=300)
+            if run.returncode != 0:
+                sys.exit(f"FAIL: torchrun with {n} processes exited {run.returncode}: {run.stderr.strip()[-2000:]}")
+            reports = [line for line in run.stdout.splitlines() if line.startswith("{")]
+            assert len(reports) == 1, f"one report from rank 0 expected, got: {run.stdout!r}"
+            got = json.loads(reports[0])
+            for key in ("top1", "top5", "samples"):
+                assert got[key] == expected[key], (n, key, got[key], expected[key])
+            assert abs(got["loss"] - expected["loss"]) < 1e-6, (n, got["loss"], expected["loss"])
+            with open(hits) as f:
+                assert f.read() == expected_hits, f"{n} processes: per-image outcomes differ"
+            print(f"torchrun, {n} processes: top-1 {got['top1']:.4f} as one process; outcomes equal")
+    print("PASS")
+
+
+if __name__ == "__main__":
+    main()
