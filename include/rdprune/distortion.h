@@ -16,6 +16,8 @@ namespace rdprune {
 
 RDPRUNE_LAYER(2, "nn");
 
+class ProcessGroup;  // rdprune/process_group.h
+
 struct CurveOptions {
   std::string metric = "kl";           // mse: mean over samples and outputs of (f(X) - Y)^2
                                        // worst: max over samples of the per-sample mean
@@ -37,6 +39,9 @@ struct CurveOptions {
                                        // layer pruned by magnitude to this count (around a plan)
   std::string cache_dir;               // empty: no cache
   Sink* sink = nullptr;                // progress; null: silent
+  ProcessGroup* group = nullptr;       // several processes: the layers are measured in turns, one
+                                       // per process, and every process returns the whole set;
+                                       // rank 0 alone writes the cache. Null: this process alone
 };
 
 void validate(const CurveOptions& options);

@@ -11,6 +11,7 @@ RDPRUNE_LAYER(1, "dist");
 #include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <torch/types.h>
 
@@ -51,6 +52,8 @@ class ProcessGroup {
   torch::Tensor sum(const torch::Tensor& values);
   // Every process's `values` (a 1-d CPU tensor, of any length) joined in rank order, in every process.
   torch::Tensor gather(const torch::Tensor& values);
+  // Every process's `text`, by rank, in every process.
+  std::vector<std::string> exchange(const std::string& text);
 
  private:
   struct Impl;

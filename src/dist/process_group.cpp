@@ -110,7 +110,8 @@ torch::Tensor ProcessGroup::sum(const torch::Tensor& values) {
   try {
     impl_->group->allreduce(tensors)->wait();
   } catch (const std::exception& e) {
-    throw Error(process_name(place_) + ": adding up over the processes failed (" + torch_reason(e) + ")");
+    throw Error(process_name(place_) +
+                ": lost the other processes (one ended or stopped answering: " + torch_reason(e) + ")");
   }
   return total;
 }
@@ -127,6 +128,24 @@ torch::Tensor ProcessGroup::gather(const torch::Tensor& values) {
   std::vector<torch::Tensor> parts;
   for (int r = 0; r < size(); ++r) parts.push_back(all[r].narrow(0, 0, lengths[r].item<int64_t>()));
   return torch::cat(parts);
+}
+
+std::vector<std::string> ProcessGroup::exchange(const std::string& text) {
+  if (!impl_) return {text};
+  torch::Tensor lengths = torch::zeros({size()}, torch::kInt64);
+  lengths[rank()] = static_cast<int64_t>(text.size());
+  lengths = sum(lengths);
+  const torch::Tensor bytes = gather(
+      torch::from_blob(const_cast<char*>(text.data()), {static_cast<int64_t>(text.size())}, torch::kUInt8));
+  std::vector<std::string> texts;
+  const auto* data = reinterpret_cast<const char*>(bytes.data_ptr<uint8_t>());
+  int64_t at = 0;
+  for (int r = 0; r < size(); ++r) {
+    const int64_t length = lengths[r].item<int64_t>();
+    texts.emplace_back(data + at, static_cast<size_t>(length));
+    at += length;
+  }
+  return texts;
 }
 
 std::pair<int64_t, int64_t> shard_of(int64_t count, int rank, int size) {

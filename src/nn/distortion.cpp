@@ -13,6 +13,7 @@
 #include "rdprune/atomic_file.h"
 #include "rdprune/error.h"
 #include "rdprune/masks.h"
+#include "rdprune/process_group.h"
 #include "rdprune/progress.h"
 #include "rdprune/tensor_hash.h"
 #include "stage_inputs.h"
@@ -299,6 +300,61 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
+// One process's part of a turn: the layer it measured, with what it cost ("" when it had none).
+std::string turn_message(const CurveSet& curves, size_t i, const LayerCurve& curve, const LayerCost& cost) {
+  CurveSet one = curves;
+  one.layers = {curve};
+  return nlohmann::json{{"index", i},
+                        {"seconds", cost.seconds},
+                        {"forward_samples", cost.forward_samples},
+                        {"curve", nlohmann::json::parse(to_json(one))}}
+      .dump();
+}
+
+// Several processes: the layers the cache lacks are measured in turns, each process taking the
+// turn's layer of its rank, in the order of the layers (suffix execution moves forward only). After
+// each turn the curves are exchanged, so a rerun resumes from the last finished turn.
+void measure_in_turns(Measurement& m, const std::vector<LayerInfo>& infos, const std::vector<double>& grid,
+                      CurveCache& cache, Progress& progress, ProcessGroup& group, CurveSet& curves) {
+  Network& network = m.network;
+  const size_t n = network.layers().size();
+  const auto cached = [&](size_t i) {
+    return cache.has(i, network.layers()[i].name, network.layers()[i].weight.numel());
+  };
+  size_t next = 0;
+  while (next < n) {
+    if (cached(next)) {
+      curves.layers.push_back(cache.reuse(next, network));
+      progress.advance(static_cast<int64_t>(curves.layers.back().sparsity.size()));
+      ++next;
+      continue;
+    }
+    std::vector<size_t> turn;
+    for (size_t i = next; i < n && turn.size() < static_cast<size_t>(group.size()) && !cached(i); ++i)
+      turn.push_back(i);
+    std::string mine;
+    if (static_cast<size_t>(group.rank()) < turn.size()) {
+      const size_t i = turn[static_cast<size_t>(group.rank())];
+      const auto start = std::chrono::steady_clock::now();
+      const int64_t samples_before = network.usage().forward_samples;
+      const LayerCurve curve = measure_layer(m, i, infos[i], grid, progress);
+      mine = turn_message(curves, i, curve,
+                          {seconds_since(start), network.usage().forward_samples - samples_before});
+    }
+    const std::vector<std::string> parts = group.exchange(mine);
+    for (size_t r = 0; r < turn.size(); ++r) {
+      const auto part = nlohmann::json::parse(parts[r]);
+      curves.layers.push_back(
+          curves_from_json(part.at("curve").dump(), "the curves of rank " + std::to_string(r)).layers.at(0));
+      if (group.is_root())
+        cache.record(curves, {part.at("seconds").get<double>(), part.at("forward_samples").get<int64_t>()});
+      if (static_cast<int>(r) != group.rank())
+        progress.advance(static_cast<int64_t>(curves.layers.back().sparsity.size()));
+    }
+    next = turn.back() + 1;
+  }
+}
+
 }  // namespace
 
 CurveSet measure_curves(Network& network, const Dataset& calibration,
@@ -343,6 +399,11 @@ CurveSet measure_curves(Network& network, const Dataset& calibration,
         layer_levels(grid, infos[i].sparsity, layers[i].weight.numel(), options.tail).size());
   }
   Progress progress("curves", total_levels, options.sink);
+  if (options.group != nullptr && options.group->size() > 1) {
+    measure_in_turns(measurement, infos, grid, cache, progress, *options.group, curves);
+    progress.finish();
+    return curves;
+  }
   for (size_t i = 0; i < layers.size(); ++i) {
     if (cached(i)) {
       curves.layers.push_back(cache.reuse(i, network));

@@ -20,6 +20,7 @@
 
 #include "fixtures.h"
 #include "rdprune/atomic_file.h"
+#include "rdprune/curves.h"
 #include "rdprune/hits.h"
 
 namespace rdprune {
@@ -290,12 +291,15 @@ int free_port() {
 }
 
 // `size` processes of `args` started together, as torchrun starts them; their results by rank.
-std::vector<Result> several(int size, const std::vector<std::string>& args) {
+// `last_wrapper` goes before the last rank's command ("timeout -s KILL 2": it dies on the way).
+std::vector<Result> several(int size, const std::vector<std::string>& args,
+                            const std::string& last_wrapper = "") {
   const int port = free_port();
   std::vector<std::future<Result>> running;
   for (int rank = 0; rank < size; ++rank) {
-    const std::string env = fmt::format(
-        "RANK={} LOCAL_RANK={} WORLD_SIZE={} MASTER_ADDR=127.0.0.1 MASTER_PORT={}", rank, rank, size, port);
+    std::string env = fmt::format("RANK={} LOCAL_RANK={} WORLD_SIZE={} MASTER_ADDR=127.0.0.1 MASTER_PORT={}",
+                                  rank, rank, size, port);
+    if (rank == size - 1 && !last_wrapper.empty()) env += " " + last_wrapper;
     running.push_back(std::async(std::launch::async, [args, env] { return rdprune(args, env); }));
   }
   std::vector<Result> results;
@@ -303,12 +307,17 @@ std::vector<Result> several(int size, const std::vector<std::string>& args) {
   return results;
 }
 
-TEST_F(Cli, EvalOverSeveralProcessesEqualsOneProcess) {
-  const std::string model = work_.file("lenet.pt");
+// A LeNet-5 trained for 20 steps into `model`.
+void train_briefly(const std::string& model, const std::string& data_dir) {
   ASSERT_EQ(rdprune({"train", "--arch", "lenet5", "--steps", "20", "--batch-size", "32", "--no-augment",
-                     "--data-dir", data_dir(), "--out", model})
+                     "--data-dir", data_dir, "--out", model})
                 .code,
             0);
+}
+
+TEST_F(Cli, EvalOverSeveralProcessesEqualsOneProcess) {
+  const std::string model = work_.file("lenet.pt");
+  ASSERT_NO_FATAL_FAILURE(train_briefly(model, data_dir()));
   const std::string alone_hits = work_.file("alone.hits");
   const Result alone =
       rdprune({"eval", "--model", model, "--data-dir", data_dir(), "--hits", alone_hits, "--json"});
@@ -345,6 +354,66 @@ TEST_F(Cli, EvalOverSeveralProcessesEqualsOneProcess) {
       1, "rank 0 of 2: cannot join the other processes at 127.0.0.1:");
   lonely.back() = "0";
   expect_error(rdprune(lonely), 2, "--dist-timeout: expected a positive number of seconds");
+}
+
+TEST_F(Cli, CurvesOverSeveralProcessesEqualOneProcessByteForByte) {
+  const std::string model = work_.file("lenet.pt");
+  ASSERT_NO_FATAL_FAILURE(train_briefly(model, data_dir()));
+  const auto with = [&](std::vector<std::string> args, const std::vector<std::string>& more) {
+    args.insert(args.end(), more.begin(), more.end());
+    return args;
+  };
+  const std::vector<std::string> base = {"curves",   "--model",        model, "--data-dir",
+                                         data_dir(), "--dist-timeout", "60"};
+  const std::vector<std::string> curves = with(base, {"--calib-size", "32", "--levels", "10"});
+  const std::string alone = work_.file("alone.json");
+  ASSERT_EQ(rdprune(with(curves, {"--no-cache", "--out", alone})).code, 0);
+  for (const int size : {2, 3}) {
+    const std::string out = work_.file(fmt::format("curves-{}.json", size));
+    const std::vector<Result> ranks = several(size, with(curves, {"--no-cache", "--out", out}));
+    for (int rank = 0; rank < size; ++rank) ASSERT_EQ(ranks[rank].code, 0) << rank << ": " << ranks[rank].err;
+    EXPECT_EQ(read_file(out), read_file(alone)) << size << " processes";
+    for (int rank = 1; rank < size; ++rank) EXPECT_EQ(ranks[rank].out, "");
+  }
+  // A cache that holds the first three layers (as an interrupted run leaves it): two processes
+  // measure the other two and give the same file.
+  const std::string cache = work_.file("cache");
+  ASSERT_EQ(rdprune(with(curves, {"--cache-dir", cache, "--out", work_.file("cached.json")})).code, 0);
+  const auto files = std::vector<std::filesystem::path>(std::filesystem::directory_iterator(cache), {});
+  ASSERT_EQ(files.size(), 1u);
+  auto json = nlohmann::json::parse(read_file(files[0].string()));
+  auto& layers = json["curves"]["layers"];
+  auto& costs = json["costs"];
+  ASSERT_EQ(layers.size(), 5u);
+  layers.erase(layers.begin() + 3, layers.end());
+  costs.erase(costs.begin() + 3, costs.end());
+  write_file_atomic(files[0].string(), json.dump());
+  const std::string resumed = work_.file("resumed.json");
+  const std::vector<Result> ranks = several(2, with(curves, {"--cache-dir", cache, "--out", resumed}));
+  ASSERT_EQ(ranks[0].code, 0) << ranks[0].err;
+  ASSERT_EQ(ranks[1].code, 0) << ranks[1].err;
+  EXPECT_NE(ranks[0].err.find("reusing 3 layers"), std::string::npos) << ranks[0].err;
+  EXPECT_EQ(read_file(resumed), read_file(alone));
+  // Rank 0 wrote the whole cache again.
+  EXPECT_EQ(nlohmann::json::parse(read_file(files[0].string()))["curves"]["layers"].size(), 5u);
+
+  // A process killed on the way: the other ends within --dist-timeout with one line, and the same
+  // command run again finishes from what the cache holds. (One image per forward pass makes the
+  // measurement long enough to be killed in; the batch size is not part of the cache's key.)
+  const std::string slow_cache = work_.file("slow-cache");
+  const std::vector<std::string> slow =
+      with(base, {"--calib-size", "256", "--cache-dir", slow_cache, "--batch-size", "1", "--levels", "100",
+                  "--plain", "--out", work_.file("slow.json")});
+  const std::vector<Result> killed = several(2, slow, "timeout -s KILL 3");
+  EXPECT_EQ(killed[1].code, 128 + 9) << killed[1].err;
+  expect_error(killed[0], 1, "rank 0 of 2: ");
+  EXPECT_FALSE(std::filesystem::exists(work_.file("slow.json")));
+  const std::vector<std::string> again = with(base, {"--calib-size", "256", "--cache-dir", slow_cache,
+                                                     "--levels", "100", "--out", work_.file("slow.json")});
+  const std::vector<Result> rerun = several(2, again);
+  ASSERT_EQ(rerun[0].code, 0) << rerun[0].err;
+  ASSERT_EQ(rerun[1].code, 0) << rerun[1].err;
+  EXPECT_EQ(curves_from_json(read_file(work_.file("slow.json")), "slow.json").layers.size(), 5u);
 }
 
 TEST_F(Cli, ModelAndDataMustFit) {

@@ -3,7 +3,8 @@
 
 A TorchScript model written by PyTorch is evaluated by `rdprune eval` in one process and under
 `torchrun --nproc_per_node N --no_python` for N = 2 and 3: rank 0 reports the same top-1, top-5 and
-per-image outcomes (the loss to float summation order), and the other ranks print nothing. Debian's
+per-image outcomes (the loss to float summation order), and the other ranks print nothing. Its
+curves, measured by 2 processes under torchrun, equal one process's byte for byte. Debian's
 torchrun (torch 1.13 on Python 3.11) needs its output options given explicitly
 (--redirects 2 --tee 2 --log_dir DIR), or it stops at start.
 """
@@ -65,6 +66,21 @@ def main():
             with open(hits) as f:
                 assert f.read() == expected_hits, f"{n} processes: per-image outcomes differ"
             print(f"torchrun, {n} processes: top-1 {got['top1']:.4f} as one process; outcomes equal")
+        curves_args = ["curves", "--model", path, "--dataset", "synthetic", "--input-shape", "1,8,8",
+                       "--num-classes", "4", "--calib-size", "64", "--levels", "20", "--no-cache"]
+        single = subprocess.run([args.rdprune] + curves_args + ["--out", os.path.join(tmp, "one.json")],
+                                capture_output=True, text=True)
+        if single.returncode != 0:
+            sys.exit(f"FAIL: curves in one process: {single.stderr.strip()}")
+        command = [torchrun, "--nproc_per_node", "2", "--master_port", str(free_port()), "--no_python",
+                   "--redirects", "2", "--tee", "2", "--log_dir", os.path.join(tmp, "logs-curves"),
+                   args.rdprune] + curves_args + ["--out", os.path.join(tmp, "two.json"), "--dist-timeout", "60"]
+        run = subprocess.run(command, capture_output=True, text=True, timeout=300)
+        if run.returncode != 0:
+            sys.exit(f"FAIL: curves under torchrun exited {run.returncode}: {run.stderr.strip()[-2000:]}")
+        with open(os.path.join(tmp, "one.json"), "rb") as a, open(os.path.join(tmp, "two.json"), "rb") as b:
+            assert a.read() == b.read(), "curves of 2 processes differ from one process's"
+        print("torchrun, 2 processes: curves equal one process's byte for byte")
     print("PASS")
 
 

@@ -17,6 +17,7 @@ namespace {
 
 struct CurvesFlags {
   CommonFlags common;
+  DistFlags dist;
   LoadOptions load;
   DataFlags data;
   CurveOptions curves;
@@ -38,7 +39,10 @@ std::string default_cache_dir() {
 void run_curves(const CLI::App& command, CurvesFlags& flags) {
   apply_threads(flags.common);
   apply_preset(command, flags.preset, flags.curves);
-  flags.curves.sink = stderr_sink();
+  // Under torchrun the processes measure the layers in turns; rank 0 alone reports and writes.
+  const auto group = join_processes(flags.dist);
+  flags.curves.group = group.get();
+  flags.curves.sink = group->is_root() ? stderr_sink() : nullptr;
   validate(flags.curves);
   if (flags.calib_size <= 0) throw UsageError("--calib-size: expected a positive count");
   check_criterion(flags.criterion);
@@ -78,6 +82,7 @@ void run_curves(const CLI::App& command, CurvesFlags& flags) {
   const auto start = std::chrono::steady_clock::now();
   const CurveSet curves = measure_curves(*network, calibration, description, infos, flags.curves);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  if (!group->is_root()) return;
   write_file_atomic(flags.out, to_json(curves));
 
   int64_t points = 0;
@@ -116,6 +121,7 @@ void register_curves(CLI::App& app) {
   command->add_flag("--bn-aware", flags->curves.recalibrate_bn,
                     "Re-estimate batch-norm statistics at every level before measuring (zoo models)");
   add_common_flags(*command, flags->common);
+  add_dist_flags(*command, flags->dist);
   add_load_flags(*command, flags->load);
   add_data_flags(*command, flags->data, /*dataset_required=*/false);
   command->callback([command, flags] { run_curves(*command, *flags); });
