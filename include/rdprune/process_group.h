@@ -50,8 +50,8 @@ class ProcessGroup {
 
   // Every process's `values` (a CPU tensor) added up, in every process.
   torch::Tensor sum(const torch::Tensor& values);
-  // Every process's `values` (a 1-d CPU tensor, of any length) joined in rank order, in every process.
-  torch::Tensor gather(const torch::Tensor& values);
+  // Every process's `values` (a 1-d CPU tensor, of any length), by rank, in every process.
+  std::vector<torch::Tensor> gather(const torch::Tensor& values);
   // Every process's `text`, by rank, in every process.
   std::vector<std::string> exchange(const std::string& text);
 

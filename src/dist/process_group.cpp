@@ -116,8 +116,8 @@ torch::Tensor ProcessGroup::sum(const torch::Tensor& values) {
   return total;
 }
 
-torch::Tensor ProcessGroup::gather(const torch::Tensor& values) {
-  if (!impl_) return values.contiguous().clone();
+std::vector<torch::Tensor> ProcessGroup::gather(const torch::Tensor& values) {
+  if (!impl_) return {values.reshape({-1}).clone()};
   // Lengths first, then every part padded to the longest.
   const torch::Tensor lengths =
       sum(torch::zeros({size()}, torch::kInt64).index_put_({rank()}, values.numel()));
@@ -127,23 +127,17 @@ torch::Tensor ProcessGroup::gather(const torch::Tensor& values) {
   const torch::Tensor all = sum(padded);
   std::vector<torch::Tensor> parts;
   for (int r = 0; r < size(); ++r) parts.push_back(all[r].narrow(0, 0, lengths[r].item<int64_t>()));
-  return torch::cat(parts);
+  return parts;
 }
 
 std::vector<std::string> ProcessGroup::exchange(const std::string& text) {
-  if (!impl_) return {text};
-  torch::Tensor lengths = torch::zeros({size()}, torch::kInt64);
-  lengths[rank()] = static_cast<int64_t>(text.size());
-  lengths = sum(lengths);
-  const torch::Tensor bytes = gather(
+  const std::vector<torch::Tensor> parts = gather(
       torch::from_blob(const_cast<char*>(text.data()), {static_cast<int64_t>(text.size())}, torch::kUInt8));
   std::vector<std::string> texts;
-  const auto* data = reinterpret_cast<const char*>(bytes.data_ptr<uint8_t>());
-  int64_t at = 0;
-  for (int r = 0; r < size(); ++r) {
-    const int64_t length = lengths[r].item<int64_t>();
-    texts.emplace_back(data + at, static_cast<size_t>(length));
-    at += length;
+  for (const torch::Tensor& part : parts) {
+    const torch::Tensor bytes = part.contiguous();
+    const auto* data = reinterpret_cast<const char*>(bytes.data_ptr<uint8_t>());
+    texts.emplace_back(data, static_cast<size_t>(bytes.numel()));
   }
   return texts;
 }

@@ -315,12 +315,10 @@ std::string turn_message(const CurveSet& curves, size_t i, const LayerCurve& cur
 // turn's layer of its rank, in the order of the layers (suffix execution moves forward only). After
 // each turn the curves are exchanged, so a rerun resumes from the last finished turn.
 void measure_in_turns(Measurement& m, const std::vector<LayerInfo>& infos, const std::vector<double>& grid,
-                      CurveCache& cache, Progress& progress, ProcessGroup& group, CurveSet& curves) {
+                      CurveCache& cache, const std::function<bool(size_t)>& cached, Progress& progress,
+                      ProcessGroup& group, CurveSet& curves) {
   Network& network = m.network;
   const size_t n = network.layers().size();
-  const auto cached = [&](size_t i) {
-    return cache.has(i, network.layers()[i].name, network.layers()[i].weight.numel());
-  };
   size_t next = 0;
   while (next < n) {
     if (cached(next)) {
@@ -400,7 +398,7 @@ CurveSet measure_curves(Network& network, const Dataset& calibration,
   }
   Progress progress("curves", total_levels, options.sink);
   if (options.group != nullptr && options.group->size() > 1) {
-    measure_in_turns(measurement, infos, grid, cache, progress, *options.group, curves);
+    measure_in_turns(measurement, infos, grid, cache, cached, progress, *options.group, curves);
     progress.finish();
     return curves;
   }

@@ -71,8 +71,8 @@ Counts combine(Counts counts, ProcessGroup& group) {
   counts.correct5 = static_cast<int64_t>(total[1]);
   counts.nan_outputs = static_cast<int64_t>(total[2]);
   counts.loss_sum = total[3];
-  const torch::Tensor hits = group.gather(
-      torch::from_blob(counts.hits.data(), {static_cast<int64_t>(counts.hits.size())}, torch::kUInt8));
+  const torch::Tensor hits = torch::cat(group.gather(
+      torch::from_blob(counts.hits.data(), {static_cast<int64_t>(counts.hits.size())}, torch::kUInt8)));
   counts.hits.assign(hits.data_ptr<uint8_t>(), hits.data_ptr<uint8_t>() + hits.numel());
   return counts;
 }

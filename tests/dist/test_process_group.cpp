@@ -59,8 +59,10 @@ TEST(ProcessGroup, OneProcessCopies) {
   EXPECT_TRUE(total.equal(values));
   total.fill_(0);
   EXPECT_EQ(values[0].item<double>(), 1.5);
-  EXPECT_TRUE(
-      group.gather(torch::tensor({1, 2, 3}, torch::kUInt8)).equal(torch::tensor({1, 2, 3}, torch::kUInt8)));
+  const std::vector<torch::Tensor> parts = group.gather(torch::tensor({1, 2, 3}, torch::kUInt8));
+  ASSERT_EQ(parts.size(), 1u);
+  EXPECT_TRUE(parts[0].equal(torch::tensor({1, 2, 3}, torch::kUInt8)));
+  EXPECT_EQ(group.exchange("text"), std::vector<std::string>{"text"});
 }
 
 }  // namespace
