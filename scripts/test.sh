@@ -7,4 +7,4 @@ bash scripts/setup.sh
 setup_done=$SECONDS
 bash scripts/build.sh
 echo "test.sh: setup $((setup_done - start))s, build $((SECONDS - setup_done))s"
-ctest --test-dir build --output-on-failure -j 1 --timeout 900
+ctest --test-dir build --output-on-failure -j "$(nproc)" --timeout 900

@@ -41,6 +41,7 @@ void validate(const CompareOptions& options);
 
 // Runs every cell not finished in out_dir, writes results.csv, results.md, results.json and the
 // plots there, and returns results.json's object.
+// On the processes other than rank 0 of options.base.group: null, having written nothing.
 nlohmann::json run_compare(const CompareOptions& options, const DatasetSplits& splits);
 
 }  // namespace rdprune

@@ -154,6 +154,9 @@ struct LoadOptions {
   // more dimensions added to the activations, e.g. the vit's pos_embed) become layers of types
   // "embedding" and "pos_embedding". Off: they stay dense, as norms and biases always do.
   bool prune_embeddings = false;
+  // Where the model runs; every tensor computed from it follows. Files are read to the CPU first,
+  // so a model saved on one device loads on any other.
+  torch::Device device = torch::kCPU;
 };
 
 // Whether a layer type is an embedding (LoadOptions::prune_embeddings): no input features, no

@@ -15,6 +15,7 @@
 #include "rdprune/allocator.h"
 #include "rdprune/dataset.h"
 #include "rdprune/network.h"
+#include "rdprune/process_group.h"
 #include "rdprune/refine.h"
 #include "rdprune/sink.h"
 #include "rdprune/train.h"
@@ -46,7 +47,14 @@ struct PipelineOptions {
   int64_t eval_limit = 0;  // 0 = the whole test split
   std::string out_dir;     // empty: keep nothing
   Sink* sink = nullptr;    // progress; null: silent
+  // Several processes (null: one): the evaluations are shared out here; give the same group to
+  // finetune.group and allocator.curves.group to share out fine-tuning and curves. Every process
+  // reads out_dir to resume; rank 0 alone writes it.
+  ProcessGroup* group = nullptr;
 };
+
+// Whether this process writes the run's files: rank 0 of `group`, or the only process.
+bool writes_files(const ProcessGroup* group);
 
 // Throws UsageError naming the option at fault.
 void validate(const PipelineOptions& options);

@@ -8,6 +8,7 @@
 RDPRUNE_LAYER(1, "dist");
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -50,6 +51,10 @@ class ProcessGroup {
 
   // Every process's `values` (a CPU tensor) added up, in every process.
   torch::Tensor sum(const torch::Tensor& values);
+  // Starts adding up every process's `values` (contiguous, on the CPU or, in a CUDA build, a GPU)
+  // into `values` itself, and returns at once; the sum is there after the returned call. Every
+  // process must start its sums in the same order.
+  std::function<void()> start_sum(torch::Tensor values);
   // Every process's `values` (a 1-d CPU tensor, of any length), by rank, in every process.
   std::vector<torch::Tensor> gather(const torch::Tensor& values);
   // Every process's `text`, by rank, in every process.

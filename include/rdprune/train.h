@@ -30,6 +30,14 @@ struct TrainOptions {
   uint64_t seed = 0;
   Augmentation augmentation;
   Sink* sink = nullptr;  // progress; null: silent
+  // Data-parallel training over `group`'s processes (null or one process: alone). Each process
+  // takes its part (shard_of) of every batch of `batch_size` samples; the gradients are added up
+  // before every step, so every process holds the same model, the one a single process would train
+  // on the same batches.
+  ProcessGroup* group = nullptr;
+  // Batch-norm running statistics over several processes: "mean" averages them over the processes
+  // after every step (each process normalises by its own part of the batch); "rank0" keeps rank 0's.
+  std::string bn_stats = "mean";
 };
 
 // Validates ranges and names; throws UsageError naming the option ("steps", "batch_size", ...).

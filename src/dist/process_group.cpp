@@ -105,15 +105,31 @@ ProcessGroup::~ProcessGroup() = default;
 
 torch::Tensor ProcessGroup::sum(const torch::Tensor& values) {
   torch::Tensor total = values.contiguous().clone();
-  if (!impl_) return total;
-  std::vector<torch::Tensor> tensors = {total};
-  try {
-    impl_->group->allreduce(tensors)->wait();
-  } catch (const std::exception& e) {
-    throw Error(process_name(place_) +
-                ": lost the other processes (one ended or stopped answering: " + torch_reason(e) + ")");
-  }
+  start_sum(total)();
   return total;
+}
+
+std::function<void()> ProcessGroup::start_sum(torch::Tensor values) {
+  if (!impl_) return [] {};
+  const std::string name = process_name(place_);
+  const auto lost = [name](const std::exception& e) {
+    return Error(name + ": lost the other processes (one ended or stopped answering: " + torch_reason(e) +
+                 ")");
+  };
+  c10::intrusive_ptr<c10d::Work> work;
+  try {
+    std::vector<torch::Tensor> tensors = {std::move(values)};
+    work = impl_->group->allreduce(tensors);
+  } catch (const std::exception& e) {
+    throw lost(e);
+  }
+  return [work, lost] {
+    try {
+      work->wait();
+    } catch (const std::exception& e) {
+      throw lost(e);
+    }
+  };
 }
 
 std::vector<torch::Tensor> ProcessGroup::gather(const torch::Tensor& values) {

@@ -296,6 +296,11 @@ std::unique_ptr<Network> finite_only(std::unique_ptr<Network> network, const std
   return network;
 }
 
+std::unique_ptr<Network> on_device(std::unique_ptr<Network> network, const torch::Device& device) {
+  if (device != torch::Device(torch::kCPU)) network->to(device);
+  return network;
+}
+
 }  // namespace
 
 bool is_embedding_type(const std::string& type) {
@@ -311,12 +316,12 @@ std::unique_ptr<Network> load_network(const std::string& path, const LoadOptions
     check_zip_records(path);
     // LibTorch's importer crashes on some damaged archives: the file is read in a child first.
     const ChildReading trial = read_in_child([&] {
-      torch::serialize::InputArchive().load_from(path);
+      torch::serialize::InputArchive().load_from(path, torch::Device(torch::kCPU));
       return std::string();
     });
     if (!trial.read)
       throw Error(trial.crashed ? "LibTorch crashed reading it (" + trial.reason + ")" : trial.reason);
-    archive.load_from(path);
+    archive.load_from(path, torch::Device(torch::kCPU));
   } catch (const std::exception& e) {
     throw Error(path + ": not a rdprune checkpoint or TorchScript file (" + torch_reason(e) + ")");
   }
@@ -335,18 +340,19 @@ std::unique_ptr<Network> load_network(const std::string& path, const LoadOptions
       throw Error(path + ": cannot build the model its metadata describes (" + torch_reason(e) + ")");
     }
     network->load_state(archive, path);
-    return finite_only(std::move(network), path);
+    return on_device(finite_only(std::move(network), path), options.device);
   }
   std::unique_ptr<Network> script;
   try {
-    script = std::make_unique<ScriptNetwork>(torch::jit::load(path), path, options);
+    script =
+        std::make_unique<ScriptNetwork>(torch::jit::load(path, torch::Device(torch::kCPU)), path, options);
   } catch (const Error&) {
     throw;
   } catch (const std::exception& e) {
     // c10::Error, or the TorchScript compiler's report on a damaged archive's code.
     throw Error(path + ": cannot load TorchScript module (" + torch_reason(e) + ")");
   }
-  return finite_only(std::move(script), path);
+  return on_device(finite_only(std::move(script), path), options.device);
 }
 
 }  // namespace rdprune

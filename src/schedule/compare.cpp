@@ -227,9 +227,11 @@ void validate(const CompareOptions& o) {
 nlohmann::json run_compare(const CompareOptions& o, const DatasetSplits& splits) {
   validate(o);
   Sink* sink = o.base.sink;
-  fs::create_directories(o.out_dir);
+  const bool writes = writes_files(o.base.group);
+  if (writes) fs::create_directories(o.out_dir);
   const Dataset test = o.base.eval_limit > 0 ? splits.test.head(o.base.eval_limit) : splits.test;
-  const double dense_top1 = evaluate(*load_network(o.model, o.base.load), test, 256).top1;
+  const double dense_top1 =
+      evaluate(*load_network(o.model, o.base.load), test, 256, nullptr, o.base.group).top1;
   std::vector<std::pair<Cell, CompareRow>> done;
   std::map<std::tuple<size_t, size_t, size_t, size_t>, std::vector<int64_t>> select_judging;  // by setting
   std::vector<std::pair<std::string, Plan>> densest_plans;  // first seed and setting, highest target
@@ -256,12 +258,6 @@ nlohmann::json run_compare(const CompareOptions& o, const DatasetSplits& splits)
                      o.seeds.size() > 1 ? fmt::format(", seed {}", options.seed) : ""));
     auto network = load_network(o.model, o.base.load);  // every cell from the same dense model
     const PipelineResult result = run_pipeline(network, splits, options);
-    CompareRow row = cell_row(options.label, options, result);
-    const fs::path round_dir = fs::path(options.out_dir) / fmt::format("round-{}", options.rounds);
-    // A round run now holds its outcomes; one resumed from disk has them on record (or not yet).
-    row.top1_hits = result.last().resumed ? test_hits(round_dir, *network, test, row.top1, sink)
-                                          : result.last().finetuned.hits;
-    done.emplace_back(cell, row);
     if (options.method == "select") {
       std::vector<int64_t>& steps = select_judging[cell.setting()];
       // What select trained beyond the round's fine-tuning (with its judged network kept, the
@@ -269,6 +265,13 @@ nlohmann::json run_compare(const CompareOptions& o, const DatasetSplits& splits)
       for (const auto& round : result.rounds)
         steps.push_back(round.cost.train_steps - options.finetune.steps);
     }
+    if (!writes) continue;  // the other processes helped; rank 0 keeps the record
+    CompareRow row = cell_row(options.label, options, result);
+    const fs::path round_dir = fs::path(options.out_dir) / fmt::format("round-{}", options.rounds);
+    // A round run now holds its outcomes; one resumed from disk has them on record (or not yet).
+    row.top1_hits = result.last().resumed ? test_hits(round_dir, *network, test, row.top1, sink)
+                                          : result.last().finetuned.hits;
+    done.emplace_back(cell, row);
     if (cell.seed == 0 && cell.rounds == 0 && cell.steps == 0 && !control && !cell.equal_compute) {
       if (cell.sparsity + 1 == o.sparsities.size()) {
         const fs::path plan = round_dir / "plan.json";
@@ -278,6 +281,7 @@ nlohmann::json run_compare(const CompareOptions& o, const DatasetSplits& splits)
         rd_curves = (fs::path(options.out_dir) / "round-1" / "curves.json").string();
     }
   }
+  if (!writes) return {};
   std::stable_sort(done.begin(), done.end(),
                    [](const auto& a, const auto& b) { return a.first.order() < b.first.order(); });
   std::vector<CompareRow> rows;

@@ -49,6 +49,10 @@ void validate(const PipelineOptions& options) {
     throw UsageError("out_dir", options.out_dir + " exists and is not a directory");
 }
 
+bool writes_files(const ProcessGroup* group) {
+  return group == nullptr || group->is_root();
+}
+
 double round_target(const std::string& schedule, double final_target, int64_t r, int64_t rounds) {
   if (r >= rounds) return final_target;
   const double fraction = static_cast<double>(r) / static_cast<double>(rounds);
@@ -98,7 +102,8 @@ PipelineResult run_pipeline(std::unique_ptr<Network>& network, const DatasetSpli
                               ? data.train.slice(train_size - options.holdout, options.holdout)
                               : data.train.slice(calibration_used, train_size);
   check_keep_dense(options.rd.keep_dense, names_of(network->layers()), "the model");
-  if (!options.out_dir.empty()) {
+  const bool writes = writes_files(options.group);
+  if (!options.out_dir.empty() && writes) {
     fs::create_directories(options.out_dir);
     check_settings(options.out_dir, options, *network,
                    {{"train", data.train.fingerprint()}, {"test", test.fingerprint()}}, options.sink);
@@ -122,8 +127,8 @@ PipelineResult run_pipeline(std::unique_ptr<Network>& network, const DatasetSpli
       note(options.sink, fmt::format("round {}: resumed from {}", r, dir.string()));
       continue;
     }
-    if (!dir.empty()) fs::create_directories(dir);
-    result.rounds.push_back(run_round(*network, inputs, *allocator, r, target, dir));
+    if (!dir.empty() && writes) fs::create_directories(dir);
+    result.rounds.push_back(run_round(*network, inputs, *allocator, r, target, writes ? dir : fs::path()));
   }
   return result;
 }

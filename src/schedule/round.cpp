@@ -84,7 +84,7 @@ RoundResult run_round(Network& network, const RoundInputs& in, Allocator& alloca
   round.sparsity_achieved = plan.sparsity_achieved();
   round.flops_sparsity_achieved = plan.flops_sparsity_achieved();
   round.predicted_distortion = plan.predicted_distortion;
-  round.pruned = evaluate(network, in.test, 256);
+  round.pruned = evaluate(network, in.test, 256, nullptr, o.group);
   const auto tuning_start = std::chrono::steady_clock::now();
   const int64_t extra =
       r <= static_cast<int64_t>(o.extra_finetune_steps.size()) ? o.extra_finetune_steps[r - 1] : 0;
@@ -101,7 +101,7 @@ RoundResult run_round(Network& network, const RoundInputs& in, Allocator& alloca
   }
   round.cost.finetune_seconds = seconds_since(tuning_start);
   const bool repaired = o.bn_recalibrate || finetune.steps > 0 || round.finetune_from_judgement;
-  round.finetuned = repaired ? evaluate(network, in.test, 256) : round.pruned;
+  round.finetuned = repaired ? evaluate(network, in.test, 256, nullptr, o.group) : round.pruned;
   round.cost.seconds = seconds_since(start) + reused_seconds;
   round.cost.train_steps = network.usage().train_steps - before.train_steps;
   round.cost.reused_seconds = reused_seconds;

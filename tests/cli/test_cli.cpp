@@ -25,6 +25,7 @@
 
 namespace rdprune {
 namespace {
+using testing::free_port;
 using testing::TempDir;
 
 struct Result {
@@ -277,19 +278,6 @@ TEST_F(Cli, TrainEvalInfoRoundTripWithJson) {
   EXPECT_NE(human.out.find("conv2"), std::string::npos);
 }
 
-// A port on the loopback that nothing listens on now.
-int free_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t length = sizeof address;
-  ::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length);
-  ::close(fd);
-  return ntohs(address.sin_port);
-}
-
 // `size` processes of `args` started together, as torchrun starts them; their results by rank.
 // `last_wrapper` goes before the last rank's command ("timeout -s KILL 2": it dies on the way).
 std::vector<Result> several(int size, const std::vector<std::string>& args,
@@ -414,6 +402,99 @@ TEST_F(Cli, CurvesOverSeveralProcessesEqualOneProcessByteForByte) {
   ASSERT_EQ(rerun[0].code, 0) << rerun[0].err;
   ASSERT_EQ(rerun[1].code, 0) << rerun[1].err;
   EXPECT_EQ(curves_from_json(read_file(work_.file("slow.json")), "slow.json").layers.size(), 5u);
+}
+
+TEST_F(Cli, TrainFinetuneAndRunOverSeveralProcessesEqualOneProcess) {
+  const auto with = [](std::vector<std::string> args, const std::vector<std::string>& more) {
+    args.insert(args.end(), more.begin(), more.end());
+    return args;
+  };
+  const auto figures = [&](const std::string& model) {
+    const Result eval = rdprune({"eval", "--model", model, "--data-dir", data_dir(), "--json"});
+    EXPECT_EQ(eval.code, 0) << eval.err;
+    return nlohmann::json::parse(eval.out);
+  };
+  // train: 20 steps of an MLP on global batches of 48 (shards of 24, or 16).
+  const std::vector<std::string> train = {
+      "train",      "--arch",   "mlp",    "--steps",        "20", "--batch-size", "48", "--no-augment",
+      "--data-dir", data_dir(), "--json", "--dist-timeout", "60"};
+  const std::string alone = work_.file("alone.pt");
+  const Result one = rdprune(with(train, {"--out", alone}));
+  ASSERT_EQ(one.code, 0) << one.err;
+  const auto expected = figures(alone);
+  for (const int size : {2, 3}) {
+    const std::string model = work_.file(fmt::format("mlp-{}.pt", size));
+    const std::vector<Result> ranks = several(size, with(train, {"--out", model}));
+    for (int rank = 0; rank < size; ++rank) ASSERT_EQ(ranks[rank].code, 0) << rank << ": " << ranks[rank].err;
+    for (int rank = 1; rank < size; ++rank) EXPECT_EQ(ranks[rank].out, "");
+    EXPECT_NEAR(nlohmann::json::parse(ranks[0].out).at("train_loss").get<double>(),
+                nlohmann::json::parse(one.out).at("train_loss").get<double>(), 1e-5);
+    const auto got = figures(model);
+    EXPECT_EQ(got.at("top1"), expected.at("top1")) << size;
+    EXPECT_NEAR(got.at("loss").get<double>(), expected.at("loss").get<double>(), 1e-5) << size;
+  }
+  // finetune: the same from the trained model.
+  const std::vector<std::string> finetune = {
+      "finetune",     "--model",    alone,      "--steps",        "10", "--batch-size", "32",
+      "--no-augment", "--data-dir", data_dir(), "--dist-timeout", "60"};
+  ASSERT_EQ(rdprune(with(finetune, {"--out", work_.file("tuned-1.pt")})).code, 0);
+  const std::vector<Result> tuned = several(2, with(finetune, {"--out", work_.file("tuned-2.pt")}));
+  ASSERT_EQ(tuned[0].code, 0) << tuned[0].err;
+  ASSERT_EQ(tuned[1].code, 0) << tuned[1].err;
+  EXPECT_NEAR(figures(work_.file("tuned-2.pt")).at("loss").get<double>(),
+              figures(work_.file("tuned-1.pt")).at("loss").get<double>(), 1e-5);
+  // run: curves, plan, fine-tuning and evaluation shared out; rank 0 alone writes the run.
+  const std::vector<std::string> run = {"run",
+                                        "--model",
+                                        alone,
+                                        "--sparsity",
+                                        "0.6",
+                                        "--calib-size",
+                                        "32",
+                                        "--levels",
+                                        "10",
+                                        "--finetune-steps",
+                                        "5",
+                                        "--data-dir",
+                                        data_dir(),
+                                        "--json",
+                                        "--dist-timeout",
+                                        "60"};
+  const std::string solo = work_.file("run-1");
+  const std::string pair = work_.file("run-2");
+  const Result by_one = rdprune(with(run, {"--out-dir", solo}));
+  ASSERT_EQ(by_one.code, 0) << by_one.err;
+  const std::vector<Result> by_two = several(2, with(run, {"--out-dir", pair}));
+  ASSERT_EQ(by_two[0].code, 0) << by_two[0].err;
+  ASSERT_EQ(by_two[1].code, 0) << by_two[1].err;
+  EXPECT_EQ(by_two[1].out, "");
+  EXPECT_EQ(read_file(pair + "/round-1/curves.json"), read_file(solo + "/round-1/curves.json"));
+  EXPECT_EQ(read_file(pair + "/round-1/plan.json"), read_file(solo + "/round-1/plan.json"));
+  const auto a = nlohmann::json::parse(by_one.out);
+  const auto b = nlohmann::json::parse(by_two[0].out);
+  EXPECT_EQ(b.at("sparsity_achieved"), a.at("sparsity_achieved"));
+  EXPECT_EQ(b.at("top1_before_finetune"), a.at("top1_before_finetune"));
+  EXPECT_NEAR(b.at("loss").get<double>(), a.at("loss").get<double>(), 1e-4);
+  // Run again, the two processes resume the finished round from rank 0's files.
+  const std::vector<Result> again = several(2, with(run, {"--out-dir", pair}));
+  ASSERT_EQ(again[0].code, 0) << again[0].err;
+  ASSERT_EQ(again[1].code, 0) << again[1].err;
+  EXPECT_TRUE(nlohmann::json::parse(again[0].out).at("rounds")[0].at("resumed").get<bool>());
+  // A process killed during training: the other ends in one line, and no model is written.
+  std::vector<std::string> long_train = with(train, {"--out", work_.file("killed.pt")});
+  *(std::find(long_train.begin(), long_train.end(), "--steps") + 1) = "100000";
+  const std::vector<Result> killed = several(2, long_train, "timeout -s KILL 3");
+  EXPECT_EQ(killed[1].code, 128 + 9) << killed[1].err;
+  expect_error(killed[0], 1, "rank 0 of 2: lost the other processes");
+  EXPECT_FALSE(std::filesystem::exists(work_.file("killed.pt")));
+  // Flags checked before anything runs.
+  expect_error(rdprune(with(train, {"--out", work_.file("x.pt"), "--bn-stats", "median"})), 2,
+               "--bn-stats: expected mean or rank0, got 'median'");
+  expect_error(rdprune(with(train, {"--out", work_.file("x.pt"), "--device", "tpu"})), 2,
+               "--device tpu: expected cpu, cuda or cuda:N");
+  // No such device: none here, or not that many where there are GPUs.
+  expect_error(rdprune(with(train, {"--out", work_.file("x.pt"), "--device", "cuda:999"})), 2,
+               "--device cuda:999: ");
 }
 
 TEST_F(Cli, ModelAndDataMustFit) {

@@ -3,21 +3,13 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include "fresh_network.h"
 #include "rdprune/error.h"
 #include "rdprune/layerwise_rules.h"
 #include "rdprune/masks.h"
 
 namespace rdprune {
 namespace {
-
-std::unique_ptr<Network> fresh(const std::string& arch) {
-  torch::manual_seed(0);
-  ModelMeta meta;
-  meta.arch = arch;
-  meta.input_shape = {1, 28, 28};
-  meta.num_classes = 10;
-  return create_network(meta);
-}
 
 // Images as they are (identity normalisation), N(0, 1) pixels.
 Dataset images(int64_t count) {
@@ -27,7 +19,7 @@ Dataset images(int64_t count) {
 }
 
 TEST(Criteria, InputNormsAreEachFeaturesNormOverTheCalibrationImages) {
-  auto network = fresh("mlp");
+  auto network = testing::fresh_network("mlp");
   const Dataset data = images(20);
   const auto norms = input_feature_norms(*network, data, 8);  // three batches: 8, 8, 4
   ASSERT_EQ(norms.size(), 3u);
@@ -42,7 +34,7 @@ TEST(Criteria, InputNormsAreEachFeaturesNormOverTheCalibrationImages) {
   ASSERT_EQ(norms[1].sizes(), (std::vector<int64_t>{1, 300}));
   EXPECT_TRUE(torch::allclose(norms[1].squeeze(0), hidden.pow(2).mean(0).sqrt(), 1e-4, 1e-6));
   // A convolution's feature is its input channel, the same for every kernel position.
-  auto lenet = fresh("lenet5");
+  auto lenet = testing::fresh_network("lenet5");
   const auto conv_norms = input_feature_norms(*lenet, data, 32);
   ASSERT_EQ(conv_norms[0].sizes(), (std::vector<int64_t>{6, 1, 1, 1}));  // every row reads channel 0
   const double per_sample = x.pow(2).sum(1).mean().sqrt().item<double>();
@@ -52,7 +44,7 @@ TEST(Criteria, InputNormsAreEachFeaturesNormOverTheCalibrationImages) {
 }
 
 TEST(Criteria, WandaPrunesEveryOutputRowAlikeByWeightTimesInputNorm) {
-  auto network = fresh("mlp");
+  auto network = testing::fresh_network("mlp");
   const auto norms = input_feature_norms(*network, images(16), 16);
   network->set_criterion("wanda", norms);
   const auto& weight = network->layers()[1].weight;  // fc2: 100 rows of 300

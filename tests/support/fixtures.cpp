@@ -1,6 +1,8 @@
 #include "fixtures.h"
 
+#include <netinet/in.h>
 #include <stb/stb_image_write.h>
+#include <sys/socket.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -116,6 +118,18 @@ void write_image_folder(const std::string& root, int64_t classes, int64_t per_cl
 
 void truncate_file(const std::string& path, int64_t bytes) {
   fs::resize_file(path, static_cast<uintmax_t>(bytes));
+}
+
+int free_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t length = sizeof address;
+  ::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address);
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length);
+  ::close(fd);
+  return ntohs(address.sin_port);
 }
 
 }  // namespace rdprune::testing

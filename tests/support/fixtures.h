@@ -42,6 +42,9 @@ void write_cifar_dataset(const std::string& dir, int64_t label_bytes, int64_t pe
 void write_image_folder(const std::string& root, int64_t classes, int64_t per_class, int64_t size);
 
 // Truncates a file to `bytes` bytes.
+// A port on the loopback that nothing listens on now.
+int free_port();
+
 void truncate_file(const std::string& path, int64_t bytes);
 
 }  // namespace rdprune::testing

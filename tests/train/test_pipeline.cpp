@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "fixtures.h"
+#include "fresh_network.h"
 #include "rdprune/additivity.h"
 #include "rdprune/atomic_file.h"
 #include "rdprune/error.h"
@@ -27,17 +28,8 @@ DatasetSplits toy_data(const TempDir& dir) {
   return load_dataset(options);
 }
 
-std::unique_ptr<Network> fresh_model(const std::string& arch) {
-  torch::manual_seed(0);
-  ModelMeta meta;
-  meta.arch = arch;
-  meta.input_shape = {1, 28, 28};
-  meta.num_classes = 10;
-  return create_network(meta);
-}
-
 std::unique_ptr<Network> trained_lenet(const DatasetSplits& data) {
-  auto network = fresh_model("lenet5");
+  auto network = testing::fresh_network("lenet5");
   TrainOptions options;
   options.steps = 40;
   options.batch_size = 32;

@@ -2,6 +2,7 @@
 #include <torch/torch.h>
 
 #include "fixtures.h"
+#include "fresh_network.h"
 #include "rdprune/error.h"
 #include "rdprune/network.h"
 #include "rdprune/train.h"
@@ -18,15 +19,6 @@ DatasetSplits toy_data(const TempDir& dir, int64_t train = 256, int64_t test = 1
   return load_dataset(options);
 }
 
-std::unique_ptr<Network> fresh(const std::string& arch, uint64_t seed = 0) {
-  torch::manual_seed(seed);
-  ModelMeta meta;
-  meta.arch = arch;
-  meta.input_shape = {1, 28, 28};
-  meta.num_classes = 10;
-  return create_network(meta);
-}
-
 TrainOptions quick(int64_t steps, const std::string& optimizer = "sgd") {
   TrainOptions options;
   options.steps = steps;
@@ -39,7 +31,7 @@ TrainOptions quick(int64_t steps, const std::string& optimizer = "sgd") {
 TEST(Train, AFewStepsLowerTheLossAndLearnTheToyTask) {
   TempDir dir;
   const auto data = toy_data(dir);
-  auto network = fresh("lenet5");
+  auto network = testing::fresh_network("lenet5");
   const EvalResult before = evaluate(*network, data.test);
   const TrainResult result = train(*network, data.train, quick(80));
   const EvalResult after = evaluate(*network, data.test);
@@ -51,8 +43,8 @@ TEST(Train, AFewStepsLowerTheLossAndLearnTheToyTask) {
 TEST(Train, SameSeedSameWeights) {
   TempDir dir;
   const auto data = toy_data(dir, 64, 16);
-  auto a = fresh("mlp", 4);
-  auto b = fresh("mlp", 4);
+  auto a = testing::fresh_network("mlp", 4);
+  auto b = testing::fresh_network("mlp", 4);
   auto options = quick(6);
   options.augmentation = {2, true};
   train(*a, data.train, options);
@@ -65,7 +57,7 @@ TEST(Train, SameSeedSameWeights) {
 void expect_masks_hold(const std::string& optimizer) {
   TempDir dir;
   const auto data = toy_data(dir, 128, 16);
-  auto network = fresh("lenet5");
+  auto network = testing::fresh_network("lenet5");
   std::vector<torch::Tensor> masks;
   for (size_t i = 0; i < network->layers().size(); ++i) {
     masks.push_back(torch::rand(network->layers()[i].weight.sizes()) > 0.7);
@@ -119,7 +111,7 @@ TEST(Evaluate, CountsTopOneAndTopFiveByHand) {
   // An untrained MLP: the expectations are computed directly from its logits.
   TempDir dir;
   const auto data = toy_data(dir, 16, 40);
-  auto network = fresh("mlp");
+  auto network = testing::fresh_network("mlp");
   torch::NoGradGuard no_grad;
   const auto batch = data.test.batch(torch::arange(40));
   const auto logits = network->forward(batch.images);

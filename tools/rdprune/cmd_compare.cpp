@@ -44,13 +44,13 @@ void run_compare_command(const CLI::App& command, CompareFlags& flags) {
   options.base = flags.pipeline.options;
   // Without --cache-dir each cell caches its own curves (its cost columns are what it ran); a
   // shared one lets cells reuse each other's.
-  options.base.sink = stderr_sink();
   validate(options);
   auto dense = load_model(flags.model, options.base.load);
   require_prunable_layers(*dense, flags.model);
   const DatasetSplits splits = load_dataset(dataset_options(flags.data, &dense->meta()));
   check_model_fits(*dense, splits.train, flags.model);
   nlohmann::json json = run_compare(options, splits);
+  if (!writes_files(options.base.group)) return;
   // What every cell shares, with the allocator settings of the most demanding method compared: the
   // grid's own values (method, target, rounds, steps, seed) are the cells'.
   PipelineOptions described = options.base;

@@ -15,6 +15,7 @@ namespace {
 
 struct FinetuneFlags {
   CommonFlags common;
+  DistFlags dist;
   LoadOptions load;
   DataFlags data;
   TrainOptions train;
@@ -39,6 +40,10 @@ void run_finetune(FinetuneFlags& flags) {
   check_output_path(flags.out);
   // --out may be --model: the model is read whole first and replaced atomically.
   check_outputs_distinct({{"--data-dir", flags.data.data_dir}}, {{"--out", flags.out}});
+  const auto group = join_processes(flags.dist);
+  flags.train.group = group.get();
+  Sink* sink = group->is_root() ? stderr_sink() : nullptr;
+  flags.train.sink = sink;
   auto network = load_model(flags.model, flags.load);
   const DatasetSplits splits = load_dataset(dataset_options(flags.data, &network->meta()));
   check_model_fits(*network, splits.train, flags.model);
@@ -49,10 +54,12 @@ void run_finetune(FinetuneFlags& flags) {
   TrainResult trained;
   if (flags.train.steps > 0) trained = train(*network, splits.train, flags.train);
   const Dataset test = flags.eval_limit > 0 ? splits.test.head(flags.eval_limit) : splits.test;
-  const EvalResult eval = evaluate(*network, test, 256, stderr_sink());
+  const EvalResult eval = evaluate(*network, test, 256, sink, group.get());
+  if (!group->is_root()) return;
   network->save(flags.out);
   const nlohmann::json result = {{"model", flags.out},
                                  {"steps", trained.steps},
+                                 {"train_seconds", trained.seconds},
                                  {"train_loss", trained.final_loss},
                                  {"bn_recalibrated", recalibrated},
                                  {"top1", eval.top1},
@@ -70,7 +77,6 @@ void run_finetune(FinetuneFlags& flags) {
 void register_finetune(CLI::App& app) {
   auto flags = std::make_shared<FinetuneFlags>();
   flags->train.lr = 0.01;
-  flags->train.sink = stderr_sink();
   auto* command = app.add_subcommand("finetune", "Fine-tune a pruned model with its masks held");
   command->add_option("--model", flags->model, "rdprune checkpoint or TorchScript file")->required();
   command->add_option("--out", flags->out, "Output model, in the input's format")->required();
@@ -81,6 +87,8 @@ void register_finetune(CLI::App& app) {
   command->add_option("--eval-limit", flags->eval_limit, "Evaluate on the first N test samples only");
   add_common_flags(*command, flags->common);
   add_load_flags(*command, flags->load);
+  add_dist_flags(*command, flags->dist);
+  add_bn_stats_flag(*command, flags->train.bn_stats);
   add_data_flags(*command, flags->data, /*dataset_required=*/false);
   command->callback([flags] { run_finetune(*flags); });
 }

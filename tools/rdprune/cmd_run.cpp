@@ -44,7 +44,6 @@ void run_run(const CLI::App& command, RunFlags& flags) {
   auto& options = flags.pipeline.options;
   options.rd.sparsity_target = flags.sparsity;
   options.out_dir = flags.out_dir;
-  options.sink = stderr_sink();
   finish_pipeline_flags(command, flags.pipeline, flags.out_dir);
   validate(options);
   auto network = load_model(flags.model, options.load);
@@ -52,6 +51,7 @@ void run_run(const CLI::App& command, RunFlags& flags) {
   const DatasetSplits splits = load_dataset(dataset_options(flags.data, &network->meta()));
   check_model_fits(*network, splits.train, flags.model);
   const PipelineResult result = run_pipeline(network, splits, options);
+  if (!writes_files(options.group)) return;
   const RoundResult& last = result.last();
   nlohmann::json rounds = nlohmann::json::array();
   for (const auto& round : result.rounds) rounds.push_back(round_summary(round));

@@ -2,6 +2,7 @@
 #include <iostream>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <torch/torch.h>
 
 #include "commands.h"
@@ -15,6 +16,8 @@ namespace {
 
 struct TrainFlags {
   CommonFlags common;
+  DistFlags dist;
+  torch::Device device = torch::kCPU;
   DataFlags data;
   TrainOptions train;
   std::string arch;
@@ -36,8 +39,11 @@ void run_train(TrainFlags& flags) {
   const auto& archs = zoo_architectures();
   if (std::find(archs.begin(), archs.end(), flags.arch) == archs.end()) {
     throw UsageError("--arch: unknown architecture '" + flags.arch +
-                     "' (known: mlp, lenet5, resnet20, resnet32, resnet56, vgg16, resnet18, resnet50)");
+                     "' (known: " + fmt::format("{}", fmt::join(archs, ", ")) + ")");
   }
+  const auto group = join_processes(flags.dist);
+  flags.train.group = group.get();
+  Sink* sink = group->is_root() ? stderr_sink() : nullptr;
   DatasetSplits splits = load_dataset(data_options);
   Dataset train_set = flags.train_limit > 0 ? splits.train.head(flags.train_limit) : splits.train;
   Dataset test_set = flags.eval_limit > 0 ? splits.test.head(flags.eval_limit) : splits.test;
@@ -50,12 +56,17 @@ void run_train(TrainFlags& flags) {
   meta.normalization = train_set.normalization();
   torch::manual_seed(flags.train.seed);
   auto network = create_network(meta);
+  network->to(flags.device);
   flags.train.augmentation = flags.no_augment ? Augmentation{} : default_augmentation(data_options.name);
-  std::cerr << fmt::format("training {} on {} ({} samples, {} threads)\n", flags.arch,
-                           train_set.description(), train_set.size(), torch::get_num_threads());
-  flags.train.sink = stderr_sink();
+  if (group->is_root()) {
+    std::cerr << fmt::format("training {} on {} ({} samples, {} threads{})\n", flags.arch,
+                             train_set.description(), train_set.size(), torch::get_num_threads(),
+                             group->size() > 1 ? fmt::format(", {} processes", group->size()) : "");
+  }
+  flags.train.sink = sink;
   const TrainResult trained = train(*network, train_set, flags.train);
-  const EvalResult eval = evaluate(*network, test_set, 256, stderr_sink());
+  const EvalResult eval = evaluate(*network, test_set, 256, sink, group.get());
+  if (!group->is_root()) return;
   network->save(flags.out);
 
   const nlohmann::json result = {{"model", flags.out},
@@ -94,6 +105,9 @@ void register_train(CLI::App& app) {
   command->add_option("--train-limit", flags->train_limit, "Train on the first N training samples only");
   command->add_option("--eval-limit", flags->eval_limit, "Evaluate on the first N test samples only");
   add_common_flags(*command, flags->common);
+  add_device_flag(*command, flags->device);
+  add_dist_flags(*command, flags->dist);
+  add_bn_stats_flag(*command, flags->train.bn_stats);
   add_data_flags(*command, flags->data, /*dataset_required=*/false);
   command->callback([flags] { run_train(*flags); });
 }

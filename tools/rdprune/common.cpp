@@ -102,6 +102,12 @@ void add_dist_flags(CLI::App& command, DistFlags& flags) {
                      "exchange (default 300)");
 }
 
+void add_bn_stats_flag(CLI::App& command, std::string& bn_stats) {
+  command.add_option("--bn-stats", bn_stats,
+                     "Under torchrun: batch-norm running statistics averaged over the processes after "
+                     "every step (mean, default) or rank 0's (rank0)");
+}
+
 std::unique_ptr<ProcessGroup> join_processes(const DistFlags& flags) {
   if (!(flags.timeout > 0)) throw UsageError("--dist-timeout: expected a positive number of seconds");
   return std::make_unique<ProcessGroup>(place_from_environment(), flags.timeout);
@@ -144,6 +150,7 @@ void add_load_flags(CLI::App& command, LoadOptions& options) {
   command.add_flag("--prune-embeddings", options.prune_embeddings,
                    "Embedding tables and position embeddings are prunable layers too (default: dense, "
                    "as norms and biases)");
+  add_device_flag(command, options.device);
 }
 
 std::unique_ptr<Network> load_model(const std::string& path, const LoadOptions& options) {

@@ -31,6 +31,8 @@ struct DistFlags {
   double timeout = 300;  // seconds: the rendezvous and every collective
 };
 void add_dist_flags(CLI::App& command, DistFlags& flags);
+// --bn-stats mean|rank0 (TrainOptions::bn_stats), for the commands that train.
+void add_bn_stats_flag(CLI::App& command, std::string& bn_stats);
 // The processes the launcher started (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT), joined; one
 // process without them.
 std::unique_ptr<ProcessGroup> join_processes(const DistFlags& flags);
@@ -89,7 +91,15 @@ void apply_threads(const CommonFlags& flags);
 // normalisation unless --mean/--std override it.
 DatasetOptions dataset_options(const DataFlags& flags, const ModelMeta* model = nullptr);
 
-// --prune-embeddings: embeddings become prunable layers (LoadOptions).
+// --device DEVICE into `device` (cpu | cuda | cuda:N), which starts as default_device().
+void add_device_flag(CLI::App& command, torch::Device& device);
+// cuda:LOCAL_RANK where CUDA is available (modulo the devices there are), else cpu.
+torch::Device default_device();
+// "cpu", "cuda" (cuda:LOCAL_RANK) or "cuda:N"; UsageError naming --device when it is not one or
+// the device does not exist.
+torch::Device parse_device(const std::string& text);
+
+// --prune-embeddings: embeddings become prunable layers, and --device (LoadOptions).
 void add_load_flags(CLI::App& command, LoadOptions& options);
 
 // Loads --model and checks it can take the dataset's samples (shape, classes).

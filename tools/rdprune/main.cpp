@@ -76,12 +76,18 @@ std::string one_process_error(const CLI::App& app, int argc, char** argv) {
   const char* world_size = std::getenv("WORLD_SIZE");
   if (argc < 2 || world_size == nullptr || std::string(world_size).empty() || std::string(world_size) == "1")
     return "";
+  std::string several;  // the commands that take several processes
+  bool refused = false;
   for (const CLI::App* sub : app.get_subcommands([](const CLI::App*) { return true; })) {
-    if (sub->get_name() != argv[1] || sub->get_option_no_throw("--dist-timeout") != nullptr) continue;
-    return "rdprune " + sub->get_name() + " runs in one process, but the launcher started " + world_size +
-           " (WORLD_SIZE); under torchrun: eval";
+    if (sub->get_option_no_throw("--dist-timeout") != nullptr) {
+      several += (several.empty() ? "" : ", ") + sub->get_name();
+    } else if (sub->get_name() == argv[1]) {
+      refused = true;
+    }
   }
-  return "";
+  if (!refused) return "";
+  return std::string("rdprune ") + argv[1] + " runs in one process, but the launcher started " + world_size +
+         " (WORLD_SIZE); under torchrun: " + several;
 }
 
 // `--help --json`: the command's flags as data, for scripts and front ends; the top level lists

@@ -31,6 +31,8 @@ void add_pipeline_flags(CLI::App& command, PipelineFlags& flags, PipelineGrid* g
                      "Comma-separated layers to leave as they are, for every method");
   command.add_flag("--allow-empty", o.rd.allow_empty, "Allow a layer to lose every weight");
   add_load_flags(command, o.load);
+  add_dist_flags(command, flags.dist);
+  add_bn_stats_flag(command, o.finetune.bn_stats);
   command.add_option("--solver", o.rd.solver, "rd, select: dp (default) | lagrange");
   command.add_option("--calib-size", o.calib_size,
                      "Calibration samples: first N training images (default 256)");
@@ -94,6 +96,11 @@ void finish_pipeline_flags(const CLI::App& command, PipelineFlags& flags, const 
   o.allocator.select.pool = split_list(flags.pool, "--pool");
   o.allocator.select.recovery_steps = parse_judge(flags.judge);
   o.finetune.seed = o.seed;
+  flags.group = join_processes(flags.dist);
+  o.group = flags.group.get();
+  o.finetune.group = o.group;
+  o.allocator.curves.group = o.group;
+  o.sink = o.group->is_root() ? stderr_sink() : nullptr;
   if (flags.no_cache) {
     o.allocator.curves.cache_dir.clear();
   } else {
