@@ -42,6 +42,12 @@ std::string process_name(const ProcessPlace& place) {
   return "rank " + std::to_string(place.rank) + " of " + std::to_string(place.world_size);
 }
 
+// What a failed exchange tells this process.
+Error lost_others(const ProcessPlace& place, const std::exception& e) {
+  return Error(process_name(place) + ": lost the other processes (one ended or stopped answering: " +
+               torch_reason(e) + ")");
+}
+
 }  // namespace
 
 ProcessPlace place_from(const std::map<std::string, std::string>& env) {
@@ -111,23 +117,18 @@ torch::Tensor ProcessGroup::sum(const torch::Tensor& values) {
 
 std::function<void()> ProcessGroup::start_sum(torch::Tensor values) {
   if (!impl_) return [] {};
-  const std::string name = process_name(place_);
-  const auto lost = [name](const std::exception& e) {
-    return Error(name + ": lost the other processes (one ended or stopped answering: " + torch_reason(e) +
-                 ")");
-  };
   c10::intrusive_ptr<c10d::Work> work;
   try {
     std::vector<torch::Tensor> tensors = {std::move(values)};
     work = impl_->group->allreduce(tensors);
   } catch (const std::exception& e) {
-    throw lost(e);
+    throw lost_others(place_, e);
   }
-  return [work, lost] {
+  return [work, place = place_] {
     try {
       work->wait();
     } catch (const std::exception& e) {
-      throw lost(e);
+      throw lost_others(place, e);
     }
   };
 }

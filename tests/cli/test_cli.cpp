@@ -487,6 +487,15 @@ TEST_F(Cli, TrainFinetuneAndRunOverSeveralProcessesEqualOneProcess) {
   EXPECT_EQ(killed[1].code, 128 + 9) << killed[1].err;
   expect_error(killed[0], 1, "rank 0 of 2: lost the other processes");
   EXPECT_FALSE(std::filesystem::exists(work_.file("killed.pt")));
+  // A process that stops answering (SIGSTOP; killed 8 s later): the other gives up after
+  // --dist-timeout, in one line.
+  std::vector<std::string> hung_train = long_train;
+  *(std::find(hung_train.begin(), hung_train.end(), "--dist-timeout") + 1) = "4";
+  const std::vector<Result> hung = several(2, hung_train, "timeout --foreground -k 8 -s STOP 3");
+  EXPECT_EQ(hung[1].code, 128 + 9) << hung[1].err;
+  expect_error(hung[0], 1, "rank 0 of 2: lost the other processes");
+  // Gloo's reason says it was the timeout (after 4 s), not the stopped process's death (after 8).
+  EXPECT_NE(hung[0].err.find("timeout"), std::string::npos) << hung[0].err;
   // Flags checked before anything runs.
   expect_error(rdprune(with(train, {"--out", work_.file("x.pt"), "--bn-stats", "median"})), 2,
                "--bn-stats: expected mean or rank0, got 'median'");
