@@ -44,8 +44,8 @@ std::string process_name(const ProcessPlace& place) {
 
 // What a failed exchange tells this process.
 Error lost_others(const ProcessPlace& place, const std::exception& e) {
-  return Error(process_name(place) + ": lost the other processes (one ended or stopped answering: " +
-               torch_reason(e) + ")");
+  return Error(process_name(place) +
+               ": lost the other processes (one ended or stopped answering: " + torch_reason(e) + ")");
 }
 
 }  // namespace

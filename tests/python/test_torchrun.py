@@ -28,6 +28,17 @@ def free_port():
         return s.getsockname()[1]
 
 
+def under_torchrun(torchrun, n, log_dir, rdprune, command, what):
+    """`rdprune command` as n processes under torchrun; exits with FAIL when it fails."""
+    line = [torchrun, "--nproc_per_node", str(n), "--master_port", str(free_port()), "--no_python",
+            "--redirects", "2", "--tee", "2", "--log_dir", log_dir, rdprune] + command + ["--dist-timeout", "60"]
+    run = subprocess.run(line, capture_output=True, text=True, timeout=300)
+    if run.returncode != 0:
+        sys.exit(f"FAIL: {what} under torchrun with {n} processes exited {run.returncode}: "
+                 f"{run.stderr.strip()[-2000:]}")
+    return run
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--rdprune", required=True)
@@ -52,12 +63,8 @@ def main():
             expected_hits = f.read()
         for n in (2, 3):
             hits = os.path.join(tmp, f"hits-{n}")
-            command = [torchrun, "--nproc_per_node", str(n), "--master_port", str(free_port()), "--no_python",
-                       "--redirects", "2", "--tee", "2", "--log_dir", os.path.join(tmp, f"logs-{n}"),
-                       args.rdprune] + eval_args + ["--hits", hits, "--dist-timeout", "60"]
-            run = subprocess.run(command, capture_output=True, text=True, timeout=300)
-            if run.returncode != 0:
-                sys.exit(f"FAIL: torchrun with {n} processes exited {run.returncode}: {run.stderr.strip()[-2000:]}")
+            run = under_torchrun(torchrun, n, os.path.join(tmp, f"logs-{n}"), args.rdprune,
+                                 eval_args + ["--hits", hits], "eval")
             reports = [line for line in run.stdout.splitlines() if line.startswith("{")]
             assert len(reports) == 1, f"one report from rank 0 expected, got: {run.stdout!r}"
             got = json.loads(reports[0])
@@ -73,12 +80,8 @@ def main():
                                 capture_output=True, text=True)
         if single.returncode != 0:
             sys.exit(f"FAIL: curves in one process: {single.stderr.strip()}")
-        command = [torchrun, "--nproc_per_node", "2", "--master_port", str(free_port()), "--no_python",
-                   "--redirects", "2", "--tee", "2", "--log_dir", os.path.join(tmp, "logs-curves"),
-                   args.rdprune] + curves_args + ["--out", os.path.join(tmp, "two.json"), "--dist-timeout", "60"]
-        run = subprocess.run(command, capture_output=True, text=True, timeout=300)
-        if run.returncode != 0:
-            sys.exit(f"FAIL: curves under torchrun exited {run.returncode}: {run.stderr.strip()[-2000:]}")
+        under_torchrun(torchrun, 2, os.path.join(tmp, "logs-curves"), args.rdprune,
+                       curves_args + ["--out", os.path.join(tmp, "two.json")], "curves")
         with open(os.path.join(tmp, "one.json"), "rb") as a, open(os.path.join(tmp, "two.json"), "rb") as b:
             assert a.read() == b.read(), "curves of 2 processes differ from one process's"
         print("torchrun, 2 processes: curves equal one process's byte for byte")
@@ -92,12 +95,8 @@ def main():
             sys.exit(f"FAIL: finetune in one process: {single.stderr.strip()}")
         for n in (2, 3):
             tuned = os.path.join(tmp, f"tuned-{n}.pt")
-            command = [torchrun, "--nproc_per_node", str(n), "--master_port", str(free_port()), "--no_python",
-                       "--redirects", "2", "--tee", "2", "--log_dir", os.path.join(tmp, f"logs-tune-{n}"),
-                       args.rdprune] + tune_args + ["--out", tuned, "--dist-timeout", "60"]
-            run = subprocess.run(command, capture_output=True, text=True, timeout=300)
-            if run.returncode != 0:
-                sys.exit(f"FAIL: finetune under torchrun exited {run.returncode}: {run.stderr.strip()[-2000:]}")
+            under_torchrun(torchrun, n, os.path.join(tmp, f"logs-tune-{n}"), args.rdprune,
+                           tune_args + ["--out", tuned], "finetune")
             one = dict(torch.jit.load(os.path.join(tmp, "tuned-1.pt")).named_parameters())
             several = dict(torch.jit.load(tuned).named_parameters())
             start = dict(torch.jit.load(path).named_parameters())
