@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "rdprune/channel_cost.h"
+
 namespace rdprune {
 
 inline constexpr const char* kCurvesSchema = "rdprune.curves/1";
@@ -27,6 +29,11 @@ struct CurveSet {
   std::string fingerprint;       // hash of the model's weights, buffers and masks
   int64_t levels = 100;          // grid steps (levels + 1 points from 0 to 1)
   bool bn_recalibrated = false;  // batch-norm statistics re-estimated at every level
+  // weight: one curve per layer over its kept weights. channel: one curve per channel group
+  // (docs/channels.md) over its kept channels (LayerCurve::weights counts channels), with the cost
+  // model that prices a choice of widths.
+  std::string granularity = "weight";
+  ChannelCostModel channel_costs;  // channel granularity only
   std::vector<LayerCurve> layers;
 };
 

@@ -4,6 +4,7 @@
 
 #include "rdprune/layering.h"
 
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -36,11 +37,13 @@ struct PrunableLayer {
 
 // What a checkpoint records so that `--model FILE` rebuilds the model without further flags.
 struct ModelMeta {
-  std::string arch;                  // zoo name; "torchscript" for TorchScript files
-  std::vector<int64_t> input_shape;  // C, H, W; empty when unknown (TorchScript without a hint)
-  int64_t num_classes = 0;           // 0 when unknown
-  std::string dataset;               // the dataset it was trained on, if known
-  Normalization normalization;       // that dataset's normalisation, if known
+  std::string arch;                       // zoo name; "torchscript" for TorchScript files
+  std::vector<int64_t> input_shape;       // C, H, W; empty when unknown (TorchScript without a hint)
+  int64_t num_classes = 0;                // 0 when unknown
+  std::string dataset;                    // the dataset it was trained on, if known
+  Normalization normalization;            // that dataset's normalisation, if known
+  std::map<std::string, int64_t> widths;  // zoo models made smaller by channel pruning: kept channels
+                                          // per channel group (ZooSpec::widths)
 };
 
 // The compute spent through one Network object, for the reports' cost columns.

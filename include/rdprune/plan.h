@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "rdprune/channel_cost.h"
 #include "rdprune/layer.h"
 
 namespace rdprune {
@@ -35,7 +36,13 @@ struct Plan {
   std::string solver;        // for rd: dp | lagrange
   std::string fingerprint;   // of the model the plan was made for, when known
   bool allow_empty = false;  // made allowing empty layers: a layer may lose every weight
+  // weight: `layers` are the model's layers and their kept weights. channel: they are its channel
+  // groups (docs/channels.md) and their kept channels (PlanLayer::weights counts channels), and
+  // the weight and FLOPs totals below come from `channel_costs`.
+  std::string granularity = "weight";
+  ChannelCostModel channel_costs;  // channel granularity only
   std::vector<PlanLayer> layers;
+  std::vector<int64_t> kept_channels() const;  // per group, channel granularity
 
   int64_t total_weights() const;
   int64_t kept_weights() const;

@@ -5,10 +5,13 @@
 #include "rdprune/layering.h"
 
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
 #include <torch/torch.h>
+
+#include "rdprune/channel_cost.h"
 
 namespace rdprune {
 
@@ -19,6 +22,9 @@ struct ZooSpec {
   int64_t in_channels = 1;
   int64_t image_size = 28;  // square inputs of image_size x image_size
   int64_t num_classes = 10;
+  // Kept channels per channel group (ZooNetImpl::channel_groups), by group name: a model made
+  // physically smaller by channel pruning. Groups not named keep the architecture's width.
+  std::map<std::string, int64_t> widths;
 };
 
 class ZooNetImpl : public torch::nn::Module {
@@ -37,19 +43,31 @@ class ZooNetImpl : public torch::nn::Module {
   const std::vector<std::vector<std::string>>& stage_prefixes() const { return stage_prefixes_; }
   // The paths of the position embeddings among its parameters (LoadOptions::prune_embeddings).
   virtual std::vector<std::string> position_embeddings() const { return {}; }
+  // The channels that can be removed together (docs/channels.md), at this model's widths. Channels
+  // tied through residual additions are not among them.
+  const std::vector<ChannelGroup>& channel_groups() const { return groups_; }
 
  protected:
   void add_stage(std::vector<std::string> prefixes, std::function<Values(Values)> stage);
   // A stage from one tensor to one tensor.
   void add_stage(std::string prefix, std::function<torch::Tensor(torch::Tensor)> stage);
+  // The group of `channels` outputs of `layer` (its weight, its bias when it has one), the batch
+  // norm `norm` after it (empty: none), and the inputs of `readers`, each reading `per_channel`
+  // inputs per channel (more than one behind a flatten).
+  void add_group(const std::string& layer, int64_t channels, bool bias, const std::string& norm,
+                 const std::vector<std::pair<std::string, int64_t>>& readers);
 
  private:
   std::vector<std::function<Values(Values)>> stages_;
   std::vector<std::vector<std::string>> stage_prefixes_;
+  std::vector<ChannelGroup> groups_;
 };
 
+// The width of group `name` in `spec`: its entry in spec.widths, else `dense`.
+int64_t width_of(const ZooSpec& spec, const std::string& name, int64_t dense);
+
 // Builds the architecture with fresh weights. Throws UsageError for an unknown name or a spec the
-// architecture cannot take (e.g. images too small).
+// architecture cannot take (e.g. images too small, a width for a group it does not have).
 std::shared_ptr<ZooNetImpl> make_zoo_model(const ZooSpec& spec);
 
 }  // namespace rdprune

@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "artifact_json.h"
+#include "channel_cost_json.h"
 #include "rdprune/error.h"
 
 namespace rdprune {
@@ -71,6 +72,13 @@ void validate(const CurveSet& curves, const std::string& source) {
   }
   if (curves.layers.empty()) throw Error(source + ": no layers");
   check_unique_names(curves.layers, source);
+  if (curves.granularity != "weight" && curves.granularity != "channel")
+    throw Error(source + ": granularity '" + curves.granularity + "', expected weight or channel");
+  if (curves.granularity == "channel") {
+    check_channel_groups(
+        curves.channel_costs, curves.layers,
+        [](const LayerCurve& g) { return g.kept.empty() ? int64_t{0} : g.kept.back(); }, source);
+  }
   for (const auto& layer : curves.layers) {
     const std::string where = source + ": layer " + layer.name;
     if (layer.weights <= 0) throw Error(where + ": weights must be positive");
@@ -119,14 +127,18 @@ std::string to_json(const CurveSet& curves) {
                       {"kept", layer.kept},
                       {"distortion", layer.distortion}});
   }
-  const nlohmann::json json = {{"schema", kCurvesSchema},
-                               {"metric", curves.metric},
-                               {"criterion", curves.criterion},
-                               {"calibration", curves.calibration},
-                               {"fingerprint", curves.fingerprint},
-                               {"levels", curves.levels},
-                               {"bn_recalibrated", curves.bn_recalibrated},
-                               {"layers", layers}};
+  nlohmann::json json = {{"schema", kCurvesSchema},
+                         {"metric", curves.metric},
+                         {"criterion", curves.criterion},
+                         {"calibration", curves.calibration},
+                         {"fingerprint", curves.fingerprint},
+                         {"levels", curves.levels},
+                         {"bn_recalibrated", curves.bn_recalibrated},
+                         {"layers", layers}};
+  if (curves.granularity == "channel") {
+    json["granularity"] = curves.granularity;
+    json["channel_costs"] = channel_costs_to_json(curves.channel_costs);
+  }
   return json.dump(1) + "\n";
 }
 
@@ -176,6 +188,9 @@ CurveSet curves_from_json(const std::string& text, const std::string& source) {
       layer.distortion = numbers(entry.at("distortion"), where + ": distortion");
       curves.layers.push_back(std::move(layer));
     }
+    curves.granularity = json.value("granularity", "weight");
+    if (curves.granularity == "channel")
+      curves.channel_costs = channel_costs_of(json.at("channel_costs"), curves.layers, source);
     validate(curves, source);
     return curves;
   } catch (const nlohmann::json::exception& e) {

@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "artifact_json.h"
+#include "channel_cost_json.h"
 #include "rdprune/baselines.h"
 #include "rdprune/error.h"
 
@@ -23,25 +24,37 @@ std::string to_string(BudgetKind budget) {
   return budget == BudgetKind::kParams ? "params" : "flops";
 }
 
+std::vector<int64_t> Plan::kept_channels() const {
+  std::vector<int64_t> kept;
+  for (const auto& layer : layers) kept.push_back(layer.kept);
+  return kept;
+}
+
 int64_t Plan::total_weights() const {
+  if (granularity == "channel")
+    return static_cast<int64_t>(channel_cost(channel_costs, channel_costs.channels, /*flops=*/false));
   int64_t total = 0;
   for (const auto& layer : layers) total += layer.weights;
   return total;
 }
 
 int64_t Plan::kept_weights() const {
+  if (granularity == "channel")
+    return static_cast<int64_t>(channel_cost(channel_costs, kept_channels(), /*flops=*/false));
   int64_t total = 0;
   for (const auto& layer : layers) total += layer.kept;
   return total;
 }
 
 double Plan::dense_flops() const {
+  if (granularity == "channel") return channel_cost(channel_costs, channel_costs.channels, /*flops=*/true);
   double total = 0;
   for (const auto& layer : layers) total += static_cast<double>(layer.weights) * layer.flops_per_weight;
   return total;
 }
 
 double Plan::kept_flops() const {
+  if (granularity == "channel") return channel_cost(channel_costs, kept_channels(), /*flops=*/true);
   double total = 0;
   for (const auto& layer : layers) total += static_cast<double>(layer.kept) * layer.flops_per_weight;
   return total;
@@ -91,6 +104,12 @@ void validate(const Plan& plan, const std::string& source) {
       throw Error(source + ": layer " + layer.name + ": flops_per_weight must be finite and >= 0");
     }
   }
+  if (plan.granularity != "weight" && plan.granularity != "channel")
+    throw Error(source + ": granularity '" + plan.granularity + "', expected weight or channel");
+  if (plan.granularity == "channel") {
+    check_channel_groups(
+        plan.channel_costs, plan.layers, [](const PlanLayer& g) { return g.kept; }, source);
+  }
 }
 
 std::string to_json(const Plan& plan) {
@@ -119,6 +138,10 @@ std::string to_json(const Plan& plan) {
   if (!plan.solver.empty()) json["solver"] = plan.solver;
   if (!plan.fingerprint.empty()) json["fingerprint"] = plan.fingerprint;
   if (plan.allow_empty) json["allow_empty"] = true;
+  if (plan.granularity == "channel") {
+    json["granularity"] = plan.granularity;
+    json["channel_costs"] = channel_costs_to_json(plan.channel_costs);
+  }
   return json.dump(1) + "\n";
 }
 
@@ -147,6 +170,9 @@ Plan plan_from_json(const std::string& text, const std::string& source) {
       layer.flops_per_weight = entry.value("flops_per_weight", 0.0);
       plan.layers.push_back(std::move(layer));
     }
+    plan.granularity = json.value("granularity", "weight");
+    if (plan.granularity == "channel")
+      plan.channel_costs = channel_costs_of(json.at("channel_costs"), plan.layers, source);
     validate(plan, source);
     return plan;
   } catch (const nlohmann::json::exception& e) {

@@ -71,6 +71,7 @@ std::string meta_to_json(const ModelMeta& meta) {
                          {"input_shape", meta.input_shape}, {"num_classes", meta.num_classes},
                          {"dataset", meta.dataset},         {"mean", meta.normalization.mean},
                          {"std", meta.normalization.std}};
+  if (!meta.widths.empty()) json["widths"] = meta.widths;
   return json.dump();
 }
 
@@ -88,6 +89,7 @@ ModelMeta meta_from_json(const std::string& text, const std::string& path) {
     meta.dataset = json.value("dataset", "");
     meta.normalization.mean = json.value("mean", std::vector<double>{});
     meta.normalization.std = json.value("std", std::vector<double>{});
+    meta.widths = json.value("widths", std::map<std::string, int64_t>{});
     const auto& [mean, std] = meta.normalization;
     if (mean.size() != std.size() ||
         !std::all_of(std.begin(), std.end(), [](double s) { return std::isfinite(s) && s > 0; }) ||
@@ -110,7 +112,8 @@ NativeNetwork::NativeNetwork(const ModelMeta& meta, const LoadOptions& options) 
     throw UsageError("zoo models take square images, got " + std::to_string(meta.input_shape[1]) + "x" +
                      std::to_string(meta.input_shape[2]));
   }
-  model_ = make_zoo_model({meta.arch, meta.input_shape[0], meta.input_shape[1], meta.num_classes});
+  model_ =
+      make_zoo_model({meta.arch, meta.input_shape[0], meta.input_shape[1], meta.num_classes, meta.widths});
   for (const auto& item : model_->named_modules(/*name_prefix=*/"", /*include_self=*/false)) {
     if (auto* conv = item.value()->as<torch::nn::Conv2dImpl>()) {
       layers_.push_back({item.key(), "conv2d", conv->weight, conv->weight});

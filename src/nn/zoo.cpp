@@ -1,5 +1,7 @@
 #include "rdprune/zoo.h"
 
+#include <algorithm>
+#include <array>
 #include <cmath>
 
 #include "rdprune/error.h"
@@ -17,6 +19,26 @@ void ZooNetImpl::add_stage(std::string prefix, std::function<torch::Tensor(torch
             [stage = std::move(stage)](Values x) -> Values { return {stage(std::move(x.at(0)))}; });
 }
 
+void ZooNetImpl::add_group(const std::string& layer, int64_t channels, bool bias, const std::string& norm,
+                           const std::vector<std::pair<std::string, int64_t>>& readers) {
+  ChannelGroup group{layer, channels, {{layer + ".weight", 0, 1}}};
+  if (bias) group.slices.push_back({layer + ".bias", 0, 1});
+  if (!norm.empty()) {
+    for (const char* tensor : {".weight", ".bias", ".running_mean", ".running_var"})
+      group.slices.push_back({norm + tensor, 0, 1});
+  }
+  for (const auto& [reader, per_channel] : readers)
+    group.slices.push_back({reader + ".weight", 1, per_channel});
+  groups_.push_back(std::move(group));
+}
+
+int64_t width_of(const ZooSpec& spec, const std::string& name, int64_t dense) {
+  const auto it = spec.widths.find(name);
+  if (it == spec.widths.end()) return dense;
+  if (it->second < 1) throw UsageError("widths", name + ": a group keeps at least one channel");
+  return it->second;
+}
+
 ZooNetImpl::Values ZooNetImpl::run_range(size_t first, size_t last, Values x) {
   for (size_t i = first; i < std::min(last, stages_.size()); ++i) x = stages_[i](std::move(x));
   return x;
@@ -30,19 +52,22 @@ nn::Conv2d conv(int64_t in, int64_t out, int64_t kernel, int64_t stride, int64_t
 
 // He et al. 2016 residual blocks; names follow torchvision (conv1, bn1, ..., downsample.0/1).
 struct ResidualBlockImpl : nn::Module {
-  ResidualBlockImpl(int64_t in, int64_t planes, int64_t stride, bool bottleneck) : bottleneck_(bottleneck) {
+  // `inner` holds the widths of the channels inside the block (conv1's outputs, and conv2's in a
+  // bottleneck), which channel pruning may narrow; the block's output stays `planes` (x4).
+  ResidualBlockImpl(int64_t in, int64_t planes, int64_t stride, bool bottleneck, std::array<int64_t, 2> inner)
+      : bottleneck_(bottleneck) {
     const int64_t out = bottleneck ? planes * 4 : planes;
     if (bottleneck) {
-      conv1 = register_module("conv1", conv(in, planes, 1, 1, 0));
-      bn1 = register_module("bn1", nn::BatchNorm2d(planes));
-      conv2 = register_module("conv2", conv(planes, planes, 3, stride, 1));
-      bn2 = register_module("bn2", nn::BatchNorm2d(planes));
-      conv3 = register_module("conv3", conv(planes, out, 1, 1, 0));
+      conv1 = register_module("conv1", conv(in, inner[0], 1, 1, 0));
+      bn1 = register_module("bn1", nn::BatchNorm2d(inner[0]));
+      conv2 = register_module("conv2", conv(inner[0], inner[1], 3, stride, 1));
+      bn2 = register_module("bn2", nn::BatchNorm2d(inner[1]));
+      conv3 = register_module("conv3", conv(inner[1], out, 1, 1, 0));
       bn3 = register_module("bn3", nn::BatchNorm2d(out));
     } else {
-      conv1 = register_module("conv1", conv(in, planes, 3, stride, 1));
-      bn1 = register_module("bn1", nn::BatchNorm2d(planes));
-      conv2 = register_module("conv2", conv(planes, planes, 3, 1, 1));
+      conv1 = register_module("conv1", conv(in, inner[0], 3, stride, 1));
+      bn1 = register_module("bn1", nn::BatchNorm2d(inner[0]));
+      conv2 = register_module("conv2", conv(inner[0], planes, 3, 1, 1));
       bn2 = register_module("bn2", nn::BatchNorm2d(planes));
     }
     if (stride != 1 || in != out) {
@@ -97,10 +122,16 @@ class ResNetImpl : public ZooNetImpl {
       nn::Sequential layer;
       for (int64_t b = 0; b < config.blocks[stage]; ++b) {
         const int64_t stride = (stage > 0 && b == 0) ? 2 : 1;
-        ResidualBlock block(in, config.widths[stage], stride, config.bottleneck);
-        in = config.bottleneck ? config.widths[stage] * 4 : config.widths[stage];
-        layer->push_back(block);
         const std::string name = stage_name + "." + std::to_string(b);
+        const int64_t planes = config.widths[stage];
+        const std::array<int64_t, 2> inner = {width_of(spec, name + ".conv1", planes),
+                                              width_of(spec, name + ".conv2", planes)};
+        ResidualBlock block(in, planes, stride, config.bottleneck, inner);
+        in = config.bottleneck ? planes * 4 : planes;
+        layer->push_back(block);
+        add_group(name + ".conv1", inner[0], false, name + ".bn1", {{name + ".conv2", 1}});
+        if (config.bottleneck)
+          add_group(name + ".conv2", inner[1], false, name + ".bn2", {{name + ".conv3", 1}});
         add_stage({name}, [block](Values x) mutable -> Values { return {x.at(0), block->head(x.at(0))}; });
         add_stage({name + ".conv2", name + ".conv3", name + ".downsample"},
                   [block](Values x) mutable -> Values { return {block->tail(x.at(0), x.at(1))}; });
@@ -132,6 +163,7 @@ class VggImpl : public ZooNetImpl {
     int64_t in = spec.in_channels;
     int64_t size = spec.image_size;
     std::vector<std::pair<size_t, size_t>> groups;  // [begin, end) module ranges, one per conv
+    std::vector<int64_t> widths;                    // each conv's outputs
     for (int64_t width : config) {
       if (width < 0) {
         if (size >= 2) {
@@ -142,14 +174,24 @@ class VggImpl : public ZooNetImpl {
         continue;
       }
       const size_t begin = features->size();
-      features->push_back(nn::Conv2d(nn::Conv2dOptions(in, width, 3).padding(1)));
-      features->push_back(nn::BatchNorm2d(width));
+      const std::string name = "features." + std::to_string(begin);
+      const int64_t kept = width_of(spec, name, width);
+      features->push_back(nn::Conv2d(nn::Conv2dOptions(in, kept, 3).padding(1)));
+      features->push_back(nn::BatchNorm2d(kept));
       features->push_back(nn::ReLU(nn::ReLUOptions(/*inplace=*/true)));
       groups.emplace_back(begin, features->size());
-      in = width;
+      widths.push_back(kept);
+      in = kept;
     }
     register_module("features", features);
     classifier = register_module("classifier", nn::Linear(in, spec.num_classes));
+    // Each conv's channels, read by the next conv or, pooled to 1x1, by the classifier.
+    for (size_t i = 0; i < groups.size(); ++i) {
+      const std::string name = "features." + std::to_string(groups[i].first);
+      const std::string reader =
+          i + 1 < groups.size() ? "features." + std::to_string(groups[i + 1].first) : "classifier";
+      add_group(name, widths[i], true, "features." + std::to_string(groups[i].first + 1), {{reader, 1}});
+    }
     for (const auto& [begin, end] : groups) {
       add_stage("features." + std::to_string(begin), [this, begin = begin, end = end](torch::Tensor x) {
         auto first = features->begin();
@@ -172,9 +214,13 @@ class MlpImpl : public ZooNetImpl {
  public:
   explicit MlpImpl(const ZooSpec& spec) {
     const int64_t inputs = spec.in_channels * spec.image_size * spec.image_size;
-    fc1 = register_module("fc1", nn::Linear(inputs, 300));
-    fc2 = register_module("fc2", nn::Linear(300, 100));
-    fc3 = register_module("fc3", nn::Linear(100, spec.num_classes));
+    const int64_t hidden1 = width_of(spec, "fc1", 300);
+    const int64_t hidden2 = width_of(spec, "fc2", 100);
+    fc1 = register_module("fc1", nn::Linear(inputs, hidden1));
+    fc2 = register_module("fc2", nn::Linear(hidden1, hidden2));
+    fc3 = register_module("fc3", nn::Linear(hidden2, spec.num_classes));
+    add_group("fc1", hidden1, true, "", {{"fc2", 1}});
+    add_group("fc2", hidden2, true, "", {{"fc3", 1}});
     add_stage("fc1", [this](torch::Tensor x) { return torch::relu(fc1(x.flatten(1))); });
     add_stage("fc2", [this](torch::Tensor x) { return torch::relu(fc2(x)); });
     add_stage("fc3", [this](torch::Tensor x) { return fc3(x); });
@@ -194,11 +240,19 @@ class LeNet5Impl : public ZooNetImpl {
     if (after2 < 1)
       throw UsageError("arch", "lenet5: images of " + std::to_string(spec.image_size) +
                                    " pixels are too small (need at least 12)");
-    conv1 = register_module("conv1", nn::Conv2d(nn::Conv2dOptions(spec.in_channels, 6, 5).padding(padding)));
-    conv2 = register_module("conv2", nn::Conv2d(nn::Conv2dOptions(6, 16, 5)));
-    fc1 = register_module("fc1", nn::Linear(16 * after2 * after2, 120));
-    fc2 = register_module("fc2", nn::Linear(120, 84));
-    fc3 = register_module("fc3", nn::Linear(84, spec.num_classes));
+    const int64_t c1 = width_of(spec, "conv1", 6);
+    const int64_t c2 = width_of(spec, "conv2", 16);
+    const int64_t f1 = width_of(spec, "fc1", 120);
+    const int64_t f2 = width_of(spec, "fc2", 84);
+    conv1 = register_module("conv1", nn::Conv2d(nn::Conv2dOptions(spec.in_channels, c1, 5).padding(padding)));
+    conv2 = register_module("conv2", nn::Conv2d(nn::Conv2dOptions(c1, c2, 5)));
+    fc1 = register_module("fc1", nn::Linear(c2 * after2 * after2, f1));
+    fc2 = register_module("fc2", nn::Linear(f1, f2));
+    fc3 = register_module("fc3", nn::Linear(f2, spec.num_classes));
+    add_group("conv1", c1, true, "", {{"conv2", 1}});
+    add_group("conv2", c2, true, "", {{"fc1", after2 * after2}});  // flattened channel-major
+    add_group("fc1", f1, true, "", {{"fc2", 1}});
+    add_group("fc2", f2, true, "", {{"fc3", 1}});
     add_stage("conv1", [this](torch::Tensor x) { return torch::max_pool2d(torch::relu(conv1(x)), 2); });
     add_stage("conv2", [this](torch::Tensor x) { return torch::max_pool2d(torch::relu(conv2(x)), 2); });
     add_stage("fc1", [this](torch::Tensor x) { return torch::relu(fc1(x.flatten(1))); });
@@ -312,7 +366,9 @@ ResNetConfig cifar_resnet(int64_t depth) {
 
 }  // namespace
 
-std::shared_ptr<ZooNetImpl> make_zoo_model(const ZooSpec& spec) {
+namespace {
+
+std::shared_ptr<ZooNetImpl> make_architecture(const ZooSpec& spec) {
   if (spec.in_channels <= 0 || spec.image_size <= 0 || spec.num_classes <= 0) {
     throw UsageError("arch", spec.arch + ": channels, image size and classes must be positive");
   }
@@ -333,6 +389,18 @@ std::shared_ptr<ZooNetImpl> make_zoo_model(const ZooSpec& spec) {
   throw UsageError(
       "arch", "unknown architecture '" + spec.arch +
                   "' (known: mlp, lenet5, resnet20, resnet32, resnet56, vgg16, resnet18, resnet50, vit)");
+}
+
+}  // namespace
+
+std::shared_ptr<ZooNetImpl> make_zoo_model(const ZooSpec& spec) {
+  auto model = make_architecture(spec);
+  for (const auto& [name, width] : spec.widths) {
+    const auto& groups = model->channel_groups();
+    if (std::none_of(groups.begin(), groups.end(), [&](const ChannelGroup& g) { return g.name == name; }))
+      throw UsageError("widths", spec.arch + " has no channel group " + name);
+  }
+  return model;
 }
 
 }  // namespace rdprune

@@ -622,6 +622,75 @@ TEST_F(Cli, CurvesAllocatePruneFlow) {
   EXPECT_TRUE(nlohmann::json::parse(read_file(plan)).at("allow_empty").get<bool>());
 }
 
+TEST_F(Cli, ChannelPlansWriteSmallerModels) {
+  const std::string model = work_.file("lenet.pt");
+  train_briefly(model, data_dir());
+  const std::string curves = work_.file("channels.json");
+  const Result measured =
+      rdprune({"curves", "--granularity", "channel", "--model", model, "--data-dir", data_dir(),
+               "--calib-size", "32", "--levels", "8", "--no-cache", "--out", curves, "--json"});
+  ASSERT_EQ(measured.code, 0) << measured.err;
+  EXPECT_EQ(nlohmann::json::parse(measured.out).at("granularity"), "channel");
+  const auto curves_json = nlohmann::json::parse(read_file(curves));
+  ASSERT_EQ(curves_json.at("layers").size(), 4u);  // conv1, conv2, fc1, fc2
+  EXPECT_EQ(curves_json["layers"][0]["weights"], 6);
+
+  const std::string plan = work_.file("plan.json");
+  const Result allocated = rdprune(
+      {"allocate", "--curves", curves, "--budget", "flops", "--sparsity", "0.5", "--out", plan, "--json"});
+  ASSERT_EQ(allocated.code, 0) << allocated.err;
+  EXPECT_GE(nlohmann::json::parse(allocated.out).at("flops_sparsity_achieved").get<double>(), 0.5);
+
+  const std::string smaller = work_.file("smaller.pt");
+  const Result pruned = rdprune({"prune", "--model", model, "--plan", plan, "--out", smaller, "--json"});
+  ASSERT_EQ(pruned.code, 0) << pruned.err;
+  const auto result = nlohmann::json::parse(pruned.out);
+  EXPECT_GE(result.at("flops_removed").get<double>(), 0.5);
+  const auto plan_json = nlohmann::json::parse(read_file(plan));
+  EXPECT_NEAR(result.at("flops_removed").get<double>(), plan_json.at("flops_sparsity_achieved").get<double>(),
+              1e-9);
+  const auto info = nlohmann::json::parse(rdprune({"info", "--model", smaller, "--json"}).out);
+  EXPECT_EQ(info["layers"][0]["shape"][0], plan_json["layers"][0]["kept"]);
+  EXPECT_EQ(info.at("sparsity").get<double>(), 0.0);  // removed, not masked
+  EXPECT_EQ(rdprune({"eval", "--model", smaller, "--data-dir", data_dir()}).code, 0);
+
+  // The uniform rule, from the model alone.
+  const Result uniform =
+      rdprune({"allocate", "--method", "uniform", "--granularity", "channel", "--model", model, "--budget",
+               "flops", "--sparsity", "0.5", "--out", work_.file("u.json")});
+  ASSERT_EQ(uniform.code, 0) << uniform.err;
+  ASSERT_EQ(
+      rdprune({"prune", "--model", model, "--plan", work_.file("u.json"), "--out", work_.file("u.pt")}).code,
+      0);
+
+  // Bad input: a budget below the smallest network, a plan for another model, weight curves for a
+  // channel plan, a model without channel groups, an unknown granularity.
+  expect_error(rdprune({"allocate", "--curves", curves, "--sparsity", "0.999", "--out", plan}), 1,
+               "below what the smallest network");
+  const std::string mlp = work_.file("mlp.pt");
+  ASSERT_EQ(rdprune({"train", "--arch", "mlp", "--steps", "1", "--data-dir", data_dir(), "--out", mlp}).code,
+            0);
+  expect_error(rdprune({"prune", "--model", mlp, "--plan", plan, "--out", work_.file("x.pt")}), 1,
+               "another model");
+  const std::string weights = work_.file("weights.json");
+  ASSERT_EQ(rdprune({"curves", "--model", mlp, "--data-dir", data_dir(), "--calib-size", "16", "--levels",
+                     "4", "--no-cache", "--out", weights})
+                .code,
+            0);
+  expect_error(rdprune({"allocate", "--granularity", "channel", "--curves", weights, "--sparsity", "0.5",
+                        "--out", plan}),
+               2, "--granularity");
+  const std::string vit = work_.file("vit.pt");
+  ASSERT_EQ(rdprune({"train", "--arch", "vit", "--steps", "1", "--data-dir", data_dir(), "--out", vit}).code,
+            0);
+  expect_error(rdprune({"curves", "--granularity", "channel", "--model", vit, "--data-dir", data_dir(),
+                        "--calib-size", "16", "--no-cache", "--out", work_.file("v.json")}),
+               2, "no channel groups");
+  expect_error(rdprune({"curves", "--granularity", "filter", "--model", mlp, "--data-dir", data_dir(),
+                        "--out", work_.file("v.json")}),
+               2, "--granularity");
+}
+
 TEST_F(Cli, BaselinesFinetuneRunCompareAdditivity) {
   const std::string model = work_.file("lenet.pt");
   ASSERT_EQ(rdprune({"train", "--arch", "lenet5", "--steps", "40", "--batch-size", "32", "--lr", "0.05",

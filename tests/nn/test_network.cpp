@@ -180,7 +180,7 @@ TEST(Checkpoint, TheRecordAndTheWeightsMustDescribeTheSameModel) {
                                 {"num_classes", 10},
                                 {"mean", {0.286}},
                                 {"std", {0.353}}};
-  const ZooSpec lenet_weights{"lenet5", 1, 28, 10};
+  const ZooSpec lenet_weights{"lenet5", 1, 28, 10, {}};
   write_checkpoint(dir.file("ok.pt"), lenet, lenet_weights);
   EXPECT_EQ(load_error(dir.file("ok.pt")), "");
   // Loading replaces tensors whatever their shape: every parameter is checked against the record.

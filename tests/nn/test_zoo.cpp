@@ -65,7 +65,7 @@ TEST(Zoo, Lenet300100AndResNet50Sizes) {
 TEST(Zoo, StagesRunFromAnyPoint) {
   torch::NoGradGuard no_grad;
   torch::manual_seed(0);
-  auto model = make_zoo_model({"resnet20", 1, 28, 10});
+  auto model = make_zoo_model({"resnet20", 1, 28, 10, {}});
   model->eval();
   const auto x = torch::randn({3, 1, 28, 28});
   const auto full = model->forward(x);

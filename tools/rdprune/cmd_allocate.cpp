@@ -9,6 +9,8 @@
 #include "rdprune/allocate.h"
 #include "rdprune/allocator.h"
 #include "rdprune/atomic_file.h"
+#include "rdprune/channel_allocate.h"
+#include "rdprune/channels.h"
 #include "rdprune/distortion.h"
 #include "rdprune/error.h"
 #include "rdprune/text.h"
@@ -30,8 +32,25 @@ struct AllocateFlags {
   std::string keep_dense;
   std::string out;
   std::string frontier;
+  std::string granularity;  // empty: the curves' (rd), else weight
   double sparsity = -1;
 };
+
+// A channel plan (docs/channels.md): rd from channel curves, or the uniform rule on the model.
+Plan allocate_channels(AllocateFlags& flags, const CurveSet* curves) {
+  if (!flags.frontier.empty()) throw UsageError("--frontier", "is not built for channel plans");
+  if (flags.rd.solver != "dp") throw UsageError("--solver", "channel plans are solved by dp");
+  if (flags.rd.allow_empty) throw UsageError("--allow-empty", "a channel group keeps at least one channel");
+  if (curves != nullptr) return allocate_channels_rd(*curves, flags.rd);
+  if (flags.method != "uniform")
+    throw UsageError("--method", "channel plans are made by rd (from channel curves) or uniform");
+  if (flags.model.empty()) throw UsageError("--model: required for --method uniform");
+  auto network = load_model(flags.model, flags.load);
+  const auto groups = channel_groups(*network);
+  const Plan plan = allocate_channels_uniform(
+      channel_cost_model(groups, layer_census(*network, network->meta().input_shape)), flags.rd);
+  return plan;
+}
 
 void write_frontier(const std::string& path, const std::vector<FrontierPoint>& frontier, BudgetKind budget) {
   std::string text =
@@ -60,7 +79,11 @@ void run_allocate(AllocateFlags& flags) {
   std::vector<FrontierPoint> frontier;
   const auto start = std::chrono::steady_clock::now();
   Plan plan;
-  if (baseline) {
+  require_one_of("--granularity", flags.granularity.empty() ? "weight" : flags.granularity,
+                 {"weight", "channel"}, "granularity");
+  if (baseline && flags.granularity == "channel") {
+    plan = allocate_channels(flags, nullptr);
+  } else if (baseline) {
     if (flags.model.empty()) throw UsageError("--model: required for --method " + flags.method);
     auto network = load_model(flags.model, flags.load);
     std::vector<int64_t> shape = network->meta().input_shape;
@@ -87,7 +110,14 @@ void run_allocate(AllocateFlags& flags) {
   } else {
     if (flags.curves.empty()) throw UsageError("--curves: required for --method rd");
     const CurveSet curves = curves_from_json(read_file(flags.curves), flags.curves);
-    plan = allocate_rd(curves, flags.rd, flags.frontier.empty() ? nullptr : &frontier);
+    if (!flags.granularity.empty() && flags.granularity != curves.granularity) {
+      throw UsageError("--granularity", flags.granularity + ": " + flags.curves + " holds " +
+                                            curves.granularity +
+                                            " curves (`rdprune curves --granularity` decides)");
+    }
+    plan = curves.granularity == "channel"
+               ? allocate_channels(flags, &curves)
+               : allocate_rd(curves, flags.rd, flags.frontier.empty() ? nullptr : &frontier);
   }
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   write_file_atomic(flags.out, to_json(plan));
@@ -96,6 +126,7 @@ void run_allocate(AllocateFlags& flags) {
   nlohmann::json result = {
       {"plan", flags.out},
       {"method", plan.method},
+      {"granularity", plan.granularity},
       {"solver", plan.solver},
       {"budget", to_string(plan.budget)},
       {"sparsity_target", plan.sparsity_target},
@@ -110,9 +141,10 @@ void run_allocate(AllocateFlags& flags) {
       plan.predicted_distortion
           ? fmt::format(", predicted distortion {:.6g} ({} solver)", *plan.predicted_distortion, plan.solver)
           : std::string());
+  const char* unit = plan.granularity == "channel" ? "channels" : "";
   for (const auto& layer : plan.layers) {
-    human += fmt::format("  {:<28} {:>9} of {:>9} kept  sparsity {:>6}%\n", layer.name, layer.kept,
-                         layer.weights, format_percent(layer.sparsity()));
+    human += fmt::format("  {:<28} {:>9} of {:>9} {} kept  sparsity {:>6}%\n", layer.name, layer.kept,
+                         layer.weights, unit, format_percent(layer.sparsity()));
   }
   human += "wrote " + flags.out + (flags.frontier.empty() ? "" : " and " + flags.frontier) + "\n";
   emit(flags.common, result, human);
@@ -148,6 +180,9 @@ void register_allocate(CLI::App& app) {
                       "dp (exact, default) | lagrange (slope search, for comparison)");
   command->add_option("--dp-resolution", flags->rd.resolution,
                       "DP budget cells (default 65536; exact when the budget fits)");
+  command->add_option("--granularity", flags->granularity,
+                      "weight | channel: a channel plan (rd from channel curves, or uniform); default: "
+                      "the curves' (rd), else weight");
   command->add_option("--frontier", flags->frontier,
                       "Also write the optimal distortion for every budget (CSV)");
   add_common_flags(*command, flags->common);

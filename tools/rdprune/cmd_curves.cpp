@@ -7,9 +7,11 @@
 #include "commands.h"
 #include "common.h"
 #include "rdprune/atomic_file.h"
+#include "rdprune/channels.h"
 #include "rdprune/criterion.h"
 #include "rdprune/distortion.h"
 #include "rdprune/error.h"
+#include "rdprune/process_group.h"
 #include "rdprune/text.h"
 
 namespace rdprune::cli {
@@ -28,7 +30,18 @@ struct CurvesFlags {
   bool no_cache = false;
   std::string preset = "default";
   std::string criterion = "magnitude";
+  std::string granularity = "weight";
 };
+
+// What channel curves do not take (docs/channels.md): weight criteria, batch-norm awareness, more
+// than one process.
+void check_channel_settings(const CurvesFlags& flags, const ProcessGroup& group) {
+  if (flags.criterion != "magnitude")
+    throw UsageError("--criterion", "channel curves rank channels by L1 norm; --criterion is for weights");
+  if (flags.curves.recalibrate_bn) throw UsageError("--bn-aware", "is not built for channel curves");
+  if (group.size() > 1)
+    throw UsageError("--granularity", "channel curves run in one process in this version");
+}
 
 std::string default_cache_dir() {
   if (const char* xdg = std::getenv("XDG_CACHE_HOME"); xdg && *xdg) return std::string(xdg) + "/rdprune";
@@ -46,6 +59,9 @@ void run_curves(const CLI::App& command, CurvesFlags& flags) {
   validate(flags.curves);
   if (flags.calib_size <= 0) throw UsageError("--calib-size: expected a positive count");
   check_criterion(flags.criterion);
+  require_one_of("--granularity", flags.granularity, {"weight", "channel"}, "granularity");
+  const bool channel = flags.granularity == "channel";
+  if (channel) check_channel_settings(flags, *group);
   check_output_path(flags.out);
   check_outputs_distinct({{"--model", flags.model}, {"--data-dir", flags.data.data_dir}},
                          {{"--out", flags.out}});
@@ -80,19 +96,28 @@ void run_curves(const CLI::App& command, CurvesFlags& flags) {
   flags.curves.cache_dir =
       flags.no_cache ? "" : (flags.curves.cache_dir.empty() ? default_cache_dir() : flags.curves.cache_dir);
   const auto start = std::chrono::steady_clock::now();
-  const CurveSet curves = measure_curves(*network, calibration, description, infos, flags.curves);
+  const CurveSet curves =
+      channel ? measure_channel_curves(*network, calibration, description, infos, flags.curves)
+              : measure_curves(*network, calibration, description, infos, flags.curves);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   if (!group->is_root()) return;
   write_file_atomic(flags.out, to_json(curves));
 
   int64_t points = 0;
   for (const auto& layer : curves.layers) points += static_cast<int64_t>(layer.sparsity.size());
-  const nlohmann::json result = {{"curves", flags.out},        {"layers", curves.layers.size()},
-                                 {"points", points},           {"metric", curves.metric},
-                                 {"calibration", description}, {"fingerprint", curves.fingerprint},
-                                 {"preset", flags.preset},     {"levels", flags.curves.levels},
-                                 {"tail", flags.curves.tail},  {"bn_aware", flags.curves.recalibrate_bn},
-                                 {"seconds", seconds},         {"stages", network->num_stages()}};
+  const nlohmann::json result = {{"curves", flags.out},
+                                 {"layers", curves.layers.size()},
+                                 {"points", points},
+                                 {"metric", curves.metric},
+                                 {"calibration", description},
+                                 {"fingerprint", curves.fingerprint},
+                                 {"granularity", curves.granularity},
+                                 {"preset", flags.preset},
+                                 {"levels", flags.curves.levels},
+                                 {"tail", flags.curves.tail},
+                                 {"bn_aware", flags.curves.recalibrate_bn},
+                                 {"seconds", seconds},
+                                 {"stages", network->num_stages()}};
   emit(flags.common, result,
        fmt::format("wrote {}: {} layers, {} points, metric {}, calibration {} ({:.1f}s)\n", flags.out,
                    curves.layers.size(), points, curves.metric, description, seconds));
@@ -109,6 +134,9 @@ void register_curves(CLI::App& app) {
                       "Calibration samples: the first N training images (default 256)");
   add_preset_flag(*command, flags->preset);
   add_curve_flags(*command, flags->curves, "");
+  command->add_option(
+      "--granularity", flags->granularity,
+      "weight (default): a curve per layer | channel: a curve per channel group (zoo models)");
   command->add_option("--criterion", flags->criterion,
                       "Which weights of a layer each level prunes: magnitude (default) | wanda");
   command->add_flag("--synthetic", flags->synthetic,

@@ -5,6 +5,7 @@
 
 #include "commands.h"
 #include "common.h"
+#include "rdprune/channels.h"
 #include "rdprune/error.h"
 #include "rdprune/text.h"
 
@@ -18,6 +19,21 @@ struct InfoFlags {
   std::string model;
   bool dataset_given = false;
 };
+
+// The channel groups (docs/channels.md) as JSON, and a line saying what channel pruning can remove.
+std::pair<nlohmann::json, std::string> channel_groups_of(Network& network) {
+  nlohmann::json groups = nlohmann::json::array();
+  try {
+    std::string names;
+    for (const auto& group : channel_groups(network)) {
+      groups.push_back({{"name", group.name}, {"channels", group.channels}});
+      names += fmt::format("{}{} ({})", names.empty() ? "" : ", ", group.name, group.channels);
+    }
+    return {groups, fmt::format("channel groups: {}\n", names)};
+  } catch (const UsageError& e) {
+    return {groups, fmt::format("channel groups: none ({})\n", e.what())};
+  }
+}
 
 void run_info(const InfoFlags& flags) {
   apply_threads(flags.common);
@@ -77,6 +93,8 @@ void run_info(const InfoFlags& flags) {
                            {"stages", network->num_stages()},
                            {"sparsity", sparsity}};
   result["total_flops"] = flops_known ? nlohmann::json(total_flops) : nlohmann::json();
+  const auto [groups, groups_line] = channel_groups_of(*network);
+  result["channel_groups"] = groups;
   // A TorchScript model's architecture is its format: name it once.
   const std::string kind = network->meta().arch == network->format()
                                ? network->format()
@@ -92,6 +110,7 @@ void run_info(const InfoFlags& flags) {
                ? fmt::format("forward in {} stages: curves run each layer's levels from its own stage on\n",
                              network->num_stages())
                : std::string("forward in 1 stage: curves run the whole forward for every level\n");
+  human += groups_line;
   emit(flags.common, result, human);
 }
 

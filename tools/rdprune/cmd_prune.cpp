@@ -4,6 +4,7 @@
 #include "commands.h"
 #include "common.h"
 #include "rdprune/atomic_file.h"
+#include "rdprune/channels.h"
 #include "rdprune/error.h"
 #include "rdprune/masks.h"
 
@@ -22,6 +23,44 @@ struct PruneFlags {
   bool allow_empty = false;
 };
 
+// A channel plan: the plan's channels masked, then removed: the model written is physically
+// smaller (docs/channels.md).
+void prune_channels(const PruneFlags& flags, const Plan& plan, Network& network) {
+  if (!flags.export_dense.empty())
+    throw UsageError("--export-dense", "a channel plan's --out is already the deployment model");
+  const auto dense = layer_census(network, network.meta().input_shape);
+  apply_channel_plan(network, plan, flags.plan);
+  const auto smaller = remove_pruned_channels(network);
+  smaller->save(flags.out);
+  const auto pruned = layer_census(*smaller, smaller->meta().input_shape);
+  auto totals = [](const std::vector<LayerInfo>& infos) {
+    std::pair<double, double> sum{0, 0};
+    for (const auto& info : infos) {
+      sum.first += static_cast<double>(info.weights);
+      sum.second += static_cast<double>(info.weights) * std::max(0.0, info.flops_per_weight);
+    }
+    return sum;
+  };
+  const auto [weights_before, flops_before] = totals(dense);
+  const auto [weights_after, flops_after] = totals(pruned);
+  const double removed = 1.0 - weights_after / weights_before;
+  const double flops_removed = flops_before > 0 ? 1.0 - flops_after / flops_before : 0.0;
+  nlohmann::json result = {{"model", flags.out},
+                           {"format", smaller->format()},
+                           {"method", plan.method},
+                           {"granularity", "channel"},
+                           {"sparsity_target", plan.sparsity_target},
+                           {"weights", weights_after},
+                           {"weights_removed", removed},
+                           {"flops_removed", flops_removed},
+                           {"widths", smaller->meta().widths}};
+  emit(flags.common, result,
+       fmt::format("pruned {} by {} channel plan {}: {:.4f} of weights and {:.4f} of FLOPs removed (target "
+                   "{:.4f} of {}); wrote the smaller model {}\n",
+                   flags.model, plan.method, flags.plan, removed, flops_removed, plan.sparsity_target,
+                   to_string(plan.budget), flags.out));
+}
+
 void run_prune(const PruneFlags& flags) {
   apply_threads(flags.common);
   check_output_path(flags.out);
@@ -31,6 +70,7 @@ void run_prune(const PruneFlags& flags) {
                          {{"--out", flags.out}, {"--export-dense", flags.export_dense}});
   const Plan plan = plan_from_json(read_file(flags.plan), flags.plan);
   auto network = load_model(flags.model, flags.load);
+  if (plan.granularity == "channel") return prune_channels(flags, plan, *network);
   // A wanda plan prunes by the inputs' norms on the calibration images the plan was made with.
   if (plan.criterion == "wanda") {
     std::string description;

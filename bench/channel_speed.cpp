@@ -1,0 +1,104 @@
+// Latency of channel-pruned zoo models against the dense one, side by side in one process: each
+// model keeps the uniform rule's channels at a FLOPs target (the widths decide the time, not the
+// weights), is made physically smaller (remove_pruned_channels), and is timed with the dense model
+// in alternation at batch 1 and 64, with 1 and 2 threads. Printed: each model's kept share of the
+// multiply-accumulates beside its measured speedup (dense time / its time, median of the repeats).
+// Usage: bench_channel_speed [arch] [C,H,W] [targets] [repeats]
+//   defaults: vgg16 3,32,32 0.3,0.5,0.7 7
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include <torch/torch.h>
+
+#include "rdprune/channel_allocate.h"
+#include "rdprune/channels.h"
+#include "rdprune/text.h"
+
+namespace {
+
+using rdprune::Network;
+
+double seconds_for(Network& network, const torch::Tensor& x, int calls) {
+  const auto start = std::chrono::steady_clock::now();
+  for (int i = 0; i < calls; ++i) network.forward(x);
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / calls;
+}
+
+double median(std::vector<double> values) {
+  std::sort(values.begin(), values.end());
+  return values[values.size() / 2];
+}
+
+// Median seconds per forward of every model, timed in turns so that drift hits all alike.
+std::vector<double> time_models(const std::vector<Network*>& models, const torch::Tensor& x, int repeats) {
+  const int calls = x.size(0) == 1 ? 20 : 2;
+  for (Network* model : models) seconds_for(*model, x, 1);  // warm-up
+  std::vector<std::vector<double>> samples(models.size());
+  for (int r = 0; r < repeats; ++r)
+    for (size_t m = 0; m < models.size(); ++m) samples[m].push_back(seconds_for(*models[m], x, calls));
+  std::vector<double> medians;
+  for (const auto& s : samples) medians.push_back(median(s));
+  return medians;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const std::string arch = argc > 1 ? argv[1] : "vgg16";
+  const std::string shape_text = argc > 2 ? argv[2] : "3,32,32";
+  const std::string targets_text = argc > 3 ? argv[3] : "0.3,0.5,0.7";
+  const int repeats = argc > 4 ? std::stoi(argv[4]) : 7;
+  std::vector<int64_t> shape;
+  for (const auto& part : rdprune::split_list(shape_text, "shape")) shape.push_back(std::stoll(part));
+  torch::manual_seed(0);
+  rdprune::ModelMeta meta{arch, shape, 10, "", {}, {}};
+  auto dense = rdprune::create_network(meta);
+  const auto infos = rdprune::layer_census(*dense, shape);
+  const auto groups = rdprune::channel_groups(*dense);
+  const auto costs = rdprune::channel_cost_model(groups, infos);
+
+  std::vector<std::unique_ptr<Network>> pruned;
+  std::vector<double> kept_share;
+  std::vector<std::string> labels = {"dense"};
+  for (const auto& target : rdprune::split_list(targets_text, "targets")) {
+    rdprune::RdOptions options;
+    options.budget = rdprune::BudgetKind::kFlops;
+    options.sparsity_target = std::stod(target);
+    const rdprune::Plan plan = rdprune::allocate_channels_uniform(costs, options);
+    auto copy = rdprune::create_network(meta);
+    torch::NoGradGuard no_grad;
+    for (size_t i = 0; i < copy->parameters().size(); ++i)
+      copy->parameters()[i].copy_(dense->parameters()[i]);
+    rdprune::apply_channel_plan(*copy, plan, "uniform");
+    pruned.push_back(rdprune::remove_pruned_channels(*copy));
+    kept_share.push_back(1.0 - plan.flops_sparsity_achieved());
+    labels.push_back("-" + target + " FLOPs");
+  }
+  std::vector<Network*> models = {dense.get()};
+  for (auto& model : pruned) models.push_back(model.get());
+  for (Network* model : models) model->set_training(false);
+
+  std::printf("%s %s, uniform channel plans, median of %d repeats; speedup = dense time / model time\n",
+              arch.c_str(), shape_text.c_str(), repeats);
+  std::printf("%-12s %10s %12s %12s %12s %12s\n", "model", "kept FLOPs", "b1 t1", "b1 t2", "b64 t1",
+              "b64 t2");
+  std::vector<std::vector<double>> speedups(models.size());
+  torch::NoGradGuard no_grad;
+  for (const int64_t batch : {1, 64}) {
+    for (const int threads : {1, 2}) {
+      torch::set_num_threads(threads);
+      const torch::Tensor x = torch::randn({batch, shape[0], shape[1], shape[2]});
+      const auto seconds = time_models(models, x, repeats);
+      for (size_t m = 0; m < models.size(); ++m) speedups[m].push_back(seconds[0] / seconds[m]);
+    }
+  }
+  for (size_t m = 0; m < models.size(); ++m) {
+    std::printf("%-12s %10.3f", labels[m].c_str(), m == 0 ? 1.0 : kept_share[m - 1]);
+    for (const double s : speedups[m]) std::printf(" %11.2fx", s);
+    std::printf("\n");
+  }
+  return 0;
+}

@@ -1,0 +1,254 @@
+#include "rdprune/channel_allocate.h"
+
+#include <algorithm>
+#include <cmath>
+#include <optional>
+
+#include <fmt/format.h>
+
+#include "rdprune/baselines.h"
+#include "rdprune/error.h"
+#include "rdprune/knapsack.h"
+
+namespace rdprune {
+namespace {
+
+constexpr int kMaxRounds = 20;
+constexpr int kBisections = 24;
+constexpr int kMaxExchanges = 10000;
+
+bool flops_budget(const RdOptions& options) {
+  return options.budget == BudgetKind::kFlops;
+}
+
+double budget_of(const ChannelCostModel& model, const RdOptions& options) {
+  const double dense = channel_cost(model, model.channels, flops_budget(options));
+  return budget_for(options.budget, options.sparsity_target, static_cast<int64_t>(dense), dense);
+}
+
+void check_reachable(const ChannelCostModel& model, const std::vector<int64_t>& smallest,
+                     const RdOptions& options) {
+  const double least = channel_cost(model, smallest, flops_budget(options));
+  const double budget = budget_of(model, options);
+  if (least > budget) {
+    throw Error(fmt::format(
+        "a {} budget of {:.6g} ({:.4f} removed) is below what the smallest network the levels allow "
+        "costs ({:.6g}, {:.4f} removed)",
+        to_string(options.budget), budget, options.sparsity_target, least,
+        1.0 - least / channel_cost(model, model.channels, flops_budget(options))));
+  }
+}
+
+// Group g's share of the cost at `kept` channels, every other group at `widths`: the layers it
+// produces or reads, each scaled by its other side's kept fraction.
+double linear_cost(const ChannelCostModel& model, const std::vector<int64_t>& widths, size_t g, int64_t kept,
+                   bool flops) {
+  const auto group = static_cast<int64_t>(g);
+  const double own = static_cast<double>(kept) / static_cast<double>(model.channels[g]);
+  auto fraction = [&](int64_t side) {
+    if (side == group) return own;
+    if (side < 0) return 1.0;
+    const auto s = static_cast<size_t>(side);
+    return static_cast<double>(widths[s]) / static_cast<double>(model.channels[s]);
+  };
+  double total = 0;
+  for (const auto& layer : model.layers) {
+    if (layer.out_group != group && layer.in_group != group) continue;
+    const double weights =
+        static_cast<double>(layer.weights) * fraction(layer.out_group) * fraction(layer.in_group);
+    total += flops ? weights * layer.flops_per_weight : weights;
+  }
+  return total;
+}
+
+// The levels each group may take: its curve's levels within the options' constraints.
+std::vector<std::vector<size_t>> allowed_levels(const CurveSet& curves, const RdOptions& options) {
+  check_keep_dense(options.keep_dense, names_of(curves.layers), "the curves");
+  std::vector<std::vector<size_t>> allowed(curves.layers.size());
+  for (size_t g = 0; g < curves.layers.size(); ++g) {
+    const LayerCurve& curve = curves.layers[g];
+    const bool dense = is_kept_dense(options.keep_dense, curve.name);
+    for (size_t k = 0; k < curve.kept.size(); ++k) {
+      const double s = curve.sparsity[k];
+      const bool ok = k == 0 || (!dense && s + 1e-12 >= options.min_sparsity &&
+                                 s <= options.max_sparsity + 1e-12 && curve.kept[k] >= 1);
+      if (ok) allowed[g].push_back(k);
+    }
+  }
+  return allowed;
+}
+
+struct Round {
+  std::vector<size_t> level;  // index into each group's curve
+  std::vector<int64_t> kept;
+  double distortion = 0;
+};
+
+Round round_of(const CurveSet& curves, std::vector<size_t> level) {
+  Round round{std::move(level), {}, 0};
+  for (size_t g = 0; g < curves.layers.size(); ++g) {
+    round.kept.push_back(curves.layers[g].kept[round.level[g]]);
+    round.distortion += curves.layers[g].distortion[round.level[g]];
+  }
+  return round;
+}
+
+// One DP over the cost linearised at `widths`, within `target` of exact cost.
+std::optional<Round> solve_linearised(const CurveSet& curves, const std::vector<std::vector<size_t>>& allowed,
+                                      const std::vector<int64_t>& widths, double target,
+                                      const RdOptions& options) {
+  const ChannelCostModel& model = curves.channel_costs;
+  const bool flops = flops_budget(options);
+  // Exact cost at `widths` = the groups' linear shares + what none of them owns, less the layers
+  // counted by two groups once too often.
+  double constant = channel_cost(model, widths, flops);
+  std::vector<std::vector<Choice>> choices(allowed.size());
+  for (size_t g = 0; g < allowed.size(); ++g) {
+    constant -= linear_cost(model, widths, g, widths[g], flops);
+    for (const size_t k : allowed[g]) {
+      const LayerCurve& curve = curves.layers[g];
+      choices[g].push_back({linear_cost(model, widths, g, curve.kept[k], flops), curve.distortion[k]});
+    }
+  }
+  DpOptions dp;
+  dp.resolution = options.resolution;
+  const KnapsackSolution solution = solve_dp(choices, target - constant, dp);
+  if (!solution.feasible) return std::nullopt;
+  std::vector<size_t> level;
+  for (size_t g = 0; g < allowed.size(); ++g) level.push_back(allowed[g][solution.choice[g]]);
+  return round_of(curves, std::move(level));
+}
+
+// The round linearised at `widths` whose exact cost fits the budget with the least distortion,
+// over DP budgets bisected between nothing and twice the dense cost.
+std::optional<Round> fitting_round(const CurveSet& curves, const std::vector<std::vector<size_t>>& allowed,
+                                   const std::vector<int64_t>& widths, double budget,
+                                   const RdOptions& options) {
+  const bool flops = flops_budget(options);
+  double low = 0;
+  double high = 2 * channel_cost(curves.channel_costs, curves.channel_costs.channels, flops);
+  std::optional<Round> best;
+  for (int step = 0; step < kBisections; ++step) {
+    const double target = (low + high) / 2;
+    const auto round = solve_linearised(curves, allowed, widths, target, options);
+    if (round && channel_cost(curves.channel_costs, round->kept, flops) <= budget) {
+      if (!best || round->distortion < best->distortion) best = round;
+      low = target;
+    } else {
+      high = target;
+    }
+  }
+  return best;
+}
+
+// Group g one allowed level up (step -1) or down (+1) from `round`, if there is one.
+std::optional<Round> moved(const CurveSet& curves, const std::vector<std::vector<size_t>>& allowed,
+                           const Round& round, size_t g, int step) {
+  const auto at = std::find(allowed[g].begin(), allowed[g].end(), round.level[g]);
+  const auto index = (at - allowed[g].begin()) + step;
+  if (at == allowed[g].end() || index < 0 || index >= static_cast<std::ptrdiff_t>(allowed[g].size()))
+    return std::nullopt;
+  std::vector<size_t> level = round.level;
+  level[g] = allowed[g][static_cast<size_t>(index)];
+  return round_of(curves, std::move(level));
+}
+
+// Local search on the exact cost: the best of raising one group a level, or raising one and
+// lowering another, while it lowers the distortion within the budget.
+Round improve_by_exchanges(const CurveSet& curves, const std::vector<std::vector<size_t>>& allowed,
+                           Round round, double budget, bool flops) {
+  const ChannelCostModel& model = curves.channel_costs;
+  for (int move = 0; move < kMaxExchanges; ++move) {
+    std::optional<Round> best;
+    for (size_t g = 0; g < allowed.size(); ++g) {
+      const auto raised = moved(curves, allowed, round, g, -1);
+      if (!raised) continue;
+      std::vector<Round> candidates = {*raised};
+      for (size_t h = 0; h < allowed.size(); ++h) {
+        const auto both = h == g ? std::nullopt : moved(curves, allowed, *raised, h, +1);
+        if (both) candidates.push_back(*both);
+      }
+      for (const auto& candidate : candidates) {
+        if (candidate.distortion < (best ? best->distortion : round.distortion) - 1e-15 &&
+            channel_cost(model, candidate.kept, flops) <= budget)
+          best = candidate;
+      }
+    }
+    if (!best) break;
+    round = *best;
+  }
+  return round;
+}
+
+Plan channel_plan(const ChannelCostModel& model, const std::vector<int64_t>& kept, const std::string& method,
+                  const RdOptions& options) {
+  Plan plan;
+  plan.method = method;
+  plan.budget = options.budget;
+  plan.sparsity_target = options.sparsity_target;
+  plan.granularity = "channel";
+  plan.channel_costs = model;
+  for (size_t g = 0; g < model.groups.size(); ++g)
+    plan.layers.push_back({model.groups[g], model.channels[g], kept[g], 0});
+  validate(plan, "allocate");
+  return plan;
+}
+
+}  // namespace
+
+Plan allocate_channels_rd(const CurveSet& curves, const RdOptions& options) {
+  validate(options);
+  if (curves.granularity != "channel") throw Error("allocate: the curves are not channel curves");
+  const ChannelCostModel& model = curves.channel_costs;
+  const bool flops = flops_budget(options);
+  const auto allowed = allowed_levels(curves, options);
+  std::vector<size_t> last;
+  for (const auto& levels : allowed) last.push_back(levels.back());
+  check_reachable(model, round_of(curves, last).kept, options);
+  const double budget = budget_of(model, options);
+
+  std::optional<Round> best;
+  std::vector<int64_t> widths = model.channels;
+  for (int r = 0; r < kMaxRounds; ++r) {
+    const auto next = fitting_round(curves, allowed, widths, budget, options);
+    if (!next) break;
+    if (!best || next->distortion < best->distortion) best = next;
+    if (next->kept == widths) break;
+    widths = next->kept;
+  }
+  if (!best) best = round_of(curves, last);  // fits: checked above
+  const Round chosen = improve_by_exchanges(curves, allowed, *best, budget, flops);
+  Plan plan = channel_plan(model, chosen.kept, "rd", options);
+  plan.predicted_distortion = chosen.distortion;
+  plan.solver = "dp";
+  return plan;
+}
+
+Plan allocate_channels_uniform(const ChannelCostModel& model, const RdOptions& options) {
+  validate(options);
+  check_keep_dense(options.keep_dense, model.groups, "the model's channel groups");
+  const bool flops = flops_budget(options);
+  auto kept_at_fraction = [&](double fraction) {
+    std::vector<int64_t> kept;
+    for (size_t g = 0; g < model.groups.size(); ++g) {
+      const double c = static_cast<double>(model.channels[g]);
+      kept.push_back(is_kept_dense(options.keep_dense, model.groups[g])
+                         ? model.channels[g]
+                         : std::clamp<int64_t>(static_cast<int64_t>(std::ceil(fraction * c - 1e-9)), 1,
+                                               model.channels[g]));
+    }
+    return kept;
+  };
+  check_reachable(model, kept_at_fraction(0), options);
+  const double budget = budget_of(model, options);
+  double low = 0;  // fits
+  double high = 1;
+  if (channel_cost(model, kept_at_fraction(1), flops) <= budget) low = 1;
+  for (int i = 0; i < 60 && low < high; ++i) {
+    const double mid = (low + high) / 2;
+    (channel_cost(model, kept_at_fraction(mid), flops) <= budget ? low : high) = mid;
+  }
+  return channel_plan(model, kept_at_fraction(low), "uniform", options);
+}
+
+}  // namespace rdprune

@@ -1,0 +1,176 @@
+#include "rdprune/channels.h"
+
+#include <optional>
+
+#include <fmt/format.h>
+
+#include "network_impl.h"
+#include "rdprune/error.h"
+
+namespace rdprune {
+namespace {
+
+NativeNetwork& native_of(Network& network) {
+  auto* native = dynamic_cast<NativeNetwork*>(&network);
+  if (native == nullptr) {
+    throw UsageError("granularity",
+                     "channel: channel groups are found in zoo models; this version finds none in " +
+                         network.format() + " models");
+  }
+  return *native;
+}
+
+// The prunable layer whose weight is `tensor`, if any.
+std::optional<size_t> layer_of(const Network& network, const std::string& tensor) {
+  for (size_t i = 0; i < network.layers().size(); ++i)
+    if (network.layers()[i].name + ".weight" == tensor) return i;
+  return std::nullopt;
+}
+
+torch::Tensor mask_or_ones(const Network& network, size_t layer) {
+  const torch::Tensor& mask = layer < network.masks().size() ? network.masks()[layer] : torch::Tensor();
+  const torch::Tensor& weight = network.layers()[layer].weight;
+  return mask.defined() ? mask : torch::ones(weight.sizes(), weight.options().dtype(torch::kBool));
+}
+
+// Per channel, whether `mask` (shaped like the weight) keeps anything of it along the slice.
+torch::Tensor any_kept(const torch::Tensor& mask, const ChannelSlice& slice, int64_t channels) {
+  return mask.transpose(0, slice.dim).contiguous().reshape({channels, -1}).any(1);
+}
+
+// `keep` [channels] spread over a weight of `shape` along the slice.
+torch::Tensor spread(const torch::Tensor& keep, const ChannelSlice& slice, c10::IntArrayRef shape) {
+  std::vector<int64_t> view(shape.size(), 1);
+  view[static_cast<size_t>(slice.dim)] = shape[static_cast<size_t>(slice.dim)];
+  return keep.repeat_interleave(slice.per_channel).reshape(view).expand(shape);
+}
+
+// Whether each channel of the group is still used: produced or read by some unmasked weight.
+torch::Tensor in_use(const Network& network, const ChannelGroup& group) {
+  torch::Tensor used;
+  for (const auto& slice : group.slices) {
+    const auto layer = layer_of(network, slice.tensor);
+    if (!layer) continue;
+    const torch::Tensor here = any_kept(mask_or_ones(network, *layer), slice, group.channels);
+    used = used.defined() ? used.logical_or(here) : here;
+  }
+  return used;
+}
+
+// Indices along the slice's dim of the kept channels `index` (int64).
+torch::Tensor slice_index(const torch::Tensor& index, int64_t per_channel) {
+  if (per_channel == 1) return index;
+  const torch::Tensor offsets = torch::arange(per_channel, index.options());
+  return (index.unsqueeze(1) * per_channel + offsets.unsqueeze(0)).flatten();
+}
+
+}  // namespace
+
+std::vector<ChannelGroup> channel_groups(Network& network) {
+  NativeNetwork& native = native_of(network);
+  const auto& groups = native.model().channel_groups();
+  if (groups.empty())
+    throw UsageError("granularity", "channel: " + network.meta().arch + " has no channel groups");
+  return groups;
+}
+
+ChannelCostModel channel_cost_model(const std::vector<ChannelGroup>& groups,
+                                    const std::vector<LayerInfo>& infos) {
+  ChannelCostModel model;
+  for (const auto& group : groups) {
+    model.groups.push_back(group.name);
+    model.channels.push_back(group.channels);
+  }
+  for (const auto& info : infos) {
+    ChannelLayerCost cost{info.name, info.weights, std::max(0.0, info.flops_per_weight), -1, -1};
+    for (size_t g = 0; g < groups.size(); ++g) {
+      for (const auto& slice : groups[g].slices) {
+        if (slice.tensor != info.name + ".weight") continue;
+        (slice.dim == 0 ? cost.out_group : cost.in_group) = static_cast<int64_t>(g);
+      }
+    }
+    model.layers.push_back(std::move(cost));
+  }
+  validate(model, "channel groups");
+  return model;
+}
+
+torch::Tensor channel_order(Network& network, const ChannelGroup& group) {
+  const auto producer = layer_of(network, group.slices.front().tensor);
+  if (!producer) throw Error("channel group " + group.name + ": its producing layer is not prunable");
+  torch::NoGradGuard no_grad;
+  const torch::Tensor weight = network.layers()[*producer].weight.detach();
+  torch::Tensor score = weight.abs().reshape({group.channels, -1}).sum(1).to(torch::kFloat64).cpu();
+  score = torch::where(in_use(network, group).cpu(), score, torch::full_like(score, -1.0));
+  return std::get<1>(torch::sort(score, /*stable=*/true, /*dim=*/0, /*descending=*/false));
+}
+
+void mask_channels(Network& network, const ChannelGroup& group, const torch::Tensor& keep) {
+  for (const auto& slice : group.slices) {
+    const auto layer = layer_of(network, slice.tensor);
+    if (!layer) continue;
+    const torch::Tensor& weight = network.layers()[*layer].weight;
+    const torch::Tensor mask = mask_or_ones(network, *layer);
+    network.set_mask(*layer, mask.logical_and(spread(keep.to(mask.device()), slice, weight.sizes())));
+  }
+  network.apply_masks();
+}
+
+torch::Tensor keep_last(const torch::Tensor& order, int64_t kept) {
+  const int64_t channels = order.numel();
+  torch::Tensor keep = torch::zeros({channels}, torch::kBool);
+  keep.index_put_({order.slice(0, channels - kept)}, true);
+  return keep;
+}
+
+void apply_channel_plan(Network& network, const Plan& plan, const std::string& source) {
+  if (plan.granularity != "channel") throw Error(source + ": not a channel plan");
+  const auto groups = channel_groups(network);
+  if (groups.size() != plan.layers.size()) {
+    throw Error(
+        fmt::format("{}: plan has {} channel groups but the model has {}; was it made for another model?",
+                    source, plan.layers.size(), groups.size()));
+  }
+  for (size_t g = 0; g < groups.size(); ++g) {
+    if (groups[g].name != plan.layers[g].name || groups[g].channels != plan.layers[g].weights) {
+      throw Error(fmt::format(
+          "{}: group {} is {} ({} channels) in the plan but {} ({} channels) in the model", source, g,
+          plan.layers[g].name, plan.layers[g].weights, groups[g].name, groups[g].channels));
+    }
+  }
+  for (size_t g = 0; g < groups.size(); ++g)
+    mask_channels(network, groups[g], keep_last(channel_order(network, groups[g]), plan.layers[g].kept));
+}
+
+std::unique_ptr<Network> remove_pruned_channels(Network& network) {
+  const auto groups = channel_groups(network);
+  ModelMeta meta = network.meta();
+  std::map<std::string, std::vector<std::pair<int64_t, torch::Tensor>>> cuts;  // tensor: (dim, index)
+  for (const auto& group : groups) {
+    const torch::Tensor index = in_use(network, group).cpu().nonzero().flatten();
+    if (index.numel() == 0) throw Error("channel group " + group.name + " would keep no channel");
+    meta.widths[group.name] = index.numel();
+    for (const auto& slice : group.slices)
+      cuts[slice.tensor].emplace_back(slice.dim, slice_index(index, slice.per_channel));
+  }
+  auto cut = [&](const std::string& name, torch::Tensor tensor) {
+    for (const auto& [dim, index] : cuts[name]) tensor = tensor.index_select(dim, index.to(tensor.device()));
+    return tensor;
+  };
+  auto smaller = std::make_unique<NativeNetwork>(meta);
+  ZooNetImpl& from = native_of(network).model();
+  ZooNetImpl& to = smaller->model();
+  torch::NoGradGuard no_grad;
+  for (const auto& item : from.named_parameters())
+    to.named_parameters()[item.key()].copy_(cut(item.key(), item.value()));
+  for (const auto& item : from.named_buffers())
+    to.named_buffers()[item.key()].copy_(cut(item.key(), item.value()));
+  for (size_t i = 0; i < network.layers().size() && i < network.masks().size(); ++i) {
+    if (network.masks()[i].defined())
+      smaller->set_mask(i, cut(network.layers()[i].name + ".weight", network.masks()[i]).cpu());
+  }
+  smaller->to(network.layers().front().weight.device());
+  return smaller;
+}
+
+}  // namespace rdprune

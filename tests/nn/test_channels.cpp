@@ -1,0 +1,154 @@
+// Channel groups, channel masks, the physically smaller model and channel curves (docs/channels.md).
+#include <filesystem>
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "fresh_network.h"
+#include "rdprune/channels.h"
+#include "rdprune/error.h"
+
+namespace rdprune {
+namespace {
+
+std::unique_ptr<Network> network_of(const std::string& arch, std::vector<int64_t> shape) {
+  torch::manual_seed(3);
+  ModelMeta meta;
+  meta.arch = arch;
+  meta.input_shape = std::move(shape);
+  meta.num_classes = 10;
+  return create_network(meta);
+}
+
+// Batch-norm statistics and shifts far from their initial values, so that a removed channel's
+// shift would show in the outputs if anything still read it.
+void disturb_buffers(Network& network) {
+  torch::NoGradGuard no_grad;
+  for (auto& buffer : network.buffers())
+    if (buffer.is_floating_point()) buffer.copy_(torch::rand_like(buffer) + 0.5);
+  for (auto& parameter : network.parameters())
+    if (parameter.dim() == 1) parameter.copy_(torch::randn_like(parameter));
+}
+
+// Every group keeps a random number of its channels (at least one), by rank.
+void mask_randomly(Network& network) {
+  for (const auto& group : channel_groups(network)) {
+    const int64_t kept = 1 + torch::randint(group.channels, {1}).item<int64_t>();
+    mask_channels(network, group, keep_last(channel_order(network, group), kept));
+  }
+}
+
+torch::Tensor outputs(Network& network, const torch::Tensor& x) {
+  torch::NoGradGuard no_grad;
+  network.set_training(false);
+  return network.forward(x);
+}
+
+class RemovedChannels : public ::testing::TestWithParam<std::pair<std::string, std::vector<int64_t>>> {};
+
+TEST_P(RemovedChannels, GiveTheMaskedNetworksOutputsWithFewerWeights) {
+  const auto& [arch, shape] = GetParam();
+  auto network = network_of(arch, shape);
+  disturb_buffers(*network);
+  mask_randomly(*network);
+  const torch::Tensor x = torch::randn({3, shape[0], shape[1], shape[2]});
+  const torch::Tensor masked = outputs(*network, x);
+
+  auto smaller = remove_pruned_channels(*network);
+  EXPECT_TRUE(torch::allclose(outputs(*smaller, x), masked, 1e-4, 1e-5))
+      << (outputs(*smaller, x) - masked).abs().max().item<double>();
+  int64_t before = 0;
+  int64_t after = 0;
+  for (const auto& p : network->parameters()) before += p.numel();
+  for (const auto& p : smaller->parameters()) after += p.numel();
+  EXPECT_LT(after, before);
+  for (const auto& group : channel_groups(*smaller))
+    EXPECT_EQ(group.channels, smaller->meta().widths.at(group.name)) << group.name;
+
+  // Written and read back, the smaller model rebuilds itself from its widths.
+  const auto path = std::filesystem::temp_directory_path() / ("rdprune_smaller_" + arch + ".pt");
+  smaller->save(path.string());
+  auto loaded = load_network(path.string());
+  EXPECT_TRUE(torch::allclose(outputs(*loaded, x), masked, 1e-4, 1e-5));
+  std::filesystem::remove(path);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Zoo, RemovedChannels,
+    ::testing::Values(std::make_pair(std::string("mlp"), std::vector<int64_t>{1, 28, 28}),
+                      std::make_pair(std::string("lenet5"), std::vector<int64_t>{1, 28, 28}),
+                      std::make_pair(std::string("resnet20"), std::vector<int64_t>{3, 32, 32}),
+                      std::make_pair(std::string("vgg16"), std::vector<int64_t>{1, 28, 28}),
+                      std::make_pair(std::string("resnet50"), std::vector<int64_t>{3, 32, 32})),
+    [](const auto& info) { return info.param.first; });
+
+TEST(ChannelGroups, RankByL1NormAndCostWhatTheyRemove) {
+  auto network = testing::fresh_network("resnet20");
+  const auto groups = channel_groups(*network);
+  ASSERT_EQ(groups.size(), 9u);  // one inside each residual block
+  EXPECT_EQ(groups[0].name, "layer1.0.conv1");
+  EXPECT_EQ(groups[0].channels, 16);
+
+  // The order ascends by the producing filters' L1 norms.
+  const torch::Tensor order = channel_order(*network, groups[0]);
+  const torch::Tensor norms = network->layers()[1].weight.detach().abs().flatten(1).sum(1);
+  ASSERT_EQ(network->layers()[1].name, "layer1.0.conv1");
+  EXPECT_TRUE(norms.index_select(0, order).diff().ge(0).all().item<bool>());
+
+  // The cost model counts exactly the weights the smaller network has.
+  const auto infos = layer_census(*network, {1, 28, 28});
+  const ChannelCostModel model = channel_cost_model(groups, infos);
+  std::vector<int64_t> kept;
+  for (const auto& group : groups) {
+    kept.push_back(group.channels / 2);
+    mask_channels(*network, group, keep_last(channel_order(*network, group), group.channels / 2));
+  }
+  auto smaller = remove_pruned_channels(*network);
+  int64_t weights = 0;
+  for (const auto& layer : smaller->layers()) weights += layer.weight.numel();
+  EXPECT_EQ(channel_cost(model, kept, /*flops=*/false), static_cast<double>(weights));
+}
+
+TEST(ChannelGroups, RefuseAPlanForOtherGroupsAndModelsWithout) {
+  auto network = testing::fresh_network("lenet5");
+  Plan plan;
+  plan.method = "uniform";
+  plan.granularity = "channel";
+  plan.layers = {{"conv1", 6, 3, 0}, {"conv2", 16, 8, 0}, {"fc1", 120, 60, 0}, {"fc9", 84, 42, 0}};
+  EXPECT_THROW(apply_channel_plan(*network, plan, "plan.json"), Error);
+  plan.layers.pop_back();
+  EXPECT_THROW(apply_channel_plan(*network, plan, "plan.json"), Error);
+  EXPECT_THROW(channel_groups(*testing::fresh_network("vit")), UsageError);
+}
+
+TEST(ChannelCurves, StartAtZeroMoveAsChannelsGoAndMatchFullForwards) {
+  auto network = testing::fresh_network("resnet20", 1);
+  DatasetOptions data;
+  data.name = "synthetic";
+  data.synthetic_size = 16;
+  const Dataset calibration = load_dataset(data).train;
+  const auto infos = layer_census(*network, {1, 28, 28});
+  CurveOptions options;
+  options.levels = 4;
+  options.batch_size = 8;
+  const std::string before = fingerprint(*network);
+  const CurveSet suffix = measure_channel_curves(*network, calibration, "random", infos, options);
+  EXPECT_EQ(fingerprint(*network), before);  // every group put back
+  options.plain = true;
+  const CurveSet plain = measure_channel_curves(*network, calibration, "random", infos, options);
+  ASSERT_EQ(suffix.layers.size(), 9u);
+  EXPECT_EQ(suffix.granularity, "channel");
+  for (size_t g = 0; g < suffix.layers.size(); ++g) {
+    const LayerCurve& curve = suffix.layers[g];
+    EXPECT_EQ(curve.kept, (std::vector<int64_t>{curve.weights, curve.weights * 3 / 4, curve.weights / 2,
+                                                curve.weights / 4, 1}));
+    EXPECT_NEAR(curve.distortion.front(), 0.0, 1e-9);
+    EXPECT_GT(curve.distortion.back(), 0.0);
+    for (size_t k = 0; k < curve.kept.size(); ++k)
+      EXPECT_NEAR(curve.distortion[k], plain.layers[g].distortion[k],
+                  1e-6 + 1e-4 * plain.layers[g].distortion[k]);
+  }
+}
+
+}  // namespace
+}  // namespace rdprune
