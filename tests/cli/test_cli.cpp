@@ -686,6 +686,9 @@ TEST_F(Cli, ChannelPlansWriteSmallerModels) {
   expect_error(rdprune({"curves", "--granularity", "channel", "--model", vit, "--data-dir", data_dir(),
                         "--calib-size", "16", "--no-cache", "--out", work_.file("v.json")}),
                2, "no channel groups");
+  expect_error(rdprune({"curves", "--granularity", "channel", "--estimator", "taylor", "--model", mlp,
+                        "--data-dir", data_dir(), "--no-cache", "--out", work_.file("v.json")}),
+               2, "--estimator");
   expect_error(rdprune({"curves", "--granularity", "filter", "--model", mlp, "--data-dir", data_dir(),
                         "--out", work_.file("v.json")}),
                2, "--granularity");
