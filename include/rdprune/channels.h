@@ -56,8 +56,9 @@ std::unique_ptr<Network> remove_pruned_channels(Network& network);
 
 // Every group's curve over its kept channels at the options' levels (at least one channel kept),
 // each measured by masking its lowest-ranked channels (channel_order) alone, from the group's own
-// stage on. Returns curves of granularity "channel" with the cost model. The options' cache, batch
-// norm awareness, level batching and process group are not used.
+// stage on. Returns curves of granularity "channel" with the cost model. The options' cache is not
+// used; the Taylor estimator, batch-norm awareness, level batching, context around a plan and more
+// than one process are refused (Error).
 CurveSet measure_channel_curves(Network& network, const Dataset& calibration,
                                 const std::string& calibration_description,
                                 const std::vector<LayerInfo>& infos, const CurveOptions& options);

@@ -1,11 +1,14 @@
 // Channel curves (docs/channels.md): each group's distortion over its kept channels, measured by
 // suffix execution from the stage of its producing layer.
+#include <algorithm>
 #include <optional>
 
 #include <fmt/format.h>
 
+#include "channel_layers.h"
 #include "rdprune/channels.h"
 #include "rdprune/error.h"
+#include "rdprune/process_group.h"
 #include "rdprune/progress.h"
 #include "stage_inputs.h"
 
@@ -16,13 +19,12 @@ namespace {
 class GroupState {
  public:
   GroupState(Network& network, const ChannelGroup& group) : network_(network) {
-    for (size_t i = 0; i < network.layers().size(); ++i) {
-      for (const auto& slice : group.slices) {
-        if (network.layers()[i].name + ".weight" != slice.tensor) continue;
-        layers_.push_back(i);
-        weights_.push_back(network.layers()[i].weight.detach().clone());
-        masks_.push_back(i < network.masks().size() ? network.masks()[i] : torch::Tensor());
-      }
+    for (const auto& slice : group.slices) {
+      const auto layer = layer_of(network, slice.tensor);
+      if (!layer) continue;
+      layers_.push_back(*layer);
+      weights_.push_back(network.layers()[*layer].weight.detach().clone());
+      masks_.push_back(*layer < network.masks().size() ? network.masks()[*layer] : torch::Tensor());
     }
   }
   void restore() {
@@ -31,7 +33,9 @@ class GroupState {
       network_.set_mask(layers_[j], masks_[j]);
     }
   }
-  size_t first_layer() const { return layers_.empty() ? 0 : layers_.front(); }
+  size_t first_layer() const {
+    return layers_.empty() ? 0 : *std::min_element(layers_.begin(), layers_.end());
+  }
 
  private:
   Network& network_;
@@ -39,23 +43,24 @@ class GroupState {
   std::vector<torch::Tensor> weights_, masks_;
 };
 
-// The kept-channel levels of a group of `channels`: the grid's, never emptying it.
-void set_levels(LayerCurve& curve, int64_t levels) {
+// A group's curve without distortions: its kept-channel levels, the grid's, never emptying it.
+LayerCurve levels_of(const ChannelGroup& group, int64_t levels) {
+  LayerCurve curve;
+  curve.name = group.name;
+  curve.weights = group.channels;
   for (const double s : layer_levels(level_grid(levels), 0.0, curve.weights, /*tail=*/false)) {
     const int64_t kept = kept_at(s, curve.weights);
     if (kept < 1 || (!curve.kept.empty() && kept == curve.kept.back())) continue;
     curve.sparsity.push_back(s);
     curve.kept.push_back(kept);
   }
+  return curve;
 }
 
 LayerCurve measure_group(Network& network, const ChannelGroup& group, std::optional<StageInputs>& stages,
                          const Dataset& calibration, const torch::Tensor& reference,
                          const CurveOptions& options, Progress& progress) {
-  LayerCurve curve;
-  curve.name = group.name;
-  curve.weights = group.channels;
-  set_levels(curve, options.levels);
+  LayerCurve curve = levels_of(group, options.levels);
   GroupState state(network, group);
   const torch::Tensor order = channel_order(network, group);
   const bool from_stage = stages && stages->advance(network.stage_of(state.first_layer()));
@@ -76,12 +81,24 @@ LayerCurve measure_group(Network& network, const ChannelGroup& group, std::optio
   return curve;
 }
 
+// What channel curves do not take (docs/channels.md).
+void check_channel_options(const CurveOptions& options) {
+  auto refuse = [](const std::string& why) { throw Error("channel curves: " + why); };
+  if (options.estimator != "measured") refuse("they are measured; the Taylor estimator is for weights");
+  if (options.recalibrate_bn) refuse("batch-norm awareness is not built for them");
+  if (options.level_batch != 1) refuse("they run one level at a time (level_batch 1)");
+  if (!options.context_kept.empty()) refuse("they are measured on the network as it is, not around a plan");
+  if (options.group != nullptr && options.group->size() > 1)
+    refuse("they run in one process in this version");
+}
+
 }  // namespace
 
 CurveSet measure_channel_curves(Network& network, const Dataset& calibration,
                                 const std::string& calibration_description,
                                 const std::vector<LayerInfo>& infos, const CurveOptions& options) {
   validate(options);
+  check_channel_options(options);
   const auto groups = channel_groups(network);
   CurveSet curves;
   curves.metric = options.metric;
@@ -99,12 +116,8 @@ CurveSet measure_channel_curves(Network& network, const Dataset& calibration,
                    options.max_memory_mib * (int64_t{1} << 20));
   }
   int64_t total = 0;
-  for (const auto& group : groups) {
-    LayerCurve probe;
-    probe.weights = group.channels;
-    set_levels(probe, options.levels);
-    total += static_cast<int64_t>(probe.kept.size());
-  }
+  for (const auto& group : groups)
+    total += static_cast<int64_t>(levels_of(group, options.levels).kept.size());
   Progress progress("channel curves", total, options.sink);
   for (const auto& group : groups)
     curves.layers.push_back(measure_group(network, group, stages, calibration, reference, options, progress));

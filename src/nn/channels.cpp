@@ -4,6 +4,7 @@
 
 #include <fmt/format.h>
 
+#include "channel_layers.h"
 #include "network_impl.h"
 #include "rdprune/error.h"
 
@@ -18,13 +19,6 @@ NativeNetwork& native_of(Network& network) {
                          network.format() + " models");
   }
   return *native;
-}
-
-// The prunable layer whose weight is `tensor`, if any.
-std::optional<size_t> layer_of(const Network& network, const std::string& tensor) {
-  for (size_t i = 0; i < network.layers().size(); ++i)
-    if (network.layers()[i].name + ".weight" == tensor) return i;
-  return std::nullopt;
 }
 
 torch::Tensor mask_or_ones(const Network& network, size_t layer) {
@@ -85,7 +79,7 @@ ChannelCostModel channel_cost_model(const std::vector<ChannelGroup>& groups,
     ChannelLayerCost cost{info.name, info.weights, std::max(0.0, info.flops_per_weight), -1, -1};
     for (size_t g = 0; g < groups.size(); ++g) {
       for (const auto& slice : groups[g].slices) {
-        if (slice.tensor != info.name + ".weight") continue;
+        if (!is_weight_of(slice.tensor, info.name)) continue;
         (slice.dim == 0 ? cost.out_group : cost.in_group) = static_cast<int64_t>(g);
       }
     }

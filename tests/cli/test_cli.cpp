@@ -651,6 +651,7 @@ TEST_F(Cli, ChannelPlansWriteSmallerModels) {
               1e-9);
   const auto info = nlohmann::json::parse(rdprune({"info", "--model", smaller, "--json"}).out);
   EXPECT_EQ(info["layers"][0]["shape"][0], plan_json["layers"][0]["kept"]);
+  EXPECT_EQ(info.at("total_weights").get<double>(), result.at("weights").get<double>());  // the plan's costs
   EXPECT_EQ(info.at("sparsity").get<double>(), 0.0);  // removed, not masked
   EXPECT_EQ(rdprune({"eval", "--model", smaller, "--data-dir", data_dir()}).code, 0);
 

@@ -150,5 +150,29 @@ TEST(ChannelCurves, StartAtZeroMoveAsChannelsGoAndMatchFullForwards) {
   }
 }
 
+TEST(ChannelCurves, RefuseOptionsTheyDoNotTake) {
+  auto network = testing::fresh_network("lenet5");
+  DatasetOptions data;
+  data.name = "synthetic";
+  data.synthetic_size = 4;
+  const Dataset calibration = load_dataset(data).train;
+  const auto infos = layer_census(*network, {1, 28, 28});
+  auto refused = [&](auto change, const std::string& why) {
+    CurveOptions options;
+    options.levels = 2;
+    change(options);
+    try {
+      measure_channel_curves(*network, calibration, "random", infos, options);
+      ADD_FAILURE() << "accepted: " << why;
+    } catch (const Error& error) {
+      EXPECT_NE(std::string(error.what()).find(why), std::string::npos) << error.what();
+    }
+  };
+  refused([](CurveOptions& o) { o.estimator = "taylor"; }, "Taylor");
+  refused([](CurveOptions& o) { o.recalibrate_bn = true; }, "batch-norm");
+  refused([](CurveOptions& o) { o.level_batch = 2; }, "one level at a time");
+  refused([](CurveOptions& o) { o.context_kept = {1, 1, 1, 1, 1}; }, "around a plan");
+}
+
 }  // namespace
 }  // namespace rdprune

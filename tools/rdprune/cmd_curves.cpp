@@ -41,6 +41,8 @@ void check_channel_settings(const CurvesFlags& flags, const ProcessGroup& group)
   if (flags.curves.recalibrate_bn) throw UsageError("--bn-aware", "is not built for channel curves");
   if (flags.curves.estimator != "measured")
     throw UsageError("--estimator", "channel curves are measured; the Taylor estimate is for weights");
+  if (flags.curves.level_batch != 1)
+    throw UsageError("--level-batch", "channel curves run one level at a time");
   if (group.size() > 1)
     throw UsageError("--granularity", "channel curves run in one process in this version");
 }
