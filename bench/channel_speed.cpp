@@ -5,46 +5,18 @@
 // multiply-accumulates beside its measured speedup (dense time / its time, median of the repeats).
 // Usage: bench_channel_speed [arch] [C,H,W] [targets] [repeats]
 //   defaults: vgg16 3,32,32 0.3,0.5,0.7 7
-#include <algorithm>
-#include <chrono>
 #include <cstdio>
 #include <string>
 #include <vector>
 
 #include <torch/torch.h>
 
+#include "model_timing.h"
 #include "rdprune/channel_allocate.h"
 #include "rdprune/channels.h"
 #include "rdprune/text.h"
 
-namespace {
-
 using rdprune::Network;
-
-double seconds_for(Network& network, const torch::Tensor& x, int calls) {
-  const auto start = std::chrono::steady_clock::now();
-  for (int i = 0; i < calls; ++i) network.forward(x);
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() / calls;
-}
-
-double median(std::vector<double> values) {
-  std::sort(values.begin(), values.end());
-  return values[values.size() / 2];
-}
-
-// Median seconds per forward of every model, timed in turns so that drift hits all alike.
-std::vector<double> time_models(const std::vector<Network*>& models, const torch::Tensor& x, int repeats) {
-  const int calls = x.size(0) == 1 ? 20 : 2;
-  for (Network* model : models) seconds_for(*model, x, 1);  // warm-up
-  std::vector<std::vector<double>> samples(models.size());
-  for (int r = 0; r < repeats; ++r)
-    for (size_t m = 0; m < models.size(); ++m) samples[m].push_back(seconds_for(*models[m], x, calls));
-  std::vector<double> medians;
-  for (const auto& s : samples) medians.push_back(median(s));
-  return medians;
-}
-
-}  // namespace
 
 int main(int argc, char** argv) {
   const std::string arch = argc > 1 ? argv[1] : "vgg16";
@@ -91,8 +63,10 @@ int main(int argc, char** argv) {
     for (const int threads : {1, 2}) {
       torch::set_num_threads(threads);
       const torch::Tensor x = torch::randn({batch, shape[0], shape[1], shape[2]});
-      const auto seconds = time_models(models, x, repeats);
-      for (size_t m = 0; m < models.size(); ++m) speedups[m].push_back(seconds[0] / seconds[m]);
+      const auto samples = rdprune::bench::time_models(models, x, repeats);
+      const double dense_seconds = rdprune::bench::median(samples[0]);
+      for (size_t m = 0; m < models.size(); ++m)
+        speedups[m].push_back(dense_seconds / rdprune::bench::median(samples[m]));
     }
   }
   for (size_t m = 0; m < models.size(); ++m) {

@@ -2,6 +2,8 @@
 // under a weight or FLOPs budget, whose cost couples neighbouring groups. Torch-free.
 #pragma once
 
+#include <vector>
+
 #include "rdprune/allocate.h"
 #include "rdprune/channel_cost.h"
 #include "rdprune/curves.h"
@@ -19,7 +21,23 @@ namespace rdprune {
 Plan allocate_channels_rd(const CurveSet& curves, const RdOptions& options);
 
 // Li et al. 2017's uniform rule: every group (but those kept dense) keeps the same fraction of its
-// channels, at least one, the largest fraction within the budget.
+// channels, at least one, the largest fraction within the budget. Per-group sparsity bounds are
+// refused.
 Plan allocate_channels_uniform(const ChannelCostModel& model, const RdOptions& options);
+
+// Global ranking (Torch-Pruning's global pruning, Fang et al. 2023): channels go one at a time,
+// lowest first across all groups, until the exact cost fits the budget. `scores` holds every group's
+// channel scores (channel_scores by magnitude: filter L1 norms), each group's divided by their mean
+// so that groups of different scale compete (Torch-Pruning's default normaliser); negative scores
+// mark channels out of use, which go first. Ties go to the earlier group. A group keeps its
+// highest-scored channel; groups kept dense keep all. Per-group sparsity bounds are refused.
+Plan allocate_channels_global(const ChannelCostModel& model, const std::vector<std::vector<double>>& scores,
+                              const RdOptions& options);
+
+// Network slimming's pruning rule (Liu et al. 2017): the same global ranking by the raw absolute
+// batch-norm scales of the channels (channel_scores by bn_scale), unnormalised. The plan's
+// criterion is bn_scale: prune removes each group's channels of the smallest scales.
+Plan allocate_channels_slimming(const ChannelCostModel& model, const std::vector<std::vector<double>>& scores,
+                                const RdOptions& options);
 
 }  // namespace rdprune

@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "rdprune/budget.h"
+
 namespace rdprune {
 
 // Where one tensor of a network holds a group's channels: index c along `dim` is channel c, or, for
@@ -26,6 +28,23 @@ struct ChannelGroup {
   std::vector<ChannelSlice> slices;
 };
 
+// The measured seconds of one layer's operation at a grid of kept widths of its output and input
+// groups (docs/channels.md, "Latency"). A side without a group has one width, the layer's own.
+struct LatencyTable {
+  std::vector<int64_t> out_widths;  // ascending
+  std::vector<int64_t> in_widths;   // ascending
+  std::vector<double> seconds;      // out_widths.size() x in_widths.size(), row-major
+  bool empty() const { return seconds.empty(); }
+};
+
+// Seconds at `out` and `in` kept channels, interpolated bilinearly between the grid's widths and
+// clamped to its ends; a one-width side ignores its argument.
+double latency_at(const LatencyTable& table, int64_t out, int64_t in);
+
+// Makes the table non-decreasing along both sides (the running maximum): a timing that a wider
+// layer beat by noise does not let the allocation buy width for nothing.
+void make_monotone(LatencyTable& table);
+
 // One prunable layer's cost as its groups shrink: kept weights = weights * (out kept / out channels)
 // * (in kept / in channels), a side without a group staying whole.
 struct ChannelLayerCost {
@@ -34,17 +53,29 @@ struct ChannelLayerCost {
   double flops_per_weight = 0;  // multiply-accumulates per weight per sample
   int64_t out_group = -1;       // index into the groups; -1: the output side is never pruned
   int64_t in_group = -1;
+  LatencyTable latency;  // empty unless measured
 };
 
 struct ChannelCostModel {
   std::vector<std::string> groups;  // group names, in the order plans and curves list them
   std::vector<int64_t> channels;    // per group
   std::vector<ChannelLayerCost> layers;
+  // Latency budgets: the seconds per batch of everything but the layers' tables (the dense network's
+  // measured time less its layers' times, at least 0), and how they were measured.
+  double latency_rest = 0;
+  std::string latency_setting;
+  bool has_latency() const { return !layers.empty() && !layers.front().latency.empty(); }
 };
 
-// The kept weights (params) or multiply-accumulates per sample (flops) of the network when group g
-// keeps kept[g] channels. Throws Error when `kept` does not fit the model.
-double channel_cost(const ChannelCostModel& model, const std::vector<int64_t>& kept, bool flops);
+// One layer's cost when its output group keeps `out` channels and its input group `in` (either
+// ignored where the layer has no group on that side): weights, multiply-accumulates per sample, or
+// seconds per batch from its latency table.
+double layer_cost(const ChannelCostModel& model, const ChannelLayerCost& layer, int64_t out, int64_t in,
+                  BudgetKind kind);
+
+// The network's cost when group g keeps kept[g] channels: the sum of its layers' costs, and for
+// latency the rest. Throws Error when `kept` does not fit the model, or for latency without tables.
+double channel_cost(const ChannelCostModel& model, const std::vector<int64_t>& kept, BudgetKind kind);
 
 // Checks names, counts and indices; throws Error naming `source`.
 void validate(const ChannelCostModel& model, const std::string& source);

@@ -31,10 +31,16 @@ std::vector<ChannelGroup> channel_groups(Network& network);
 ChannelCostModel channel_cost_model(const std::vector<ChannelGroup>& groups,
                                     const std::vector<LayerInfo>& infos);
 
-// The group's channels in the order channel pruning removes them: channels no longer in use first,
-// then by ascending L1 norm of the producing layer's weights for that channel (Li et al. 2017),
+// Per channel of the group, the score `criterion` ranks it by: magnitude: the L1 norm of the
+// producing layer's weights for it (Li et al. 2017); bn_scale: the absolute scale of the batch norm
+// after it (network slimming, Liu et al. 2017; Error for a group without one). Channels no longer
+// in use (nothing unmasked produces or reads them) score -1. float64 [channels] on the CPU.
+torch::Tensor channel_scores(Network& network, const ChannelGroup& group, const std::string& criterion);
+
+// The group's channels in the order channel pruning removes them: by ascending channel_scores,
 // ties by index. int64 [channels].
-torch::Tensor channel_order(Network& network, const ChannelGroup& group);
+torch::Tensor channel_order(Network& network, const ChannelGroup& group,
+                            const std::string& criterion = "magnitude");
 
 // Masks the weights that produce or read the group's channels where `keep` (bool [channels]) is
 // false, on top of the masks already there, and zeroes them. The network's outputs are then
@@ -44,8 +50,9 @@ void mask_channels(Network& network, const ChannelGroup& group, const torch::Ten
 // A keep vector for `order` that keeps its last `kept` channels.
 torch::Tensor keep_last(const torch::Tensor& order, int64_t kept);
 
-// Applies a channel plan as masks: each group keeps its `kept` highest-ranked channels. Throws Error
-// when the plan's groups are not the network's (names, order, channel counts).
+// Applies a channel plan as masks: each group keeps its `kept` highest-ranked channels by the plan's
+// criterion. Throws Error when the plan's groups are not the network's (names, order, channel
+// counts).
 void apply_channel_plan(Network& network, const Plan& plan, const std::string& source);
 
 // The network without the channels its masks leave unused (the producing weights and every
@@ -56,9 +63,10 @@ std::unique_ptr<Network> remove_pruned_channels(Network& network);
 
 // Every group's curve over its kept channels at the options' levels (at least one channel kept),
 // each measured by masking its lowest-ranked channels (channel_order) alone, from the group's own
-// stage on. Returns curves of granularity "channel" with the cost model. The options' cache is not
-// used; the Taylor estimator, batch-norm awareness, level batching, context around a plan and more
-// than one process are refused (Error).
+// stage on. Returns curves of granularity "channel" with the cost model. Batch-norm aware
+// (recalibrate_bn): the pruned networks run on each calibration batch's statistics, as for weight
+// curves. The options' cache is not used; the Taylor estimator, level batching, context around a
+// plan and more than one process are refused (Error).
 CurveSet measure_channel_curves(Network& network, const Dataset& calibration,
                                 const std::string& calibration_description,
                                 const std::vector<LayerInfo>& infos, const CurveOptions& options);

@@ -6,16 +6,13 @@
 #include <string>
 #include <vector>
 
+#include "rdprune/budget.h"
 #include "rdprune/channel_cost.h"
 #include "rdprune/layer.h"
 
 namespace rdprune {
 
 inline constexpr const char* kPlanSchema = "rdprune.plan/1";
-
-enum class BudgetKind { kParams, kFlops };
-BudgetKind parse_budget(const std::string& text);  // "params" | "flops"; UsageError naming budget otherwise
-std::string to_string(BudgetKind budget);
 
 struct PlanLayer {
   std::string name;
@@ -29,7 +26,9 @@ struct PlanLayer {
 
 struct Plan {
   std::string method;  // rd | select | global | lamp | uniform | uniform+ | erk | owl | alphapruning
-  std::string criterion = "magnitude";  // which weights of a layer prune applies it to: magnitude | wanda
+  // Which weights of a layer prune applies it to: magnitude | wanda. Channel plans: which channels of
+  // a group: magnitude (filter L1 norm) | bn_scale (the batch norm's absolute scale).
+  std::string criterion = "magnitude";
   BudgetKind budget = BudgetKind::kParams;
   double sparsity_target = 0;  // of weights (params budget) or of FLOPs (flops budget)
   std::optional<double> predicted_distortion;
@@ -50,9 +49,14 @@ struct Plan {
   double kept_flops() const;
   double sparsity_achieved() const;        // 1 - kept / total weights
   double flops_sparsity_achieved() const;  // 1 - kept / dense FLOPs
+  // Channel plans with measured latency tables (ChannelCostModel::has_latency); else 0.
+  double dense_latency() const;
+  double kept_latency() const;
+  double latency_sparsity_achieved() const;  // 1 - kept / dense latency
 };
 
 // Budget for a target: params: floor((1 - S) * total weights); flops: (1 - S) * dense FLOPs.
+// Throws UsageError for latency, which only channel plans take.
 double budget_for(BudgetKind budget, double sparsity_target, int64_t total_weights, double dense_flops);
 
 // Throws UsageError naming `option` unless 0 <= target < 1 (and finite).

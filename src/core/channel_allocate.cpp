@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <optional>
+#include <tuple>
 
 #include <fmt/format.h>
 
@@ -17,46 +18,44 @@ constexpr int kMaxRounds = 20;
 constexpr int kBisections = 24;
 constexpr int kMaxExchanges = 10000;
 
-bool flops_budget(const RdOptions& options) {
-  return options.budget == BudgetKind::kFlops;
-}
-
 double budget_of(const ChannelCostModel& model, const RdOptions& options) {
-  const double dense = channel_cost(model, model.channels, flops_budget(options));
+  const double dense = channel_cost(model, model.channels, options.budget);
+  if (options.budget == BudgetKind::kLatency) return (1.0 - options.sparsity_target) * dense;
   return budget_for(options.budget, options.sparsity_target, static_cast<int64_t>(dense), dense);
 }
 
 void check_reachable(const ChannelCostModel& model, const std::vector<int64_t>& smallest,
                      const RdOptions& options) {
-  const double least = channel_cost(model, smallest, flops_budget(options));
+  const double least = channel_cost(model, smallest, options.budget);
   const double budget = budget_of(model, options);
   if (least > budget) {
     throw Error(fmt::format(
         "a {} budget of {:.6g} ({:.4f} removed) is below what the smallest network the levels allow "
         "costs ({:.6g}, {:.4f} removed)",
         to_string(options.budget), budget, options.sparsity_target, least,
-        1.0 - least / channel_cost(model, model.channels, flops_budget(options))));
+        1.0 - least / channel_cost(model, model.channels, options.budget)));
   }
 }
 
+// The rules other than rd decide every group's width themselves.
+void check_no_bounds(const std::string& method, const RdOptions& options) {
+  if (options.min_sparsity > 0 || options.max_sparsity < 1)
+    throw Error("allocate: per-group sparsity bounds are for rd's channel plans, not " + method + "'s");
+}
+
 // Group g's share of the cost at `kept` channels, every other group at `widths`: the layers it
-// produces or reads, each scaled by its other side's kept fraction.
+// produces or reads, each at its other side's width.
 double linear_cost(const ChannelCostModel& model, const std::vector<int64_t>& widths, size_t g, int64_t kept,
-                   bool flops) {
+                   BudgetKind kind) {
   const auto group = static_cast<int64_t>(g);
-  const double own = static_cast<double>(kept) / static_cast<double>(model.channels[g]);
-  auto fraction = [&](int64_t side) {
-    if (side == group) return own;
-    if (side < 0) return 1.0;
-    const auto s = static_cast<size_t>(side);
-    return static_cast<double>(widths[s]) / static_cast<double>(model.channels[s]);
+  auto width = [&](int64_t side) {
+    if (side == group) return kept;
+    return side < 0 ? int64_t{0} : widths[static_cast<size_t>(side)];
   };
   double total = 0;
   for (const auto& layer : model.layers) {
     if (layer.out_group != group && layer.in_group != group) continue;
-    const double weights =
-        static_cast<double>(layer.weights) * fraction(layer.out_group) * fraction(layer.in_group);
-    total += flops ? weights * layer.flops_per_weight : weights;
+    total += layer_cost(model, layer, width(layer.out_group), width(layer.in_group), kind);
   }
   return total;
 }
@@ -98,16 +97,16 @@ std::optional<Round> solve_linearised(const CurveSet& curves, const std::vector<
                                       const std::vector<int64_t>& widths, double target,
                                       const RdOptions& options) {
   const ChannelCostModel& model = curves.channel_costs;
-  const bool flops = flops_budget(options);
+  const BudgetKind kind = options.budget;
   // Exact cost at `widths` = the groups' linear shares + what none of them owns, less the layers
   // counted by two groups once too often.
-  double constant = channel_cost(model, widths, flops);
+  double constant = channel_cost(model, widths, kind);
   std::vector<std::vector<Choice>> choices(allowed.size());
   for (size_t g = 0; g < allowed.size(); ++g) {
-    constant -= linear_cost(model, widths, g, widths[g], flops);
+    constant -= linear_cost(model, widths, g, widths[g], kind);
     for (const size_t k : allowed[g]) {
       const LayerCurve& curve = curves.layers[g];
-      choices[g].push_back({linear_cost(model, widths, g, curve.kept[k], flops), curve.distortion[k]});
+      choices[g].push_back({linear_cost(model, widths, g, curve.kept[k], kind), curve.distortion[k]});
     }
   }
   DpOptions dp;
@@ -124,14 +123,14 @@ std::optional<Round> solve_linearised(const CurveSet& curves, const std::vector<
 std::optional<Round> fitting_round(const CurveSet& curves, const std::vector<std::vector<size_t>>& allowed,
                                    const std::vector<int64_t>& widths, double budget,
                                    const RdOptions& options) {
-  const bool flops = flops_budget(options);
+  const BudgetKind kind = options.budget;
   double low = 0;
-  double high = 2 * channel_cost(curves.channel_costs, curves.channel_costs.channels, flops);
+  double high = 2 * channel_cost(curves.channel_costs, curves.channel_costs.channels, kind);
   std::optional<Round> best;
   for (int step = 0; step < kBisections; ++step) {
     const double target = (low + high) / 2;
     const auto round = solve_linearised(curves, allowed, widths, target, options);
-    if (round && channel_cost(curves.channel_costs, round->kept, flops) <= budget) {
+    if (round && channel_cost(curves.channel_costs, round->kept, kind) <= budget) {
       if (!best || round->distortion < best->distortion) best = round;
       low = target;
     } else {
@@ -156,7 +155,7 @@ std::optional<Round> moved(const CurveSet& curves, const std::vector<std::vector
 // Local search on the exact cost: the best of raising one group a level, or raising one and
 // lowering another, while it lowers the distortion within the budget.
 Round improve_by_exchanges(const CurveSet& curves, const std::vector<std::vector<size_t>>& allowed,
-                           Round round, double budget, bool flops) {
+                           Round round, double budget, BudgetKind kind) {
   const ChannelCostModel& model = curves.channel_costs;
   for (int move = 0; move < kMaxExchanges; ++move) {
     std::optional<Round> best;
@@ -170,7 +169,7 @@ Round improve_by_exchanges(const CurveSet& curves, const std::vector<std::vector
       }
       for (const auto& candidate : candidates) {
         if (candidate.distortion < (best ? best->distortion : round.distortion) - 1e-15 &&
-            channel_cost(model, candidate.kept, flops) <= budget)
+            channel_cost(model, candidate.kept, kind) <= budget)
           best = candidate;
       }
     }
@@ -194,13 +193,80 @@ Plan channel_plan(const ChannelCostModel& model, const std::vector<int64_t>& kep
   return plan;
 }
 
+// Each group's scores divided by the mean of those of its channels in use (scores >= 0); channels
+// out of use (negative scores) keep theirs.
+std::vector<std::vector<double>> normalised_by_mean(std::vector<std::vector<double>> scores) {
+  for (auto& group : scores) {
+    double sum = 0;
+    int64_t used = 0;
+    for (const double score : group)
+      if (score >= 0) sum += score, ++used;
+    if (used == 0 || sum <= 0) continue;
+    for (double& score : group)
+      if (score >= 0) score /= sum / static_cast<double>(used);
+  }
+  return scores;
+}
+
+// A channel a ranking may remove: its score, its group and its rank within the group.
+struct Ranked {
+  double score;
+  size_t group;
+  int64_t rank;
+  bool operator<(const Ranked& other) const {
+    return std::tie(score, group, rank) < std::tie(other.score, other.group, other.rank);
+  }
+};
+
+// Channels go lowest score first across the groups until the exact cost fits. The cost falls with
+// every removal, so the shortest prefix of the ranking that fits is found by bisection.
+Plan ranked_plan(const ChannelCostModel& model, const std::vector<std::vector<double>>& scores,
+                 const std::string& method, const RdOptions& options) {
+  validate(options);
+  check_keep_dense(options.keep_dense, model.groups, "the model's channel groups");
+  check_no_bounds(method, options);
+  if (scores.size() != model.groups.size()) throw Error("allocate: one score list per channel group");
+  std::vector<Ranked> ranking;
+  std::vector<int64_t> smallest;
+  for (size_t g = 0; g < model.groups.size(); ++g) {
+    if (static_cast<int64_t>(scores[g].size()) != model.channels[g])
+      throw Error("allocate: group " + model.groups[g] + " has a score per channel");
+    std::vector<double> sorted = scores[g];
+    std::stable_sort(sorted.begin(), sorted.end());
+    const bool dense = is_kept_dense(options.keep_dense, model.groups[g]);
+    smallest.push_back(dense ? model.channels[g] : 1);
+    // The group's best channel stays: a group keeps at least one.
+    for (int64_t r = 0; !dense && r + 1 < model.channels[g]; ++r)
+      ranking.push_back({sorted[static_cast<size_t>(r)], g, r});
+  }
+  check_reachable(model, smallest, options);
+  std::sort(ranking.begin(), ranking.end());
+  auto kept_after = [&](size_t removed) {
+    std::vector<int64_t> kept = model.channels;
+    for (size_t i = 0; i < removed; ++i) --kept[ranking[i].group];
+    return kept;
+  };
+  const double budget = budget_of(model, options);
+  const BudgetKind kind = options.budget;
+  size_t low = 0;  // the fewest removals that may fit
+  size_t high = ranking.size();
+  while (low < high) {
+    const size_t mid = (low + high) / 2;
+    if (channel_cost(model, kept_after(mid), kind) <= budget)
+      high = mid;
+    else
+      low = mid + 1;
+  }
+  return channel_plan(model, kept_after(low), method, options);
+}
+
 }  // namespace
 
 Plan allocate_channels_rd(const CurveSet& curves, const RdOptions& options) {
   validate(options);
   if (curves.granularity != "channel") throw Error("allocate: the curves are not channel curves");
   const ChannelCostModel& model = curves.channel_costs;
-  const bool flops = flops_budget(options);
+  const BudgetKind kind = options.budget;
   const auto allowed = allowed_levels(curves, options);
   std::vector<size_t> last;
   for (const auto& levels : allowed) last.push_back(levels.back());
@@ -217,7 +283,7 @@ Plan allocate_channels_rd(const CurveSet& curves, const RdOptions& options) {
     widths = next->kept;
   }
   if (!best) best = round_of(curves, last);  // fits: checked above
-  const Round chosen = improve_by_exchanges(curves, allowed, *best, budget, flops);
+  const Round chosen = improve_by_exchanges(curves, allowed, *best, budget, kind);
   Plan plan = channel_plan(model, chosen.kept, "rd", options);
   plan.predicted_distortion = chosen.distortion;
   plan.solver = "dp";
@@ -227,7 +293,8 @@ Plan allocate_channels_rd(const CurveSet& curves, const RdOptions& options) {
 Plan allocate_channels_uniform(const ChannelCostModel& model, const RdOptions& options) {
   validate(options);
   check_keep_dense(options.keep_dense, model.groups, "the model's channel groups");
-  const bool flops = flops_budget(options);
+  check_no_bounds("uniform", options);
+  const BudgetKind kind = options.budget;
   auto kept_at_fraction = [&](double fraction) {
     std::vector<int64_t> kept;
     for (size_t g = 0; g < model.groups.size(); ++g) {
@@ -243,12 +310,24 @@ Plan allocate_channels_uniform(const ChannelCostModel& model, const RdOptions& o
   const double budget = budget_of(model, options);
   double low = 0;  // fits
   double high = 1;
-  if (channel_cost(model, kept_at_fraction(1), flops) <= budget) low = 1;
+  if (channel_cost(model, kept_at_fraction(1), kind) <= budget) low = 1;
   for (int i = 0; i < 60 && low < high; ++i) {
     const double mid = (low + high) / 2;
-    (channel_cost(model, kept_at_fraction(mid), flops) <= budget ? low : high) = mid;
+    (channel_cost(model, kept_at_fraction(mid), kind) <= budget ? low : high) = mid;
   }
   return channel_plan(model, kept_at_fraction(low), "uniform", options);
+}
+
+Plan allocate_channels_global(const ChannelCostModel& model, const std::vector<std::vector<double>>& scores,
+                              const RdOptions& options) {
+  return ranked_plan(model, normalised_by_mean(scores), "global", options);
+}
+
+Plan allocate_channels_slimming(const ChannelCostModel& model, const std::vector<std::vector<double>>& scores,
+                                const RdOptions& options) {
+  Plan plan = ranked_plan(model, scores, "slimming", options);
+  plan.criterion = "bn_scale";
+  return plan;
 }
 
 }  // namespace rdprune

@@ -1,6 +1,8 @@
 #include "rdprune/channel_cost.h"
 
+#include <algorithm>
 #include <cmath>
+#include <utility>
 
 #include <fmt/format.h>
 
@@ -11,15 +13,90 @@
 namespace rdprune {
 namespace {
 
-double kept_fraction(const ChannelCostModel& model, const std::vector<int64_t>& kept, int64_t group) {
+double kept_fraction(const ChannelCostModel& model, int64_t kept, int64_t group) {
   if (group < 0) return 1.0;
-  const auto g = static_cast<size_t>(group);
-  return static_cast<double>(kept[g]) / static_cast<double>(model.channels[g]);
+  return static_cast<double>(kept) / static_cast<double>(model.channels[static_cast<size_t>(group)]);
+}
+
+// Where `width` falls on `widths`: the cell's lower index and the weight of the upper one.
+std::pair<size_t, double> locate(const std::vector<int64_t>& widths, int64_t width) {
+  if (widths.size() == 1 || width <= widths.front()) return {0, 0.0};
+  if (width >= widths.back()) return {widths.size() - 2, 1.0};
+  const auto upper =
+      static_cast<size_t>(std::upper_bound(widths.begin(), widths.end(), width) - widths.begin());
+  const size_t lower = upper - 1;
+  return {lower,
+          static_cast<double>(width - widths[lower]) / static_cast<double>(widths[upper] - widths[lower])};
+}
+
+void check_table(const LatencyTable& table, const std::string& where) {
+  auto ascending = [](const std::vector<int64_t>& widths) {
+    if (widths.empty() || widths.front() < 1) return false;
+    for (size_t i = 1; i < widths.size(); ++i)
+      if (widths[i] <= widths[i - 1]) return false;
+    return true;
+  };
+  if (!ascending(table.out_widths) || !ascending(table.in_widths))
+    throw Error(where + ": latency widths must ascend from at least 1");
+  if (table.seconds.size() != table.out_widths.size() * table.in_widths.size())
+    throw Error(where + ": latency table size is not its widths' product");
+  for (const double s : table.seconds)
+    if (!(s >= 0) || !std::isfinite(s)) throw Error(where + ": latency seconds must be finite and >= 0");
+}
+
+// A layer's table: valid, and its widths reach its groups' full widths (one width where it has none).
+void check_latency(const ChannelCostModel& model, const ChannelLayerCost& layer, const std::string& where) {
+  check_table(layer.latency, where);
+  auto reaches = [&](const std::vector<int64_t>& widths, int64_t group) {
+    return group < 0 ? widths.size() == 1 : widths.back() == model.channels[static_cast<size_t>(group)];
+  };
+  if (!reaches(layer.latency.out_widths, layer.out_group) ||
+      !reaches(layer.latency.in_widths, layer.in_group))
+    throw Error(where + ": latency widths must end at the group's channels (one width without a group)");
 }
 
 }  // namespace
 
-double channel_cost(const ChannelCostModel& model, const std::vector<int64_t>& kept, bool flops) {
+double latency_at(const LatencyTable& table, int64_t out, int64_t in) {
+  const auto [o, wo] = locate(table.out_widths, out);
+  const auto [i, wi] = locate(table.in_widths, in);
+  const size_t columns = table.in_widths.size();
+  auto at = [&](size_t r, size_t c) {
+    r = std::min(r, table.out_widths.size() - 1);
+    c = std::min(c, columns - 1);
+    return table.seconds[r * columns + c];
+  };
+  const double low = at(o, i) * (1 - wi) + at(o, i + 1) * wi;
+  const double high = at(o + 1, i) * (1 - wi) + at(o + 1, i + 1) * wi;
+  return low * (1 - wo) + high * wo;
+}
+
+void make_monotone(LatencyTable& table) {
+  const size_t rows = table.out_widths.size();
+  const size_t columns = table.in_widths.size();
+  for (size_t r = 0; r < rows; ++r) {
+    for (size_t c = 0; c < columns; ++c) {
+      double& cell = table.seconds[r * columns + c];
+      if (r > 0) cell = std::max(cell, table.seconds[(r - 1) * columns + c]);
+      if (c > 0) cell = std::max(cell, table.seconds[r * columns + c - 1]);
+    }
+  }
+}
+
+double layer_cost(const ChannelCostModel& model, const ChannelLayerCost& layer, int64_t out, int64_t in,
+                  BudgetKind kind) {
+  if (kind == BudgetKind::kLatency) {
+    if (layer.latency.empty()) throw Error("a latency budget needs measured latency tables");
+    return latency_at(layer.latency, out, in);
+  }
+  // Whole counts: the weights divide by each side's channels, so the product is exact.
+  const double weights =
+      std::round(static_cast<double>(layer.weights) * kept_fraction(model, out, layer.out_group) *
+                 kept_fraction(model, in, layer.in_group));
+  return kind == BudgetKind::kFlops ? weights * layer.flops_per_weight : weights;
+}
+
+double channel_cost(const ChannelCostModel& model, const std::vector<int64_t>& kept, BudgetKind kind) {
   if (kept.size() != model.channels.size()) {
     throw Error(
         fmt::format("a channel plan of {} groups for a model of {}", kept.size(), model.channels.size()));
@@ -29,14 +106,10 @@ double channel_cost(const ChannelCostModel& model, const std::vector<int64_t>& k
       throw Error(
           fmt::format("group {}: {} of {} channels kept", model.groups[g], kept[g], model.channels[g]));
   }
-  double total = 0;
-  for (const auto& layer : model.layers) {
-    // Whole counts: the weights divide by each side's channels, so the product is exact.
-    const double weights =
-        std::round(static_cast<double>(layer.weights) * kept_fraction(model, kept, layer.out_group) *
-                   kept_fraction(model, kept, layer.in_group));
-    total += flops ? weights * layer.flops_per_weight : weights;
-  }
+  auto width = [&](int64_t group) { return group < 0 ? int64_t{0} : kept[static_cast<size_t>(group)]; };
+  double total = kind == BudgetKind::kLatency ? model.latency_rest : 0.0;
+  for (const auto& layer : model.layers)
+    total += layer_cost(model, layer, width(layer.out_group), width(layer.in_group), kind);
   return total;
 }
 
@@ -59,7 +132,12 @@ void validate(const ChannelCostModel& model, const std::string& source) {
       if (g >= 0 && layer.weights % model.channels[static_cast<size_t>(g)] != 0)
         throw Error(where + ": its weights do not divide by its group's channels");
     }
+    if (layer.latency.empty() != !model.has_latency())
+      throw Error(where + ": every layer has a latency table, or none");
+    if (!layer.latency.empty()) check_latency(model, layer, where);
   }
+  if (!(model.latency_rest >= 0) || !std::isfinite(model.latency_rest))
+    throw Error(source + ": latency rest must be finite and >= 0");
 }
 
 nlohmann::json channel_costs_to_json(const ChannelCostModel& model) {
@@ -68,18 +146,26 @@ nlohmann::json channel_costs_to_json(const ChannelCostModel& model) {
   };
   nlohmann::json layers = nlohmann::json::array();
   for (const auto& layer : model.layers) {
-    layers.push_back({{"layer", layer.name},
-                      {"weights", layer.weights},
-                      {"flops_per_weight", layer.flops_per_weight},
-                      {"out_group", name_of(layer.out_group)},
-                      {"in_group", name_of(layer.in_group)}});
+    nlohmann::json entry = {{"layer", layer.name},
+                            {"weights", layer.weights},
+                            {"flops_per_weight", layer.flops_per_weight},
+                            {"out_group", name_of(layer.out_group)},
+                            {"in_group", name_of(layer.in_group)}};
+    if (!layer.latency.empty()) {
+      entry["latency"] = {{"out_widths", layer.latency.out_widths},
+                          {"in_widths", layer.latency.in_widths},
+                          {"seconds", layer.latency.seconds}};
+    }
+    layers.push_back(std::move(entry));
   }
   return layers;
 }
 
 ChannelCostModel channel_costs_from_json(const nlohmann::json& json, const std::vector<std::string>& groups,
                                          const std::vector<int64_t>& channels, const std::string& source) {
-  ChannelCostModel model{groups, channels, {}};
+  ChannelCostModel model;
+  model.groups = groups;
+  model.channels = channels;
   auto index_of = [&](const nlohmann::json& name, const std::string& where) -> int64_t {
     if (name.is_null()) return -1;
     for (size_t g = 0; g < groups.size(); ++g)
@@ -95,6 +181,12 @@ ChannelCostModel channel_costs_from_json(const nlohmann::json& json, const std::
     layer.flops_per_weight = entry.at("flops_per_weight").get<double>();
     layer.out_group = index_of(entry.at("out_group"), where);
     layer.in_group = index_of(entry.at("in_group"), where);
+    if (entry.contains("latency")) {
+      const auto& latency = entry.at("latency");
+      layer.latency.out_widths = latency.at("out_widths").get<std::vector<int64_t>>();
+      layer.latency.in_widths = latency.at("in_widths").get<std::vector<int64_t>>();
+      layer.latency.seconds = latency.at("seconds").get<std::vector<double>>();
+    }
     model.layers.push_back(std::move(layer));
   }
   validate(model, source);

@@ -17,11 +17,20 @@ namespace rdprune {
 BudgetKind parse_budget(const std::string& text) {
   if (text == "params") return BudgetKind::kParams;
   if (text == "flops") return BudgetKind::kFlops;
-  throw UsageError("budget", "expected params or flops, got '" + text + "'");
+  if (text == "latency") return BudgetKind::kLatency;
+  throw UsageError("budget", "expected params, flops or latency, got '" + text + "'");
 }
 
 std::string to_string(BudgetKind budget) {
-  return budget == BudgetKind::kParams ? "params" : "flops";
+  switch (budget) {
+    case BudgetKind::kParams:
+      return "params";
+    case BudgetKind::kFlops:
+      return "flops";
+    case BudgetKind::kLatency:
+      return "latency";
+  }
+  return "params";
 }
 
 std::vector<int64_t> Plan::kept_channels() const {
@@ -32,7 +41,7 @@ std::vector<int64_t> Plan::kept_channels() const {
 
 int64_t Plan::total_weights() const {
   if (granularity == "channel")
-    return static_cast<int64_t>(channel_cost(channel_costs, channel_costs.channels, /*flops=*/false));
+    return static_cast<int64_t>(channel_cost(channel_costs, channel_costs.channels, BudgetKind::kParams));
   int64_t total = 0;
   for (const auto& layer : layers) total += layer.weights;
   return total;
@@ -40,21 +49,22 @@ int64_t Plan::total_weights() const {
 
 int64_t Plan::kept_weights() const {
   if (granularity == "channel")
-    return static_cast<int64_t>(channel_cost(channel_costs, kept_channels(), /*flops=*/false));
+    return static_cast<int64_t>(channel_cost(channel_costs, kept_channels(), BudgetKind::kParams));
   int64_t total = 0;
   for (const auto& layer : layers) total += layer.kept;
   return total;
 }
 
 double Plan::dense_flops() const {
-  if (granularity == "channel") return channel_cost(channel_costs, channel_costs.channels, /*flops=*/true);
+  if (granularity == "channel")
+    return channel_cost(channel_costs, channel_costs.channels, BudgetKind::kFlops);
   double total = 0;
   for (const auto& layer : layers) total += static_cast<double>(layer.weights) * layer.flops_per_weight;
   return total;
 }
 
 double Plan::kept_flops() const {
-  if (granularity == "channel") return channel_cost(channel_costs, kept_channels(), /*flops=*/true);
+  if (granularity == "channel") return channel_cost(channel_costs, kept_channels(), BudgetKind::kFlops);
   double total = 0;
   for (const auto& layer : layers) total += static_cast<double>(layer.kept) * layer.flops_per_weight;
   return total;
@@ -72,7 +82,24 @@ double Plan::flops_sparsity_achieved() const {
   return dense > 0 ? (dense - kept_flops()) / dense : 0.0;
 }
 
+double Plan::dense_latency() const {
+  if (granularity != "channel" || !channel_costs.has_latency()) return 0;
+  return channel_cost(channel_costs, channel_costs.channels, BudgetKind::kLatency);
+}
+
+double Plan::kept_latency() const {
+  if (granularity != "channel" || !channel_costs.has_latency()) return 0;
+  return channel_cost(channel_costs, kept_channels(), BudgetKind::kLatency);
+}
+
+double Plan::latency_sparsity_achieved() const {
+  const double dense = dense_latency();
+  return dense > 0 ? (dense - kept_latency()) / dense : 0.0;
+}
+
 double budget_for(BudgetKind budget, double sparsity_target, int64_t total_weights, double dense_flops) {
+  if (budget == BudgetKind::kLatency)
+    throw UsageError("budget", "latency budgets are for channel plans (--granularity channel)");
   if (budget == BudgetKind::kParams) {
     return std::floor((1.0 - sparsity_target) * static_cast<double>(total_weights) + 1e-9);
   }
@@ -106,6 +133,14 @@ void validate(const Plan& plan, const std::string& source) {
   }
   if (plan.granularity != "weight" && plan.granularity != "channel")
     throw Error(source + ": granularity '" + plan.granularity + "', expected weight or channel");
+  if (plan.budget == BudgetKind::kLatency &&
+      !(plan.granularity == "channel" && plan.channel_costs.has_latency()))
+    throw Error(source + ": a latency budget needs a channel plan with latency tables");
+  const char* second = plan.granularity == "channel" ? "bn_scale" : "wanda";
+  if (plan.criterion != "magnitude" && plan.criterion != second) {
+    throw Error(fmt::format("{}: criterion '{}' for a {} plan, expected magnitude or {}", source,
+                            plan.criterion, plan.granularity, second));
+  }
   if (plan.granularity == "channel") {
     check_channel_groups(
         plan.channel_costs, plan.layers, [](const PlanLayer& g) { return g.kept; }, source);
@@ -141,6 +176,13 @@ std::string to_json(const Plan& plan) {
   if (plan.granularity == "channel") {
     json["granularity"] = plan.granularity;
     json["channel_costs"] = channel_costs_to_json(plan.channel_costs);
+    if (plan.channel_costs.has_latency()) {
+      json["latency"] = {{"setting", plan.channel_costs.latency_setting},
+                         {"rest_seconds", plan.channel_costs.latency_rest},
+                         {"dense_seconds", plan.dense_latency()},
+                         {"kept_seconds", plan.kept_latency()},
+                         {"sparsity_achieved", plan.latency_sparsity_achieved()}};
+    }
   }
   return json.dump(1) + "\n";
 }
@@ -157,8 +199,6 @@ Plan plan_from_json(const std::string& text, const std::string& source) {
     }
     plan.solver = json.value("solver", "");
     plan.criterion = json.value("criterion", "magnitude");
-    if (plan.criterion != "magnitude" && plan.criterion != "wanda")
-      throw Error(source + ": criterion '" + plan.criterion + "', expected magnitude or wanda");
     plan.fingerprint = json.value("fingerprint", "");
     plan.allow_empty = json.value("allow_empty", false);
     for (const auto& entry : json.at("layers")) {
@@ -171,8 +211,13 @@ Plan plan_from_json(const std::string& text, const std::string& source) {
       plan.layers.push_back(std::move(layer));
     }
     plan.granularity = json.value("granularity", "weight");
-    if (plan.granularity == "channel")
+    if (plan.granularity == "channel") {
       plan.channel_costs = channel_costs_of(json.at("channel_costs"), plan.layers, source);
+      if (json.contains("latency")) {
+        plan.channel_costs.latency_setting = json["latency"].at("setting").get<std::string>();
+        plan.channel_costs.latency_rest = json["latency"].at("rest_seconds").get<double>();
+      }
+    }
     validate(plan, source);
     return plan;
   } catch (const nlohmann::json::exception& e) {

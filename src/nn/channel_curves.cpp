@@ -85,7 +85,6 @@ LayerCurve measure_group(Network& network, const ChannelGroup& group, std::optio
 void check_channel_options(const CurveOptions& options) {
   auto refuse = [](const std::string& why) { throw Error("channel curves: " + why); };
   if (options.estimator != "measured") refuse("they are measured; the Taylor estimator is for weights");
-  if (options.recalibrate_bn) refuse("batch-norm awareness is not built for them");
   if (options.level_batch != 1) refuse("they run one level at a time (level_batch 1)");
   if (!options.context_kept.empty()) refuse("they are measured on the network as it is, not around a plan");
   if (options.group != nullptr && options.group->size() > 1)
@@ -107,9 +106,17 @@ CurveSet measure_channel_curves(Network& network, const Dataset& calibration,
   curves.levels = options.levels;
   curves.granularity = "channel";
   curves.channel_costs = channel_cost_model(groups, infos);
+  curves.bn_recalibrated = options.recalibrate_bn;
   torch::NoGradGuard no_grad;
   network.set_training(false);
   const torch::Tensor reference = reference_outputs(network, calibration, options.batch_size);
+  // Batch-norm aware: the pruned networks run on each calibration batch's own statistics, which
+  // moves the running statistics; the guard puts them back.
+  std::optional<BufferGuard> buffers;
+  if (options.recalibrate_bn) {
+    buffers.emplace(network);
+    network.set_training(true);
+  }
   std::optional<StageInputs> stages;
   if (!options.plain && network.num_stages() > 1) {
     stages.emplace(network, calibration, options.batch_size, network.layers()[0].weight.device(),

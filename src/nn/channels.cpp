@@ -58,6 +58,18 @@ torch::Tensor slice_index(const torch::Tensor& index, int64_t per_channel) {
   return (index.unsqueeze(1) * per_channel + offsets.unsqueeze(0)).flatten();
 }
 
+// The scale (gamma) of the batch norm that follows the group's producing layer: the group's other
+// output-side weight.
+torch::Tensor batch_norm_scale(Network& network, const ChannelGroup& group) {
+  const auto parameters = native_of(network).model().named_parameters();
+  for (size_t i = 1; i < group.slices.size(); ++i) {
+    const std::string& tensor = group.slices[i].tensor;
+    const bool weight = tensor.size() > 7 && tensor.compare(tensor.size() - 7, 7, ".weight") == 0;
+    if (group.slices[i].dim == 0 && weight && parameters.contains(tensor)) return parameters[tensor];
+  }
+  throw Error("channel group " + group.name + " has no batch norm to rank its channels by scale");
+}
+
 }  // namespace
 
 std::vector<ChannelGroup> channel_groups(Network& network) {
@@ -76,7 +88,7 @@ ChannelCostModel channel_cost_model(const std::vector<ChannelGroup>& groups,
     model.channels.push_back(group.channels);
   }
   for (const auto& info : infos) {
-    ChannelLayerCost cost{info.name, info.weights, std::max(0.0, info.flops_per_weight), -1, -1};
+    ChannelLayerCost cost{info.name, info.weights, std::max(0.0, info.flops_per_weight), -1, -1, {}};
     for (size_t g = 0; g < groups.size(); ++g) {
       for (const auto& slice : groups[g].slices) {
         if (!is_weight_of(slice.tensor, info.name)) continue;
@@ -89,14 +101,26 @@ ChannelCostModel channel_cost_model(const std::vector<ChannelGroup>& groups,
   return model;
 }
 
-torch::Tensor channel_order(Network& network, const ChannelGroup& group) {
-  const auto producer = layer_of(network, group.slices.front().tensor);
-  if (!producer) throw Error("channel group " + group.name + ": its producing layer is not prunable");
+torch::Tensor channel_scores(Network& network, const ChannelGroup& group, const std::string& criterion) {
   torch::NoGradGuard no_grad;
-  const torch::Tensor weight = network.layers()[*producer].weight.detach();
-  torch::Tensor score = weight.abs().reshape({group.channels, -1}).sum(1).to(torch::kFloat64).cpu();
-  score = torch::where(in_use(network, group).cpu(), score, torch::full_like(score, -1.0));
-  return std::get<1>(torch::sort(score, /*stable=*/true, /*dim=*/0, /*descending=*/false));
+  torch::Tensor score;
+  if (criterion == "magnitude") {
+    const auto producer = layer_of(network, group.slices.front().tensor);
+    if (!producer) throw Error("channel group " + group.name + ": its producing layer is not prunable");
+    const torch::Tensor weight = network.layers()[*producer].weight.detach();
+    score = weight.abs().reshape({group.channels, -1}).sum(1);
+  } else if (criterion == "bn_scale") {
+    score = batch_norm_scale(network, group).detach().abs();
+  } else {
+    throw Error("channel criterion '" + criterion + "', expected magnitude or bn_scale");
+  }
+  score = score.to(torch::kFloat64).cpu();
+  return torch::where(in_use(network, group).cpu(), score, torch::full_like(score, -1.0));
+}
+
+torch::Tensor channel_order(Network& network, const ChannelGroup& group, const std::string& criterion) {
+  return std::get<1>(torch::sort(channel_scores(network, group, criterion), /*stable=*/true, /*dim=*/0,
+                                 /*descending=*/false));
 }
 
 void mask_channels(Network& network, const ChannelGroup& group, const torch::Tensor& keep) {
@@ -133,7 +157,8 @@ void apply_channel_plan(Network& network, const Plan& plan, const std::string& s
     }
   }
   for (size_t g = 0; g < groups.size(); ++g)
-    mask_channels(network, groups[g], keep_last(channel_order(network, groups[g]), plan.layers[g].kept));
+    mask_channels(network, groups[g],
+                  keep_last(channel_order(network, groups[g], plan.criterion), plan.layers[g].kept));
 }
 
 std::unique_ptr<Network> remove_pruned_channels(Network& network) {

@@ -664,6 +664,36 @@ TEST_F(Cli, ChannelPlansWriteSmallerModels) {
       rdprune({"prune", "--model", model, "--plan", work_.file("u.json"), "--out", work_.file("u.pt")}).code,
       0);
 
+  // Global ranking, from the model alone; network slimming needs batch norms (LeNet-5 has none).
+  const Result global =
+      rdprune({"allocate", "--method", "global", "--granularity", "channel", "--model", model, "--budget",
+               "flops", "--sparsity", "0.5", "--out", work_.file("g.json"), "--json"});
+  ASSERT_EQ(global.code, 0) << global.err;
+  EXPECT_GE(nlohmann::json::parse(global.out).at("flops_sparsity_achieved").get<double>(), 0.5);
+  ASSERT_EQ(
+      rdprune({"prune", "--model", model, "--plan", work_.file("g.json"), "--out", work_.file("g.pt")}).code,
+      0);
+  expect_error(rdprune({"allocate", "--method", "slimming", "--granularity", "channel", "--model", model,
+                        "--sparsity", "0.5", "--out", work_.file("s.json")}),
+               1, "no batch norm");
+  expect_error(rdprune({"allocate", "--method", "slimming", "--model", model, "--sparsity", "0.5", "--out",
+                        work_.file("s.json")}),
+               2, "--method");
+  const std::string resnet = work_.file("resnet20.pt");
+  ASSERT_EQ(
+      rdprune({"train", "--arch", "resnet20", "--steps", "1", "--data-dir", data_dir(), "--out", resnet})
+          .code,
+      0);
+  const Result slimming =
+      rdprune({"allocate", "--method", "slimming", "--granularity", "channel", "--model", resnet, "--budget",
+               "flops", "--sparsity", "0.3", "--out", work_.file("s.json"), "--json"});
+  ASSERT_EQ(slimming.code, 0) << slimming.err;
+  EXPECT_EQ(nlohmann::json::parse(read_file(work_.file("s.json"))).at("criterion"), "bn_scale");
+  const Result slimmed = rdprune(
+      {"prune", "--model", resnet, "--plan", work_.file("s.json"), "--out", work_.file("s.pt"), "--json"});
+  ASSERT_EQ(slimmed.code, 0) << slimmed.err;
+  EXPECT_GE(nlohmann::json::parse(slimmed.out).at("flops_removed").get<double>(), 0.3);
+
   // Bad input: a budget below the smallest network, a plan for another model, weight curves for a
   // channel plan, a model without channel groups, an unknown granularity.
   expect_error(rdprune({"allocate", "--curves", curves, "--sparsity", "0.999", "--out", plan}), 1,
@@ -693,6 +723,64 @@ TEST_F(Cli, ChannelPlansWriteSmallerModels) {
   expect_error(rdprune({"curves", "--granularity", "filter", "--model", mlp, "--data-dir", data_dir(),
                         "--out", work_.file("v.json")}),
                2, "--granularity");
+}
+
+TEST_F(Cli, LatencyBudgetsMeasureTablesOnceAndKeepTheBudget) {
+  const std::string model = work_.file("lenet.pt");
+  ASSERT_NO_FATAL_FAILURE(train_briefly(model, data_dir()));
+  // Small targets: the tables are timed while other tests run, and a busy machine narrows what
+  // removing channels saves.
+  const std::string cache = work_.file("cache");
+  auto allocate = [&](std::vector<std::string> args, const std::string& out) {
+    args.insert(args.end(),
+                {"--granularity", "channel", "--model", model, "--budget", "latency", "--latency-grid", "3",
+                 "--latency-batch", "64", "--cache-dir", cache, "--out", out, "--json"});
+    args.insert(args.begin(), "allocate");
+    return rdprune(args);
+  };
+  const std::string plan = work_.file("uniform.json");
+  const Result first = allocate({"--method", "uniform", "--sparsity", "0.1"}, plan);
+  ASSERT_EQ(first.code, 0) << first.err;
+  const auto result = nlohmann::json::parse(first.out);
+  EXPECT_EQ(result.at("budget"), "latency");
+  EXPECT_GE(result.at("latency_sparsity_achieved").get<double>(), 0.1 - 1e-9);
+  EXPECT_LE(result.at("kept_latency_seconds").get<double>(),
+            0.9 * result.at("dense_latency_seconds").get<double>() * (1 + 1e-9));
+  const auto written = nlohmann::json::parse(read_file(plan));
+  EXPECT_EQ(written.at("budget"), "latency");
+  EXPECT_TRUE(written.at("channel_costs")[0].contains("latency"));
+  // The tables were cached: the same command reads them back and makes the same plan, where timing
+  // them again would not.
+  ASSERT_EQ(std::distance(std::filesystem::directory_iterator(cache), std::filesystem::directory_iterator()),
+            1);
+  const std::string again = work_.file("again.json");
+  ASSERT_EQ(allocate({"--method", "uniform", "--sparsity", "0.1"}, again).code, 0);
+  EXPECT_EQ(read_file(again), read_file(plan));
+  ASSERT_EQ(rdprune({"prune", "--model", model, "--plan", plan, "--out", work_.file("small.pt")}).code, 0);
+
+  // rd prices its channel curves by the tables; global ranking too.
+  const std::string curves = work_.file("curves.json");
+  ASSERT_EQ(rdprune({"curves", "--granularity", "channel", "--model", model, "--data-dir", data_dir(),
+                     "--calib-size", "16", "--levels", "4", "--no-cache", "--out", curves})
+                .code,
+            0);
+  const Result rd = allocate({"--curves", curves, "--sparsity", "0.05"}, work_.file("rd.json"));
+  ASSERT_EQ(rd.code, 0) << rd.err;
+  EXPECT_GE(nlohmann::json::parse(rd.out).at("latency_sparsity_achieved").get<double>(), 0.05 - 1e-9);
+  EXPECT_EQ(allocate({"--method", "global", "--sparsity", "0.05"}, work_.file("g.json")).code, 0);
+
+  // Bad input: a budget below the smallest network, a weight plan, run, rd without the model.
+  expect_error(allocate({"--method", "uniform", "--sparsity", "0.999"}, work_.file("x.json")), 1,
+               "below what the smallest network");
+  expect_error(rdprune({"allocate", "--method", "global", "--model", model, "--budget", "latency",
+                        "--sparsity", "0.5", "--out", work_.file("x.json")}),
+               2, "--budget");
+  expect_error(rdprune({"allocate", "--curves", curves, "--budget", "latency", "--sparsity", "0.5", "--out",
+                        work_.file("x.json")}),
+               2, "--model");
+  expect_error(rdprune({"run", "--model", model, "--data-dir", data_dir(), "--budget", "latency",
+                        "--sparsity", "0.5", "--out-dir", work_.file("run")}),
+               2, "--budget");
 }
 
 TEST_F(Cli, BaselinesFinetuneRunCompareAdditivity) {

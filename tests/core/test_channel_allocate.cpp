@@ -1,4 +1,5 @@
 // Allocation at channel granularity: exact costs, budgets never exceeded, files read back.
+#include <algorithm>
 #include <cmath>
 #include <functional>
 #include <random>
@@ -21,10 +22,10 @@ ChannelCostModel chain(const std::vector<int64_t>& channels) {
     model.channels.push_back(channels[g]);
     model.layers.push_back({"conv" + std::to_string(g), channels[g] * in * 9,
                             100.0 / static_cast<double>(g + 1), static_cast<int64_t>(g),
-                            g == 0 ? -1 : static_cast<int64_t>(g) - 1});
+                            g == 0 ? -1 : static_cast<int64_t>(g) - 1, {}});
     in = channels[g];
   }
-  model.layers.push_back({"fc", in * 10, 1.0, -1, static_cast<int64_t>(channels.size()) - 1});
+  model.layers.push_back({"fc", in * 10, 1.0, -1, static_cast<int64_t>(channels.size()) - 1, {}});
   return model;
 }
 
@@ -66,26 +67,27 @@ double predicted(const CurveSet& curves, const Plan& plan) {
 TEST(ChannelCost, MultipliesTheKeptFractionsOfBothSides) {
   const ChannelCostModel model = chain({4, 8});
   // conv0: 4*3*9 weights, conv1: 8*4*9, fc: 8*10.
-  EXPECT_EQ(channel_cost(model, {4, 8}, false), 108 + 288 + 80);
-  EXPECT_EQ(channel_cost(model, {2, 4}, false), 54 + 72 + 40);
-  EXPECT_DOUBLE_EQ(channel_cost(model, {2, 4}, true), 54 * 100 + 72 * 50 + 40 * 1);
-  EXPECT_THROW(channel_cost(model, {5, 8}, false), Error);
-  EXPECT_THROW(channel_cost(model, {4}, false), Error);
+  EXPECT_EQ(channel_cost(model, {4, 8}, BudgetKind::kParams), 108 + 288 + 80);
+  EXPECT_EQ(channel_cost(model, {2, 4}, BudgetKind::kParams), 54 + 72 + 40);
+  EXPECT_DOUBLE_EQ(channel_cost(model, {2, 4}, BudgetKind::kFlops), 54 * 100 + 72 * 50 + 40 * 1);
+  EXPECT_THROW(channel_cost(model, {5, 8}, BudgetKind::kParams), Error);
+  EXPECT_THROW(channel_cost(model, {4}, BudgetKind::kParams), Error);
 }
 
 TEST(ChannelRd, NeverExceedsTheBudgetAndComesNearTheBestPlan) {
   for (uint32_t seed = 0; seed < 6; ++seed) {
     const ChannelCostModel model = chain({4, 6, 5});
     const CurveSet curves = curves_for(model, seed);
-    for (const bool flops : {false, true}) {
+    for (const BudgetKind kind : {BudgetKind::kParams, BudgetKind::kFlops}) {
+      const bool flops = kind == BudgetKind::kFlops;
       for (const double target : {0.3, 0.5, 0.7}) {
         RdOptions options;
-        options.budget = flops ? BudgetKind::kFlops : BudgetKind::kParams;
+        options.budget = kind;
         options.sparsity_target = target;
         const Plan plan = allocate_channels_rd(curves, options);
-        const double dense = channel_cost(model, model.channels, flops);
+        const double dense = channel_cost(model, model.channels, kind);
         const double budget = flops ? (1 - target) * dense : std::floor((1 - target) * dense + 1e-9);
-        EXPECT_LE(channel_cost(model, plan.kept_channels(), flops), budget);
+        EXPECT_LE(channel_cost(model, plan.kept_channels(), kind), budget);
         EXPECT_NEAR(*plan.predicted_distortion, predicted(curves, plan), 1e-12);
         // Exhaustive search over every width: rd within 10% of the best distortion (neighbouring
         // widths multiply here; measured: the optimum in 35 of these 36 cases, 6% above it once).
@@ -93,7 +95,7 @@ TEST(ChannelRd, NeverExceedsTheBudgetAndComesNearTheBestPlan) {
         std::vector<int64_t> kept(3);
         std::function<void(size_t)> search = [&](size_t g) {
           if (g == kept.size()) {
-            if (channel_cost(model, kept, flops) > budget) return;
+            if (channel_cost(model, kept, kind) > budget) return;
             Plan candidate = plan;
             for (size_t i = 0; i < kept.size(); ++i) candidate.layers[i].kept = kept[i];
             best = std::min(best, predicted(curves, candidate));
@@ -128,17 +130,196 @@ TEST(ChannelUniform, KeepsOneFractionEverywhereTheMostTheBudgetAllows) {
   options.budget = BudgetKind::kFlops;
   options.sparsity_target = 0.5;
   const Plan plan = allocate_channels_uniform(model, options);
-  const double budget = 0.5 * channel_cost(model, model.channels, true);
-  EXPECT_LE(channel_cost(model, plan.kept_channels(), true), budget);
+  const double budget = 0.5 * channel_cost(model, model.channels, BudgetKind::kFlops);
+  EXPECT_LE(channel_cost(model, plan.kept_channels(), BudgetKind::kFlops), budget);
   // One channel more in every group would not fit, and every group keeps about the same fraction.
   std::vector<int64_t> more = plan.kept_channels();
   for (size_t g = 0; g < more.size(); ++g) more[g] = std::min(more[g] + 1, model.channels[g]);
-  EXPECT_GT(channel_cost(model, more, true), budget);
+  EXPECT_GT(channel_cost(model, more, BudgetKind::kFlops), budget);
   for (size_t g = 1; g < more.size(); ++g) {
     EXPECT_NEAR(static_cast<double>(plan.layers[g].kept) / static_cast<double>(model.channels[g]),
                 static_cast<double>(plan.layers[0].kept) / 16.0, 1.0 / 16.0);
   }
   EXPECT_NEAR(plan.flops_sparsity_achieved(), 0.5, 0.05);
+}
+
+// Scores 1..channels times `scale[g]` per group.
+std::vector<std::vector<double>> ascending_scores(const ChannelCostModel& model,
+                                                  const std::vector<double>& scale) {
+  std::vector<std::vector<double>> scores(model.groups.size());
+  for (size_t g = 0; g < scores.size(); ++g)
+    for (int64_t c = 0; c < model.channels[g]; ++c)
+      scores[g].push_back(scale[g] * static_cast<double>(c + 1));
+  return scores;
+}
+
+// The plan fits, removes no channel scoring above one it keeps, and putting back the best channel
+// it removed would not fit.
+void expect_fewest_removals(const ChannelCostModel& model, const std::vector<std::vector<double>>& scores,
+                            const Plan& plan, double budget, BudgetKind kind) {
+  std::vector<int64_t> kept = plan.kept_channels();
+  EXPECT_LE(channel_cost(model, kept, kind), budget);
+  int64_t last = -1;
+  double best = -1e300;
+  for (size_t g = 0; g < kept.size(); ++g) {
+    std::vector<double> sorted = scores[g];
+    std::sort(sorted.begin(), sorted.end());
+    const int64_t removed = model.channels[g] - kept[g];
+    if (removed > 0 && sorted[static_cast<size_t>(removed - 1)] >= best)
+      best = sorted[static_cast<size_t>(removed - 1)], last = static_cast<int64_t>(g);
+  }
+  ASSERT_GE(last, 0);
+  // A global ranking: no channel removed scores above one kept.
+  for (size_t g = 0; g < kept.size(); ++g) {
+    std::vector<double> sorted = scores[g];
+    std::sort(sorted.begin(), sorted.end());
+    EXPECT_GE(sorted[static_cast<size_t>(model.channels[g] - kept[g])], best) << model.groups[g];
+  }
+  ++kept[static_cast<size_t>(last)];
+  EXPECT_GT(channel_cost(model, kept, kind), budget);
+}
+
+TEST(ChannelRanking, SlimmingRanksRawScalesAndGlobalNormalisesEachGroup) {
+  const ChannelCostModel model = chain({8, 16, 32});
+  RdOptions options;
+  options.budget = BudgetKind::kFlops;
+  options.sparsity_target = 0.2;
+  const double budget = 0.8 * channel_cost(model, model.channels, BudgetKind::kFlops);
+  // Group 0's scales are a hundredth of the others': slimming takes its channels alone.
+  const auto scores = ascending_scores(model, {0.01, 1, 1});
+  const Plan slimming = allocate_channels_slimming(model, scores, options);
+  EXPECT_EQ(slimming.method, "slimming");
+  EXPECT_EQ(slimming.criterion, "bn_scale");
+  EXPECT_EQ(slimming.kept_channels()[1], 16);
+  EXPECT_EQ(slimming.kept_channels()[2], 32);
+  EXPECT_LT(slimming.kept_channels()[0], 8);
+  expect_fewest_removals(model, scores, slimming, budget, BudgetKind::kFlops);
+  EXPECT_EQ(plan_from_json(to_json(slimming), "p").criterion, "bn_scale");
+  Plan weights = slimming;  // a batch-norm criterion means nothing to a weight plan
+  weights.granularity = "weight";
+  EXPECT_THROW(validate(weights, "p"), Error);
+  // Divided by their means, group 2's lowest channels score lowest: global takes from it first.
+  const Plan global = allocate_channels_global(model, scores, options);
+  EXPECT_EQ(global.method, "global");
+  EXPECT_EQ(global.criterion, "magnitude");
+  EXPECT_LT(global.kept_channels()[2], 32);
+  std::vector<std::vector<double>> normalised = scores;
+  for (size_t g = 0; g < 3; ++g)
+    for (double& x : normalised[g]) x /= 0.5 * (scores[g].front() + scores[g].back());
+  expect_fewest_removals(model, normalised, global, budget, BudgetKind::kFlops);
+}
+
+TEST(ChannelRanking, TakesUnusedChannelsFirstAndKeepsWhatItMust) {
+  const ChannelCostModel model = chain({8, 16, 32});
+  RdOptions options;
+  options.budget = BudgetKind::kFlops;
+  options.sparsity_target = 0.05;
+  auto scores = ascending_scores(model, {1, 1, 1});
+  for (size_t c = 8; c < 12; ++c) scores[1][c] = -1;  // out of use
+  for (const auto& plan :
+       {allocate_channels_global(model, scores, options), allocate_channels_slimming(model, scores, options)})
+    EXPECT_EQ(plan.kept_channels(), (std::vector<int64_t>{8, 15, 32})) << plan.method;
+
+  // Groups kept dense stay whole; every other group keeps one channel at the most.
+  options.sparsity_target = 0.6;
+  options.keep_dense = {"conv2"};
+  const Plan plan = allocate_channels_global(model, scores, options);
+  EXPECT_EQ(plan.kept_channels()[2], 32);
+  EXPECT_GE(plan.kept_channels()[0], 1);
+  EXPECT_GE(plan.kept_channels()[1], 1);
+  EXPECT_LE(plan.flops_sparsity_achieved(), 0.999);
+  EXPECT_GE(plan.flops_sparsity_achieved(), 0.6);
+
+  options.sparsity_target = 0.99;
+  EXPECT_THROW(allocate_channels_slimming(model, scores, options), Error);  // below the smallest network
+  options.sparsity_target = 0.5;
+  options.keep_dense.clear();
+  options.min_sparsity = 0.1;
+  EXPECT_THROW(allocate_channels_global(model, scores, options), Error);  // bounds are rd's
+  options.min_sparsity = 0;
+  scores[0].pop_back();
+  EXPECT_THROW(allocate_channels_global(model, scores, options), Error);  // a score per channel
+}
+
+// Latency tables for `model` on a grid of 3 widths per grouped side: seconds a * out * in per layer
+// (its own widths where a side has no group), as timing a convolution roughly gives.
+ChannelCostModel with_latency(ChannelCostModel model) {
+  auto grid = [&](int64_t group, int64_t own) -> std::vector<int64_t> {
+    if (group < 0) return {own};
+    const int64_t c = model.channels[static_cast<size_t>(group)];
+    return c > 2 ? std::vector<int64_t>{1, c / 2, c} : std::vector<int64_t>{1, c};
+  };
+  for (auto& layer : model.layers) {
+    layer.latency.out_widths = grid(layer.out_group, 10);
+    layer.latency.in_widths = grid(layer.in_group, 3);
+    for (const int64_t o : layer.latency.out_widths)
+      for (const int64_t i : layer.latency.in_widths) layer.latency.seconds.push_back(1e-6 * o * i);
+  }
+  model.latency_rest = 1e-4;
+  model.latency_setting = "test";
+  validate(model, "test");
+  return model;
+}
+
+TEST(ChannelLatency, InterpolatesTablesAndAddsTheRest) {
+  LatencyTable table{{1, 5, 9}, {2, 4}, {1, 2, 3, 4, 5, 9}};
+  EXPECT_DOUBLE_EQ(latency_at(table, 5, 4), 4);      // a grid point
+  EXPECT_DOUBLE_EQ(latency_at(table, 3, 2), 2);      // halfway between rows
+  EXPECT_DOUBLE_EQ(latency_at(table, 7, 3), 5.25);   // bilinear: rows 5 and 9, columns 2 and 4
+  EXPECT_DOUBLE_EQ(latency_at(table, 100, 100), 9);  // clamped to the ends
+  EXPECT_DOUBLE_EQ(latency_at(table, 0, 0), 1);
+  LatencyTable one{{6}, {1, 3}, {2, 4}};
+  EXPECT_DOUBLE_EQ(latency_at(one, 99, 2), 3);  // a side of one width ignores its argument
+  LatencyTable noisy{{1, 2}, {1, 2}, {3, 1, 2, 5}};
+  make_monotone(noisy);
+  EXPECT_EQ(noisy.seconds, (std::vector<double>{3, 3, 3, 5}));
+
+  const ChannelCostModel model = with_latency(chain({4, 8}));
+  // conv0: out 4 of [1, 2, 4], in 3; conv1: out 8 of [1, 4, 8], in 4 of [1, 2, 4]; fc: in 8 of [1, 4, 8].
+  EXPECT_NEAR(channel_cost(model, {4, 8}, BudgetKind::kLatency), 1e-6 * (4 * 3 + 8 * 4 + 10 * 8) + 1e-4,
+              1e-15);
+  EXPECT_NEAR(channel_cost(model, {2, 4}, BudgetKind::kLatency), 1e-6 * (2 * 3 + 4 * 2 + 10 * 4) + 1e-4,
+              1e-15);
+  EXPECT_THROW(channel_cost(chain({4, 8}), {4, 8}, BudgetKind::kLatency), Error);  // no tables
+
+  ChannelCostModel short_table = model;
+  short_table.layers[0].latency.out_widths = {1, 2, 3};  // ends below the group's 4 channels
+  EXPECT_THROW(validate(short_table, "test"), Error);
+  ChannelCostModel partial = model;
+  partial.layers[1].latency = {};
+  EXPECT_THROW(validate(partial, "test"), Error);
+  EXPECT_THROW(budget_for(BudgetKind::kLatency, 0.5, 10, 10), UsageError);  // weight plans take none
+}
+
+TEST(ChannelLatency, EveryRuleKeepsTheBudgetAndPlansKeepTheirTables) {
+  const ChannelCostModel model = with_latency(chain({8, 16, 32}));
+  const CurveSet curves = [&] {
+    CurveSet c = curves_for(model, 4);
+    c.channel_costs = model;
+    return c;
+  }();
+  RdOptions options;
+  options.budget = BudgetKind::kLatency;
+  const double dense = channel_cost(model, model.channels, BudgetKind::kLatency);
+  for (const double target : {0.3, 0.5, 0.7}) {
+    options.sparsity_target = target;
+    const auto scores = ascending_scores(model, {1, 1, 1});
+    for (const Plan& plan : {allocate_channels_rd(curves, options), allocate_channels_uniform(model, options),
+                             allocate_channels_global(model, scores, options),
+                             allocate_channels_slimming(model, scores, options)}) {
+      EXPECT_LE(plan.kept_latency(), (1 - target) * dense * (1 + 1e-12)) << plan.method << target;
+      EXPECT_GE(plan.latency_sparsity_achieved(), target - 1e-9) << plan.method;
+      const Plan read = plan_from_json(to_json(plan), "p");
+      EXPECT_EQ(read.budget, BudgetKind::kLatency);
+      EXPECT_DOUBLE_EQ(read.kept_latency(), plan.kept_latency());
+      EXPECT_EQ(read.channel_costs.latency_setting, "test");
+    }
+  }
+  options.sparsity_target = 0.999;  // below the rest alone
+  EXPECT_THROW(allocate_channels_uniform(model, options), Error);
+  Plan plan = allocate_channels_uniform(chain({8, 16, 32}), RdOptions());
+  plan.budget = BudgetKind::kLatency;  // without tables
+  EXPECT_THROW(validate(plan, "p"), Error);
 }
 
 TEST(ChannelFiles, RoundTripAndNameBrokenCosts) {
@@ -154,7 +335,8 @@ TEST(ChannelFiles, RoundTripAndNameBrokenCosts) {
   const Plan read = plan_from_json(to_json(plan), "p.json");
   EXPECT_EQ(read.kept_channels(), plan.kept_channels());
   EXPECT_EQ(read.kept_weights(), plan.kept_weights());
-  EXPECT_LE(read.kept_weights(), std::floor(0.6 * channel_cost(model, model.channels, false) + 1e-9));
+  EXPECT_LE(read.kept_weights(),
+            std::floor(0.6 * channel_cost(model, model.channels, BudgetKind::kParams) + 1e-9));
 
   std::string text = to_json(plan);
   const auto at = text.find("\"in_group\": \"conv0\"");

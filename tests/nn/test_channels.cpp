@@ -106,7 +106,33 @@ TEST(ChannelGroups, RankByL1NormAndCostWhatTheyRemove) {
   auto smaller = remove_pruned_channels(*network);
   int64_t weights = 0;
   for (const auto& layer : smaller->layers()) weights += layer.weight.numel();
-  EXPECT_EQ(channel_cost(model, kept, /*flops=*/false), static_cast<double>(weights));
+  EXPECT_EQ(channel_cost(model, kept, BudgetKind::kParams), static_cast<double>(weights));
+}
+
+TEST(ChannelGroups, RankByBatchNormScaleWhereThereIsOne) {
+  auto network = testing::fresh_network("resnet20");
+  disturb_buffers(*network);  // batch-norm scales of either sign
+  const auto groups = channel_groups(*network);
+  // The block registers conv1 (no bias), then bn1's scale.
+  ASSERT_EQ(network->layers()[1].name, "layer1.0.conv1");
+  const auto parameters = network->parameters();
+  torch::Tensor gamma;
+  for (size_t i = 0; i + 1 < parameters.size(); ++i)
+    if (parameters[i].data_ptr() == network->layers()[1].weight.data_ptr())
+      gamma = parameters[i + 1].detach().abs();
+  ASSERT_TRUE(gamma.defined());
+  ASSERT_EQ(gamma.sizes(), (std::vector<int64_t>{16}));
+  const torch::Tensor order = channel_order(*network, groups[0], "bn_scale");
+  EXPECT_TRUE(gamma.index_select(0, order).diff().ge(0).all().item<bool>());
+  EXPECT_TRUE(torch::allclose(channel_scores(*network, groups[0], "bn_scale"), gamma.to(torch::kFloat64)));
+  // A channel out of use scores -1 and goes first.
+  mask_channels(*network, groups[0], keep_last(torch::arange(16), 15));  // channel 0 removed
+  EXPECT_EQ(channel_order(*network, groups[0], "bn_scale")[0].item<int64_t>(), 0);
+  EXPECT_EQ(channel_scores(*network, groups[0], "bn_scale")[0].item<double>(), -1.0);
+
+  auto lenet = testing::fresh_network("lenet5");
+  EXPECT_THROW(channel_scores(*lenet, channel_groups(*lenet)[0], "bn_scale"), Error);  // no batch norm
+  EXPECT_THROW(channel_scores(*network, groups[0], "taylor"), Error);
 }
 
 TEST(ChannelGroups, RefuseAPlanForOtherGroupsAndModelsWithout) {
@@ -150,6 +176,39 @@ TEST(ChannelCurves, StartAtZeroMoveAsChannelsGoAndMatchFullForwards) {
   }
 }
 
+TEST(ChannelCurves, BatchNormAwareRunOnBatchStatisticsAndPutThemBack) {
+  auto network = testing::fresh_network("resnet20", 1);
+  disturb_buffers(*network);  // running statistics far from any batch's
+  DatasetOptions data;
+  data.name = "synthetic";
+  data.synthetic_size = 16;
+  const Dataset calibration = load_dataset(data).train;
+  const auto infos = layer_census(*network, {1, 28, 28});
+  std::vector<torch::Tensor> before;
+  for (const auto& buffer : network->buffers()) before.push_back(buffer.clone());
+  CurveOptions options;
+  options.levels = 4;
+  options.batch_size = 8;
+  const CurveSet running = measure_channel_curves(*network, calibration, "random", infos, options);
+  options.recalibrate_bn = true;
+  const CurveSet aware = measure_channel_curves(*network, calibration, "random", infos, options);
+  EXPECT_TRUE(aware.bn_recalibrated);
+  const auto after = network->buffers();
+  for (size_t i = 0; i < before.size(); ++i) EXPECT_TRUE(torch::equal(before[i], after[i])) << i;
+  options.plain = true;  // full forwards on batch statistics: the oracle
+  const CurveSet plain = measure_channel_curves(*network, calibration, "random", infos, options);
+  bool differs = false;
+  for (size_t g = 0; g < aware.layers.size(); ++g) {
+    for (size_t k = 0; k < aware.layers[g].kept.size(); ++k) {
+      EXPECT_NEAR(aware.layers[g].distortion[k], plain.layers[g].distortion[k],
+                  1e-6 + 1e-4 * plain.layers[g].distortion[k]);
+      differs = differs || std::abs(aware.layers[g].distortion[k] - running.layers[g].distortion[k]) >
+                               1e-3 * (running.layers[g].distortion[k] + 1e-9);
+    }
+  }
+  EXPECT_TRUE(differs);  // batch statistics are not the running ones
+}
+
 TEST(ChannelCurves, RefuseOptionsTheyDoNotTake) {
   auto network = testing::fresh_network("lenet5");
   DatasetOptions data;
@@ -169,7 +228,6 @@ TEST(ChannelCurves, RefuseOptionsTheyDoNotTake) {
     }
   };
   refused([](CurveOptions& o) { o.estimator = "taylor"; }, "Taylor");
-  refused([](CurveOptions& o) { o.recalibrate_bn = true; }, "batch-norm");
   refused([](CurveOptions& o) { o.level_batch = 2; }, "one level at a time");
   refused([](CurveOptions& o) { o.context_kept = {1, 1, 1, 1, 1}; }, "around a plan");
 }

@@ -13,6 +13,7 @@
 #include "rdprune/channels.h"
 #include "rdprune/distortion.h"
 #include "rdprune/error.h"
+#include "rdprune/latency.h"
 #include "rdprune/text.h"
 
 namespace rdprune::cli {
@@ -34,22 +35,58 @@ struct AllocateFlags {
   std::string frontier;
   std::string granularity;  // empty: the curves' (rd), else weight
   double sparsity = -1;
+  LatencyOptions latency;  // --budget latency
+  bool no_cache = false;
+  std::string cache_dir;
 };
 
-// A channel plan (docs/channels.md): rd from channel curves, or the uniform rule on the model.
+// The cost model a channel plan is made under: the curves' or the model's, with latency tables
+// measured on this machine (or read from the cache) under a latency budget.
+ChannelCostModel channel_costs(const AllocateFlags& flags, const CurveSet* curves, Network* network) {
+  ChannelCostModel model =
+      curves != nullptr
+          ? curves->channel_costs
+          : channel_cost_model(channel_groups(*network), layer_census(*network, network->meta().input_shape));
+  if (flags.rd.budget == BudgetKind::kLatency) {
+    LatencyOptions latency = flags.latency;
+    latency.cache_dir =
+        flags.no_cache ? "" : (flags.cache_dir.empty() ? default_cache_dir() : flags.cache_dir);
+    latency.sink = stderr_sink();
+    measure_latency(*network, model, latency);
+  }
+  return model;
+}
+
+// A channel plan (docs/channels.md): rd from channel curves, or a rule on the model: uniform,
+// global ranking, network slimming.
 Plan allocate_channels(AllocateFlags& flags, const CurveSet* curves) {
   if (!flags.frontier.empty()) throw UsageError("--frontier", "is not built for channel plans");
   if (flags.rd.solver != "dp") throw UsageError("--solver", "channel plans are solved by dp");
   if (flags.rd.allow_empty) throw UsageError("--allow-empty", "a channel group keeps at least one channel");
-  if (curves != nullptr) return allocate_channels_rd(*curves, flags.rd);
-  if (flags.method != "uniform")
-    throw UsageError("--method", "channel plans are made by rd (from channel curves) or uniform");
-  if (flags.model.empty()) throw UsageError("--model: required for --method uniform");
-  auto network = load_model(flags.model, flags.load);
-  const auto groups = channel_groups(*network);
-  const Plan plan = allocate_channels_uniform(
-      channel_cost_model(groups, layer_census(*network, network->meta().input_shape)), flags.rd);
-  return plan;
+  if (curves == nullptr && flags.method == "rd") throw UsageError("--curves: required for --method rd");
+  const bool latency = flags.rd.budget == BudgetKind::kLatency;
+  std::unique_ptr<Network> network;
+  if (curves == nullptr || latency) {
+    if (flags.model.empty())
+      throw UsageError("--model: required for --method " + flags.method +
+                       (latency ? " under a latency budget" : ""));
+    network = load_model(flags.model, flags.load);
+  }
+  const ChannelCostModel model = channel_costs(flags, curves, network.get());
+  if (curves != nullptr) {
+    CurveSet priced = *curves;
+    priced.channel_costs = model;
+    return allocate_channels_rd(priced, flags.rd);
+  }
+  if (flags.method == "uniform") return allocate_channels_uniform(model, flags.rd);
+  const std::string criterion = flags.method == "slimming" ? "bn_scale" : "magnitude";
+  std::vector<std::vector<double>> scores;
+  for (const auto& group : channel_groups(*network)) {
+    const torch::Tensor score = channel_scores(*network, group, criterion).contiguous();
+    scores.emplace_back(score.data_ptr<double>(), score.data_ptr<double>() + score.numel());
+  }
+  return flags.method == "slimming" ? allocate_channels_slimming(model, scores, flags.rd)
+                                    : allocate_channels_global(model, scores, flags.rd);
 }
 
 void write_frontier(const std::string& path, const std::vector<FrontierPoint>& frontier, BudgetKind budget) {
@@ -62,9 +99,13 @@ void write_frontier(const std::string& path, const std::vector<FrontierPoint>& f
 
 void run_allocate(AllocateFlags& flags) {
   apply_threads(flags.common);
-  // Every allocator but select, which judges plans by fine-tuning: a run's work.
+  require_one_of("--granularity", flags.granularity.empty() ? "weight" : flags.granularity,
+                 {"weight", "channel"}, "granularity");
+  // Every allocator but select, which judges plans by fine-tuning: a run's work. Channel plans have
+  // their own rules (docs/channels.md).
   std::vector<std::string> known = allocator_names();
   known.erase(std::remove(known.begin(), known.end(), "select"), known.end());
+  if (flags.granularity == "channel") known = {"rd", "uniform", "global", "slimming"};
   require_one_of("--method", flags.method, known, "method");
   validate(flags.settings);
   const bool baseline = flags.method != "rd";
@@ -79,8 +120,6 @@ void run_allocate(AllocateFlags& flags) {
   std::vector<FrontierPoint> frontier;
   const auto start = std::chrono::steady_clock::now();
   Plan plan;
-  require_one_of("--granularity", flags.granularity.empty() ? "weight" : flags.granularity,
-                 {"weight", "channel"}, "granularity");
   if (baseline && flags.granularity == "channel") {
     plan = allocate_channels(flags, nullptr);
   } else if (baseline) {
@@ -135,12 +174,23 @@ void run_allocate(AllocateFlags& flags) {
       {"predicted_distortion",
        plan.predicted_distortion ? nlohmann::json(*plan.predicted_distortion) : nlohmann::json()},
       {"seconds", seconds}};
+  if (plan.channel_costs.has_latency()) {
+    result["latency_sparsity_achieved"] = plan.latency_sparsity_achieved();
+    result["dense_latency_seconds"] = plan.dense_latency();
+    result["kept_latency_seconds"] = plan.kept_latency();
+    result["latency_setting"] = plan.channel_costs.latency_setting;
+  }
   std::string human = fmt::format(
       "{} plan ({} budget): target {:.4f}, achieved sparsity {:.4f}, FLOPs sparsity {:.4f}{}\n", plan.method,
       to_string(plan.budget), plan.sparsity_target, plan.sparsity_achieved(), plan.flops_sparsity_achieved(),
       plan.predicted_distortion
           ? fmt::format(", predicted distortion {:.6g} ({} solver)", *plan.predicted_distortion, plan.solver)
           : std::string());
+  if (plan.channel_costs.has_latency()) {
+    human += fmt::format("  latency {:.4g} ms of {:.4g} ms per batch ({:.4f} removed; {})\n",
+                         1e3 * plan.kept_latency(), 1e3 * plan.dense_latency(),
+                         plan.latency_sparsity_achieved(), plan.channel_costs.latency_setting);
+  }
   const char* unit = plan.granularity == "channel" ? "channels" : "";
   for (const auto& layer : plan.layers) {
     human += fmt::format("  {:<28} {:>9} of {:>9} {} kept  sparsity {:>6}%\n", layer.name, layer.kept,
@@ -157,7 +207,8 @@ void register_allocate(CLI::App& app) {
   auto* command =
       app.add_subcommand("allocate", "Choose every layer's sparsity under a weight or FLOPs budget");
   command->add_option("--method", flags->method,
-                      "rd (default) | global | lamp | uniform | uniform+ | erk | owl | alphapruning");
+                      "rd (default) | global | lamp | uniform | uniform+ | erk | owl | alphapruning; channel "
+                      "plans: rd | uniform | global | slimming");
   command->add_option("--curves", flags->curves, "Curves file from `rdprune curves` (method rd)");
   command->add_option("--model", flags->model, "Model (every method but rd)");
   command->add_option(
@@ -168,7 +219,15 @@ void register_allocate(CLI::App& app) {
       ->add_option("--sparsity", flags->sparsity,
                    "Target sparsity in [0, 1) of weights (or of FLOPs with --budget flops)")
       ->required();
-  command->add_option("--budget", flags->budget, "params|flops (default params)");
+  command->add_option(
+      "--budget", flags->budget,
+      "params|flops|latency (default params; latency: channel plans, measured on this machine)");
+  command->add_option("--latency-batch", flags->latency.batch_size,
+                      "--budget latency: the batch size the model will run at (default 64)");
+  command->add_option("--latency-grid", flags->latency.grid,
+                      "--budget latency: timed widths per channel group, 1 to all (default 9)");
+  command->add_flag("--no-cache", flags->no_cache, "--budget latency: measure the latency tables afresh");
+  command->add_option("--cache-dir", flags->cache_dir, "Latency table cache (default ~/.cache/rdprune)");
   command->add_option("--out", flags->out, "Output plan file (rdprune.plan/1 JSON)")->required();
   command->add_option("--min-sparsity", flags->rd.min_sparsity,
                       "Every layer at least this sparse (default 0)");
@@ -181,8 +240,8 @@ void register_allocate(CLI::App& app) {
   command->add_option("--dp-resolution", flags->rd.resolution,
                       "DP budget cells (default 65536; exact when the budget fits)");
   command->add_option("--granularity", flags->granularity,
-                      "weight | channel: a channel plan (rd from channel curves, or uniform); default: "
-                      "the curves' (rd), else weight");
+                      "weight | channel: a channel plan (rd from channel curves; uniform, global or "
+                      "slimming from the model); default: the curves' (rd), else weight");
   command->add_option("--frontier", flags->frontier,
                       "Also write the optimal distortion for every budget (CSV)");
   add_common_flags(*command, flags->common);

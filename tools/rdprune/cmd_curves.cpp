@@ -38,19 +38,12 @@ struct CurvesFlags {
 void check_channel_settings(const CurvesFlags& flags, const ProcessGroup& group) {
   if (flags.criterion != "magnitude")
     throw UsageError("--criterion", "channel curves rank channels by L1 norm; --criterion is for weights");
-  if (flags.curves.recalibrate_bn) throw UsageError("--bn-aware", "is not built for channel curves");
   if (flags.curves.estimator != "measured")
     throw UsageError("--estimator", "channel curves are measured; the Taylor estimate is for weights");
   if (flags.curves.level_batch != 1)
     throw UsageError("--level-batch", "channel curves run one level at a time");
   if (group.size() > 1)
     throw UsageError("--granularity", "channel curves run in one process in this version");
-}
-
-std::string default_cache_dir() {
-  if (const char* xdg = std::getenv("XDG_CACHE_HOME"); xdg && *xdg) return std::string(xdg) + "/rdprune";
-  if (const char* home = std::getenv("HOME"); home && *home) return std::string(home) + "/.cache/rdprune";
-  return (std::filesystem::temp_directory_path() / "rdprune-cache").string();
 }
 
 void run_curves(const CLI::App& command, CurvesFlags& flags) {

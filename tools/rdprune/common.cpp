@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <iostream>
 #include <thread>
@@ -317,6 +318,12 @@ void require_range(const std::string& flag, double value, double low, double hig
     throw UsageError(flag + ": " + std::to_string(value) + " is outside [" + std::to_string(low) + ", " +
                      std::to_string(high) + "]");
   }
+}
+
+std::string default_cache_dir() {
+  if (const char* xdg = std::getenv("XDG_CACHE_HOME"); xdg && *xdg) return std::string(xdg) + "/rdprune";
+  if (const char* home = std::getenv("HOME"); home && *home) return std::string(home) + "/.cache/rdprune";
+  return (std::filesystem::temp_directory_path() / "rdprune-cache").string();
 }
 
 }  // namespace rdprune::cli

@@ -91,7 +91,8 @@ void apply_threads(const CommonFlags& flags);
 // normalisation unless --mean/--std override it.
 DatasetOptions dataset_options(const DataFlags& flags, const ModelMeta* model = nullptr);
 
-// --device DEVICE into `device` (cpu | cuda | cuda:N), which starts as default_device().
+// --device DEVICE into `device` (cpu | cuda | cuda:N); without the flag, default_device(), resolved
+// once the command line is parsed.
 void add_device_flag(CLI::App& command, torch::Device& device);
 // cuda:LOCAL_RANK where CUDA is available (modulo the devices there are), else cpu.
 torch::Device default_device();
@@ -134,5 +135,9 @@ std::string flag_of(const std::string& option);
 
 // Rejects values outside [low, high] with a UsageError naming the flag.
 void require_range(const std::string& flag, double value, double low, double high);
+
+// Where caches live by default: $XDG_CACHE_HOME/rdprune, else ~/.cache/rdprune, else a temporary
+// directory.
+std::string default_cache_dir();
 
 }  // namespace rdprune::cli

@@ -1,28 +1,16 @@
 // --device: where the model runs.
-#include <cstdlib>
-
 #include <torch/torch.h>
 
 #include "common.h"
 #include "rdprune/error.h"
+#include "rdprune/process_group.h"
 
 namespace rdprune::cli {
-namespace {
-
-int local_rank() {
-  const char* text = std::getenv("LOCAL_RANK");
-  if (text == nullptr) return 0;
-  char* end = nullptr;
-  const long value = std::strtol(text, &end, 10);
-  return *text != '\0' && *end == '\0' && value >= 0 && value < (1 << 20) ? static_cast<int>(value) : 0;
-}
-
-}  // namespace
 
 torch::Device default_device() {
   if (!torch::cuda::is_available()) return torch::kCPU;
   const int count = static_cast<int>(torch::cuda::device_count());
-  return {torch::kCUDA, static_cast<c10::DeviceIndex>(local_rank() % count)};
+  return {torch::kCUDA, static_cast<c10::DeviceIndex>(place_from_environment().local_rank % count)};
 }
 
 torch::Device parse_device(const std::string& text) {
@@ -39,7 +27,8 @@ torch::Device parse_device(const std::string& text) {
                      "has no GPU)");
   }
   const int count = static_cast<int>(torch::cuda::device_count());
-  const int index = indexed ? std::stoi(text.substr(prefix.size())) : local_rank() % count;
+  const int index =
+      indexed ? std::stoi(text.substr(prefix.size())) : place_from_environment().local_rank % count;
   if (index >= count)
     throw UsageError(flag + ": there are " + std::to_string(count) +
                      " CUDA devices (cuda:0..cuda:" + std::to_string(count - 1) + ")");
@@ -47,13 +36,18 @@ torch::Device parse_device(const std::string& text) {
 }
 
 void add_device_flag(CLI::App& command, torch::Device& device) {
-  device = default_device();
-  command
-      .add_option_function<std::string>(
-          "--device", [&device](const std::string& text) { device = parse_device(text); },
-          "cpu | cuda | cuda:N: where the model runs (default: cuda:LOCAL_RANK where CUDA is available, "
-          "else cpu)")
-      ->type_name("DEVICE");
+  CLI::Option* option =
+      command
+          .add_option_function<std::string>(
+              "--device", [&device](const std::string& text) { device = parse_device(text); },
+              "cpu | cuda | cuda:N: where the model runs (default: cuda:LOCAL_RANK where CUDA is "
+              "available, else cpu)")
+          ->type_name("DEVICE");
+  // The default is resolved once the command line is parsed, so that only a command that runs asks
+  // for CUDA (never --help), with LOCAL_RANK read as every launcher variable is.
+  command.parse_complete_callback([&device, option] {
+    if (option->count() == 0) device = default_device();
+  });
 }
 
 }  // namespace rdprune::cli

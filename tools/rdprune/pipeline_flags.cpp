@@ -92,6 +92,8 @@ void finish_pipeline_flags(const CLI::App& command, PipelineFlags& flags, const 
   auto& o = flags.options;
   apply_preset(command, o.preset, o.allocator.curves, &o.allocator.refine);
   o.rd.budget = parse_budget(flags.budget);
+  if (o.rd.budget == BudgetKind::kLatency)
+    throw UsageError("--budget", "latency budgets are for channel plans (allocate --granularity channel)");
   if (!flags.keep_dense.empty()) o.rd.keep_dense = split_list(flags.keep_dense, "--keep-dense");
   o.allocator.select.pool = split_list(flags.pool, "--pool");
   o.allocator.select.recovery_steps = parse_judge(flags.judge);
