@@ -20,9 +20,12 @@ ChannelCostModel chain(const std::vector<int64_t>& channels) {
   for (size_t g = 0; g < channels.size(); ++g) {
     model.groups.push_back("conv" + std::to_string(g));
     model.channels.push_back(channels[g]);
-    model.layers.push_back({"conv" + std::to_string(g), channels[g] * in * 9,
-                            100.0 / static_cast<double>(g + 1), static_cast<int64_t>(g),
-                            g == 0 ? -1 : static_cast<int64_t>(g) - 1, {}});
+    model.layers.push_back({"conv" + std::to_string(g),
+                            channels[g] * in * 9,
+                            100.0 / static_cast<double>(g + 1),
+                            static_cast<int64_t>(g),
+                            g == 0 ? -1 : static_cast<int64_t>(g) - 1,
+                            {}});
     in = channels[g];
   }
   model.layers.push_back({"fc", in * 10, 1.0, -1, static_cast<int64_t>(channels.size()) - 1, {}});
