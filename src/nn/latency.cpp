@@ -169,16 +169,24 @@ std::vector<int64_t> grid_widths(int64_t channels, int64_t grid) {
   return widths;
 }
 
+// The widths one side of a layer is timed at: the grid over its group, or its own `features`
+// where it has none.
+std::vector<int64_t> side_widths(const ChannelCostModel& model, int64_t group, int64_t features,
+                                 int64_t grid) {
+  if (group < 0) return {features};
+  return grid_widths(model.channels[static_cast<size_t>(group)], grid);
+}
+
 // The layer's table at the grid's widths: each pair of widths scales the weight's sides.
 LatencyTable measure_table(const ChannelCostModel& model, const ChannelLayerCost& layer, const LayerOp& op,
                            const LatencyOptions& options, torch::Device device, Progress& progress) {
-  auto side = [&](int64_t group, int64_t features) {
-    if (group < 0) return std::make_pair(std::vector<int64_t>{features}, int64_t{0});
-    const int64_t channels = model.channels[static_cast<size_t>(group)];
-    return std::make_pair(grid_widths(channels, options.grid), channels);
+  auto channels_of = [&](int64_t group) {
+    return group < 0 ? int64_t{0} : model.channels[static_cast<size_t>(group)];
   };
-  const auto [out_widths, out_channels] = side(layer.out_group, op.weight[0]);
-  const auto [in_widths, in_channels] = side(layer.in_group, op.weight[1]);
+  const auto out_widths = side_widths(model, layer.out_group, op.weight[0], options.grid);
+  const auto in_widths = side_widths(model, layer.in_group, op.weight[1], options.grid);
+  const int64_t out_channels = channels_of(layer.out_group);
+  const int64_t in_channels = channels_of(layer.in_group);
   auto features = [](int64_t full, int64_t width, int64_t channels) {
     return channels == 0 ? full : full / channels * width;  // per channel: full / channels features
   };
@@ -302,13 +310,10 @@ void measure_latency(Network& network, ChannelCostModel& model, const LatencyOpt
 
   const torch::Device device = device_of(network);
   int64_t cells = 0;
-  for (const auto& layer : model.layers) {
-    auto count = [&](int64_t group) {
-      return group < 0 ? 1
-                       : static_cast<int64_t>(
-                             grid_widths(model.channels[static_cast<size_t>(group)], options.grid).size());
-    };
-    cells += count(layer.out_group) * count(layer.in_group);
+  for (size_t i = 0; i < model.layers.size(); ++i) {
+    const auto& layer = model.layers[i];
+    cells += static_cast<int64_t>(side_widths(model, layer.out_group, ops[i].weight[0], options.grid).size() *
+                                  side_widths(model, layer.in_group, ops[i].weight[1], options.grid).size());
   }
   Progress progress("latency tables", cells, options.sink);
   for (size_t i = 0; i < model.layers.size(); ++i)

@@ -296,11 +296,7 @@ TEST(ChannelLatency, InterpolatesTablesAndAddsTheRest) {
 
 TEST(ChannelLatency, EveryRuleKeepsTheBudgetAndPlansKeepTheirTables) {
   const ChannelCostModel model = with_latency(chain({8, 16, 32}));
-  const CurveSet curves = [&] {
-    CurveSet c = curves_for(model, 4);
-    c.channel_costs = model;
-    return c;
-  }();
+  const CurveSet curves = curves_for(model, 4);
   RdOptions options;
   options.budget = BudgetKind::kLatency;
   const double dense = channel_cost(model, model.channels, BudgetKind::kLatency);
