@@ -5,7 +5,7 @@ set -euo pipefail
 
 packages=(
   build-essential cmake ccache pkg-config git
-  libtorch-dev libgloo-dev python3-torch
+  libtorch-dev libgloo-dev python3-torch python3-torchvision
   libgtest-dev libgmock-dev libbenchmark-dev
   libcli11-dev nlohmann-json3-dev libfmt-dev zlib1g-dev libstb-dev
   gnuplot-nox

@@ -47,6 +47,10 @@ struct AllocatorSettings {
   AlphaOptions alpha;
   // Which weights of a layer go first, for every method, curves and prune (rdprune/criterion.h).
   std::string criterion = "magnitude";
+  // weight: plans of kept weights per layer; channel: kept channels per channel group, every
+  // round's model physically smaller (docs/channels.md). Channel methods: rd, uniform, global,
+  // slimming; rd measures channel curves and does no refinement passes.
+  std::string granularity = "weight";
 };
 
 // The settings a preset expands to: "default" (what measures best, docs/results.md) or "paper"
@@ -73,6 +77,9 @@ struct AllocatorContext {
   TrainOptions finetune;
   bool recalibrate_bn = false;
   Sink* sink = nullptr;
+  // Channel plans: the cost model to allocate under (latency tables measured); null: the network's
+  // weights and FLOPs.
+  const ChannelCostModel* channel_costs = nullptr;
   // Sees the curves an allocator measures: "curves", then "curves-refine-<pass>".
   std::function<void(const std::string& name, const CurveSet&)> save_curves;
 };
@@ -93,10 +100,13 @@ class Allocator {
   virtual Allocation allocate(AllocatorContext& context, const RdOptions& budget) = 0;
 };
 
-// The one place a method's name becomes an allocator. Throws UsageError naming "method".
+// The one place a method's name becomes an allocator, of the settings' granularity. Throws
+// UsageError naming "method".
 std::unique_ptr<Allocator> make_allocator(const std::string& method, const AllocatorSettings& settings);
 // rd, select, the baselines, owl and alphapruning.
 const std::vector<std::string>& allocator_names();
+// The methods that make channel plans: rd, uniform, global, slimming.
+const std::vector<std::string>& channel_allocator_names();
 // Whether `method` measures anything on calibration images (rd, select, owl).
 bool uses_calibration(const std::string& method);
 

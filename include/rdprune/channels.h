@@ -22,9 +22,14 @@ namespace rdprune {
 
 RDPRUNE_LAYER(2, "nn");
 
-// The network's channel groups at its present widths. Throws UsageError for a model that has none
-// this version can find (TorchScript models; the vit).
+// The network's channel groups at its present widths: the zoo model's own, or those found on a
+// TorchScript model's forward graph (docs/channels.md, "TorchScript models"). Throws UsageError for
+// a model that has none this version can find (the vit; a graph with none it can follow).
 std::vector<ChannelGroup> channel_groups(Network& network);
+
+// For a TorchScript model, "<layer>: <reason>" for every layer whose output channels stay whole
+// (read by an op the analysis does not follow, grouped, the model's outputs); empty for zoo models.
+std::vector<std::string> unremovable_channels(Network& network);
 
 // What each prunable layer costs as the groups shrink: its weights and FLOPs per weight (from the
 // layer census `infos`) and the groups on its output and input sides.
@@ -56,9 +61,10 @@ torch::Tensor keep_last(const torch::Tensor& order, int64_t kept);
 void apply_channel_plan(Network& network, const Plan& plan, const std::string& source);
 
 // The network without the channels its masks leave unused (the producing weights and every
-// reading weight masked): a zoo model of the smaller widths (ModelMeta::widths) whose outputs equal
-// the masked network's. Masks on the weights that remain travel with it. Throws UsageError for
-// models without channel groups and Error where a group would keep no channel.
+// reading weight masked), whose outputs equal the masked network's: a zoo model of the smaller
+// widths (ModelMeta::widths), or a copy of the TorchScript module with smaller tensors. Masks on
+// the weights that remain travel with it. Throws UsageError for models without channel groups and
+// Error where a group would keep no channel.
 std::unique_ptr<Network> remove_pruned_channels(Network& network);
 
 // Every group's curve over its kept channels at the options' levels (at least one channel kept),

@@ -31,7 +31,8 @@ torch::Tensor mask_keeping(const torch::Tensor& order, int64_t kept, c10::IntArr
 int64_t unpruned_count(const Network& network, size_t layer);
 
 // Applies a plan: each layer keeps the `kept` unpruned weights its criterion ranks highest. Throws Error if
-// the plan does not match the model or asks a layer to keep weights it has already pruned.
+// the plan does not match the model or asks a layer to keep weights it has already pruned. A channel
+// plan is applied as apply_channel_plan does (rdprune/channels.h).
 void apply_plan(Network& network, const Plan& plan, const std::string& source);
 
 }  // namespace rdprune

@@ -16,6 +16,17 @@ std::vector<std::string> pool_methods() {
   return names;
 }
 
+// What channel plans do not take (docs/channels.md): weight criteria, and curves other than
+// measured ones, a level at a time.
+void validate_channel(const AllocatorSettings& settings) {
+  if (settings.criterion != "magnitude")
+    throw UsageError("criterion", "channel plans rank channels themselves; the criterion is for weights");
+  const CurveOptions& curves = settings.curves;
+  if (curves.estimator != "measured")
+    throw UsageError("estimator", "channel curves are measured; the Taylor estimate is for weights");
+  if (curves.level_batch != 1) throw UsageError("level_batch", "channel curves run one level at a time");
+}
+
 }  // namespace
 
 const std::vector<std::string>& preset_names() {
@@ -66,6 +77,8 @@ void validate(const AllocatorSettings& settings) {
   validate(settings.alpha);
   check_criterion(settings.criterion);
   if (settings.refine < 0 || settings.refine > 20) throw UsageError("refine", "expected a count in [0, 20]");
+  require_one_of("granularity", settings.granularity, {"weight", "channel"}, "granularity");
+  if (settings.granularity == "channel") validate_channel(settings);
   const SelectSettings& select = settings.select;
   if (select.pool.empty()) throw UsageError("pool", "expected at least one method");
   for (const auto& method : select.pool) require_one_of("pool", method, pool_methods(), "method");
@@ -81,6 +94,7 @@ void validate(const AllocatorSettings& settings) {
 }
 
 std::unique_ptr<Allocator> make_allocator(const std::string& method, const AllocatorSettings& settings) {
+  if (settings.granularity == "channel") return make_channel_allocator(method, settings);
   require_one_of("method", method, allocator_names(), "method");
   if (method == "rd") return make_rd_allocator(settings);
   if (method == "select") return make_select_allocator(settings);

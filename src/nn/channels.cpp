@@ -1,5 +1,6 @@
 #include "rdprune/channels.h"
 
+#include <map>
 #include <optional>
 
 #include <fmt/format.h>
@@ -15,10 +16,23 @@ NativeNetwork& native_of(Network& network) {
   auto* native = dynamic_cast<NativeNetwork*>(&network);
   if (native == nullptr) {
     throw UsageError("granularity",
-                     "channel: channel groups are found in zoo models; this version finds none in " +
+                     "channel: channel groups are found in zoo and TorchScript models; this "
+                     "version finds none in " +
                          network.format() + " models");
   }
   return *native;
+}
+
+// The parameter or buffer at `path`; undefined when there is none.
+torch::Tensor tensor_at(Network& network, const std::string& path) {
+  if (auto* script = dynamic_cast<ScriptNetwork*>(&network)) {
+    const c10::IValue value = attribute_at(script->module(), path);
+    return value.isTensor() ? value.toTensor() : torch::Tensor();
+  }
+  ZooNetImpl& model = native_of(network).model();
+  if (const auto* parameter = model.named_parameters().find(path)) return *parameter;
+  if (const auto* buffer = model.named_buffers().find(path)) return *buffer;
+  return {};
 }
 
 torch::Tensor mask_or_ones(const Network& network, size_t layer) {
@@ -61,23 +75,95 @@ torch::Tensor slice_index(const torch::Tensor& index, int64_t per_channel) {
 // The scale (gamma) of the batch norm that follows the group's producing layer: the group's other
 // output-side weight.
 torch::Tensor batch_norm_scale(Network& network, const ChannelGroup& group) {
-  const auto parameters = native_of(network).model().named_parameters();
   for (size_t i = 1; i < group.slices.size(); ++i) {
     const std::string& tensor = group.slices[i].tensor;
     const bool weight = tensor.size() > 7 && tensor.compare(tensor.size() - 7, 7, ".weight") == 0;
-    if (group.slices[i].dim == 0 && weight && parameters.contains(tensor)) return parameters[tensor];
+    if (group.slices[i].dim != 0 || !weight) continue;
+    const torch::Tensor scale = tensor_at(network, tensor);
+    if (scale.defined()) return scale;
   }
   throw Error("channel group " + group.name + " has no batch norm to rank its channels by scale");
+}
+
+// Cuts of every tensor a group slices: (dim, kept indices along it) per tensor path.
+using Cuts = std::map<std::string, std::vector<std::pair<int64_t, torch::Tensor>>>;
+
+torch::Tensor cut(const Cuts& cuts, const std::string& name, torch::Tensor tensor) {
+  const auto found = cuts.find(name);
+  if (found == cuts.end()) return tensor;
+  for (const auto& [dim, index] : found->second) tensor = tensor.index_select(dim, index.to(tensor.device()));
+  return tensor;
+}
+
+// The zoo model at the kept widths, its tensors cut.
+std::unique_ptr<Network> smaller_zoo_model(NativeNetwork& from, const ModelMeta& meta, const Cuts& cuts) {
+  auto smaller = std::make_unique<NativeNetwork>(meta);
+  ZooNetImpl& to = smaller->model();
+  torch::NoGradGuard no_grad;
+  for (const auto& item : from.model().named_parameters())
+    to.named_parameters()[item.key()].copy_(cut(cuts, item.key(), item.value()));
+  for (const auto& item : from.model().named_buffers())
+    to.named_buffers()[item.key()].copy_(cut(cuts, item.key(), item.value()));
+  for (size_t i = 0; i < from.layers().size() && i < from.masks().size(); ++i) {
+    if (from.masks()[i].defined())
+      smaller->set_mask(i, cut(cuts, from.layers()[i].name + ".weight", from.masks()[i]).cpu());
+  }
+  smaller->to(from.layers().front().weight.device());
+  return smaller;
+}
+
+// A copy of the TorchScript module whose tensors (and the masks saved beside them) are cut; the
+// graph reads every shape from the tensors, so nothing else changes.
+std::unique_ptr<Network> smaller_script_model(ScriptNetwork& from, const Cuts& cuts) {
+  torch::jit::Module copy = from.module().clone();
+  torch::NoGradGuard no_grad;
+  for (const auto& item : cuts) {
+    for (const std::string& name : {item.first, item.first + "_mask"}) {
+      const c10::IValue value = attribute_at(copy, name);
+      if (!value.isTensor()) continue;
+      torch::Tensor smaller = cut(cuts, item.first, value.toTensor()).clone();
+      smaller.set_requires_grad(value.toTensor().requires_grad());
+      const size_t dot = name.rfind('.');
+      torch::jit::Module owner = dot == std::string::npos
+                                     ? copy
+                                     : torch::jit::Module(attribute_at(copy, name.substr(0, dot)).toObject());
+      owner.setattr(name.substr(dot == std::string::npos ? 0 : dot + 1), smaller);
+    }
+  }
+  auto smaller = std::make_unique<ScriptNetwork>(copy, from.path(), from.load_options());
+  for (size_t i = 0; i < from.layers().size() && i < from.masks().size(); ++i) {
+    if (!from.masks()[i].defined()) continue;
+    const torch::Tensor mask = cut(cuts, from.layers()[i].name + ".weight", from.masks()[i]);
+    if (!mask.all().item<bool>()) smaller->set_mask(i, mask);
+  }
+  return smaller;
 }
 
 }  // namespace
 
 std::vector<ChannelGroup> channel_groups(Network& network) {
+  if (auto* script = dynamic_cast<ScriptNetwork*>(&network)) {
+    const ScriptChannels& found = script->channels();
+    if (found.groups.empty()) {
+      throw UsageError("granularity",
+                       "channel: " + script->path() +
+                           " has no channel groups this version can "
+                           "remove (" +
+                           (found.unresolved.empty() ? "no prunable layer" : found.unresolved.front()) +
+                           "; `rdprune info` lists every layer's reason)");
+    }
+    return found.groups;
+  }
   NativeNetwork& native = native_of(network);
   const auto& groups = native.model().channel_groups();
   if (groups.empty())
     throw UsageError("granularity", "channel: " + network.meta().arch + " has no channel groups");
   return groups;
+}
+
+std::vector<std::string> unremovable_channels(Network& network) {
+  if (auto* script = dynamic_cast<ScriptNetwork*>(&network)) return script->channels().unresolved;
+  return {};
 }
 
 ChannelCostModel channel_cost_model(const std::vector<ChannelGroup>& groups,
@@ -164,7 +250,7 @@ void apply_channel_plan(Network& network, const Plan& plan, const std::string& s
 std::unique_ptr<Network> remove_pruned_channels(Network& network) {
   const auto groups = channel_groups(network);
   ModelMeta meta = network.meta();
-  std::map<std::string, std::vector<std::pair<int64_t, torch::Tensor>>> cuts;  // tensor: (dim, index)
+  Cuts cuts;
   for (const auto& group : groups) {
     const torch::Tensor index = in_use(network, group).cpu().nonzero().flatten();
     if (index.numel() == 0) throw Error("channel group " + group.name + " would keep no channel");
@@ -172,24 +258,12 @@ std::unique_ptr<Network> remove_pruned_channels(Network& network) {
     for (const auto& slice : group.slices)
       cuts[slice.tensor].emplace_back(slice.dim, slice_index(index, slice.per_channel));
   }
-  auto cut = [&](const std::string& name, torch::Tensor tensor) {
-    for (const auto& [dim, index] : cuts[name]) tensor = tensor.index_select(dim, index.to(tensor.device()));
-    return tensor;
-  };
-  auto smaller = std::make_unique<NativeNetwork>(meta);
-  ZooNetImpl& from = native_of(network).model();
-  ZooNetImpl& to = smaller->model();
-  torch::NoGradGuard no_grad;
-  for (const auto& item : from.named_parameters())
-    to.named_parameters()[item.key()].copy_(cut(item.key(), item.value()));
-  for (const auto& item : from.named_buffers())
-    to.named_buffers()[item.key()].copy_(cut(item.key(), item.value()));
-  for (size_t i = 0; i < network.layers().size() && i < network.masks().size(); ++i) {
-    if (network.masks()[i].defined())
-      smaller->set_mask(i, cut(network.layers()[i].name + ".weight", network.masks()[i]).cpu());
+  if (auto* script = dynamic_cast<ScriptNetwork*>(&network)) {
+    auto smaller = smaller_script_model(*script, cuts);
+    smaller->meta().widths = meta.widths;  // reported; the module's tensors hold them
+    return smaller;
   }
-  smaller->to(network.layers().front().weight.device());
-  return smaller;
+  return smaller_zoo_model(native_of(network), meta, cuts);
 }
 
 }  // namespace rdprune

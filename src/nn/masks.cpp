@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <torch/torch.h>
 
+#include "rdprune/channels.h"
 #include "rdprune/criterion.h"
 #include "rdprune/error.h"
 
@@ -59,6 +60,7 @@ int64_t unpruned_count(const Network& network, size_t layer) {
 }
 
 void apply_plan(Network& network, const Plan& plan, const std::string& source) {
+  if (plan.granularity == "channel") return apply_channel_plan(network, plan, source);
   const auto& layers = network.layers();
   std::vector<LayerInfo> infos;
   for (const auto& layer : layers) {

@@ -6,6 +6,7 @@
 
 #include "rdprune/network.h"
 #include "rdprune/zoo.h"
+#include "script_channels.h"
 #include "script_layers.h"
 #include "script_stages.h"
 
@@ -62,12 +63,20 @@ class ScriptNetwork : public Network {
   size_t num_stages() const override { return stages_ ? stages_->size() : 1; }
   StageValues run_stages_impl(size_t first, size_t last, StageValues input) override;
 
+  torch::jit::Module& module() { return module_; }
+  const std::string& path() const { return path_; }
+  const LoadOptions& load_options() const { return options_; }
+  // The channel groups found on the forward graph, and why the other layers' channels stay whole.
+  const ScriptChannels& channels() const { return channels_; }
+
  private:
   torch::jit::Module module_;
   std::unique_ptr<ScriptStages> stages_;    // the forward graph cut into stages; null: one stage
   std::vector<ScriptLayerSite> sites_;      // where each layer's weight lives
   std::vector<torch::jit::Module> owners_;  // the module holding each layer's parameter
   std::string path_;
+  LoadOptions options_;
+  ScriptChannels channels_;
 };
 
 // ModelMeta <-> JSON text, shared by both formats.

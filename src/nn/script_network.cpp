@@ -49,7 +49,7 @@ std::string interpreter_reason(const std::exception& e) {
 }  // namespace
 
 ScriptNetwork::ScriptNetwork(torch::jit::Module module, const std::string& path, const LoadOptions& options)
-    : module_(std::move(module)), path_(path) {
+    : module_(std::move(module)), path_(path), options_(options) {
   meta_.arch = "torchscript";
   for (auto& site : find_script_layers(module_, path)) {
     torch::jit::Module owner = submodule(module_, site.owner);
@@ -99,6 +99,11 @@ ScriptNetwork::ScriptNetwork(torch::jit::Module module, const std::string& path,
     stages_.reset();
     layer_stages_.clear();
     layer_last_stages_.clear();
+  }
+  try {
+    channels_ = find_script_channels(module_, layers_);
+  } catch (const std::exception& e) {
+    channels_ = {{}, {std::string("the forward graph could not be analysed: ") + e.what()}};
   }
 }
 

@@ -36,20 +36,6 @@ bool unsupported(const Block* block) {
   return false;
 }
 
-// The attribute at a dotted path under `module`; None when there is none.
-c10::IValue resolve(const torch::jit::Module& module, const std::string& path) {
-  c10::IValue value = module._ivalue();
-  size_t begin = 0;
-  while (begin <= path.size()) {
-    const size_t dot = std::min(path.find('.', begin), path.size());
-    const std::string name = path.substr(begin, dot - begin);
-    if (!value.isObject() || !value.toObject()->type()->hasAttribute(name)) return c10::IValue();
-    value = value.toObject()->getAttr(name);
-    begin = dot + 1;
-  }
-  return value;
-}
-
 // Every value a node reads, its nested blocks included (values defined inside them too).
 void reads_of(const Node* node, std::vector<const Value*>& out) {
   for (const Value* input : node->inputs()) out.push_back(input);
@@ -141,7 +127,7 @@ class ForwardGraph {
     // Several layers may share one parameter (an attention in-projection's q, k and v).
     std::unordered_map<const Value*, std::vector<size_t>> weight_of;
     for (const auto& [value, path] : paths_) {
-      const c10::IValue attribute = resolve(module, path);
+      const c10::IValue attribute = attribute_at(module, path);
       if (!attribute.isTensor()) continue;
       for (size_t i = 0; i < weights.size(); ++i) {
         if (attribute.toTensor().is_same(weights[i])) weight_of[value].push_back(i);
@@ -176,15 +162,7 @@ class ForwardGraph {
   // Attribute paths of prim::GetAttr results, e.g. "layers.0.conv1.weight".
   void record_paths(const Block* block) {
     for (const Node* node : block->nodes()) {
-      if (node->kind() == c10::prim::GetAttr) {
-        const Value* object = node->input(0);
-        const std::string& name = node->s(c10::attr::name);
-        if (object == self_) {
-          paths_[node->output()] = name;
-        } else if (const auto parent = paths_.find(object); parent != paths_.end()) {
-          paths_[node->output()] = parent->second + "." + name;
-        }
-      }
+      record_attribute_path(node, self_, paths_);
       for (const Block* inner : node->blocks()) record_paths(inner);
     }
   }
@@ -196,7 +174,7 @@ class ForwardGraph {
   std::vector<bool> node_pure_;
   std::unordered_set<const Value*> pure_;
   std::unordered_map<const Value*, int64_t> defined_at_;
-  std::unordered_map<const Value*, std::string> paths_;
+  AttributePaths paths_;
 };
 
 // A graph of (self, ins...) running nodes [begin, end) of `forward` and returning `outs`. Pure
@@ -230,6 +208,34 @@ std::shared_ptr<Graph> stage_graph(const ForwardGraph& forward, size_t begin, si
 }
 
 }  // namespace
+
+std::string record_attribute_path(const Node* node, const Value* self, AttributePaths& paths) {
+  if (node->kind() != c10::prim::GetAttr) return "";
+  const std::string& name = node->s(c10::attr::name);
+  std::string path;
+  if (node->input(0) == self) {
+    path = name;
+  } else if (const auto parent = paths.find(node->input(0)); parent != paths.end()) {
+    path = parent->second + "." + name;
+  } else {
+    return "";
+  }
+  paths[node->output()] = path;
+  return path;
+}
+
+c10::IValue attribute_at(const torch::jit::Module& module, const std::string& path) {
+  c10::IValue value = module._ivalue();
+  size_t begin = 0;
+  while (begin <= path.size()) {
+    const size_t dot = std::min(path.find('.', begin), path.size());
+    const std::string name = path.substr(begin, dot - begin);
+    if (!value.isObject() || !value.toObject()->type()->hasAttribute(name)) return c10::IValue();
+    value = value.toObject()->getAttr(name);
+    begin = dot + 1;
+  }
+  return value;
+}
 
 ScriptStages::ScriptStages(const torch::jit::Module& module, const std::vector<torch::Tensor>& weights)
     : layer_stages_(weights.size(), 0), layer_last_stages_(weights.size(), 0) {

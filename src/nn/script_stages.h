@@ -5,6 +5,7 @@
 
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include <torch/script.h>
@@ -13,9 +14,23 @@
 
 namespace torch::jit {
 struct GraphFunction;
+struct Node;
+struct Value;
 }  // namespace torch::jit
 
 namespace rdprune {
+
+// The attribute at a dotted path under `module` (e.g. "layer1.0.bn1.running_mean"); None when there
+// is none.
+c10::IValue attribute_at(const torch::jit::Module& module, const std::string& path);
+
+// Attribute paths of values: the prim::GetAttr results read from the module's `self`.
+using AttributePaths = std::unordered_map<const torch::jit::Value*, std::string>;
+
+// Records the path of `node`'s result in `paths` when it is a prim::GetAttr of `self` or of a
+// value already there ("layer1.0.conv1" + "weight"); returns that path, or "".
+std::string record_attribute_path(const torch::jit::Node* node, const torch::jit::Value* self,
+                                  AttributePaths& paths);
 
 class ScriptStages {
  public:

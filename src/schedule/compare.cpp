@@ -205,7 +205,8 @@ nlohmann::json summary_json(const CompareSummary& s) {
 
 void validate(const CompareOptions& o) {
   require_distinct(o.methods, "methods");
-  std::vector<std::string> known = allocator_names();
+  std::vector<std::string> known =
+      o.base.allocator.granularity == "channel" ? channel_allocator_names() : allocator_names();
   known.push_back(kDenseControl);
   for (const auto& method : o.methods) require_one_of("methods", method, known, "method");
   if (o.sparsities.empty()) throw UsageError("sparsities", "expected at least one target");

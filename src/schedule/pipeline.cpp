@@ -28,6 +28,9 @@ void validate(const PipelineOptions& options) {
   if (options.synthetic && options.method == "owl")
     throw UsageError("method",
                      "owl scores outliers on real images' activations; synthetic calibration has none");
+  if (options.allocator.granularity == "channel" && options.method == "rd" && options.group != nullptr &&
+      options.group->size() > 1)
+    throw UsageError("granularity", "channel curves run in one process in this version");
   if (options.holdout < 0 || options.holdout > 10000000)
     throw UsageError("holdout", "expected a count in [0, 10000000]");
   if (options.finetune.steps > 0) {
@@ -108,8 +111,14 @@ PipelineResult run_pipeline(std::unique_ptr<Network>& network, const DatasetSpli
     check_settings(options.out_dir, options, *network,
                    {{"train", data.train.fingerprint()}, {"test", test.fingerprint()}}, options.sink);
   }
-  const RoundInputs inputs{options, calibration, calibration_description,  tuning,
-                           judging, test,        data.train.sample_shape()};
+  RoundInputs inputs{options, calibration, calibration_description,  tuning,
+                     judging, test,        data.train.sample_shape()};
+  if (options.allocator.granularity == "channel") {
+    for (const auto& layer : layer_census(*network, inputs.shape)) {
+      inputs.run_weights += layer.weights;
+      inputs.run_flops += static_cast<double>(layer.weights) * layer.flops_per_weight;
+    }
+  }
   const std::unique_ptr<Allocator> allocator = make_allocator(options.method, options.allocator);
   PipelineResult result;
   for (int64_t r = 1; r <= options.rounds; ++r) {
@@ -128,7 +137,7 @@ PipelineResult run_pipeline(std::unique_ptr<Network>& network, const DatasetSpli
       continue;
     }
     if (!dir.empty() && writes) fs::create_directories(dir);
-    result.rounds.push_back(run_round(*network, inputs, *allocator, r, target, writes ? dir : fs::path()));
+    result.rounds.push_back(run_round(network, inputs, *allocator, r, target, writes ? dir : fs::path()));
   }
   return result;
 }

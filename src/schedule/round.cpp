@@ -1,5 +1,6 @@
 #include "round.h"
 
+#include <algorithm>
 #include <chrono>
 
 #include <fmt/format.h>
@@ -7,6 +8,7 @@
 
 #include "rdprune/additivity.h"
 #include "rdprune/atomic_file.h"
+#include "rdprune/channels.h"
 #include "rdprune/criterion.h"
 #include "rdprune/hits.h"
 #include "rdprune/masks.h"
@@ -47,44 +49,29 @@ AllocatorContext round_context(Network& network, const RoundInputs& in, const Tr
   return context;
 }
 
-}  // namespace
+// a - b, field by field.
+ComputeUsage minus(const ComputeUsage& a, const ComputeUsage& b) {
+  return {a.forward_samples - b.forward_samples, a.train_steps - b.train_steps,
+          a.reused_seconds - b.reused_seconds, a.reused_forward_samples - b.reused_forward_samples};
+}
 
-RoundResult run_round(Network& network, const RoundInputs& in, Allocator& allocator, int64_t r, double target,
-                      const fs::path& dir) {
+// A channel round's target is a fraction of the run's model, which earlier rounds made smaller: the
+// same budget as a fraction of this round's network (`layers`, its census). At most 0 where the
+// earlier rounds already met it.
+double channel_target(const RoundInputs& in, const std::vector<LayerInfo>& layers, double target) {
+  double now = 0;
+  for (const auto& layer : layers)
+    now += static_cast<double>(layer.weights) *
+           (in.options.rd.budget == BudgetKind::kFlops ? layer.flops_per_weight : 1.0);
+  const double run =
+      in.options.rd.budget == BudgetKind::kFlops ? in.run_flops : static_cast<double>(in.run_weights);
+  return now > 0 ? std::max(0.0, 1.0 - (1.0 - target) * run / now) : 0.0;
+}
+
+// Batch-norm recalibration and fine-tuning of the pruned network, and its evaluation after them.
+void repair(Network& network, const RoundInputs& in, Allocation& allocation, TrainOptions finetune, int64_t r,
+            RoundResult& round) {
   const PipelineOptions& o = in.options;
-  const auto start = std::chrono::steady_clock::now();
-  const ComputeUsage before = network.usage();
-  RoundResult round;
-  round.round = r;
-  round.sparsity_target = target;
-  // This round's fine-tuning; select's recovery judgements run the same steps from the same seed.
-  TrainOptions finetune = o.finetune;
-  finetune.sink = o.sink;
-  finetune.seed = derive_seed(o.finetune.seed, static_cast<uint64_t>(r));
-  // wanda's scores weigh each weight by its input's norm on this round's network.
-  if (o.allocator.criterion == "wanda") {
-    network.set_criterion("wanda",
-                          input_feature_norms(network, in.calibration, o.allocator.curves.batch_size));
-  }
-  AllocatorContext context = round_context(network, in, finetune, dir);
-  RdOptions budget = o.rd;
-  budget.sparsity_target = target;
-  Allocation allocation = allocator.allocate(context, budget);
-  const double reused_seconds = network.usage().reused_seconds - before.reused_seconds;
-  round.cost.allocation_seconds = seconds_since(start) + reused_seconds;
-  round.cost.judge_train_steps = network.usage().train_steps - before.train_steps;
-  Plan& plan = allocation.plan;
-  plan.fingerprint = fingerprint(network);  // the model the plan was made for: this round's start
-  plan.criterion = network.criterion();
-  if (!dir.empty()) write_file_atomic((dir / "plan.json").string(), to_json(plan));
-  round.steps = std::move(allocation.steps);
-  round.measured_distortion = joint_distortion(network, in.calibration, plan, o.allocator.curves.metric,
-                                               o.allocator.curves.batch_size, context.batch_statistics);
-  apply_plan(network, plan, allocator.name() + " plan");
-  round.sparsity_achieved = plan.sparsity_achieved();
-  round.flops_sparsity_achieved = plan.flops_sparsity_achieved();
-  round.predicted_distortion = plan.predicted_distortion;
-  round.pruned = evaluate(network, in.test, 256, nullptr, o.group);
   const auto tuning_start = std::chrono::steady_clock::now();
   const int64_t extra =
       r <= static_cast<int64_t>(o.extra_finetune_steps.size()) ? o.extra_finetune_steps[r - 1] : 0;
@@ -102,19 +89,68 @@ RoundResult run_round(Network& network, const RoundInputs& in, Allocator& alloca
   round.cost.finetune_seconds = seconds_since(tuning_start);
   const bool repaired = o.bn_recalibrate || finetune.steps > 0 || round.finetune_from_judgement;
   round.finetuned = repaired ? evaluate(network, in.test, 256, nullptr, o.group) : round.pruned;
+}
+
+}  // namespace
+
+RoundResult run_round(std::unique_ptr<Network>& model, const RoundInputs& in, Allocator& allocator, int64_t r,
+                      double target, const fs::path& dir) {
+  const PipelineOptions& o = in.options;
+  const bool channels = o.allocator.granularity == "channel";
+  const auto start = std::chrono::steady_clock::now();
+  ComputeUsage before = model->usage();
+  RoundResult round;
+  round.round = r;
+  round.sparsity_target = target;
+  // This round's fine-tuning; select's recovery judgements run the same steps from the same seed.
+  TrainOptions finetune = o.finetune;
+  finetune.sink = o.sink;
+  finetune.seed = derive_seed(o.finetune.seed, static_cast<uint64_t>(r));
+  // wanda's scores weigh each weight by its input's norm on this round's network.
+  if (o.allocator.criterion == "wanda") {
+    model->set_criterion("wanda", input_feature_norms(*model, in.calibration, o.allocator.curves.batch_size));
+  }
+  AllocatorContext context = round_context(*model, in, finetune, dir);
+  RdOptions budget = o.rd;
+  budget.sparsity_target = channels ? channel_target(in, context.layers, target) : target;
+  Allocation allocation = allocator.allocate(context, budget);
+  const double reused_seconds = model->usage().reused_seconds - before.reused_seconds;
+  round.cost.allocation_seconds = seconds_since(start) + reused_seconds;
+  round.cost.judge_train_steps = model->usage().train_steps - before.train_steps;
+  Plan& plan = allocation.plan;
+  plan.fingerprint = fingerprint(*model);  // the model the plan was made for: this round's start
+  if (!channels) plan.criterion = model->criterion();
+  if (!dir.empty()) write_file_atomic((dir / "plan.json").string(), to_json(plan));
+  round.steps = std::move(allocation.steps);
+  round.measured_distortion = joint_distortion(*model, in.calibration, plan, o.allocator.curves.metric,
+                                               o.allocator.curves.batch_size, context.batch_statistics);
+  apply_plan(*model, plan, allocator.name() + " plan");
+  round.sparsity_achieved =
+      channels ? 1.0 - plan.kept_weights() / static_cast<double>(in.run_weights) : plan.sparsity_achieved();
+  round.flops_sparsity_achieved =
+      channels ? 1.0 - plan.kept_flops() / in.run_flops : plan.flops_sparsity_achieved();
+  round.predicted_distortion = plan.predicted_distortion;
+  round.pruned = evaluate(*model, in.test, 256, nullptr, o.group);
+  if (channels) {
+    // From here on the round works on the smaller network, which counts on from what the round spent.
+    std::unique_ptr<Network> smaller = remove_pruned_channels(*model);
+    before = minus(smaller->usage(), minus(model->usage(), before));
+    model = std::move(smaller);
+  }
+  repair(*model, in, allocation, finetune, r, round);
   round.cost.seconds = seconds_since(start) + reused_seconds;
-  round.cost.train_steps = network.usage().train_steps - before.train_steps;
+  round.cost.train_steps = model->usage().train_steps - before.train_steps;
   round.cost.reused_seconds = reused_seconds;
-  round.cost.reused_forward_samples = network.usage().reused_forward_samples - before.reused_forward_samples;
+  round.cost.reused_forward_samples = model->usage().reused_forward_samples - before.reused_forward_samples;
   round.cost.forward_samples =
-      network.usage().forward_samples - before.forward_samples + round.cost.reused_forward_samples;
+      model->usage().forward_samples - before.forward_samples + round.cost.reused_forward_samples;
   note(o.sink,
        fmt::format(
            "round {}/{}: {} target {:.4f}, sparsity {:.4f}, top-1 {:.2f}% pruned, {:.2f}% after repair", r,
            o.rounds, o.label.empty() ? o.method : o.label, target, round.sparsity_achieved,
            100 * round.pruned.top1, 100 * round.finetuned.top1));
   if (!dir.empty()) {
-    network.save((dir / model_file(network)).string());
+    model->save((dir / model_file(*model)).string());
     write_file_atomic((dir / kTestHitsFile).string(), hits_to_text(round.finetuned.hits));
     write_file_atomic((dir / "metrics.json").string(), round_json(round).dump(1) + "\n");
   }

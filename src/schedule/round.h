@@ -2,6 +2,7 @@
 #pragma once
 
 #include <filesystem>
+#include <memory>
 #include <string>
 
 #include "rdprune/allocator.h"
@@ -19,11 +20,15 @@ struct RoundInputs {
   const Dataset& judging;  // images select may judge plans on
   const Dataset& test;
   std::vector<int64_t> shape;  // one sample's shape, for the census
+  // The run's model before its first round: its prunable layers' weights and FLOPs per sample, of
+  // which channel rounds' targets and achieved sparsities are fractions (their networks shrink).
+  int64_t run_weights = 0;
+  double run_flops = 0;
 };
 
 // Runs round `r` (1-based) at sparsity `target` on `network` with `allocator`, writing its
-// artifacts into `dir` (empty: nowhere).
-RoundResult run_round(Network& network, const RoundInputs& in, Allocator& allocator, int64_t r, double target,
-                      const std::filesystem::path& dir);
+// artifacts into `dir` (empty: nowhere). A channel round replaces `network` by the smaller network.
+RoundResult run_round(std::unique_ptr<Network>& network, const RoundInputs& in, Allocator& allocator,
+                      int64_t r, double target, const std::filesystem::path& dir);
 
 }  // namespace rdprune

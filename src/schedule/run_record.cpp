@@ -160,6 +160,7 @@ nlohmann::json settings_json(const PipelineOptions& o) {
   if (!o.extra_finetune_steps.empty()) json["extra_finetune_steps"] = o.extra_finetune_steps;
   if (o.allocator.criterion != "magnitude") json["criterion"] = o.allocator.criterion;
   if (o.load.prune_embeddings) json["prune_embeddings"] = true;
+  if (o.allocator.granularity != "weight") json["granularity"] = o.allocator.granularity;
   if (o.method == "owl")
     json["owl"] = {{"threshold", o.allocator.owl.threshold}, {"lambda", o.allocator.owl.lambda}};
   if (o.method == "alphapruning")

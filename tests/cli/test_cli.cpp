@@ -725,6 +725,71 @@ TEST_F(Cli, ChannelPlansWriteSmallerModels) {
                2, "--granularity");
 }
 
+// compare and run take channel plans: every round's model is physically smaller, and every
+// method's row stands beside the others.
+TEST_F(Cli, CompareAndRunMakeChannelPlans) {
+  const std::string model = work_.file("lenet.pt");
+  ASSERT_NO_FATAL_FAILURE(train_briefly(model, data_dir()));
+  const std::string out = work_.file("compare");
+  const Result compared = rdprune({"compare",
+                                   "--model",
+                                   model,
+                                   "--data-dir",
+                                   data_dir(),
+                                   "--granularity",
+                                   "channel",
+                                   "--methods",
+                                   "rd,uniform,global,dense",
+                                   "--budget",
+                                   "flops",
+                                   "--sparsities",
+                                   "0.5",
+                                   "--calib-size",
+                                   "32",
+                                   "--levels",
+                                   "8",
+                                   "--finetune-steps",
+                                   "2",
+                                   "--out-dir",
+                                   out,
+                                   "--json"});
+  ASSERT_EQ(compared.code, 0) << compared.err;
+  const auto results = nlohmann::json::parse(compared.out).at("results");
+  ASSERT_EQ(results.size(), 4u);
+  const double dense_weights = nlohmann::json::parse(rdprune({"info", "--model", model, "--json"}).out)
+                                   .at("total_weights")
+                                   .get<double>();
+  for (const auto& cell : results) {
+    const std::string method = cell.at("method");
+    if (method == "dense") continue;
+    EXPECT_LE(cell.at("flops_kept").get<double>(), 0.5 + 1e-9) << method;
+    const std::string smaller = out + "/" + method + "-s0.5-r1/round-1/model.pt";
+    const auto info = nlohmann::json::parse(rdprune({"info", "--model", smaller, "--json"}).out);
+    EXPECT_NEAR(info.at("total_weights").get<double>() / dense_weights,
+                1 - cell.at("sparsity_achieved").get<double>(), 1e-9)
+        << method;
+    EXPECT_EQ(info.at("sparsity").get<double>(), 0.0) << method;  // removed, not masked
+  }
+  // run: the same schedule, one method.
+  const Result run = rdprune({"run", "--model", model, "--data-dir", data_dir(), "--granularity", "channel",
+                              "--method", "uniform", "--budget", "flops", "--sparsity", "0.5", "--rounds",
+                              "2", "--out-dir", work_.file("run"), "--json"});
+  ASSERT_EQ(run.code, 0) << run.err;
+  EXPECT_GE(nlohmann::json::parse(run.out).at("flops_sparsity_achieved").get<double>(), 0.5 - 1e-9)
+      << run.out;
+  EXPECT_EQ(nlohmann::json::parse(run.out).at("granularity"), "channel");
+  // What channel plans cannot be.
+  expect_error(rdprune({"compare", "--model", model, "--data-dir", data_dir(), "--granularity", "channel",
+                        "--methods", "rd,lamp", "--out-dir", work_.file("bad")}),
+               2, "lamp");
+  expect_error(rdprune({"run", "--model", model, "--data-dir", data_dir(), "--granularity", "channel",
+                        "--criterion", "wanda", "--sparsity", "0.5", "--out-dir", work_.file("bad")}),
+               2, "criterion");
+  expect_error(rdprune({"run", "--model", model, "--data-dir", data_dir(), "--granularity", "channel",
+                        "--method", "slimming", "--sparsity", "0.5", "--out-dir", work_.file("bad2")}),
+               1, "batch norm");
+}
+
 TEST_F(Cli, LatencyBudgetsMeasureTablesOnceAndKeepTheBudget) {
   const std::string model = work_.file("lenet.pt");
   ASSERT_NO_FATAL_FAILURE(train_briefly(model, data_dir()));

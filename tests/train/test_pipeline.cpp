@@ -402,6 +402,77 @@ TEST(Pipeline, BadOptionsAreUsageErrors) {
   options.preset = "paper";
   EXPECT_THROW(preset_settings("xu"), UsageError);
   EXPECT_EQ(option_of(options), "(none)");
+  // Channel plans: their own methods, no weight criterion, a granularity that exists.
+  options.allocator.granularity = "channel";
+  EXPECT_EQ(option_of(options), "method");  // select makes no channel plans
+  options.method = "slimming";
+  EXPECT_EQ(option_of(options), "(none)");
+  options.allocator.criterion = "wanda";
+  EXPECT_EQ(option_of(options), "criterion");
+  options.allocator.criterion = "magnitude";
+  options.allocator.granularity = "neuron";
+  options.method = "rd";
+  EXPECT_EQ(option_of(options), "granularity");
+}
+
+// The prunable layers' weights and FLOPs per sample of a LeNet-5 at its present widths.
+std::pair<double, double> lenet_costs(Network& network) {
+  double weights = 0;
+  double flops = 0;
+  for (const auto& layer : layer_census(network, {1, 28, 28})) {
+    weights += static_cast<double>(layer.weights);
+    flops += static_cast<double>(layer.weights) * layer.flops_per_weight;
+  }
+  return {weights, flops};
+}
+
+// Channel rounds shrink the network: each round's target and sparsity are fractions of the run's
+// model, each round's model is physically smaller, and a rerun resumes from the smaller models.
+TEST(Pipeline, ChannelRoundsWriteSmallerModelsAndResume) {
+  const TrainedToy toy;
+  for (const std::string method : {"rd", "uniform", "global"}) {
+    auto network = load_network(toy.dense);
+    const auto [dense_weights, dense_flops] = lenet_costs(*network);
+    PipelineOptions options = toy_options(method, toy.out.file("channel-" + method));
+    options.allocator.granularity = "channel";
+    options.rd.budget = BudgetKind::kFlops;
+    options.rd.sparsity_target = 0.6;
+    options.rounds = 2;
+    options.finetune.steps = 3;
+    const PipelineResult result = run_pipeline(network, toy.data, options);
+    ASSERT_EQ(result.rounds.size(), 2u);
+    EXPECT_GE(result.rounds[0].flops_sparsity_achieved, round_target("geometric", 0.6, 1, 2) - 1e-9)
+        << method;
+    EXPECT_GE(result.last().flops_sparsity_achieved, 0.6 - 1e-9) << method;
+    // The network the run leaves is the smaller one, and its costs are what the rounds report.
+    const auto [weights, flops] = lenet_costs(*network);
+    EXPECT_FALSE(network->meta().widths.empty()) << method;
+    EXPECT_NEAR(flops / dense_flops, 1 - result.last().flops_sparsity_achieved, 1e-9) << method;
+    EXPECT_NEAR(weights / dense_weights, 1 - result.last().sparsity_achieved, 1e-9) << method;
+    const std::string dir = options.out_dir + "/round-";
+    auto saved = load_network(dir + "2/model.pt");
+    EXPECT_EQ(saved->meta().widths, network->meta().widths) << method;
+    EXPECT_EQ(lenet_costs(*saved).second, flops) << method;
+    // Round 2 prunes the network round 1 left: its groups are round 1's kept channels, and its
+    // target the rest of the run's, as a fraction of that smaller network.
+    const Plan first = plan_from_json(read_file(dir + "1/plan.json"), "round 1");
+    const Plan second = plan_from_json(read_file(dir + "2/plan.json"), "round 2");
+    EXPECT_EQ(second.granularity, "channel");
+    for (size_t g = 0; g < first.layers.size(); ++g)
+      EXPECT_EQ(second.layers[g].weights, first.layers[g].kept);
+    EXPECT_LT(second.sparsity_target, 0.6) << method;
+    EXPECT_EQ(std::filesystem::exists(dir + "1/curves.json"), method == "rd") << method;
+    for (const auto& round : result.rounds) {
+      EXPECT_EQ(round.cost.train_steps, 3) << method;  // counted across the swap to the smaller network
+      EXPECT_GT(round.cost.forward_samples, 0) << method;
+    }
+    // A rerun takes the finished rounds and their smaller model.
+    auto again = load_network(toy.dense);
+    const PipelineResult resumed = run_pipeline(again, toy.data, options);
+    EXPECT_TRUE(resumed.last().resumed) << method;
+    EXPECT_DOUBLE_EQ(resumed.last().finetuned.top1, result.last().finetuned.top1) << method;
+    EXPECT_EQ(again->meta().widths, network->meta().widths) << method;
+  }
 }
 
 TEST(Additivity, RdPlansAndRandomAllocationsAreMeasured) {

@@ -43,6 +43,13 @@ struct AllocateFlags {
 // The cost model a channel plan is made under: the curves' or the model's, with latency tables
 // measured on this machine (or read from the cache) under a latency budget.
 ChannelCostModel channel_costs(const AllocateFlags& flags, const CurveSet* curves, Network* network) {
+  // --input-shape (a data flag): C,H,W for FLOPs and latency when the model does not record it
+  // (TorchScript).
+  if (network != nullptr && !flags.data.input_shape.empty())
+    network->meta().input_shape = parse_shape(flags.data.input_shape, "--input-shape");
+  if (network != nullptr && network->meta().input_shape.empty() && flags.rd.budget != BudgetKind::kParams)
+    throw UsageError("--input-shape: a " + to_string(flags.rd.budget) +
+                     " budget needs the model's input shape (C,H,W)");
   ChannelCostModel model =
       curves != nullptr
           ? curves->channel_costs
@@ -78,15 +85,11 @@ Plan allocate_channels(AllocateFlags& flags, const CurveSet* curves) {
     priced.channel_costs = model;
     return allocate_channels_rd(priced, flags.rd);
   }
-  if (flags.method == "uniform") return allocate_channels_uniform(model, flags.rd);
-  const std::string criterion = flags.method == "slimming" ? "bn_scale" : "magnitude";
-  std::vector<std::vector<double>> scores;
-  for (const auto& group : channel_groups(*network)) {
-    const torch::Tensor score = channel_scores(*network, group, criterion).contiguous();
-    scores.emplace_back(score.data_ptr<double>(), score.data_ptr<double>() + score.numel());
-  }
-  return flags.method == "slimming" ? allocate_channels_slimming(model, scores, flags.rd)
-                                    : allocate_channels_global(model, scores, flags.rd);
+  AllocatorSettings settings = flags.settings;
+  settings.granularity = "channel";
+  AllocatorContext context(*network);
+  context.channel_costs = &model;
+  return make_allocator(flags.method, settings)->allocate(context, flags.rd).plan;
 }
 
 void write_frontier(const std::string& path, const std::vector<FrontierPoint>& frontier, BudgetKind budget) {
@@ -105,8 +108,9 @@ void run_allocate(AllocateFlags& flags) {
   // their own rules (docs/channels.md).
   std::vector<std::string> known = allocator_names();
   known.erase(std::remove(known.begin(), known.end(), "select"), known.end());
-  if (flags.granularity == "channel") known = {"rd", "uniform", "global", "slimming"};
+  if (flags.granularity == "channel") known = channel_allocator_names();
   require_one_of("--method", flags.method, known, "method");
+  if (flags.granularity == "channel") flags.settings.granularity = "channel";
   validate(flags.settings);
   const bool baseline = flags.method != "rd";
   flags.rd.budget = parse_budget(flags.budget);

@@ -23,7 +23,7 @@ struct CompareFlags {
   PipelineFlags pipeline;
   PipelineGrid grid;
   std::string model;
-  std::string methods = "rd,lamp,global,uniform,uniform+,erk";
+  std::string methods;  // empty: the granularity's default
   std::string sparsities = "0.8,0.9,0.95";
   bool equal_compute = false;
   std::string out_dir;
@@ -32,7 +32,11 @@ struct CompareFlags {
 void run_compare_command(const CLI::App& command, CompareFlags& flags) {
   apply_threads(flags.common);
   CompareOptions options;
-  options.methods = split_list(flags.methods, "--methods");
+  const bool channel = flags.pipeline.options.allocator.granularity == "channel";
+  const std::string methods = !flags.methods.empty()
+                                  ? flags.methods
+                                  : (channel ? "rd,uniform,global" : "rd,lamp,global,uniform,uniform+,erk");
+  options.methods = split_list(methods, "--methods");
   options.sparsities = parse_doubles(flags.sparsities, "--sparsities");
   options.rounds = parse_counts(flags.grid.rounds, "--rounds");
   options.finetune_steps = parse_counts(flags.grid.finetune_steps, "--finetune-steps");
@@ -76,8 +80,9 @@ void register_compare(CLI::App& app) {
   command->add_option("--model", flags->model, "Dense rdprune checkpoint or TorchScript file")->required();
   command->add_option(
       "--methods", flags->methods,
-      "Comma-separated (default rd,lamp,global,uniform,uniform+,erk; also select, owl, alphapruning); dense "
-      "adds the control: the dense model through the same fine-tuning, unpruned");
+      "Comma-separated (default rd,lamp,global,uniform,uniform+,erk; also select, owl, alphapruning; "
+      "--granularity channel: rd,uniform,global, also slimming); dense adds the control: the dense model "
+      "through the same fine-tuning, unpruned");
   command->add_option("--sparsities", flags->sparsities,
                       "Comma-separated targets in [0, 1) (default 0.8,0.9,0.95)");
   command->add_flag("--equal-compute", flags->equal_compute,

@@ -131,9 +131,9 @@ void register_curves(CLI::App& app) {
                       "Calibration samples: the first N training images (default 256)");
   add_preset_flag(*command, flags->preset);
   add_curve_flags(*command, flags->curves, "");
-  command->add_option(
-      "--granularity", flags->granularity,
-      "weight (default): a curve per layer | channel: a curve per channel group (zoo models)");
+  command->add_option("--granularity", flags->granularity,
+                      "weight (default): a curve per layer | channel: a curve per channel group (zoo and "
+                      "TorchScript models)");
   command->add_option("--criterion", flags->criterion,
                       "Which weights of a layer each level prunes: magnitude (default) | wanda");
   command->add_flag("--synthetic", flags->synthetic,

@@ -26,7 +26,12 @@ std::pair<nlohmann::json, std::string> channel_groups_of(Network& network) {
   try {
     std::string names;
     for (const auto& group : channel_groups(network)) {
-      groups.push_back({{"name", group.name}, {"channels", group.channels}});
+      // The layers whose input side loses the group's channels.
+      std::vector<std::string> readers;
+      for (const auto& slice : group.slices) {
+        if (slice.dim == 1) readers.push_back(slice.tensor.substr(0, slice.tensor.rfind('.')));
+      }
+      groups.push_back({{"name", group.name}, {"channels", group.channels}, {"readers", readers}});
       names += fmt::format("{}{} ({})", names.empty() ? "" : ", ", group.name, group.channels);
     }
     return {groups, fmt::format("channel groups: {}\n", names)};
@@ -95,6 +100,9 @@ void run_info(const InfoFlags& flags) {
   result["total_flops"] = flops_known ? nlohmann::json(total_flops) : nlohmann::json();
   const auto [groups, groups_line] = channel_groups_of(*network);
   result["channel_groups"] = groups;
+  // Where a TorchScript graph ties channels this version does not follow: each layer and why.
+  const std::vector<std::string> whole = unremovable_channels(*network);
+  result["channels_kept_whole"] = whole;
   // A TorchScript model's architecture is its format: name it once.
   const std::string kind = network->meta().arch == network->format()
                                ? network->format()
@@ -111,6 +119,7 @@ void run_info(const InfoFlags& flags) {
                              network->num_stages())
                : std::string("forward in 1 stage: curves run the whole forward for every level\n");
   human += groups_line;
+  for (const auto& reason : whole) human += "  channels kept whole: " + reason + "\n";
   emit(flags.common, result, human);
 }
 

@@ -56,6 +56,7 @@ void run_run(const CLI::App& command, RunFlags& flags) {
   nlohmann::json rounds = nlohmann::json::array();
   for (const auto& round : result.rounds) rounds.push_back(round_summary(round));
   const nlohmann::json json = {{"method", options.method},
+                               {"granularity", options.allocator.granularity},
                                {"sparsity_target", options.rd.sparsity_target},
                                {"sparsity_achieved", last.sparsity_achieved},
                                {"flops_sparsity_achieved", last.flops_sparsity_achieved},

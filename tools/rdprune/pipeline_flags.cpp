@@ -25,6 +25,9 @@ void add_pipeline_flags(CLI::App& command, PipelineFlags& flags, PipelineGrid* g
   }
   command.add_option("--schedule", o.schedule, "Round targets: geometric 1-(1-a)^r (default) | linear");
   command.add_option("--budget", flags.budget, "params|flops (default params)");
+  command.add_option("--granularity", o.allocator.granularity,
+                     "weight (default) | channel: whole channels go, every round's model is physically "
+                     "smaller (methods rd, uniform, global, slimming; zoo and TorchScript models)");
   command.add_option("--min-sparsity", o.rd.min_sparsity, "rd, select: every layer at least this sparse");
   command.add_option("--max-sparsity", o.rd.max_sparsity, "rd, select: every layer at most this sparse");
   command.add_option("--keep-dense", flags.keep_dense,

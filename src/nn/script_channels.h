@@ -1,0 +1,30 @@
+// Internal: the channel groups of a TorchScript CNN (docs/channels.md, "TorchScript models"), found
+// on its inlined forward graph. A group starts at a prunable convolution (groups = 1) or linear
+// layer whose weight is a module's `weight`; its channels flow through batch norms (whose tensors
+// join the group), element-wise activations, dropout, pooling and a flatten, and end in the
+// convolutions and linear layers that read them. Any other use (an addition, a concatenation,
+// control flow, the model's output, a grouped convolution) ties the channels to something this
+// analysis does not follow: that layer's channels stay whole, and the reason is recorded.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include <torch/script.h>
+
+#include "rdprune/channel_cost.h"
+#include "rdprune/network.h"
+
+namespace rdprune {
+
+struct ScriptChannels {
+  std::vector<ChannelGroup> groups;  // in the order of their producers in the forward graph
+  // "<layer>: <why its output channels stay whole>" for every other prunable layer that produces
+  // channels.
+  std::vector<std::string> unresolved;
+};
+
+ScriptChannels find_script_channels(const torch::jit::Module& module,
+                                    const std::vector<PrunableLayer>& layers);
+
+}  // namespace rdprune
