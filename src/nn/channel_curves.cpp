@@ -33,8 +33,11 @@ class GroupState {
       network_.set_mask(layers_[j], masks_[j]);
     }
   }
-  size_t first_layer() const {
-    return layers_.empty() ? 0 : *std::min_element(layers_.begin(), layers_.end());
+  // The first stage that reads any of the group's layers.
+  size_t first_stage() const {
+    size_t stage = layers_.empty() ? 0 : network_.stage_of(layers_.front());
+    for (const size_t layer : layers_) stage = std::min(stage, network_.stage_of(layer));
+    return stage;
   }
 
  private:
@@ -63,7 +66,7 @@ LayerCurve measure_group(Network& network, const ChannelGroup& group, std::optio
   LayerCurve curve = levels_of(group, options.levels);
   GroupState state(network, group);
   const torch::Tensor order = channel_order(network, group);
-  const bool from_stage = stages && stages->advance(network.stage_of(state.first_layer()));
+  const bool from_stage = stages && stages->advance(state.first_stage());
   try {
     for (const int64_t kept : curve.kept) {
       state.restore();

@@ -74,15 +74,20 @@ torch::Tensor slice_index(const torch::Tensor& index, int64_t per_channel) {
 
 // The scale (gamma) of the batch norm that follows the group's producing layer: the group's other
 // output-side weight.
+// The absolute scales (gamma) of the batch norms after the group's producing layers, summed: the
+// group's output-side weights other than the producers'.
 torch::Tensor batch_norm_scale(Network& network, const ChannelGroup& group) {
-  for (size_t i = 1; i < group.slices.size(); ++i) {
-    const std::string& tensor = group.slices[i].tensor;
+  torch::Tensor scale;
+  for (const auto& slice : group.slices) {
+    const std::string& tensor = slice.tensor;
     const bool weight = tensor.size() > 7 && tensor.compare(tensor.size() - 7, 7, ".weight") == 0;
-    if (group.slices[i].dim != 0 || !weight) continue;
-    const torch::Tensor scale = tensor_at(network, tensor);
-    if (scale.defined()) return scale;
+    if (slice.dim != 0 || !weight || layer_of(network, tensor)) continue;
+    const torch::Tensor gamma = tensor_at(network, tensor);
+    if (gamma.defined()) scale = scale.defined() ? scale + gamma.detach().abs() : gamma.detach().abs();
   }
-  throw Error("channel group " + group.name + " has no batch norm to rank its channels by scale");
+  if (!scale.defined())
+    throw Error("channel group " + group.name + " has no batch norm to rank its channels by scale");
+  return scale;
 }
 
 // Cuts of every tensor a group slices: (dim, kept indices along it) per tensor path.
@@ -191,12 +196,18 @@ torch::Tensor channel_scores(Network& network, const ChannelGroup& group, const 
   torch::NoGradGuard no_grad;
   torch::Tensor score;
   if (criterion == "magnitude") {
-    const auto producer = layer_of(network, group.slices.front().tensor);
-    if (!producer) throw Error("channel group " + group.name + ": its producing layer is not prunable");
-    const torch::Tensor weight = network.layers()[*producer].weight.detach();
-    score = weight.abs().reshape({group.channels, -1}).sum(1);
+    // Summed over the producing layers: several where a residual addition ties their channels.
+    for (const auto& slice : group.slices) {
+      const auto producer = layer_of(network, slice.tensor);
+      if (!producer || slice.dim != 0) continue;
+      const torch::Tensor weight = network.layers()[*producer].weight.detach();
+      const torch::Tensor l1 = weight.abs().reshape({group.channels, -1}).sum(1);
+      score = score.defined() ? score + l1 : l1;
+    }
+    if (!score.defined())
+      throw Error("channel group " + group.name + ": its producing layer is not prunable");
   } else if (criterion == "bn_scale") {
-    score = batch_norm_scale(network, group).detach().abs();
+    score = batch_norm_scale(network, group);
   } else {
     throw Error("channel criterion '" + criterion + "', expected magnitude or bn_scale");
   }

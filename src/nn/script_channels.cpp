@@ -84,9 +84,30 @@ bool reads_shape_only(const std::string& kind) {
   return kind == "aten::size" || kind == "aten::dim" || kind == "prim::shape";
 }
 
-// Where a group's channels sit in the tensor being followed: on axis 1 (a convolution's output),
-// or last, after a linear layer or a flatten.
+// Where a group's channels sit in a tensor: on axis 1 (a convolution's output), or last, after a
+// linear layer or a flatten.
 enum class Layout { kChannelsFirst, kFeaturesLast };
+
+bool is_addition(const Node* node) {
+  const std::string kind = kind_of(node);
+  return (kind == "aten::add" || kind == "aten::add_") && node->inputs().size() == 3;
+}
+
+bool is_tensor(const Value* value) {
+  return value->type()->cast<c10::TensorType>() != nullptr;
+}
+
+// The values that carry one set of channels: the outputs of its producing layers and what batch
+// norms, element-wise ops, pooling, a flatten and additions make of them. An addition joins the
+// channels of both its operands: their producers become one group (a residual connection).
+struct Component {
+  ChannelGroup group;
+  std::vector<size_t> producers;
+  std::unordered_map<const Value*, Layout> values;
+  std::unordered_set<const Node*> nodes;    // taken ops and producing calls
+  std::unordered_set<const Node*> reading;  // calls that read the channels (a call may do both)
+  std::vector<const Value*> queue;
+};
 
 class ChannelTracer {
  public:
@@ -102,28 +123,34 @@ class ChannelTracer {
       const std::string kind = kind_of(node);
       if (!is_convolution(kind) && kind != "aten::linear") continue;
       const auto layer = layer_weight(node->input(1));
-      if (!layer) continue;
-      const std::string& name = layers_[*layer].name;
-      ChannelGroup group{name, layers_[*layer].weight.size(0), {{name + ".weight", 0, 1}}};
-      std::string reason = producer_problem(node, *layer);
-      if (reason.empty()) {
-        if (holds_tensor(node->input(2))) group.slices.push_back({path_of(node->input(2)), 0, 1});
-        const Layout layout = is_convolution(kind) ? Layout::kChannelsFirst : Layout::kFeaturesLast;
-        reason = follow(node->output(), layout, group);
+      if (!layer || assigned_.count(*layer) > 0) continue;
+      Component component;
+      component.group = {layers_[*layer].name, layers_[*layer].weight.size(0), {}};
+      std::string reason = add_producer(component, node, *layer);
+      while (reason.empty() && !component.queue.empty()) {
+        const Value* value = component.queue.back();
+        component.queue.pop_back();
+        reason = visit(component, value);
       }
-      if (reason.empty() && readers(group) == 0) reason = "no layer reads its channels";
+      if (reason.empty() && readers(component.group) == 0) reason = "no layer reads its channels";
+      for (const size_t producer : component.producers) assigned_.insert(producer);
+      assigned_.insert(*layer);
       if (reason.empty()) {
-        found.groups.push_back(std::move(group));
-      } else {
-        found.unresolved.push_back(name + ": " + reason);
+        found.groups.push_back(std::move(component.group));
+        continue;
       }
-      seen_.insert(*layer);
+      if (component.producers.size() > 1)
+        reason += " (their channels are tied: " + names(component.producers) + ")";
+      for (const size_t producer : component.producers)
+        found.unresolved.push_back(layers_[producer].name + ": " + reason);
+      if (component.producers.empty()) found.unresolved.push_back(layers_[*layer].name + ": " + reason);
     }
     for (size_t i = 0; i < layers_.size(); ++i) {
-      if (seen_.count(i) == 0 && (layers_[i].type.rfind("conv", 0) == 0 || layers_[i].type == "linear"))
-        found.unresolved.push_back(layers_[i].name +
-                                   ": not called as a convolution or linear layer at the "
-                                   "top level of forward (inside control flow?)");
+      if (assigned_.count(i) == 0 && (layers_[i].type.rfind("conv", 0) == 0 || layers_[i].type == "linear"))
+        found.unresolved.push_back(
+            layers_[i].name +
+            ": not called as a convolution or linear layer at the top level of forward "
+            "(inside control flow?)");
     }
     return found;
   }
@@ -142,15 +169,15 @@ class ChannelTracer {
     }
   }
 
+  std::string path_of(const Value* value) const {
+    const auto found = paths_.find(value);
+    return found == paths_.end() ? "" : found->second;
+  }
+
   // Whether the value is an attribute of the module that holds a tensor (not None).
   bool holds_tensor(const Value* value) const {
     const std::string path = path_of(value);
     return !path.empty() && attribute_at(module_, path).isTensor();
-  }
-
-  std::string path_of(const Value* value) const {
-    const auto found = paths_.find(value);
-    return found == paths_.end() ? "" : found->second;
   }
 
   // The prunable layer whose whole `weight` the value is.
@@ -169,12 +196,10 @@ class ChannelTracer {
     return found == calls_.end() ? 0 : found->second;
   }
 
-  std::string producer_problem(const Node* node, size_t layer) const {
-    if (calls(layer) != 1) return fmt::format("its weight is read by {} calls", calls(layer));
-    if (is_convolution(kind_of(node)) && constant_int(node->input(6)) != std::optional<int64_t>(1))
-      return "a grouped or depthwise convolution: its channels are tied to its inputs'";
-    if (!is_none(node->input(2)) && path_of(node->input(2)).empty()) return "its bias is computed";
-    return "";
+  std::string names(const std::vector<size_t>& producers) const {
+    std::string text;
+    for (const size_t producer : producers) text += (text.empty() ? "" : ", ") + layers_[producer].name;
+    return text;
   }
 
   static size_t readers(const ChannelGroup& group) {
@@ -183,51 +208,97 @@ class ChannelTracer {
     return count;
   }
 
-  // Follows the tensor `value` holding the group's channels to every layer that reads them; the
-  // reason they cannot be removed, or "" when they can.
-  std::string follow(const Value* value, Layout layout, ChannelGroup& group) {
+  // Puts `value` on the component's queue, its channels where `layout` says.
+  std::string enqueue(Component& component, const Value* value, Layout layout) {
+    const auto [at, added] = component.values.emplace(value, layout);
+    if (!added) return at->second == layout ? "" : "its channels meet a flattened copy of themselves";
+    component.queue.push_back(value);
+    return "";
+  }
+
+  std::string add_producer(Component& component, const Node* node, size_t layer) {
+    component.nodes.insert(node);
+    if (calls(layer) != 1) return fmt::format("its weight is read by {} calls", calls(layer));
+    const std::string kind = kind_of(node);
+    if (is_convolution(kind) && constant_int(node->input(6)) != std::optional<int64_t>(1))
+      return "a grouped or depthwise convolution: its channels are tied to its inputs'";
+    if (!is_none(node->input(2)) && path_of(node->input(2)).empty()) return "its bias is computed";
+    if (layers_[layer].weight.size(0) != component.group.channels)
+      return "it is added to a tensor of another channel count";
+    const std::string& name = layers_[layer].name;
+    component.group.slices.push_back({name + ".weight", 0, 1});
+    if (holds_tensor(node->input(2))) component.group.slices.push_back({path_of(node->input(2)), 0, 1});
+    component.producers.push_back(layer);
+    return enqueue(component, node->output(),
+                   is_convolution(kind) ? Layout::kChannelsFirst : Layout::kFeaturesLast);
+  }
+
+  // Where `value` comes from, and every use of it; the reason its channels cannot go, or "".
+  std::string visit(Component& component, const Value* value) {
+    const Layout layout = component.values.at(value);
+    if (component.nodes.count(value->node()) == 0) {
+      std::string reason = take(component, value->node(), layout, /*from_output=*/true);
+      if (!reason.empty()) return reason;
+    }
     for (const auto& use : value->uses()) {
       const Node* user = use.user;
       const std::string kind = kind_of(user);
-      if (reads_shape_only(kind)) continue;
+      const bool call = is_convolution(kind) || kind == "aten::linear";
+      if (reads_shape_only(kind) || (call ? component.reading : component.nodes).count(user) > 0) continue;
       if (user->kind() == c10::prim::Return && user->owningBlock() == graph_->block())
         return "its channels are the model's outputs";
       if (user->owningBlock() != graph_->block()) return "read by " + kind + " inside control flow";
-      std::string reason = use.offset == 0 ? follow_into(user, kind, layout, group) : not_followed(kind);
+      const bool operand = use.offset == 0 || (use.offset == 1 && is_addition(user));
+      std::string reason = !operand ? not_followed(kind)
+                           : call   ? add_reader(component, user, kind, layout)
+                                    : take(component, user, layout, /*from_output=*/false);
       if (!reason.empty()) return reason;
     }
     return "";
   }
 
-  std::string follow_into(const Node* user, const std::string& kind, Layout layout, ChannelGroup& group) {
-    if (user->outputs().size() != 1 && !is_convolution(kind) && kind != "aten::linear")
-      return "read by " + kind + ", which has several outputs";
+  // Takes `node` into the component: its channel-carrying inputs and output join the queue.
+  // `from_output`: reached from its output (a producer, or an op whose input carries them too).
+  std::string take(Component& component, const Node* node, Layout layout, bool from_output) {
+    const std::string kind = kind_of(node);
+    if (from_output && (is_convolution(kind) || kind == "aten::linear")) {
+      const auto layer = layer_weight(node->input(1));
+      if (!layer) return "made by a " + kind + " whose weight is not a prunable layer's";
+      return add_producer(component, node, *layer);
+    }
+    component.nodes.insert(node);
+    if (node->kind() == c10::prim::Param) return "they are the model's inputs";
+    if (node->outputs().size() != 1) return "read by " + kind + ", which has several outputs";
+    std::string reason;
     if (kind == "aten::batch_norm") {
       for (size_t i = 1; i <= 4; ++i) {
-        if (is_none(user->input(i))) continue;
-        if (path_of(user->input(i)).empty()) return "a batch norm whose parameters are computed";
-        if (holds_tensor(user->input(i))) group.slices.push_back({path_of(user->input(i)), 0, 1});
+        if (is_none(node->input(i))) continue;
+        if (path_of(node->input(i)).empty()) return "a batch norm whose parameters are computed";
+        if (holds_tensor(node->input(i))) component.group.slices.push_back({path_of(node->input(i)), 0, 1});
       }
-      return follow(user->output(), layout, group);
-    }
-    if (passes_channels(kind)) return follow(user->output(), layout, group);
-    if (kind == "aten::flatten") {
-      if (constant_int(user->input(1)) != std::optional<int64_t>(1) ||
-          constant_int(user->input(2)) != std::optional<int64_t>(-1))
+    } else if (kind == "aten::flatten") {
+      if (constant_int(node->input(1)) != std::optional<int64_t>(1) ||
+          constant_int(node->input(2)) != std::optional<int64_t>(-1))
         return "flattened other than from axis 1 to the last";
-      return follow(user->output(), Layout::kFeaturesLast, group);
+      reason = enqueue(component, node->input(0), Layout::kChannelsFirst);
+      return reason.empty() ? enqueue(component, node->output(), Layout::kFeaturesLast) : reason;
+    } else if (is_addition(node)) {
+      if (is_tensor(node->input(1))) reason = enqueue(component, node->input(1), layout);
+    } else if (!passes_channels(kind)) {
+      return not_followed(kind);
     }
-    if (is_convolution(kind) || kind == "aten::linear") return add_reader(user, kind, layout, group);
-    return not_followed(kind);
+    if (reason.empty()) reason = enqueue(component, node->input(0), layout);
+    return reason.empty() ? enqueue(component, node->output(), layout) : reason;
   }
 
   static std::string not_followed(const std::string& kind) {
     return "read by " + kind +
-           ", which this analysis does not follow (a residual addition or a concatenation ties channels "
-           "across layers)";
+           ", which this analysis does not follow (a concatenation, say, ties channels across layers)";
   }
 
-  std::string add_reader(const Node* user, const std::string& kind, Layout layout, ChannelGroup& group) {
+  std::string add_reader(Component& component, const Node* user, const std::string& kind, Layout layout) {
+    component.reading.insert(user);
+    ChannelGroup& group = component.group;
     const auto layer = layer_weight(user->input(1));
     if (!layer) return "read by a " + kind + " whose weight is not a prunable layer's";
     if (calls(*layer) != 1) return "read by " + layers_[*layer].name + ", which is called more than once";
@@ -255,7 +326,7 @@ class ChannelTracer {
   const std::vector<PrunableLayer>& layers_;
   AttributePaths paths_;
   std::map<size_t, int64_t> calls_;
-  std::unordered_set<size_t> seen_;
+  std::unordered_set<size_t> assigned_;
 };
 
 // The graph with the branches that the module's own boolean attributes decide taken: `if

@@ -2,9 +2,10 @@
 // on its inlined forward graph. A group starts at a prunable convolution (groups = 1) or linear
 // layer whose weight is a module's `weight`; its channels flow through batch norms (whose tensors
 // join the group), element-wise activations, dropout, pooling and a flatten, and end in the
-// convolutions and linear layers that read them. Any other use (an addition, a concatenation,
-// control flow, the model's output, a grouped convolution) ties the channels to something this
-// analysis does not follow: that layer's channels stay whole, and the reason is recorded.
+// convolutions and linear layers that read them. An addition joins both operands' channels: every
+// layer producing either becomes part of one group (a residual connection ties them). Any other
+// use (a concatenation, control flow, the model's output, a grouped convolution) keeps the
+// channels whole, and the reason is recorded.
 #pragma once
 
 #include <string>

@@ -26,13 +26,23 @@ std::pair<nlohmann::json, std::string> channel_groups_of(Network& network) {
   try {
     std::string names;
     for (const auto& group : channel_groups(network)) {
-      // The layers whose input side loses the group's channels.
+      // The layers that make the group's channels (several where a residual addition ties them)
+      // and those whose input side loses them.
+      std::vector<std::string> producers;
       std::vector<std::string> readers;
       for (const auto& slice : group.slices) {
-        if (slice.dim == 1) readers.push_back(slice.tensor.substr(0, slice.tensor.rfind('.')));
+        const std::string layer = slice.tensor.substr(0, slice.tensor.rfind('.'));
+        const bool prunable =
+            std::any_of(network.layers().begin(), network.layers().end(),
+                        [&](const PrunableLayer& l) { return l.name + ".weight" == slice.tensor; });
+        if (prunable) (slice.dim == 0 ? producers : readers).push_back(layer);
       }
-      groups.push_back({{"name", group.name}, {"channels", group.channels}, {"readers", readers}});
-      names += fmt::format("{}{} ({})", names.empty() ? "" : ", ", group.name, group.channels);
+      groups.push_back({{"name", group.name},
+                        {"channels", group.channels},
+                        {"producers", producers},
+                        {"readers", readers}});
+      names += fmt::format("{}{} ({}{})", names.empty() ? "" : ", ", group.name, group.channels,
+                           producers.size() > 1 ? fmt::format(", {} layers tied", producers.size()) : "");
     }
     return {groups, fmt::format("channel groups: {}\n", names)};
   } catch (const UsageError& e) {
