@@ -120,14 +120,14 @@ std::unique_ptr<Network> smaller_zoo_model(NativeNetwork& from, const ModelMeta&
 // A copy of the TorchScript module whose tensors (and the masks saved beside them) are cut; the
 // graph reads every shape from the tensors, so nothing else changes.
 std::unique_ptr<Network> smaller_script_model(ScriptNetwork& from, const Cuts& cuts) {
-  torch::jit::Module copy = from.module().clone();
+  // Copied without autograd history, so every tensor of the copy is a leaf that can train again.
   torch::NoGradGuard no_grad;
+  torch::jit::Module copy = from.module().clone();
   for (const auto& item : cuts) {
     for (const std::string& name : {item.first, item.first + "_mask"}) {
       const c10::IValue value = attribute_at(copy, name);
       if (!value.isTensor()) continue;
-      torch::Tensor smaller = cut(cuts, item.first, value.toTensor()).clone();
-      smaller.set_requires_grad(value.toTensor().requires_grad());
+      const torch::Tensor smaller = cut(cuts, item.first, value.toTensor()).clone();
       const size_t dot = name.rfind('.');
       torch::jit::Module owner = dot == std::string::npos
                                      ? copy
@@ -135,6 +135,9 @@ std::unique_ptr<Network> smaller_script_model(ScriptNetwork& from, const Cuts& c
       owner.setattr(name.substr(dot == std::string::npos ? 0 : dot + 1), smaller);
     }
   }
+  std::map<std::string, bool> trains;
+  for (const auto& item : from.module().named_parameters()) trains[item.name] = item.value.requires_grad();
+  for (const auto& item : copy.named_parameters()) item.value.set_requires_grad(trains[item.name]);
   auto smaller = std::make_unique<ScriptNetwork>(copy, from.path(), from.load_options());
   for (size_t i = 0; i < from.layers().size() && i < from.masks().size(); ++i) {
     if (!from.masks()[i].defined()) continue;

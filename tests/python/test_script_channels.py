@@ -188,6 +188,17 @@ def main():
         check("depthwise" in "\n".join(found["channels_kept_whole"]), "depthwise convolutions are named")
         prune_and_compare(binary, mobilenet, "global", 0.1, got)
 
+        # run: a round prunes, fine-tunes the smaller TorchScript model and writes it.
+        out = os.path.join(directory, "run")
+        run = rdprune(binary, "run", "--model", resnet, "--dataset", "synthetic", "--input-shape",
+                      ",".join(map(str, SHAPE)), "--synthetic-size", "64", "--granularity", "channel",
+                      "--method", "uniform", "--budget", "flops", "--sparsity", "0.3", "--finetune-steps", "2",
+                      "--eval-limit", "16", "--out-dir", out, "--json")
+        check(run.returncode == 0, f"run: {run.stderr}")
+        check(json.loads(run.stdout)["rounds"][0]["train_steps"] == 2, f"run fine-tuned: {run.stdout}")
+        tuned = torch.jit.load(os.path.join(out, "round-1", "model.ts.pt"))
+        check(tensor(tuned, "layer1.0.conv1.weight").shape[0] < 64, "run wrote the smaller model")
+
         # A plan made for another graph is refused, naming both.
         wrong = rdprune(binary, "prune", "--model", mobilenet, "--plan", resnet_plan, "--out",
                         os.path.join(directory, "wrong.ts.pt"))
