@@ -1,8 +1,12 @@
 #include "rdprune/process_group.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <condition_variable>
 #include <cstdlib>
+#include <mutex>
+#include <thread>
 
 #include <torch/torch.h>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
@@ -42,13 +46,111 @@ std::string process_name(const ProcessPlace& place) {
   return "rank " + std::to_string(place.rank) + " of " + std::to_string(place.world_size);
 }
 
-// What a failed exchange tells this process.
-Error lost_others(const ProcessPlace& place, const std::exception& e) {
-  return Error(process_name(place) +
-               ": lost the other processes (one ended or stopped answering: " + torch_reason(e) + ")");
+std::string rank_list(const std::vector<int>& ranks) {
+  std::string text = ranks.size() > 1 ? "ranks " : "rank ";
+  for (size_t i = 0; i < ranks.size(); ++i) text += (i > 0 ? ", " : "") + std::to_string(ranks[i]);
+  return text;
+}
+
+// The store client the liveness records go through: its own connection, so that a failed exchange
+// leaves it usable; under torchrun, under the agent's prefix.
+c10::intrusive_ptr<c10d::Store> liveness_store(const ProcessPlace& place) {
+  c10d::TCPStoreOptions options;
+  options.port = static_cast<uint16_t>(place.master_port);
+  options.waitWorkers = false;
+  options.timeout = std::chrono::seconds(5);
+  c10::intrusive_ptr<c10d::Store> store = c10::make_intrusive<c10d::TCPStore>(place.master_addr, options);
+  if (place.agent_store)
+    store = c10::make_intrusive<c10d::PrefixStore>("/worker/attempt_" + place.restart_count, store);
+  return store;
 }
 
 }  // namespace
+
+// Which process a failed exchange lost. Every process counts, in the rendezvous store, its
+// heartbeats (a thread, every second) and the exchanges it has started. When an exchange fails,
+// a process whose heartbeats stopped ended (or was stopped); else those that started fewer
+// exchanges than the others did not reach this one.
+class Liveness {
+ public:
+  Liveness(const ProcessPlace& place) : place_(place), store_(liveness_store(place)) {
+    beating_ = std::thread([this] { beat(); });
+  }
+  ~Liveness() {
+    {
+      const std::lock_guard<std::mutex> lock(mutex_);
+      stop_ = true;
+    }
+    wake_.notify_all();
+    beating_.join();
+  }
+
+  void started_exchange() { count("exchanges", 1); }
+
+  // Whom a failed exchange lost and how, e.g. "rank 2 (it ended or stopped answering", or "" when
+  // the records cannot tell.
+  std::string lost() {
+    const std::vector<int64_t> beats = counts("beats");
+    const std::vector<int64_t> exchanges = counts("exchanges");
+    if (beats.empty())
+      return place_.agent_store || place_.rank == 0 ? "" : "rank 0 (it served the rendezvous and ended";
+    std::this_thread::sleep_for(std::chrono::milliseconds(2500));
+    const std::vector<int64_t> later = counts("beats");
+    std::vector<int> silent;
+    std::vector<int> behind;
+    const int64_t most = *std::max_element(exchanges.begin(), exchanges.end());
+    for (int r = 0; r < place_.world_size; ++r) {
+      if (r == place_.rank) continue;
+      if (later.empty() || later[r] == beats[r]) silent.push_back(r);
+      if (exchanges[r] < most) behind.push_back(r);
+    }
+    const auto say = [](const std::vector<int>& ranks, const std::string& what) {
+      return rank_list(ranks) + (ranks.size() > 1 ? " (they " : " (it ") + what;
+    };
+    if (!silent.empty()) return say(silent, "ended or stopped answering");
+    if (!behind.empty()) return say(behind, "did not reach the exchange");
+    return "";
+  }
+
+ private:
+  void beat() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    while (!stop_) {
+      lock.unlock();
+      count("beats", 1);
+      lock.lock();
+      wake_.wait_for(lock, std::chrono::seconds(1), [this] { return stop_; });
+    }
+  }
+
+  // Adds `by` to this process's count `name` (0: reads it); -1 when the store cannot be reached.
+  int64_t count(const std::string& name, int64_t by, int rank = -1) {
+    const std::lock_guard<std::mutex> lock(store_mutex_);
+    try {
+      return store_->add("rdprune/" + name + "/" + std::to_string(rank < 0 ? place_.rank : rank), by);
+    } catch (const std::exception&) {
+      return -1;
+    }
+  }
+
+  // Every process's count `name`; empty when the store cannot be reached.
+  std::vector<int64_t> counts(const std::string& name) {
+    std::vector<int64_t> values;
+    for (int r = 0; r < place_.world_size; ++r) {
+      values.push_back(count(name, 0, r));
+      if (values.back() < 0) return {};
+    }
+    return values;
+  }
+
+  ProcessPlace place_;
+  c10::intrusive_ptr<c10d::Store> store_;
+  std::mutex store_mutex_;
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  bool stop_ = false;
+  std::thread beating_;
+};
 
 ProcessPlace place_from(const std::map<std::string, std::string>& env) {
   ProcessPlace place;
@@ -78,6 +180,16 @@ ProcessPlace place_from_environment() {
 
 struct ProcessGroup::Impl {
   c10::intrusive_ptr<c10d::ProcessGroupGloo> group;
+  std::unique_ptr<Liveness> liveness;
+
+  // What a failed exchange tells this process, naming the process it lost where the liveness
+  // records tell.
+  Error lost(const ProcessPlace& place, const std::exception& e) const {
+    const std::string who = liveness->lost();
+    return Error(process_name(place) + ": lost " +
+                 (who.empty() ? "the other processes (one ended or stopped answering" : who) + ": " +
+                 torch_reason(e) + ")");
+  }
 };
 
 ProcessGroup::ProcessGroup(const ProcessPlace& place, double timeout_seconds) : place_(place) {
@@ -101,6 +213,7 @@ ProcessGroup::ProcessGroup(const ProcessPlace& place, double timeout_seconds) : 
     options->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
     impl_ = std::make_unique<Impl>();
     impl_->group = c10::make_intrusive<c10d::ProcessGroupGloo>(store, place.rank, place.world_size, options);
+    impl_->liveness = std::make_unique<Liveness>(place);
   } catch (const std::exception& e) {
     throw Error(process_name(place) + ": cannot join the other processes at " + place.master_addr + ":" +
                 std::to_string(place.master_port) + " (" + torch_reason(e) + ")");
@@ -119,16 +232,17 @@ std::function<void()> ProcessGroup::start_sum(torch::Tensor values) {
   if (!impl_) return [] {};
   c10::intrusive_ptr<c10d::Work> work;
   try {
+    impl_->liveness->started_exchange();
     std::vector<torch::Tensor> tensors = {std::move(values)};
     work = impl_->group->allreduce(tensors);
   } catch (const std::exception& e) {
-    throw lost_others(place_, e);
+    throw impl_->lost(place_, e);
   }
-  return [work, place = place_] {
+  return [work, place = place_, impl = impl_.get()] {
     try {
       work->wait();
     } catch (const std::exception& e) {
-      throw lost_others(place, e);
+      throw impl->lost(place, e);
     }
   };
 }

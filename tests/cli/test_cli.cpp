@@ -480,12 +480,14 @@ TEST_F(Cli, TrainFinetuneAndRunOverSeveralProcessesEqualOneProcess) {
   ASSERT_EQ(again[0].code, 0) << again[0].err;
   ASSERT_EQ(again[1].code, 0) << again[1].err;
   EXPECT_TRUE(nlohmann::json::parse(again[0].out).at("rounds")[0].at("resumed").get<bool>());
-  // A process killed during training: the other ends in one line, and no model is written.
+  // A process killed during training: the others end in one line naming it, and no model is written.
   std::vector<std::string> long_train = with(train, {"--out", work_.file("killed.pt")});
   *(std::find(long_train.begin(), long_train.end(), "--steps") + 1) = "100000";
-  const std::vector<Result> killed = several(2, long_train, "timeout -s KILL 3");
-  EXPECT_EQ(killed[1].code, 128 + 9) << killed[1].err;
-  expect_error(killed[0], 1, "rank 0 of 2: lost the other processes");
+  // Three processes, the last killed: both others name it.
+  const std::vector<Result> killed = several(3, long_train, "timeout -s KILL 3");
+  EXPECT_EQ(killed[2].code, 128 + 9) << killed[2].err;
+  expect_error(killed[0], 1, "rank 0 of 3: lost rank 2 (it ended or stopped answering: ");
+  expect_error(killed[1], 1, "rank 1 of 3: lost rank 2 (it ended or stopped answering: ");
   EXPECT_FALSE(std::filesystem::exists(work_.file("killed.pt")));
   // A process that stops answering (SIGSTOP; killed 8 s later): the other gives up after
   // --dist-timeout, in one line.
@@ -493,7 +495,7 @@ TEST_F(Cli, TrainFinetuneAndRunOverSeveralProcessesEqualOneProcess) {
   *(std::find(hung_train.begin(), hung_train.end(), "--dist-timeout") + 1) = "4";
   const std::vector<Result> hung = several(2, hung_train, "timeout --foreground -k 8 -s STOP 3");
   EXPECT_EQ(hung[1].code, 128 + 9) << hung[1].err;
-  expect_error(hung[0], 1, "rank 0 of 2: lost the other processes");
+  expect_error(hung[0], 1, "rank 0 of 2: lost rank 1 (it ended or stopped answering: ");
   // Gloo's reason says it was the timeout (after 4 s), not the stopped process's death (after 8):
   // "Application timeout caused pair closure" or "Timed out waiting 4000ms ...", by where it waited.
   std::string reason = hung[0].err;
