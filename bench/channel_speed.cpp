@@ -1,10 +1,11 @@
-// Latency of channel-pruned zoo models against the dense one, side by side in one process: each
-// model keeps the uniform rule's channels at a FLOPs target (the widths decide the time, not the
+// Latency of channel-pruned zoo or TorchScript models against the dense one, side by side in one process:
+// each model keeps the uniform rule's channels at a FLOPs target (the widths decide the time, not the
 // weights), is made physically smaller (remove_pruned_channels), and is timed with the dense model
 // in alternation at batch 1 and 64, with 1 and 2 threads. Printed: each model's kept share of the
 // multiply-accumulates beside its measured speedup (dense time / its time, median of the repeats).
-// Usage: bench_channel_speed [arch] [C,H,W] [targets] [repeats]
-//   defaults: vgg16 3,32,32 0.3,0.5,0.7 7
+// Usage: bench_channel_speed [arch or model file] [C,H,W] [targets] [repeats]
+//   defaults: vgg16 3,32,32 0.3,0.5,0.7 7; a TorchScript file (e.g. torchvision's resnet18, scripted)
+//   is pruned and timed as TorchScript.
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -27,7 +28,18 @@ int main(int argc, char** argv) {
   for (const auto& part : rdprune::split_list(shape_text, "shape")) shape.push_back(std::stoll(part));
   torch::manual_seed(0);
   rdprune::ModelMeta meta{arch, shape, 10, "", {}, {}};
-  auto dense = rdprune::create_network(meta);
+  // A zoo architecture (random weights, the same in every copy), or a model file: a TorchScript
+  // model is pruned and timed as TorchScript.
+  const bool file = arch.size() > 3 && arch.compare(arch.size() - 3, 3, ".pt") == 0;
+  auto dense = file ? rdprune::load_network(arch) : rdprune::create_network(meta);
+  const auto fresh = [&] {
+    if (file) return rdprune::load_network(arch);
+    auto copy = rdprune::create_network(meta);
+    torch::NoGradGuard no_grad;
+    for (size_t i = 0; i < copy->parameters().size(); ++i)
+      copy->parameters()[i].copy_(dense->parameters()[i]);
+    return copy;
+  };
   const auto infos = rdprune::layer_census(*dense, shape);
   const auto groups = rdprune::channel_groups(*dense);
   const auto costs = rdprune::channel_cost_model(groups, infos);
@@ -40,10 +52,7 @@ int main(int argc, char** argv) {
     options.budget = rdprune::BudgetKind::kFlops;
     options.sparsity_target = std::stod(target);
     const rdprune::Plan plan = rdprune::allocate_channels_uniform(costs, options);
-    auto copy = rdprune::create_network(meta);
-    torch::NoGradGuard no_grad;
-    for (size_t i = 0; i < copy->parameters().size(); ++i)
-      copy->parameters()[i].copy_(dense->parameters()[i]);
+    auto copy = fresh();
     rdprune::apply_channel_plan(*copy, plan, "uniform");
     pruned.push_back(rdprune::remove_pruned_channels(*copy));
     kept_share.push_back(1.0 - plan.flops_sparsity_achieved());
