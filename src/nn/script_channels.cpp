@@ -36,6 +36,12 @@ std::optional<int64_t> constant_int(const Value* value) {
   return constant->toInt();
 }
 
+std::optional<bool> constant_bool(const Value* value) {
+  const auto constant = torch::jit::toIValue(value);
+  if (!constant || !constant->isBool()) return std::nullopt;
+  return constant->toBool();
+}
+
 bool is_none(const Value* value) {
   const auto constant = torch::jit::toIValue(value);
   return constant && constant->isNone();
@@ -282,6 +288,14 @@ class ChannelTracer {
         return "flattened other than from axis 1 to the last";
       reason = enqueue(component, node->input(0), Layout::kChannelsFirst);
       return reason.empty() ? enqueue(component, node->output(), Layout::kFeaturesLast) : reason;
+    } else if (kind == "aten::mean") {
+      // Global average pooling written as x.mean([2, 3]): [N, C, H, W] -> [N, C].
+      const auto dims = torch::jit::toIValue(node->input(1));
+      const bool spatial = dims && dims->isIntList() && dims->toIntVector() == std::vector<int64_t>{2, 3} &&
+                           constant_bool(node->input(2)) == std::optional<bool>(false);
+      if (!spatial || layout != Layout::kChannelsFirst) return not_followed(kind);
+      reason = enqueue(component, node->input(0), Layout::kChannelsFirst);
+      return reason.empty() ? enqueue(component, node->output(), Layout::kFeaturesLast) : reason;
     } else if (is_addition(node)) {
       if (is_tensor(node->input(1))) reason = enqueue(component, node->input(1), layout);
     } else if (!passes_channels(kind)) {
@@ -292,8 +306,9 @@ class ChannelTracer {
   }
 
   static std::string not_followed(const std::string& kind) {
-    return "read by " + kind +
-           ", which this analysis does not follow (a concatenation, say, ties channels across layers)";
+    if (kind == "prim::ListConstruct" || kind == "aten::append" || kind == "aten::cat")
+      return "concatenated with other tensors (" + kind + "), which ties channels across layers";
+    return "read by " + kind + ", which this analysis does not follow";
   }
 
   std::string add_reader(Component& component, const Node* user, const std::string& kind, Layout layout) {
@@ -329,21 +344,22 @@ class ChannelTracer {
   std::unordered_set<size_t> assigned_;
 };
 
-// The graph with the branches that the module's own boolean attributes decide taken: `if
-// self.use_res_connect:` becomes the code it runs. (`training` stays open: the branches it decides
-// hold batch-norm bookkeeping, not the channels' path.)
+// The graph with the branches that the module's own boolean and numeric attributes decide taken:
+// `if self.use_res_connect:` or `if self.stride == 1:` becomes the code it runs. (`training` stays
+// open: the branches it decides hold batch-norm bookkeeping, not the channels' path.)
 void fold_module_flags(const torch::jit::Module& module, std::shared_ptr<Graph>& graph) {
   AttributePaths paths;
   std::vector<std::pair<Node*, std::string>> flags;
   for (Node* node : graph->block()->nodes()) {
     const std::string path = record_attribute_path(node, graph->inputs()[0], paths);
-    if (!path.empty() && node->s(c10::attr::name) != "training" &&
-        node->output()->type()->kind() == c10::TypeKind::BoolType)
+    if (path.empty() || node->s(c10::attr::name) == "training") continue;
+    const auto type = node->output()->type()->kind();
+    if (type == c10::TypeKind::BoolType || type == c10::TypeKind::IntType || type == c10::TypeKind::FloatType)
       flags.emplace_back(node, path);
   }
   for (const auto& [node, path] : flags) {
     const c10::IValue value = attribute_at(module, path);
-    if (!value.isBool()) continue;
+    if (!value.isBool() && !value.isInt() && !value.isDouble()) continue;
     torch::jit::WithInsertPoint point(node);
     node->output()->replaceAllUsesWith(graph->insertConstant(value));
   }

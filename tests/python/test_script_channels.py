@@ -3,7 +3,8 @@
 and mobilenet_v2, scripted here, on their forward graphs and says why every other layer's channels
 stay whole; `prune` with a channel plan writes a TorchScript model that plain PyTorch loads, with
 smaller tensors, whose outputs equal the original model's with the removed channels masked (1e-5).
-Bad input: a model with no group it can remove, and a plan made for another graph.
+densenet121 and shufflenet_v2 likewise, with their concatenations and depthwise convolutions left
+whole. Bad input: a model with no group it can remove, and a plan made for another graph.
 """
 import argparse
 import json
@@ -187,6 +188,18 @@ def main():
                                            ["features.3.conv.0.0", "features.4.conv.0.0"]), f"mobilenet: {got}")
         check("depthwise" in "\n".join(found["channels_kept_whole"]), "depthwise convolutions are named")
         prune_and_compare(binary, mobilenet, "global", 0.1, got)
+
+        # densenet121: each dense layer's bottleneck; its outputs are concatenated, and stay whole.
+        # shufflenet_v2: the last 1x1 convolution, read by the classifier after a mean over the
+        # map; its blocks split, concatenate and shuffle channels, and convolve them depthwise.
+        for name, count, kept_whole in (("densenet121", 58, "concatenated with other tensors"),
+                                        ("shufflenet_v2_x0_5", 1, "depthwise")):
+            path = script(name, directory, generator)
+            found = info(binary, path)
+            got = groups_of(found)
+            check(len(got) == count, f"{name}: {len(got)} groups")
+            check(kept_whole in "\n".join(found["channels_kept_whole"]), f"{name}: {found['channels_kept_whole']}")
+            prune_and_compare(binary, path, "uniform", 0.05, got)
 
         # run: a round prunes, fine-tunes the smaller TorchScript model and writes it.
         out = os.path.join(directory, "run")
