@@ -3,9 +3,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
-#include <condition_variable>
 #include <cstdlib>
-#include <mutex>
 #include <thread>
 
 #include <torch/torch.h>
@@ -67,89 +65,48 @@ c10::intrusive_ptr<c10d::Store> liveness_store(const ProcessPlace& place) {
 
 }  // namespace
 
-// Which process a failed exchange lost. Every process counts, in the rendezvous store, its
-// heartbeats (a thread, every second) and the exchanges it has started. When an exchange fails,
-// a process whose heartbeats stopped ended (or was stopped); else those that started fewer
-// exchanges than the others did not reach this one.
+// Which process a failed exchange lost. A process whose exchange fails says so in the rendezvous
+// store and waits a few seconds for the others to say the same: those that do not are the ones
+// lost (ended, stopped, or hung elsewhere). The store is touched only then: a process stopped in
+// the middle of a store request would hold up its server.
 class Liveness {
  public:
-  Liveness(const ProcessPlace& place) : place_(place), store_(liveness_store(place)) {
-    beating_ = std::thread([this] { beat(); });
-  }
-  ~Liveness() {
-    {
-      const std::lock_guard<std::mutex> lock(mutex_);
-      stop_ = true;
-    }
-    wake_.notify_all();
-    beating_.join();
-  }
+  explicit Liveness(const ProcessPlace& place, double wait_seconds)
+      : place_(place), wait_(wait_seconds), store_(liveness_store(place)) {}
 
-  void started_exchange() { count("exchanges", 1); }
-
-  // Whom a failed exchange lost and how, e.g. "rank 2 (it ended or stopped answering", or "" when
-  // the records cannot tell.
+  // Whom a failed exchange lost, e.g. "rank 2 (it ended or stopped answering", or "" when every
+  // process noticed the failure.
   std::string lost() {
-    const std::vector<int64_t> beats = counts("beats");
-    const std::vector<int64_t> exchanges = counts("exchanges");
-    if (beats.empty())
-      return place_.agent_store || place_.rank == 0 ? "" : "rank 0 (it served the rendezvous and ended";
-    std::this_thread::sleep_for(std::chrono::milliseconds(2500));
-    const std::vector<int64_t> later = counts("beats");
     std::vector<int> silent;
-    std::vector<int> behind;
-    const int64_t most = *std::max_element(exchanges.begin(), exchanges.end());
-    for (int r = 0; r < place_.world_size; ++r) {
-      if (r == place_.rank) continue;
-      if (later.empty() || later[r] == beats[r]) silent.push_back(r);
-      if (exchanges[r] < most) behind.push_back(r);
+    try {
+      store_->set(key(place_.rank), std::vector<uint8_t>{1});
+    } catch (const std::exception&) {
+      return place_.agent_store || place_.rank == 0 ? "" : "rank 0 (it served the rendezvous and ended";
     }
-    const auto say = [](const std::vector<int>& ranks, const std::string& what) {
-      return rank_list(ranks) + (ranks.size() > 1 ? " (they " : " (it ") + what;
-    };
-    if (!silent.empty()) return say(silent, "ended or stopped answering");
-    if (!behind.empty()) return say(behind, "did not reach the exchange");
-    return "";
+    try {
+      const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(wait_);
+      do {
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        silent.clear();
+        for (int r = 0; r < place_.world_size; ++r) {
+          if (r != place_.rank && !store_->check({key(r)})) silent.push_back(r);
+        }
+      } while (!silent.empty() && std::chrono::steady_clock::now() < deadline);
+      // The store's host stays a moment longer, for the others still looking.
+      if (place_.rank == 0 && !place_.agent_store) std::this_thread::sleep_for(std::chrono::seconds(1));
+    } catch (const std::exception&) {
+      // The store's host left after deciding: what was seen last stands.
+    }
+    if (silent.empty()) return "";
+    return rank_list(silent) + (silent.size() > 1 ? " (they" : " (it") + " ended or stopped answering";
   }
 
  private:
-  void beat() {
-    std::unique_lock<std::mutex> lock(mutex_);
-    while (!stop_) {
-      lock.unlock();
-      count("beats", 1);
-      lock.lock();
-      wake_.wait_for(lock, std::chrono::seconds(1), [this] { return stop_; });
-    }
-  }
-
-  // Adds `by` to this process's count `name` (0: reads it); -1 when the store cannot be reached.
-  int64_t count(const std::string& name, int64_t by, int rank = -1) {
-    const std::lock_guard<std::mutex> lock(store_mutex_);
-    try {
-      return store_->add("rdprune/" + name + "/" + std::to_string(rank < 0 ? place_.rank : rank), by);
-    } catch (const std::exception&) {
-      return -1;
-    }
-  }
-
-  // Every process's count `name`; empty when the store cannot be reached.
-  std::vector<int64_t> counts(const std::string& name) {
-    std::vector<int64_t> values;
-    for (int r = 0; r < place_.world_size; ++r) {
-      values.push_back(count(name, 0, r));
-      if (values.back() < 0) return {};
-    }
-    return values;
-  }
+  static std::string key(int rank) { return "rdprune/noticed/" + std::to_string(rank); }
 
   ProcessPlace place_;
+  double wait_;
   c10::intrusive_ptr<c10d::Store> store_;
-  std::mutex store_mutex_;
-  std::mutex mutex_;
-  std::condition_variable wake_;
-  bool stop_ = false;
-  std::thread beating_;
 };
 
 ProcessPlace place_from(const std::map<std::string, std::string>& env) {
@@ -178,18 +135,17 @@ ProcessPlace place_from_environment() {
   return place_from(env);
 }
 
+// What a failed exchange tells this process, naming the process it lost where `liveness` tells.
+Error lost_error(const ProcessPlace& place, Liveness& liveness, const std::exception& e) {
+  const std::string who = liveness.lost();
+  return Error(process_name(place) + ": lost " +
+               (who.empty() ? "the other processes (one ended or stopped answering" : who) + ": " +
+               torch_reason(e) + ")");
+}
+
 struct ProcessGroup::Impl {
   c10::intrusive_ptr<c10d::ProcessGroupGloo> group;
-  std::unique_ptr<Liveness> liveness;
-
-  // What a failed exchange tells this process, naming the process it lost where the liveness
-  // records tell.
-  Error lost(const ProcessPlace& place, const std::exception& e) const {
-    const std::string who = liveness->lost();
-    return Error(process_name(place) + ": lost " +
-                 (who.empty() ? "the other processes (one ended or stopped answering" : who) + ": " +
-                 torch_reason(e) + ")");
-  }
+  std::shared_ptr<Liveness> liveness;  // shared with the waits start_sum returns
 };
 
 ProcessGroup::ProcessGroup(const ProcessPlace& place, double timeout_seconds) : place_(place) {
@@ -213,7 +169,8 @@ ProcessGroup::ProcessGroup(const ProcessPlace& place, double timeout_seconds) : 
     options->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
     impl_ = std::make_unique<Impl>();
     impl_->group = c10::make_intrusive<c10d::ProcessGroupGloo>(store, place.rank, place.world_size, options);
-    impl_->liveness = std::make_unique<Liveness>(place);
+    // Processes notice a lost one at the same exchange, within moments; 5 s covers a loaded machine.
+    impl_->liveness = std::make_shared<Liveness>(place, std::min(5.0, timeout_seconds));
   } catch (const std::exception& e) {
     throw Error(process_name(place) + ": cannot join the other processes at " + place.master_addr + ":" +
                 std::to_string(place.master_port) + " (" + torch_reason(e) + ")");
@@ -232,17 +189,16 @@ std::function<void()> ProcessGroup::start_sum(torch::Tensor values) {
   if (!impl_) return [] {};
   c10::intrusive_ptr<c10d::Work> work;
   try {
-    impl_->liveness->started_exchange();
     std::vector<torch::Tensor> tensors = {std::move(values)};
     work = impl_->group->allreduce(tensors);
   } catch (const std::exception& e) {
-    throw impl_->lost(place_, e);
+    throw lost_error(place_, *impl_->liveness, e);
   }
-  return [work, place = place_, impl = impl_.get()] {
+  return [work, place = place_, liveness = impl_->liveness] {
     try {
       work->wait();
     } catch (const std::exception& e) {
-      throw impl->lost(place, e);
+      throw lost_error(place, *liveness, e);
     }
   };
 }

@@ -72,8 +72,6 @@ torch::Tensor slice_index(const torch::Tensor& index, int64_t per_channel) {
   return (index.unsqueeze(1) * per_channel + offsets.unsqueeze(0)).flatten();
 }
 
-// The scale (gamma) of the batch norm that follows the group's producing layer: the group's other
-// output-side weight.
 // The absolute scales (gamma) of the batch norms after the group's producing layers, summed: the
 // group's output-side weights other than the producers'.
 torch::Tensor batch_norm_scale(Network& network, const ChannelGroup& group) {

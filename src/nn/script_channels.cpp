@@ -85,14 +85,23 @@ bool passes_channels(const std::string& kind) {
   return ops.count(kind) > 0;
 }
 
+// Where a group's channels sit in a tensor: on axis 1 (a convolution's output), or last, after a
+// linear layer or a flatten.
+enum class Layout { kChannelsFirst, kFeaturesLast };
+
 // Uses that read a tensor's shape, not its values.
 bool reads_shape_only(const std::string& kind) {
   return kind == "aten::size" || kind == "aten::dim" || kind == "prim::shape";
 }
 
-// Where a group's channels sit in a tensor: on axis 1 (a convolution's output), or last, after a
-// linear layer or a flatten.
-enum class Layout { kChannelsFirst, kFeaturesLast };
+// Whether a shape read takes the size of the channel axis (`x.size(1)`, or the last one after a
+// linear layer), which a smaller model would change under the code that uses it.
+bool reads_channel_count(const Node* node, Layout layout) {
+  if (kind_of(node) != "aten::size" || node->inputs().size() < 2) return false;
+  const auto dim = constant_int(node->input(1));
+  if (!dim) return true;
+  return layout == Layout::kChannelsFirst ? *dim == 1 : *dim == -1 || *dim == 1;
+}
 
 bool is_addition(const Node* node) {
   const std::string kind = kind_of(node);
@@ -250,7 +259,11 @@ class ChannelTracer {
       const Node* user = use.user;
       const std::string kind = kind_of(user);
       const bool call = is_convolution(kind) || kind == "aten::linear";
-      if (reads_shape_only(kind) || (call ? component.reading : component.nodes).count(user) > 0) continue;
+      if (reads_shape_only(kind)) {
+        if (reads_channel_count(user, layout)) return "its channel count is read (" + kind + ")";
+        continue;
+      }
+      if ((call ? component.reading : component.nodes).count(user) > 0) continue;
       if (user->kind() == c10::prim::Return && user->owningBlock() == graph_->block())
         return "its channels are the model's outputs";
       if (user->owningBlock() != graph_->block()) return "read by " + kind + " inside control flow";
@@ -276,6 +289,10 @@ class ChannelTracer {
     if (node->kind() == c10::prim::Param) return "they are the model's inputs";
     if (node->outputs().size() != 1) return "read by " + kind + ", which has several outputs";
     std::string reason;
+    // Batch norms and pooling work on axis 1 of a [N, C, ...] tensor; after a linear layer the
+    // channels are last, which is axis 1 only for [N, C]: not followed there.
+    const bool spatial = kind == "aten::batch_norm" || kind.find("pool") != std::string::npos;
+    if (spatial && layout != Layout::kChannelsFirst) return "read by " + kind + " after a linear layer";
     if (kind == "aten::batch_norm") {
       for (size_t i = 1; i <= 4; ++i) {
         if (is_none(node->input(i))) continue;

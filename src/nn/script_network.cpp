@@ -7,6 +7,7 @@
 #include "rdprune/atomic_file.h"
 #include "rdprune/error.h"
 #include "rdprune/text.h"
+#include "rdprune/torch_reason.h"
 
 namespace rdprune {
 namespace {
@@ -103,7 +104,7 @@ ScriptNetwork::ScriptNetwork(torch::jit::Module module, const std::string& path,
   try {
     channels_ = find_script_channels(module_, layers_);
   } catch (const std::exception& e) {
-    channels_ = {{}, {std::string("the forward graph could not be analysed: ") + e.what()}};
+    channels_ = {{}, {"the forward graph could not be analysed: " + torch_reason(e)}};
   }
 }
 

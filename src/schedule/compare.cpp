@@ -60,7 +60,12 @@ PipelineOptions cell_options(const CompareOptions& o, const Cell& cell) {
   options.method = control ? "global" : o.methods[cell.method];
   options.label = cell_label(o, cell);
   options.rd.sparsity_target = control ? 0.0 : o.sparsities[cell.sparsity];
-  if (control) options.rd.keep_dense.clear();  // prunes nothing to keep dense
+  if (control) {
+    // Prunes nothing, so nothing to keep dense or bound.
+    options.rd.keep_dense.clear();
+    options.rd.min_sparsity = 0;
+    options.rd.max_sparsity = 1;
+  }
   options.rounds = o.rounds[cell.rounds];
   options.finetune.steps = o.finetune_steps[cell.steps];
   options.seed = static_cast<uint64_t>(o.seeds[cell.seed]);

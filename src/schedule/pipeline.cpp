@@ -31,6 +31,11 @@ void validate(const PipelineOptions& options) {
   if (options.allocator.granularity == "channel" && options.method == "rd" && options.group != nullptr &&
       options.group->size() > 1)
     throw UsageError("granularity", "channel curves run in one process in this version");
+  // The channel rules choose every group's width themselves (docs/channels.md, "Baselines").
+  if (options.allocator.granularity == "channel" && options.method != "rd" &&
+      (options.rd.min_sparsity > 0 || options.rd.max_sparsity < 1))
+    throw UsageError(options.rd.min_sparsity > 0 ? "min_sparsity" : "max_sparsity",
+                     "per-group bounds are for rd's channel plans, not " + options.method + "'s");
   if (options.holdout < 0 || options.holdout > 10000000)
     throw UsageError("holdout", "expected a count in [0, 10000000]");
   if (options.finetune.steps > 0) {

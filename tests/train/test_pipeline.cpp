@@ -407,6 +407,9 @@ TEST(Pipeline, BadOptionsAreUsageErrors) {
   EXPECT_EQ(option_of(options), "method");  // select makes no channel plans
   options.method = "slimming";
   EXPECT_EQ(option_of(options), "(none)");
+  options.rd.min_sparsity = 0.1;  // the channel rules choose every width themselves
+  EXPECT_EQ(option_of(options), "min_sparsity");
+  options.rd.min_sparsity = 0;
   options.allocator.criterion = "wanda";
   EXPECT_EQ(option_of(options), "criterion");
   options.allocator.criterion = "magnitude";
