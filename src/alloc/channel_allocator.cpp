@@ -34,7 +34,7 @@ class ChannelAllocator : public Allocator {
                                        : channel_cost_model(groups, context.layers);
     Allocation allocation;
     if (method_ == "rd") {
-      allocation.plan = allocate_rd(context, model, budget);
+      allocation.plan = measured_rd_plan(context, model, budget);
     } else if (method_ == "uniform") {
       allocation.plan = allocate_channels_uniform(model, budget);
     } else if (method_ == "slimming") {
@@ -48,7 +48,9 @@ class ChannelAllocator : public Allocator {
   }
 
  private:
-  Plan allocate_rd(AllocatorContext& context, const ChannelCostModel& model, const RdOptions& budget) const {
+  // rd: channel curves measured on the network as it is, allocated under the cost model.
+  Plan measured_rd_plan(AllocatorContext& context, const ChannelCostModel& model,
+                        const RdOptions& budget) const {
     if (context.calibration == nullptr) throw Error("rd: no calibration images to measure curves on");
     CurveOptions options = settings_.curves;
     options.sink = context.sink;

@@ -116,14 +116,11 @@ PipelineResult run_pipeline(std::unique_ptr<Network>& network, const DatasetSpli
     check_settings(options.out_dir, options, *network,
                    {{"train", data.train.fingerprint()}, {"test", test.fingerprint()}}, options.sink);
   }
-  RoundInputs inputs{options, calibration, calibration_description,  tuning,
-                     judging, test,        data.train.sample_shape()};
-  if (options.allocator.granularity == "channel") {
-    for (const auto& layer : layer_census(*network, inputs.shape)) {
-      inputs.run_weights += layer.weights;
-      inputs.run_flops += static_cast<double>(layer.weights) * layer.flops_per_weight;
-    }
-  }
+  const std::vector<int64_t> shape = data.train.sample_shape();
+  const CensusCost run_cost =
+      options.allocator.granularity == "channel" ? census_cost(layer_census(*network, shape)) : CensusCost();
+  const RoundInputs inputs{options, calibration, calibration_description, tuning, judging, test,
+                           shape,   run_cost};
   const std::unique_ptr<Allocator> allocator = make_allocator(options.method, options.allocator);
   PipelineResult result;
   for (int64_t r = 1; r <= options.rounds; ++r) {

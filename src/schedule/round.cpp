@@ -56,16 +56,12 @@ ComputeUsage minus(const ComputeUsage& a, const ComputeUsage& b) {
 }
 
 // A channel round's target is a fraction of the run's model, which earlier rounds made smaller: the
-// same budget as a fraction of this round's network (`layers`, its census). At most 0 where the
+// same budget as a fraction of this round's network (`layers`, its census). At least 0, where the
 // earlier rounds already met it.
 double channel_target(const RoundInputs& in, const std::vector<LayerInfo>& layers, double target) {
-  double now = 0;
-  for (const auto& layer : layers)
-    now += static_cast<double>(layer.weights) *
-           (in.options.rd.budget == BudgetKind::kFlops ? layer.flops_per_weight : 1.0);
-  const double run =
-      in.options.rd.budget == BudgetKind::kFlops ? in.run_flops : static_cast<double>(in.run_weights);
-  return now > 0 ? std::max(0.0, 1.0 - (1.0 - target) * run / now) : 0.0;
+  const BudgetKind budget = in.options.rd.budget;
+  const double now = census_cost(layers).of(budget);
+  return now > 0 ? std::max(0.0, 1.0 - (1.0 - target) * in.run_cost.of(budget) / now) : 0.0;
 }
 
 // Batch-norm recalibration and fine-tuning of the pruned network, and its evaluation after them.
@@ -92,6 +88,15 @@ void repair(Network& network, const RoundInputs& in, Allocation& allocation, Tra
 }
 
 }  // namespace
+
+CensusCost census_cost(const std::vector<LayerInfo>& layers) {
+  CensusCost cost;
+  for (const auto& layer : layers) {
+    cost.weights += static_cast<double>(layer.weights);
+    cost.flops += static_cast<double>(layer.weights) * std::max(0.0, layer.flops_per_weight);
+  }
+  return cost;
+}
 
 RoundResult run_round(std::unique_ptr<Network>& model, const RoundInputs& in, Allocator& allocator, int64_t r,
                       double target, const fs::path& dir) {
@@ -126,9 +131,10 @@ RoundResult run_round(std::unique_ptr<Network>& model, const RoundInputs& in, Al
                                                o.allocator.curves.batch_size, context.batch_statistics);
   apply_plan(*model, plan, allocator.name() + " plan");
   round.sparsity_achieved =
-      channels ? 1.0 - plan.kept_weights() / static_cast<double>(in.run_weights) : plan.sparsity_achieved();
-  round.flops_sparsity_achieved =
-      channels ? 1.0 - plan.kept_flops() / in.run_flops : plan.flops_sparsity_achieved();
+      channels ? 1.0 - plan.kept_weights() / in.run_cost.weights : plan.sparsity_achieved();
+  round.flops_sparsity_achieved = !channels               ? plan.flops_sparsity_achieved()
+                                  : in.run_cost.flops > 0 ? 1.0 - plan.kept_flops() / in.run_cost.flops
+                                                          : 0.0;
   round.predicted_distortion = plan.predicted_distortion;
   round.pruned = evaluate(*model, in.test, 256, nullptr, o.group);
   if (channels) {

@@ -11,6 +11,14 @@
 
 namespace rdprune {
 
+// A network's prunable layers' weights and multiply-accumulates per sample, from its census.
+struct CensusCost {
+  double weights = 0;
+  double flops = 0;
+  double of(BudgetKind budget) const { return budget == BudgetKind::kFlops ? flops : weights; }
+};
+CensusCost census_cost(const std::vector<LayerInfo>& layers);
+
 // What every round of one run works with.
 struct RoundInputs {
   const PipelineOptions& options;
@@ -20,10 +28,9 @@ struct RoundInputs {
   const Dataset& judging;  // images select may judge plans on
   const Dataset& test;
   std::vector<int64_t> shape;  // one sample's shape, for the census
-  // The run's model before its first round: its prunable layers' weights and FLOPs per sample, of
-  // which channel rounds' targets and achieved sparsities are fractions (their networks shrink).
-  int64_t run_weights = 0;
-  double run_flops = 0;
+  // Channel runs: the cost of the run's model before its first round (census_cost), of which
+  // channel rounds' targets and achieved sparsities are fractions (their networks shrink).
+  CensusCost run_cost;
 };
 
 // Runs round `r` (1-based) at sparsity `target` on `network` with `allocator`, writing its
