@@ -5,11 +5,16 @@
 // multiply-accumulates beside its measured speedup (dense time / its time, median of the repeats).
 // Usage: bench_channel_speed [arch or model file] [C,H,W] [targets] [repeats]
 //   defaults: vgg16 3,32,32 0.3,0.5,0.7 7; a TorchScript file (e.g. torchvision's resnet18, scripted)
-//   is pruned and timed as TorchScript.
+//   is pruned and timed as TorchScript. A smaller TorchScript model's forward is inlined (its
+//   method calls become its code); the dense one is timed inlined too, so that the code differs only
+//   in the tensors' widths.
 #include <cstdio>
+#include <filesystem>
 #include <string>
 #include <vector>
 
+#include <torch/csrc/jit/passes/inliner.h>
+#include <torch/script.h>
 #include <torch/torch.h>
 
 #include "model_timing.h"
@@ -18,6 +23,16 @@
 #include "rdprune/text.h"
 
 using rdprune::Network;
+
+// The TorchScript model at `path`, its forward inlined, written to a temporary file: its path.
+std::string inlined_copy(const std::string& path) {
+  torch::jit::Module module = torch::jit::load(path);
+  torch::jit::Inline(*module.get_method("forward").graph());
+  const std::string copy =
+      (std::filesystem::temp_directory_path() / "bench_channel_speed.dense.ts.pt").string();
+  module.save(copy);
+  return copy;
+}
 
 int main(int argc, char** argv) {
   const std::string arch = argc > 1 ? argv[1] : "vgg16";
@@ -31,9 +46,10 @@ int main(int argc, char** argv) {
   // A zoo architecture (random weights, the same in every copy), or a model file: a TorchScript
   // model is pruned and timed as TorchScript.
   const bool file = arch.size() > 3 && arch.compare(arch.size() - 3, 3, ".pt") == 0;
-  auto dense = file ? rdprune::load_network(arch) : rdprune::create_network(meta);
+  const std::string path = file ? inlined_copy(arch) : "";
+  auto dense = file ? rdprune::load_network(path) : rdprune::create_network(meta);
   const auto fresh = [&] {
-    if (file) return rdprune::load_network(arch);
+    if (file) return rdprune::load_network(path);
     auto copy = rdprune::create_network(meta);
     torch::NoGradGuard no_grad;
     for (size_t i = 0; i < copy->parameters().size(); ++i)

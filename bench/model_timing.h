@@ -28,7 +28,8 @@ inline std::vector<std::vector<double>> time_models(const std::vector<Network*>&
                                                     const torch::Tensor& x, int repeats) {
   torch::NoGradGuard no_grad;
   const int calls = x.size(0) == 1 ? 20 : 2;
-  for (Network* model : models) seconds_for(*model, x, 1);  // warm-up
+  // Warm-up: TorchScript's executor optimises a graph after its first runs.
+  for (Network* model : models) seconds_for(*model, x, 3);
   std::vector<std::vector<double>> samples(models.size());
   for (int r = 0; r < repeats; ++r)
     for (size_t m = 0; m < models.size(); ++m) samples[m].push_back(seconds_for(*models[m], x, calls));

@@ -2,6 +2,7 @@
 
 #include <map>
 #include <optional>
+#include <set>
 
 #include <fmt/format.h>
 
@@ -115,8 +116,9 @@ std::unique_ptr<Network> smaller_zoo_model(NativeNetwork& from, const ModelMeta&
   return smaller;
 }
 
-// A copy of the TorchScript module whose tensors (and the masks saved beside them) are cut; the
-// graph reads every shape from the tensors, so nothing else changes.
+// A copy of the TorchScript module whose tensors (and the masks saved beside them) are cut, its
+// forward inlined; the code reads every shape from the tensors, except a depthwise convolution's
+// groups, which are set.
 std::unique_ptr<Network> smaller_script_model(ScriptNetwork& from, const Cuts& cuts) {
   // Copied without autograd history, so every tensor of the copy is a leaf that can train again.
   torch::NoGradGuard no_grad;
@@ -133,6 +135,9 @@ std::unique_ptr<Network> smaller_script_model(ScriptNetwork& from, const Cuts& c
       owner.setattr(name.substr(dot == std::string::npos ? 0 : dot + 1), smaller);
     }
   }
+  std::set<std::string> cut_weights;
+  for (const auto& item : cuts) cut_weights.insert(item.first);
+  inline_smaller_forward(copy, cut_weights);
   std::map<std::string, bool> trains;
   for (const auto& item : from.module().named_parameters()) trains[item.name] = item.value.requires_grad();
   for (const auto& item : copy.named_parameters()) item.value.set_requires_grad(trains[item.name]);

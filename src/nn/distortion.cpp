@@ -1,5 +1,6 @@
 #include "rdprune/distortion.h"
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <functional>
@@ -151,7 +152,8 @@ double output_distortion(const torch::Tensor& outputs, const torch::Tensor& refe
     // every logit of a sample alike, which leave the prediction unchanged.
     const torch::Tensor log_p = torch::log_softmax(reference.to(torch::kFloat64).flatten(1), 1);
     const torch::Tensor log_q = torch::log_softmax(outputs.to(torch::kFloat64).flatten(1), 1);
-    return (log_p.exp() * (log_p - log_q)).sum(1).mean().item<double>();
+    // Never negative; rounding makes it -1e-19 or so where the outputs hardly moved.
+    return std::max(0.0, (log_p.exp() * (log_p - log_q)).sum(1).mean().item<double>());
   }
   const torch::Tensor squared = (outputs.to(torch::kFloat64) - reference.to(torch::kFloat64)).pow(2);
   if (metric == "worst") return squared.flatten(1).mean(1).max().item<double>();

@@ -4,6 +4,7 @@
 
 #include <map>
 #include <optional>
+#include <set>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -118,6 +119,7 @@ bool is_tensor(const Value* value) {
 struct Component {
   ChannelGroup group;
   std::vector<size_t> producers;
+  std::vector<size_t> depthwise;  // depthwise convolutions that carry the channels through
   std::unordered_map<const Value*, Layout> values;
   std::unordered_set<const Node*> nodes;    // taken ops and producing calls
   std::unordered_set<const Node*> reading;  // calls that read the channels (a call may do both)
@@ -149,6 +151,7 @@ class ChannelTracer {
       }
       if (reason.empty() && readers(component.group) == 0) reason = "no layer reads its channels";
       for (const size_t producer : component.producers) assigned_.insert(producer);
+      for (const size_t carrier : component.depthwise) assigned_.insert(carrier);
       assigned_.insert(*layer);
       if (reason.empty()) {
         found.groups.push_back(std::move(component.group));
@@ -158,6 +161,8 @@ class ChannelTracer {
         reason += " (their channels are tied: " + names(component.producers) + ")";
       for (const size_t producer : component.producers)
         found.unresolved.push_back(layers_[producer].name + ": " + reason);
+      for (const size_t carrier : component.depthwise)
+        found.unresolved.push_back(layers_[carrier].name + ": depthwise over channels kept whole: " + reason);
       if (component.producers.empty()) found.unresolved.push_back(layers_[*layer].name + ": " + reason);
     }
     for (size_t i = 0; i < layers_.size(); ++i) {
@@ -206,6 +211,18 @@ class ChannelTracer {
     return std::nullopt;
   }
 
+  // Whether the call is a depthwise convolution of a prunable layer: one filter per input channel
+  // (groups = input channels = output channels), so channel c of its output is made from channel c
+  // of its input alone and both belong to one group.
+  bool is_depthwise(const Node* node) const {
+    if (!is_convolution(kind_of(node))) return false;
+    const auto layer = layer_weight(node->input(1));
+    const auto groups = constant_int(node->input(6));
+    if (!layer || !groups || *groups <= 1) return false;
+    const torch::Tensor& weight = layers_[*layer].weight;
+    return weight.size(1) == 1 && weight.size(0) == *groups;
+  }
+
   int64_t calls(size_t layer) const {
     const auto found = calls_.find(layer);
     return found == calls_.end() ? 0 : found->second;
@@ -236,7 +253,8 @@ class ChannelTracer {
     if (calls(layer) != 1) return fmt::format("its weight is read by {} calls", calls(layer));
     const std::string kind = kind_of(node);
     if (is_convolution(kind) && constant_int(node->input(6)) != std::optional<int64_t>(1))
-      return "a grouped or depthwise convolution: its channels are tied to its inputs'";
+      return is_depthwise(node) ? "a depthwise convolution of channels that stay whole (its inputs')"
+                                : "a grouped convolution: its channels are tied to its inputs'";
     if (!is_none(node->input(2)) && path_of(node->input(2)).empty()) return "its bias is computed";
     if (layers_[layer].weight.size(0) != component.group.channels)
       return "it is added to a tensor of another channel count";
@@ -258,7 +276,7 @@ class ChannelTracer {
     for (const auto& use : value->uses()) {
       const Node* user = use.user;
       const std::string kind = kind_of(user);
-      const bool call = is_convolution(kind) || kind == "aten::linear";
+      const bool call = (is_convolution(kind) || kind == "aten::linear") && !is_depthwise(user);
       if (reads_shape_only(kind)) {
         if (reads_channel_count(user, layout)) return "its channel count is read (" + kind + ")";
         continue;
@@ -280,6 +298,7 @@ class ChannelTracer {
   // `from_output`: reached from its output (a producer, or an op whose input carries them too).
   std::string take(Component& component, const Node* node, Layout layout, bool from_output) {
     const std::string kind = kind_of(node);
+    if (is_depthwise(node)) return add_depthwise(component, node, layout);
     if (from_output && (is_convolution(kind) || kind == "aten::linear")) {
       const auto layer = layer_weight(node->input(1));
       if (!layer) return "made by a " + kind + " whose weight is not a prunable layer's";
@@ -322,6 +341,25 @@ class ChannelTracer {
     return reason.empty() ? enqueue(component, node->output(), layout) : reason;
   }
 
+  // Takes a depthwise convolution into the component: its filters and bias are the group's
+  // channels, and its input and output carry them.
+  std::string add_depthwise(Component& component, const Node* node, Layout layout) {
+    component.nodes.insert(node);
+    const size_t layer = *layer_weight(node->input(1));
+    const std::string& name = layers_[layer].name;
+    if (calls(layer) != 1) return "read by " + name + ", a depthwise convolution called more than once";
+    if (layout != Layout::kChannelsFirst) return "read by convolution " + name + " after a flatten";
+    if (layers_[layer].weight.size(0) != component.group.channels)
+      return "read by " + name + ", a depthwise convolution over another channel count";
+    if (!is_none(node->input(2)) && path_of(node->input(2)).empty())
+      return "read by " + name + ", a depthwise convolution whose bias is computed";
+    component.group.slices.push_back({name + ".weight", 0, 1});
+    if (holds_tensor(node->input(2))) component.group.slices.push_back({path_of(node->input(2)), 0, 1});
+    component.depthwise.push_back(layer);
+    const std::string reason = enqueue(component, node->input(0), Layout::kChannelsFirst);
+    return reason.empty() ? enqueue(component, node->output(), Layout::kChannelsFirst) : reason;
+  }
+
   static std::string not_followed(const std::string& kind) {
     if (kind == "prim::ListConstruct" || kind == "aten::append" || kind == "aten::cat")
       return "concatenated with other tensors (" + kind + "), which ties channels across layers";
@@ -340,7 +378,7 @@ class ChannelTracer {
       if (layout != Layout::kChannelsFirst)
         return "read by convolution " + layers_[*layer].name + " after a flatten";
       if (constant_int(user->input(6)) != std::optional<int64_t>(1) || inputs != group.channels)
-        return "read by " + layers_[*layer].name + ", a grouped or depthwise convolution";
+        return "read by " + layers_[*layer].name + ", a grouped convolution";
       group.slices.push_back({path, 1, 1});
       return "";
     }
@@ -384,7 +422,45 @@ void fold_module_flags(const torch::jit::Module& module, std::shared_ptr<Graph>&
   torch::jit::EliminateDeadCode(graph);
 }
 
+// Collects the convolution calls in `block` and the blocks inside it whose weight is one of `cut`,
+// depthwise (one input channel per filter) and no longer as many filters as its groups.
+void stale_groups(const torch::jit::Module& module, Block* block, const Value* self, AttributePaths& paths,
+                  const std::set<std::string>& cut, std::vector<std::pair<Node*, int64_t>>& found) {
+  for (Node* node : block->nodes()) {
+    record_attribute_path(node, self, paths);
+    if (is_convolution(kind_of(node)) && node->inputs().size() > 6) {
+      const auto path = paths.find(node->input(1));
+      const auto groups = constant_int(node->input(6));
+      if (path != paths.end() && cut.count(path->second) > 0 && groups && *groups > 1) {
+        const c10::IValue weight = attribute_at(module, path->second);
+        if (weight.isTensor() && weight.toTensor().size(1) == 1 && weight.toTensor().size(0) != *groups)
+          found.emplace_back(node, weight.toTensor().size(0));
+      }
+    }
+    for (Block* inner : node->blocks()) stale_groups(module, inner, self, paths, cut, found);
+  }
+}
+
+std::vector<std::pair<Node*, int64_t>> stale_groups(const torch::jit::Module& module, Graph& graph,
+                                                    const std::set<std::string>& cut) {
+  AttributePaths paths;
+  std::vector<std::pair<Node*, int64_t>> found;
+  stale_groups(module, graph.block(), graph.inputs()[0], paths, cut, found);
+  return found;
+}
+
 }  // namespace
+
+void inline_smaller_forward(torch::jit::Module& module, const std::set<std::string>& cut_weights) {
+  const auto method = module.find_method("forward");
+  if (!method) return;
+  Graph& graph = *method->graph();
+  torch::jit::Inline(graph);
+  for (const auto& [node, groups] : stale_groups(module, graph, cut_weights)) {
+    torch::jit::WithInsertPoint point(node);
+    node->replaceInput(6, graph.insertConstant(groups));
+  }
+}
 
 ScriptChannels find_script_channels(const torch::jit::Module& module,
                                     const std::vector<PrunableLayer>& layers) {

@@ -3,8 +3,8 @@
 and mobilenet_v2, scripted here, on their forward graphs and says why every other layer's channels
 stay whole; `prune` with a channel plan writes a TorchScript model that plain PyTorch loads, with
 smaller tensors, whose outputs equal the original model's with the removed channels masked (1e-5).
-densenet121 and shufflenet_v2 likewise, with their concatenations and depthwise convolutions left
-whole. Bad input: a model with no group it can remove, and a plan made for another graph.
+Depthwise convolutions carry a group's channels (mobilenet_v2, shufflenet_v2: their `groups` set in
+the smaller model); densenet121 and shufflenet_v2 keep their concatenated channels whole. Bad input: a model with no group it can remove, and a plan made for another graph.
 """
 import argparse
 import json
@@ -180,20 +180,31 @@ def main():
         mobilenet = script("mobilenet_v2", directory, generator)
         found = info(binary, mobilenet)
         got = groups_of(found)
-        # The last 1x1 convolution, read by the classifier through pooling and a flatten, and the
+        # The last 1x1 convolution, read by the classifier through pooling and a flatten; the
         # channels between blocks: every block without a residual addition starts a group, which
-        # the additions of the blocks after it (same width) join.
+        # the additions of the blocks after it (same width) join; inside every block, the channels
+        # of its expansion (or the stem), carried through the depthwise convolution to the
+        # projection. 1 + 7 + 17 groups; only the classifier's outputs stay whole.
+        check(len(got) == 25, f"mobilenet: {len(got)} groups")
         check(got["features.18.0"] == (["features.18.0"], ["classifier.1"]), f"mobilenet: {got}")
         check(got["features.2.conv.2"] == (["features.2.conv.2", "features.3.conv.2"],
                                            ["features.3.conv.0.0", "features.4.conv.0.0"]), f"mobilenet: {got}")
-        check("depthwise" in "\n".join(found["channels_kept_whole"]), "depthwise convolutions are named")
-        prune_and_compare(binary, mobilenet, "global", 0.1, got)
+        check(got["features.0.0"] == (["features.0.0", "features.1.conv.0.0"], ["features.1.conv.1"]),
+              f"mobilenet: {got}")
+        check(got["features.5.conv.0.0"] == (["features.5.conv.0.0", "features.5.conv.1.0"], ["features.5.conv.2"]),
+              f"mobilenet: {got}")
+        check(found["channels_kept_whole"] == ["classifier.1: its channels are the model's outputs"],
+              f"mobilenet: {found['channels_kept_whole']}")
+        prune_and_compare(binary, mobilenet, "global", 0.3, got)
 
         # densenet121: each dense layer's bottleneck; its outputs are concatenated, and stay whole.
-        # shufflenet_v2: the last 1x1 convolution, read by the classifier after a mean over the
-        # map; its blocks split, concatenate and shuffle channels, and convolve them depthwise.
+        # shufflenet_v2: the stem (carried through the first block's depthwise convolution), the
+        # first 1x1 convolution of every block's second branch (carried through its depthwise
+        # convolution) and the last 1x1 convolution, read by the classifier after a mean over the
+        # map; the blocks' outputs are concatenated and shuffled, and stay whole, and so do the
+        # depthwise convolutions that read them.
         for name, count, kept_whole in (("densenet121", 58, "concatenated with other tensors"),
-                                        ("shufflenet_v2_x0_5", 1, "depthwise")):
+                                        ("shufflenet_v2_x0_5", 18, "depthwise")):
             path = script(name, directory, generator)
             found = info(binary, path)
             got = groups_of(found)
