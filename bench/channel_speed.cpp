@@ -35,6 +35,7 @@ std::string inlined_copy(const std::string& path) {
 }
 
 int main(int argc, char** argv) {
+  rdprune::bench::steady_allocator();
   const std::string arch = argc > 1 ? argv[1] : "vgg16";
   const std::string shape_text = argc > 2 ? argv[2] : "3,32,32";
   const std::string targets_text = argc > 3 ? argv[3] : "0.3,0.5,0.7";

@@ -46,6 +46,7 @@ std::vector<std::vector<double>> magnitude_scores(Network& network) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  rdprune::bench::steady_allocator();
   const std::string arch = argc > 1 ? argv[1] : "resnet20";
   const std::string shape_text = argc > 2 ? argv[2] : "1,28,28";
   const std::string targets_text = argc > 3 ? argv[3] : "0.3,0.5,0.7";

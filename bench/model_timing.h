@@ -4,13 +4,32 @@
 
 #include <algorithm>
 #include <chrono>
+#include <climits>
+#include <cstdio>
 #include <vector>
+
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 #include <torch/torch.h>
 
 #include "rdprune/network.h"
 
 namespace rdprune::bench {
+
+// glibc's malloc serves blocks above an adaptive threshold (up to 32 MiB) from the system and returns
+// them on free, so a model's call can pay page faults for its activations, more for a wider model,
+// and how much depends on what ran before. Fixing the threshold at its maximum and never trimming
+// keeps freed memory for the next call, as a caching allocator would: the timings then measure the
+// models, not the allocator. Call first in main.
+inline void steady_allocator() {
+#if defined(__GLIBC__)
+  mallopt(M_MMAP_THRESHOLD, 32 << 20);
+  mallopt(M_TRIM_THRESHOLD, INT_MAX);
+  std::printf("allocator: glibc, blocks up to 32 MiB kept for reuse (no trimming)\n");
+#endif
+}
 
 inline double seconds_for(Network& network, const torch::Tensor& x, int calls) {
   const auto start = std::chrono::steady_clock::now();

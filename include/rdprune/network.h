@@ -80,6 +80,8 @@ class Network {
   // Clears batch-norm running statistics and makes them a cumulative average until
   // end_batch_norm_recalibration(). Returns false when the model has no batch norm.
   virtual bool begin_batch_norm_recalibration() = 0;
+  // After each recalibration batch's forward pass (TorchScript models take its statistics here).
+  virtual void batch_norm_recalibration_step() {}
   virtual void end_batch_norm_recalibration() = 0;
 
   // Suffix execution: the network as a sequence of stages, forward(x) == run_stages(0,

@@ -43,8 +43,8 @@ class ZooNetImpl : public torch::nn::Module {
   const std::vector<std::vector<std::string>>& stage_prefixes() const { return stage_prefixes_; }
   // The paths of the position embeddings among its parameters (LoadOptions::prune_embeddings).
   virtual std::vector<std::string> position_embeddings() const { return {}; }
-  // The channels that can be removed together (docs/channels.md), at this model's widths. Channels
-  // tied through residual additions are not among them.
+  // The channels that can be removed together (docs/channels.md), at this model's widths; channels
+  // tied through residual additions form one group.
   const std::vector<ChannelGroup>& channel_groups() const { return groups_; }
 
  protected:
@@ -54,8 +54,14 @@ class ZooNetImpl : public torch::nn::Module {
   // The group of `channels` outputs of `layer` (its weight, its bias when it has one), the batch
   // norm `norm` after it (empty: none), and the inputs of `readers`, each reading `per_channel`
   // inputs per channel (more than one behind a flatten).
-  void add_group(const std::string& layer, int64_t channels, bool bias, const std::string& norm,
-                 const std::vector<std::pair<std::string, int64_t>>& readers);
+  // Returns the group's index.
+  size_t add_group(const std::string& layer, int64_t channels, bool bias, const std::string& norm,
+                   const std::vector<std::pair<std::string, int64_t>>& readers);
+  // Another layer (no bias) and its batch norm making group `group`'s channels: an addition ties its
+  // outputs to the group's.
+  void tie_producer(size_t group, const std::string& layer, const std::string& norm);
+  // Another layer reading group `group`'s channels, `per_channel` inputs each.
+  void add_reader(size_t group, const std::string& reader, int64_t per_channel);
 
  private:
   std::vector<std::function<Values(Values)>> stages_;

@@ -252,7 +252,10 @@ bool recalibrate_batch_norm(Network& network, const Dataset& data, int64_t batch
       network.layers().empty() ? torch::Device(torch::kCPU) : network.layers()[0].weight.device();
   network.set_training(true);
   BatchLoader loader(data, batch_size, /*shuffle=*/false, /*seed=*/0);
-  for (int64_t i = 0; i < loader.num_batches(); ++i) network.forward(loader.get(i).images.to(device));
+  for (int64_t i = 0; i < loader.num_batches(); ++i) {
+    network.forward(loader.get(i).images.to(device));
+    network.batch_norm_recalibration_step();
+  }
   network.set_training(false);
   network.end_batch_norm_recalibration();
   return true;

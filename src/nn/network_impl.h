@@ -6,6 +6,7 @@
 
 #include "rdprune/network.h"
 #include "rdprune/zoo.h"
+#include "script_batch_norm.h"
 #include "script_channels.h"
 #include "script_layers.h"
 #include "script_stages.h"
@@ -59,7 +60,8 @@ class ScriptNetwork : public Network {
   void save_dense(const std::string& path) override;
   std::string format() const override { return "torchscript"; }
   bool begin_batch_norm_recalibration() override;
-  void end_batch_norm_recalibration() override {}
+  void batch_norm_recalibration_step() override;
+  void end_batch_norm_recalibration() override;
   size_t num_stages() const override { return stages_ ? stages_->size() : 1; }
   StageValues run_stages_impl(size_t first, size_t last, StageValues input) override;
 
@@ -77,6 +79,7 @@ class ScriptNetwork : public Network {
   std::string path_;
   LoadOptions options_;
   ScriptChannels channels_;
+  std::unique_ptr<ScriptBatchNorms> recalibration_;  // while batch norms are recalibrated
 };
 
 // ModelMeta <-> JSON text, shared by both formats.

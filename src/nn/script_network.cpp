@@ -133,7 +133,22 @@ StageValues ScriptNetwork::run_stages_impl(size_t first, size_t last, StageValue
 }
 
 bool ScriptNetwork::begin_batch_norm_recalibration() {
-  throw Error(path_ + ": batch-norm recalibration is not supported for TorchScript models");
+  recalibration_ = std::make_unique<ScriptBatchNorms>(module_, path_);
+  if (recalibration_->empty()) {
+    recalibration_.reset();
+    return false;
+  }
+  recalibration_->begin();
+  return true;
+}
+
+void ScriptNetwork::batch_norm_recalibration_step() {
+  if (recalibration_) recalibration_->step();
+}
+
+void ScriptNetwork::end_batch_norm_recalibration() {
+  if (recalibration_) recalibration_->end();
+  recalibration_.reset();
 }
 
 std::vector<torch::Tensor> ScriptNetwork::buffers() {

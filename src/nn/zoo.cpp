@@ -19,17 +19,26 @@ void ZooNetImpl::add_stage(std::string prefix, std::function<torch::Tensor(torch
             [stage = std::move(stage)](Values x) -> Values { return {stage(std::move(x.at(0)))}; });
 }
 
-void ZooNetImpl::add_group(const std::string& layer, int64_t channels, bool bias, const std::string& norm,
-                           const std::vector<std::pair<std::string, int64_t>>& readers) {
-  ChannelGroup group{layer, channels, {{layer + ".weight", 0, 1}}};
-  if (bias) group.slices.push_back({layer + ".bias", 0, 1});
-  if (!norm.empty()) {
-    for (const char* tensor : {".weight", ".bias", ".running_mean", ".running_var"})
-      group.slices.push_back({norm + tensor, 0, 1});
-  }
-  for (const auto& [reader, per_channel] : readers)
-    group.slices.push_back({reader + ".weight", 1, per_channel});
-  groups_.push_back(std::move(group));
+size_t ZooNetImpl::add_group(const std::string& layer, int64_t channels, bool bias, const std::string& norm,
+                             const std::vector<std::pair<std::string, int64_t>>& readers) {
+  groups_.push_back({layer, channels, {}});
+  const size_t group = groups_.size() - 1;
+  tie_producer(group, layer, norm);
+  if (bias) groups_[group].slices.push_back({layer + ".bias", 0, 1});
+  for (const auto& [reader, per_channel] : readers) add_reader(group, reader, per_channel);
+  return group;
+}
+
+void ZooNetImpl::tie_producer(size_t group, const std::string& layer, const std::string& norm) {
+  auto& slices = groups_.at(group).slices;
+  slices.push_back({layer + ".weight", 0, 1});
+  if (norm.empty()) return;
+  for (const char* tensor : {".weight", ".bias", ".running_mean", ".running_var"})
+    slices.push_back({norm + tensor, 0, 1});
+}
+
+void ZooNetImpl::add_reader(size_t group, const std::string& reader, int64_t per_channel) {
+  groups_.at(group).slices.push_back({reader + ".weight", 1, per_channel});
 }
 
 int64_t width_of(const ZooSpec& spec, const std::string& name, int64_t dense) {
@@ -53,10 +62,12 @@ nn::Conv2d conv(int64_t in, int64_t out, int64_t kernel, int64_t stride, int64_t
 // He et al. 2016 residual blocks; names follow torchvision (conv1, bn1, ..., downsample.0/1).
 struct ResidualBlockImpl : nn::Module {
   // `inner` holds the widths of the channels inside the block (conv1's outputs, and conv2's in a
-  // bottleneck), which channel pruning may narrow; the block's output stays `planes` (x4).
-  ResidualBlockImpl(int64_t in, int64_t planes, int64_t stride, bool bottleneck, std::array<int64_t, 2> inner)
+  // bottleneck) and `out` its output's (`planes`, x4 in a bottleneck, when dense), which channel
+  // pruning may narrow. `project`: the shortcut is a strided 1x1 convolution (downsample), else the
+  // input itself.
+  ResidualBlockImpl(int64_t in, int64_t out, int64_t stride, bool bottleneck, bool project,
+                    std::array<int64_t, 2> inner)
       : bottleneck_(bottleneck) {
-    const int64_t out = bottleneck ? planes * 4 : planes;
     if (bottleneck) {
       conv1 = register_module("conv1", conv(in, inner[0], 1, 1, 0));
       bn1 = register_module("bn1", nn::BatchNorm2d(inner[0]));
@@ -67,10 +78,10 @@ struct ResidualBlockImpl : nn::Module {
     } else {
       conv1 = register_module("conv1", conv(in, inner[0], 3, stride, 1));
       bn1 = register_module("bn1", nn::BatchNorm2d(inner[0]));
-      conv2 = register_module("conv2", conv(inner[0], planes, 3, 1, 1));
-      bn2 = register_module("bn2", nn::BatchNorm2d(planes));
+      conv2 = register_module("conv2", conv(inner[0], out, 3, 1, 1));
+      bn2 = register_module("bn2", nn::BatchNorm2d(out));
     }
-    if (stride != 1 || in != out) {
+    if (project) {
       downsample =
           register_module("downsample", nn::Sequential(conv(in, out, 1, stride, 0), nn::BatchNorm2d(out)));
     }
@@ -104,7 +115,7 @@ struct ResNetConfig {
 class ResNetImpl : public ZooNetImpl {
  public:
   ResNetImpl(const ResNetConfig& config, const ZooSpec& spec) {
-    const int64_t stem_width = config.widths.front();
+    const int64_t stem_width = width_of(spec, "conv1", config.widths.front());
     if (config.imagenet_stem) {
       conv1 = register_module("conv1", conv(spec.in_channels, stem_width, 7, 2, 3));
     } else {
@@ -116,7 +127,11 @@ class ResNetImpl : public ZooNetImpl {
       x = torch::relu(bn1(conv1(x)));
       return pool ? torch::max_pool2d(x, /*kernel_size=*/3, /*stride=*/2, /*padding=*/1) : x;
     });
+    // The residual stream: the stem's channels, then each stage's, made by the stage's shortcut
+    // projection and every block's last convolution, tied by the blocks' additions.
+    size_t stream = add_group("conv1", stem_width, false, "bn1", {});
     int64_t in = stem_width;
+    int64_t dense_in = config.widths.front();
     for (size_t stage = 0; stage < config.blocks.size(); ++stage) {
       const std::string stage_name = "layer" + std::to_string(stage + 1);
       nn::Sequential layer;
@@ -124,21 +139,36 @@ class ResNetImpl : public ZooNetImpl {
         const int64_t stride = (stage > 0 && b == 0) ? 2 : 1;
         const std::string name = stage_name + "." + std::to_string(b);
         const int64_t planes = config.widths[stage];
+        const int64_t dense_out = config.bottleneck ? planes * 4 : planes;
+        const bool project = stride != 1 || dense_in != dense_out;
+        const std::string last = name + (config.bottleneck ? ".conv3" : ".conv2");
+        const std::string last_norm = name + (config.bottleneck ? ".bn3" : ".bn2");
+        const int64_t out = project ? width_of(spec, last, dense_out) : in;
         const std::array<int64_t, 2> inner = {width_of(spec, name + ".conv1", planes),
                                               width_of(spec, name + ".conv2", planes)};
-        ResidualBlock block(in, planes, stride, config.bottleneck, inner);
-        in = config.bottleneck ? planes * 4 : planes;
+        ResidualBlock block(in, out, stride, config.bottleneck, project, inner);
         layer->push_back(block);
+        add_reader(stream, name + ".conv1", 1);
+        if (project) add_reader(stream, name + ".downsample.0", 1);
         add_group(name + ".conv1", inner[0], false, name + ".bn1", {{name + ".conv2", 1}});
         if (config.bottleneck)
           add_group(name + ".conv2", inner[1], false, name + ".bn2", {{name + ".conv3", 1}});
+        if (project) {
+          stream = add_group(last, out, false, last_norm, {});
+          tie_producer(stream, name + ".downsample.0", name + ".downsample.1");
+        } else {
+          tie_producer(stream, last, last_norm);
+        }
         add_stage({name}, [block](Values x) mutable -> Values { return {x.at(0), block->head(x.at(0))}; });
         add_stage({name + ".conv2", name + ".conv3", name + ".downsample"},
                   [block](Values x) mutable -> Values { return {block->tail(x.at(0), x.at(1))}; });
+        in = out;
+        dense_in = dense_out;
       }
       register_module(stage_name, layer);
     }
     fc = register_module("fc", nn::Linear(in, spec.num_classes));
+    add_reader(stream, "fc", 1);
     add_stage("fc", [this](torch::Tensor x) { return fc(torch::adaptive_avg_pool2d(x, {1, 1}).flatten(1)); });
     for (auto& module : modules(/*include_self=*/false)) {
       if (auto* c = module->as<nn::Conv2dImpl>()) {

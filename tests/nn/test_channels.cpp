@@ -85,15 +85,47 @@ INSTANTIATE_TEST_SUITE_P(
 TEST(ChannelGroups, RankByL1NormAndCostWhatTheyRemove) {
   auto network = testing::fresh_network("resnet20");
   const auto groups = channel_groups(*network);
-  ASSERT_EQ(groups.size(), 9u);  // one inside each residual block
-  EXPECT_EQ(groups[0].name, "layer1.0.conv1");
-  EXPECT_EQ(groups[0].channels, 16);
+  // One inside each residual block (9), and each stage's residual stream (3).
+  ASSERT_EQ(groups.size(), 12u);
+  EXPECT_EQ(groups[1].name, "layer1.0.conv1");
+  EXPECT_EQ(groups[1].channels, 16);
 
   // The order ascends by the producing filters' L1 norms.
-  const torch::Tensor order = channel_order(*network, groups[0]);
+  const torch::Tensor order = channel_order(*network, groups[1]);
   const torch::Tensor norms = network->layers()[1].weight.detach().abs().flatten(1).sum(1);
   ASSERT_EQ(network->layers()[1].name, "layer1.0.conv1");
   EXPECT_TRUE(norms.index_select(0, order).diff().ge(0).all().item<bool>());
+
+  // The first stage's stream: the stem and every block's conv2, tied by the additions, read by
+  // every block's conv1 and the next stage's first block and shortcut; ranked by the L1 norms
+  // summed over the four.
+  const auto layers_of = [](const ChannelGroup& group, int64_t dim) {
+    std::vector<std::string> names;
+    for (const auto& slice : group.slices)
+      if (slice.dim == dim && slice.tensor.find("bn") == std::string::npos &&
+          slice.tensor.find("downsample.1") == std::string::npos)
+        names.push_back(slice.tensor);
+    return names;
+  };
+  EXPECT_EQ(groups[0].name, "conv1");
+  EXPECT_EQ(layers_of(groups[0], 0),
+            (std::vector<std::string>{"conv1.weight", "layer1.0.conv2.weight", "layer1.1.conv2.weight",
+                                      "layer1.2.conv2.weight"}));
+  EXPECT_EQ(
+      layers_of(groups[0], 1),
+      (std::vector<std::string>{"layer1.0.conv1.weight", "layer1.1.conv1.weight", "layer1.2.conv1.weight",
+                                "layer2.0.conv1.weight", "layer2.0.downsample.0.weight"}));
+  EXPECT_EQ(groups[9].name, "layer3.0.conv2");
+  EXPECT_EQ(layers_of(groups[9], 0),
+            (std::vector<std::string>{"layer3.0.conv2.weight", "layer3.0.downsample.0.weight",
+                                      "layer3.1.conv2.weight", "layer3.2.conv2.weight"}));
+  EXPECT_EQ(layers_of(groups[9], 1).back(), "fc.weight");
+  torch::Tensor tied = torch::zeros({16}, torch::kFloat64);
+  for (const auto& layer : network->layers())
+    if (layer.name == "conv1" ||
+        (layer.name.rfind("layer1.", 0) == 0 && layer.name.find("conv2") != std::string::npos))
+      tied += layer.weight.detach().abs().flatten(1).sum(1).to(torch::kFloat64);
+  EXPECT_TRUE(torch::allclose(channel_scores(*network, groups[0], "magnitude"), tied));
 
   // The cost model counts exactly the weights the smaller network has.
   const auto infos = layer_census(*network, {1, 28, 28});
@@ -122,17 +154,17 @@ TEST(ChannelGroups, RankByBatchNormScaleWhereThereIsOne) {
       gamma = parameters[i + 1].detach().abs();
   ASSERT_TRUE(gamma.defined());
   ASSERT_EQ(gamma.sizes(), (std::vector<int64_t>{16}));
-  const torch::Tensor order = channel_order(*network, groups[0], "bn_scale");
+  const torch::Tensor order = channel_order(*network, groups[1], "bn_scale");
   EXPECT_TRUE(gamma.index_select(0, order).diff().ge(0).all().item<bool>());
-  EXPECT_TRUE(torch::allclose(channel_scores(*network, groups[0], "bn_scale"), gamma.to(torch::kFloat64)));
+  EXPECT_TRUE(torch::allclose(channel_scores(*network, groups[1], "bn_scale"), gamma.to(torch::kFloat64)));
   // A channel out of use scores -1 and goes first.
-  mask_channels(*network, groups[0], keep_last(torch::arange(16), 15));  // channel 0 removed
-  EXPECT_EQ(channel_order(*network, groups[0], "bn_scale")[0].item<int64_t>(), 0);
-  EXPECT_EQ(channel_scores(*network, groups[0], "bn_scale")[0].item<double>(), -1.0);
+  mask_channels(*network, groups[1], keep_last(torch::arange(16), 15));  // channel 0 removed
+  EXPECT_EQ(channel_order(*network, groups[1], "bn_scale")[0].item<int64_t>(), 0);
+  EXPECT_EQ(channel_scores(*network, groups[1], "bn_scale")[0].item<double>(), -1.0);
 
   auto lenet = testing::fresh_network("lenet5");
   EXPECT_THROW(channel_scores(*lenet, channel_groups(*lenet)[0], "bn_scale"), Error);  // no batch norm
-  EXPECT_THROW(channel_scores(*network, groups[0], "taylor"), Error);
+  EXPECT_THROW(channel_scores(*network, groups[1], "taylor"), Error);
 }
 
 TEST(ChannelGroups, RefuseAPlanForOtherGroupsAndModelsWithout) {
@@ -162,7 +194,7 @@ TEST(ChannelCurves, StartAtZeroMoveAsChannelsGoAndMatchFullForwards) {
   EXPECT_EQ(fingerprint(*network), before);  // every group put back
   options.plain = true;
   const CurveSet plain = measure_channel_curves(*network, calibration, "random", infos, options);
-  ASSERT_EQ(suffix.layers.size(), 9u);
+  ASSERT_EQ(suffix.layers.size(), 12u);
   EXPECT_EQ(suffix.granularity, "channel");
   for (size_t g = 0; g < suffix.layers.size(); ++g) {
     const LayerCurve& curve = suffix.layers[g];

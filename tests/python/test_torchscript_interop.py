@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """TorchScript interop: a model trained and scripted in PyTorch gives rdprune the same top-1 as
-PyTorch's own evaluation, and `rdprune info` names its layers as PyTorch's named_modules() does.
+PyTorch's own evaluation, and `rdprune info` names its layers as PyTorch's named_modules() does;
+rd's flow runs on it, and its batch norms recalibrate to PyTorch's cumulative average.
 
 Runs with Debian's python3-torch (same 1.13 as the LibTorch rdprune links). Uses the Fashion-MNIST
 files of Debian's dataset-fashion-mnist package when present, else small generated IDX files.
 """
 import argparse
+import copy
 import gzip
 import json
 import os
@@ -185,6 +187,35 @@ def main():
                     checked += 1
                 module.weight.copy_(saved)
         assert checked == 2 * 22, checked  # 21 grid levels and the one-weight level
+
+        # Batch-norm recalibration of the scripted model, whose momentum (0.1) is a constant of its
+        # code: the statistics rdprune writes are PyTorch's cumulative average (momentum None) over
+        # the same first 320 training images, in batches of 128 (the last one short).
+        recal_path = os.path.join(tmp, "recalibrated.pt")
+        run([args.rdprune, "finetune", "--model", path, "--steps", "0", "--bn-recalibrate", "--calib-size", "320",
+             "--data-dir", data_dir, "--out", recal_path, "--json"])
+        recalibrated = dict(torch.jit.load(recal_path).named_modules())
+        reference = copy.deepcopy(model)
+        for module in reference.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.reset_running_stats()
+                module.momentum = None
+        reference.train()
+        images = normalise(train_x[:320]).unsqueeze(1)
+        with torch.no_grad():
+            for begin in range(0, 320, 128):
+                reference(images[begin:begin + 128])
+        norms = 0
+        for name, module in reference.named_modules():
+            if not isinstance(module, nn.BatchNorm2d):
+                continue
+            for statistic in ("running_mean", "running_var"):
+                got, wanted = getattr(recalibrated[name], statistic), getattr(module, statistic)
+                before = getattr(dict(model.named_modules())[name], statistic)
+                assert torch.allclose(got, wanted, rtol=1e-4, atol=1e-5), (name, statistic, got, wanted)
+                assert (before - wanted).abs().max() > 1e-2, (name, statistic, "recalibration changed nothing")
+            norms += 1
+        assert norms == 2, norms
 
     print(f"torchscript interop: top-1 {top1_python:.4f} in PyTorch and rdprune; "
           f"{len(expected)} layers named alike")
