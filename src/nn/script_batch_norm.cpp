@@ -1,16 +1,22 @@
 #include "script_batch_norm.h"
 
+#include <unordered_set>
+
 #include "rdprune/error.h"
 
 namespace rdprune {
 
-ScriptBatchNorms::ScriptBatchNorms(const torch::jit::Module& module, const std::string& source) {
+ScriptBatchNorms::ScriptBatchNorms(const torch::jit::Module& module, const std::string& source)
+    : source_(source) {
+  std::unordered_set<const void*> seen;  // a batch norm under two names is one
   for (const auto& item : module.named_modules()) {
     const torch::jit::Module& child = item.value;
     if (!child.hasattr("running_mean") || !child.hasattr("running_var")) continue;
     if (!child.attr("running_mean").isTensor() || !child.attr("running_var").isTensor()) continue;
+    if (!seen.insert(child.attr("running_mean").toTensor().unsafeGetTensorImpl()).second) continue;
     const auto momentum = child.type()->findConstant("momentum");
-    Norm norm{child, 0.0, {}, {}};
+    if (!momentum && !child.hasattr("momentum")) continue;  // frozen: training never updates it
+    Norm norm{item.name, child, 0.0, {}, {}, {}, 0};
     if (momentum && momentum->isDouble() && momentum->toDouble() > 0) {
       norm.momentum = momentum->toDouble();
     } else if (!momentum || !momentum->isNone()) {
@@ -21,42 +27,69 @@ ScriptBatchNorms::ScriptBatchNorms(const torch::jit::Module& module, const std::
   }
 }
 
+torch::Tensor ScriptBatchNorms::statistic(const Norm& norm, const char* name) const {
+  return norm.module.attr(name).toTensor();
+}
+
+int64_t ScriptBatchNorms::calls(const Norm& norm) const {
+  if (!norm.module.hasattr("num_batches_tracked") || !norm.module.attr("num_batches_tracked").isTensor())
+    return 1;
+  return norm.module.attr("num_batches_tracked").toTensor().item<int64_t>() - norm.tracked;
+}
+
 void ScriptBatchNorms::zero(Norm& norm) {
   torch::NoGradGuard no_grad;
-  norm.module.attr("running_mean").toTensor().zero_();
-  norm.module.attr("running_var").toTensor().fill_(norm.momentum > 0 ? 0.0 : 1.0);
+  statistic(norm, "running_mean").zero_();
+  statistic(norm, "running_var").fill_(norm.momentum > 0 ? 0.0 : 1.0);
   if (norm.module.hasattr("num_batches_tracked") && norm.module.attr("num_batches_tracked").isTensor())
     norm.module.attr("num_batches_tracked").toTensor().zero_();
+  norm.tracked = 0;
 }
 
 void ScriptBatchNorms::begin() {
-  batches_ = 0;
   for (Norm& norm : norms_) {
+    norm.before = {statistic(norm, "running_mean").clone(), statistic(norm, "running_var").clone()};
+    norm.mean_sum = torch::zeros_like(norm.before[0], torch::kFloat64);
+    norm.var_sum = torch::zeros_like(norm.before[1], torch::kFloat64);
+    norm.runs = 0;
     zero(norm);
-    norm.mean_sum = torch::zeros_like(norm.module.attr("running_mean").toTensor(), torch::kFloat64);
-    norm.var_sum = torch::zeros_like(norm.module.attr("running_var").toTensor(), torch::kFloat64);
   }
 }
 
 void ScriptBatchNorms::step() {
-  ++batches_;
   for (Norm& norm : norms_) {
-    if (norm.momentum == 0) continue;
-    norm.mean_sum += norm.module.attr("running_mean").toTensor().to(torch::kFloat64) / norm.momentum;
-    norm.var_sum += norm.module.attr("running_var").toTensor().to(torch::kFloat64) / norm.momentum;
+    const int64_t count = calls(norm);
+    if (count > 1) {
+      throw Error(source_ + ": batch norm " + norm.name + " runs " + std::to_string(count) +
+                  " times in one forward pass, so its statistics cannot be recalibrated");
+    }
+    if (count == 0) continue;
+    ++norm.runs;
+    if (norm.momentum == 0) {
+      norm.tracked += count;
+      continue;
+    }
+    norm.mean_sum += statistic(norm, "running_mean").to(torch::kFloat64) / norm.momentum;
+    norm.var_sum += statistic(norm, "running_var").to(torch::kFloat64) / norm.momentum;
     zero(norm);
   }
 }
 
 void ScriptBatchNorms::end() {
-  if (batches_ == 0) return;
   torch::NoGradGuard no_grad;
   for (Norm& norm : norms_) {
-    if (norm.momentum == 0) continue;
-    torch::Tensor mean = norm.module.attr("running_mean").toTensor();
-    torch::Tensor var = norm.module.attr("running_var").toTensor();
-    mean.copy_(norm.mean_sum / static_cast<double>(batches_));
-    var.copy_(norm.var_sum / static_cast<double>(batches_));
+    torch::Tensor mean = statistic(norm, "running_mean");
+    torch::Tensor var = statistic(norm, "running_var");
+    if (norm.runs == 0) {
+      mean.copy_(norm.before[0]);
+      var.copy_(norm.before[1]);
+    } else if (norm.momentum > 0) {
+      mean.copy_(norm.mean_sum / static_cast<double>(norm.runs));
+      var.copy_(norm.var_sum / static_cast<double>(norm.runs));
+    }
+    if (norm.momentum > 0 && norm.module.hasattr("num_batches_tracked") &&
+        norm.module.attr("num_batches_tracked").isTensor())
+      norm.module.attr("num_batches_tracked").toTensor().fill_(norm.runs);
   }
 }
 

@@ -217,6 +217,44 @@ def main():
             norms += 1
         assert norms == 2, norms
 
+        # A batch norm with momentum None averages by itself (reset only); one run twice in a
+        # forward pass mixes its statistics and is refused, by name.
+        class Twice(nn.Module):
+            def __init__(self, momentum):
+                super().__init__()
+                self.conv = nn.Conv2d(1, 4, 3, padding=1)
+                self.bn = nn.BatchNorm2d(4, momentum=momentum)
+                self.head = nn.Linear(4, 10)
+
+            def forward(self, x):
+                x = self.bn(self.conv(x))
+                return self.head(x.mean([2, 3]))
+
+        cumulative = Twice(None)
+        cumulative_path = os.path.join(tmp, "cumulative.pt")
+        torch.jit.save(torch.jit.script(cumulative), cumulative_path)
+        run([args.rdprune, "finetune", "--model", cumulative_path, "--steps", "0", "--bn-recalibrate",
+             "--calib-size", "320", "--data-dir", data_dir, "--out", recal_path, "--json"])
+        cumulative.train()
+        with torch.no_grad():
+            for begin in range(0, 320, 128):
+                cumulative(images[begin:begin + 128])
+        got = torch.jit.load(recal_path).bn
+        assert torch.allclose(got.running_mean, cumulative.bn.running_mean, rtol=1e-4, atol=1e-5)
+        assert torch.allclose(got.running_var, cumulative.bn.running_var, rtol=1e-4, atol=1e-5)
+
+        class Reused(Twice):
+            def forward(self, x):
+                x = self.bn(self.bn(self.conv(x)))
+                return self.head(x.mean([2, 3]))
+
+        reused_path = os.path.join(tmp, "reused.pt")
+        torch.jit.save(torch.jit.script(Reused(0.1)), reused_path)
+        refused = subprocess.run([args.rdprune, "finetune", "--model", reused_path, "--steps", "0",
+                                  "--bn-recalibrate", "--data-dir", data_dir, "--out", recal_path],
+                                 capture_output=True, text=True)
+        assert refused.returncode == 1 and "batch norm bn runs 2 times" in refused.stderr, refused.stderr
+
     print(f"torchscript interop: top-1 {top1_python:.4f} in PyTorch and rdprune; "
           f"{len(expected)} layers named alike")
     print("1 passed, 0 failed")
