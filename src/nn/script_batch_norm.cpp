@@ -31,18 +31,22 @@ torch::Tensor ScriptBatchNorms::statistic(const Norm& norm, const char* name) co
   return norm.module.attr(name).toTensor();
 }
 
+torch::Tensor ScriptBatchNorms::batches_tracked(const Norm& norm) const {
+  if (!norm.module.hasattr("num_batches_tracked")) return {};
+  const c10::IValue count = norm.module.attr("num_batches_tracked");
+  return count.isTensor() ? count.toTensor() : torch::Tensor();
+}
+
 int64_t ScriptBatchNorms::calls(const Norm& norm) const {
-  if (!norm.module.hasattr("num_batches_tracked") || !norm.module.attr("num_batches_tracked").isTensor())
-    return 1;
-  return norm.module.attr("num_batches_tracked").toTensor().item<int64_t>() - norm.tracked;
+  const torch::Tensor count = batches_tracked(norm);
+  return count.defined() ? count.item<int64_t>() - norm.tracked : 1;
 }
 
 void ScriptBatchNorms::zero(Norm& norm) {
   torch::NoGradGuard no_grad;
   statistic(norm, "running_mean").zero_();
   statistic(norm, "running_var").fill_(norm.momentum > 0 ? 0.0 : 1.0);
-  if (norm.module.hasattr("num_batches_tracked") && norm.module.attr("num_batches_tracked").isTensor())
-    norm.module.attr("num_batches_tracked").toTensor().zero_();
+  if (const torch::Tensor count = batches_tracked(norm); count.defined()) count.zero_();
   norm.tracked = 0;
 }
 
@@ -87,9 +91,8 @@ void ScriptBatchNorms::end() {
       mean.copy_(norm.mean_sum / static_cast<double>(norm.runs));
       var.copy_(norm.var_sum / static_cast<double>(norm.runs));
     }
-    if (norm.momentum > 0 && norm.module.hasattr("num_batches_tracked") &&
-        norm.module.attr("num_batches_tracked").isTensor())
-      norm.module.attr("num_batches_tracked").toTensor().fill_(norm.runs);
+    if (const torch::Tensor count = batches_tracked(norm); norm.momentum > 0 && count.defined())
+      count.fill_(norm.runs);
   }
 }
 

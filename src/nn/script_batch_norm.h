@@ -43,6 +43,8 @@ class ScriptBatchNorms {
     int64_t tracked = 0;  // its num_batches_tracked after the last step
   };
   torch::Tensor statistic(const Norm& norm, const char* name) const;
+  // Its num_batches_tracked tensor; undefined where it has none.
+  torch::Tensor batches_tracked(const Norm& norm) const;
   // Calls of the batch norm since the last step (1 where it does not count them).
   int64_t calls(const Norm& norm) const;
   void zero(Norm& norm);
