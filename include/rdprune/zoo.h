@@ -62,6 +62,10 @@ class ZooNetImpl : public torch::nn::Module {
   void tie_producer(size_t group, const std::string& layer, const std::string& norm);
   // Another layer reading group `group`'s channels, `per_channel` inputs each.
   void add_reader(size_t group, const std::string& reader, int64_t per_channel);
+  // The group `name` of `channels` blocks of `per_channel` outputs of every producer (its weight's
+  // rows and its bias) and as many inputs of every reader: a transformer's attention heads.
+  void add_block_group(const std::string& name, int64_t channels, int64_t per_channel,
+                       const std::vector<std::string>& producers, const std::vector<std::string>& readers);
 
  private:
   std::vector<std::function<Values(Values)>> stages_;

@@ -41,6 +41,18 @@ void ZooNetImpl::add_reader(size_t group, const std::string& reader, int64_t per
   groups_.at(group).slices.push_back({reader + ".weight", 1, per_channel});
 }
 
+void ZooNetImpl::add_block_group(const std::string& name, int64_t channels, int64_t per_channel,
+                                 const std::vector<std::string>& producers,
+                                 const std::vector<std::string>& readers) {
+  groups_.push_back({name, channels, {}});
+  auto& slices = groups_.back().slices;
+  for (const auto& producer : producers) {
+    slices.push_back({producer + ".weight", 0, per_channel});
+    slices.push_back({producer + ".bias", 0, per_channel});
+  }
+  for (const auto& reader : readers) slices.push_back({reader + ".weight", 1, per_channel});
+}
+
 int64_t width_of(const ZooSpec& spec, const std::string& name, int64_t dense) {
   const auto it = spec.widths.find(name);
   if (it == spec.widths.end()) return dense;
@@ -299,24 +311,26 @@ class LeNet5Impl : public ZooNetImpl {
 // minutes: non-overlapping patches (a 4x4 grid below 64 pixels, else 8x8), a class token, learned
 // positions, pre-norm encoder blocks of multi-head self-attention and a GELU MLP, a linear head.
 // q, k, v and the output projection are separate Linear layers, each its own prunable layer.
+// Channel pruning removes whole heads: a block may keep fewer heads than the model's width divides
+// into, each of head_dim features.
 struct AttentionImpl : nn::Module {
-  AttentionImpl(int64_t dim, int64_t heads) : heads_(heads) {
-    q = register_module("q", nn::Linear(dim, dim));
-    k = register_module("k", nn::Linear(dim, dim));
-    v = register_module("v", nn::Linear(dim, dim));
-    proj = register_module("proj", nn::Linear(dim, dim));
+  AttentionImpl(int64_t dim, int64_t heads, int64_t head_dim) : heads_(heads), head_dim_(head_dim) {
+    q = register_module("q", nn::Linear(dim, heads * head_dim));
+    k = register_module("k", nn::Linear(dim, heads * head_dim));
+    v = register_module("v", nn::Linear(dim, heads * head_dim));
+    proj = register_module("proj", nn::Linear(heads * head_dim, dim));
   }
   torch::Tensor forward(const torch::Tensor& x) {
-    const int64_t batch = x.size(0), tokens = x.size(1), dim = x.size(2), head_dim = dim / heads_;
+    const int64_t batch = x.size(0), tokens = x.size(1);
     auto split = [&](const torch::Tensor& t) {
-      return t.view({batch, tokens, heads_, head_dim}).transpose(1, 2);
+      return t.view({batch, tokens, heads_, head_dim_}).transpose(1, 2);
     };
     const torch::Tensor scores =
-        torch::matmul(split(q(x)), split(k(x)).transpose(-2, -1)) / std::sqrt(static_cast<double>(head_dim));
+        torch::matmul(split(q(x)), split(k(x)).transpose(-2, -1)) / std::sqrt(static_cast<double>(head_dim_));
     const torch::Tensor mixed = torch::matmul(torch::softmax(scores, -1), split(v(x)));
-    return proj(mixed.transpose(1, 2).reshape({batch, tokens, dim}));
+    return proj(mixed.transpose(1, 2).reshape({batch, tokens, heads_ * head_dim_}));
   }
-  int64_t heads_;
+  int64_t heads_, head_dim_;
   nn::Linear q{nullptr}, k{nullptr}, v{nullptr}, proj{nullptr};
 };
 TORCH_MODULE(Attention);
@@ -332,9 +346,9 @@ struct FeedForwardImpl : nn::Module {
 TORCH_MODULE(FeedForward);
 
 struct EncoderBlockImpl : nn::Module {
-  EncoderBlockImpl(int64_t dim, int64_t heads, int64_t hidden) {
+  EncoderBlockImpl(int64_t dim, int64_t heads, int64_t head_dim, int64_t hidden) {
     norm1 = register_module("norm1", nn::LayerNorm(nn::LayerNormOptions({dim})));
-    attn = register_module("attn", Attention(dim, heads));
+    attn = register_module("attn", Attention(dim, heads, head_dim));
     norm2 = register_module("norm2", nn::LayerNorm(nn::LayerNormOptions({dim})));
     ffn = register_module("mlp", FeedForward(dim, hidden));
   }
@@ -366,9 +380,16 @@ class VitImpl : public ZooNetImpl {
       return {torch::cat({cls_token.expand({x.size(0), 1, x.size(2)}), x}, 1) + pos_embed};
     });
     for (int64_t b = 0; b < depth; ++b) {
-      EncoderBlock block(dim, heads, hidden);
-      blocks->push_back(block);
       const std::string name = "blocks." + std::to_string(b);
+      // Channel groups: the block's heads, and the hidden units of its MLP.
+      const int64_t kept_heads = width_of(spec, name + ".attn", heads);
+      const int64_t kept_hidden = width_of(spec, name + ".mlp.fc1", hidden);
+      const std::string attn = name + ".attn";
+      add_block_group(attn, kept_heads, dim / heads, {attn + ".q", attn + ".k", attn + ".v"},
+                      {attn + ".proj"});
+      add_group(name + ".mlp.fc1", kept_hidden, true, "", {{name + ".mlp.fc2", 1}});
+      EncoderBlock block(dim, kept_heads, dim / heads, kept_hidden);
+      blocks->push_back(block);
       add_stage({name + ".norm1", name + ".attn"},
                 [block](Values x) mutable -> Values { return {block->attend(x.at(0))}; });
       add_stage({name + ".norm2", name + ".mlp"},

@@ -696,8 +696,35 @@ TEST_F(Cli, ChannelPlansWriteSmallerModels) {
   ASSERT_EQ(slimmed.code, 0) << slimmed.err;
   EXPECT_GE(nlohmann::json::parse(slimmed.out).at("flops_removed").get<double>(), 0.3);
 
+  // The vit's channel groups are its heads and its MLPs' hidden units: rd's curves over them, a
+  // FLOPs budget kept, and a smaller model whose q, k and v keep whole heads of 16 features.
+  const std::string vit = work_.file("vit.pt");
+  ASSERT_EQ(rdprune({"train", "--arch", "vit", "--steps", "1", "--data-dir", data_dir(), "--out", vit}).code,
+            0);
+  const std::string vit_curves = work_.file("vit-curves.json");
+  ASSERT_EQ(rdprune({"curves", "--granularity", "channel", "--model", vit, "--data-dir", data_dir(),
+                     "--calib-size", "16", "--levels", "4", "--no-cache", "--out", vit_curves})
+                .code,
+            0);
+  ASSERT_EQ(rdprune({"allocate", "--granularity", "channel", "--curves", vit_curves, "--budget", "flops",
+                     "--sparsity", "0.4", "--out", work_.file("vit-plan.json")})
+                .code,
+            0);
+  const Result vit_pruned = rdprune({"prune", "--model", vit, "--plan", work_.file("vit-plan.json"), "--out",
+                                     work_.file("vit-small.pt"), "--json"});
+  ASSERT_EQ(vit_pruned.code, 0) << vit_pruned.err;
+  EXPECT_GE(nlohmann::json::parse(vit_pruned.out).at("flops_removed").get<double>(), 0.4);
+  const auto vit_info =
+      nlohmann::json::parse(rdprune({"info", "--model", work_.file("vit-small.pt"), "--json"}).out);
+  for (const auto& layer : vit_info.at("layers")) {
+    const std::string name = layer.at("name");
+    if (name.find(".attn.q") != std::string::npos) {
+      EXPECT_EQ(layer.at("shape")[0].get<int64_t>() % 16, 0) << name;
+    }
+  }
+
   // Bad input: a budget below the smallest network, a plan for another model, weight curves for a
-  // channel plan, a model without channel groups, an unknown granularity.
+  // channel plan, an unknown granularity (a model without channel groups: test_script_channels.py).
   expect_error(rdprune({"allocate", "--curves", curves, "--sparsity", "0.999", "--out", plan}), 1,
                "below what the smallest network");
   const std::string mlp = work_.file("mlp.pt");
@@ -713,12 +740,6 @@ TEST_F(Cli, ChannelPlansWriteSmallerModels) {
   expect_error(rdprune({"allocate", "--granularity", "channel", "--curves", weights, "--sparsity", "0.5",
                         "--out", plan}),
                2, "--granularity");
-  const std::string vit = work_.file("vit.pt");
-  ASSERT_EQ(rdprune({"train", "--arch", "vit", "--steps", "1", "--data-dir", data_dir(), "--out", vit}).code,
-            0);
-  expect_error(rdprune({"curves", "--granularity", "channel", "--model", vit, "--data-dir", data_dir(),
-                        "--calib-size", "16", "--no-cache", "--out", work_.file("v.json")}),
-               2, "no channel groups");
   expect_error(rdprune({"curves", "--granularity", "channel", "--estimator", "taylor", "--model", mlp,
                         "--data-dir", data_dir(), "--no-cache", "--out", work_.file("v.json")}),
                2, "--estimator");

@@ -1,5 +1,6 @@
 // Channel groups, channel masks, the physically smaller model and channel curves (docs/channels.md).
 #include <filesystem>
+#include <map>
 
 #include <gtest/gtest.h>
 #include <torch/torch.h>
@@ -79,7 +80,8 @@ INSTANTIATE_TEST_SUITE_P(
                       std::make_pair(std::string("lenet5"), std::vector<int64_t>{1, 28, 28}),
                       std::make_pair(std::string("resnet20"), std::vector<int64_t>{3, 32, 32}),
                       std::make_pair(std::string("vgg16"), std::vector<int64_t>{1, 28, 28}),
-                      std::make_pair(std::string("resnet50"), std::vector<int64_t>{3, 32, 32})),
+                      std::make_pair(std::string("resnet50"), std::vector<int64_t>{3, 32, 32}),
+                      std::make_pair(std::string("vit"), std::vector<int64_t>{1, 28, 28})),
     [](const auto& info) { return info.param.first; });
 
 TEST(ChannelGroups, RankByL1NormAndCostWhatTheyRemove) {
@@ -176,7 +178,55 @@ TEST(ChannelGroups, RefuseAPlanForOtherGroupsAndModelsWithout) {
   EXPECT_THROW(apply_channel_plan(*network, plan, "plan.json"), Error);
   plan.layers.pop_back();
   EXPECT_THROW(apply_channel_plan(*network, plan, "plan.json"), Error);
-  EXPECT_THROW(channel_groups(*testing::fresh_network("vit")), UsageError);
+}
+
+TEST(ChannelGroups, AVitsHeadsAndHiddenUnits) {
+  auto network = network_of("vit", {1, 28, 28});
+  const auto groups = channel_groups(*network);
+  // Per block, its heads (4 of 16 features) and its MLP's hidden units (128).
+  ASSERT_EQ(groups.size(), 8u);
+  EXPECT_EQ(groups[0].name, "blocks.0.attn");
+  EXPECT_EQ(groups[0].channels, 4);
+  EXPECT_EQ(groups[1].name, "blocks.0.mlp.fc1");
+  EXPECT_EQ(groups[1].channels, 128);
+  std::vector<std::string> producers, readers;
+  for (const auto& slice : groups[0].slices) {
+    EXPECT_EQ(slice.per_channel, 16) << slice.tensor;
+    (slice.dim == 0 ? producers : readers).push_back(slice.tensor);
+  }
+  EXPECT_EQ(producers, (std::vector<std::string>{"blocks.0.attn.q.weight", "blocks.0.attn.q.bias",
+                                                 "blocks.0.attn.k.weight", "blocks.0.attn.k.bias",
+                                                 "blocks.0.attn.v.weight", "blocks.0.attn.v.bias"}));
+  EXPECT_EQ(readers, std::vector<std::string>{"blocks.0.attn.proj.weight"});
+
+  // A head ranks by the L1 norm of its rows of q, k and v together.
+  torch::Tensor heads = torch::zeros({4}, torch::kFloat64);
+  for (const auto& layer : network->layers())
+    if (layer.name == "blocks.0.attn.q" || layer.name == "blocks.0.attn.k" || layer.name == "blocks.0.attn.v")
+      heads += layer.weight.detach().abs().reshape({4, -1}).sum(1).to(torch::kFloat64);
+  EXPECT_TRUE(torch::allclose(channel_scores(*network, groups[0], "magnitude"), heads));
+
+  // One head and half the hidden units kept in every block: q, k, v shrink to one head's rows,
+  // proj and fc2 to as many inputs, and the cost model counts exactly the weights that remain.
+  const ChannelCostModel model = channel_cost_model(groups, layer_census(*network, {1, 28, 28}));
+  std::vector<int64_t> kept;
+  for (const auto& group : groups) {
+    kept.push_back(group.channels == 4 ? 1 : group.channels / 2);
+    mask_channels(*network, group, keep_last(channel_order(*network, group), kept.back()));
+  }
+  auto smaller = remove_pruned_channels(*network);
+  EXPECT_EQ(smaller->meta().widths.at("blocks.2.attn"), 1);
+  EXPECT_EQ(smaller->meta().widths.at("blocks.2.mlp.fc1"), 64);
+  int64_t weights = 0;
+  std::map<std::string, std::vector<int64_t>> shapes;
+  for (const auto& layer : smaller->layers()) {
+    weights += layer.weight.numel();
+    shapes[layer.name] = layer.weight.sizes().vec();
+  }
+  EXPECT_EQ(shapes.at("blocks.2.attn.k"), (std::vector<int64_t>{16, 64}));
+  EXPECT_EQ(shapes.at("blocks.2.attn.proj"), (std::vector<int64_t>{64, 16}));
+  EXPECT_EQ(shapes.at("blocks.2.mlp.fc2"), (std::vector<int64_t>{64, 64}));
+  EXPECT_EQ(channel_cost(model, kept, BudgetKind::kParams), static_cast<double>(weights));
 }
 
 TEST(ChannelCurves, StartAtZeroMoveAsChannelsGoAndMatchFullForwards) {

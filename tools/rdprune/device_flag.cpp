@@ -1,4 +1,5 @@
 // --device: where the model runs.
+#include <ATen/Context.h>
 #include <torch/torch.h>
 
 #include "common.h"
@@ -6,6 +7,21 @@
 #include "rdprune/process_group.h"
 
 namespace rdprune::cli {
+namespace {
+
+// On a GPU, float32 arithmetic in full precision and cuDNN's deterministic algorithms: LibTorch's
+// defaults let cuDNN convolutions round their inputs to TF32 (10-bit mantissas) and pick the
+// fastest algorithm by timing, so that distortions at light pruning levels would drown in rounding
+// noise and a fixed seed would not give the same training run twice.
+void exact_arithmetic_on(const torch::Device& device) {
+  if (!device.is_cuda()) return;
+  at::globalContext().setAllowTF32CuDNN(false);
+  at::globalContext().setAllowTF32CuBLAS(false);
+  at::globalContext().setBenchmarkCuDNN(false);
+  at::globalContext().setDeterministicCuDNN(true);
+}
+
+}  // namespace
 
 torch::Device default_device() {
   if (!torch::cuda::is_available()) return torch::kCPU;
@@ -47,6 +63,7 @@ void add_device_flag(CLI::App& command, torch::Device& device) {
   // for CUDA (never --help), with LOCAL_RANK read as every launcher variable is.
   command.parse_complete_callback([&device, option] {
     if (option->count() == 0) device = default_device();
+    exact_arithmetic_on(device);
   });
 }
 
