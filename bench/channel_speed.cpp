@@ -3,11 +3,13 @@
 // weights), is made physically smaller (remove_pruned_channels), and is timed with the dense model
 // in alternation at batch 1 and 64, with 1 and 2 threads. Printed: each model's kept share of the
 // multiply-accumulates beside its measured speedup (dense time / its time, median of the repeats).
-// Usage: bench_channel_speed [arch or model file] [C,H,W] [targets] [repeats]
+// Usage: bench_channel_speed [arch or model file] [C,H,W] [targets or model files] [repeats]
 //   defaults: vgg16 3,32,32 0.3,0.5,0.7 7; a TorchScript file (e.g. torchvision's resnet18, scripted)
 //   is pruned and timed as TorchScript. A smaller TorchScript model's forward is inlined (its
 //   method calls become its code); the dense one is timed inlined too, so that the code differs only
-//   in the tensors' widths.
+//   in the tensors' widths. Given model files instead of targets (`a.pt,b.pt`: the smaller models
+//   `prune` wrote for channel plans of the dense model file), those are timed against it.
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <string>
@@ -34,6 +36,18 @@ std::string inlined_copy(const std::string& path) {
   return copy;
 }
 
+bool is_file(const std::string& text) {
+  return text.size() > 3 && text.compare(text.size() - 3, 3, ".pt") == 0;
+}
+
+// Multiply-accumulates per sample of every prunable layer.
+double layer_flops(Network& network, const std::vector<int64_t>& shape) {
+  double flops = 0;
+  for (const auto& info : rdprune::layer_census(network, shape))
+    flops += static_cast<double>(info.weights) * std::max(0.0, info.flops_per_weight);
+  return flops;
+}
+
 int main(int argc, char** argv) {
   rdprune::bench::steady_allocator();
   const std::string arch = argc > 1 ? argv[1] : "vgg16";
@@ -46,8 +60,9 @@ int main(int argc, char** argv) {
   rdprune::ModelMeta meta{arch, shape, 10, "", {}, {}};
   // A zoo architecture (random weights, the same in every copy), or a model file: a TorchScript
   // model is pruned and timed as TorchScript.
-  const bool file = arch.size() > 3 && arch.compare(arch.size() - 3, 3, ".pt") == 0;
-  const std::string path = file ? inlined_copy(arch) : "";
+  const bool file = is_file(arch);
+  const bool script = file && rdprune::load_network(arch)->format() == "torchscript";
+  const std::string path = script ? inlined_copy(arch) : arch;
   auto dense = file ? rdprune::load_network(path) : rdprune::create_network(meta);
   const auto fresh = [&] {
     if (file) return rdprune::load_network(path);
@@ -64,7 +79,16 @@ int main(int argc, char** argv) {
   std::vector<std::unique_ptr<Network>> pruned;
   std::vector<double> kept_share;
   std::vector<std::string> labels = {"dense"};
-  for (const auto& target : rdprune::split_list(targets_text, "targets")) {
+  const auto entries = rdprune::split_list(targets_text, "targets");
+  const double dense_flops = layer_flops(*dense, shape);
+  for (const auto& entry : entries) {
+    if (!is_file(entry)) continue;
+    pruned.push_back(rdprune::load_network(entry));
+    kept_share.push_back(layer_flops(*pruned.back(), shape) / dense_flops);
+    labels.push_back(std::filesystem::path(entry).stem().string());
+  }
+  for (const auto& target : entries) {
+    if (is_file(target)) continue;
     rdprune::RdOptions options;
     options.budget = rdprune::BudgetKind::kFlops;
     options.sparsity_target = std::stod(target);
@@ -79,9 +103,10 @@ int main(int argc, char** argv) {
   for (auto& model : pruned) models.push_back(model.get());
   for (Network* model : models) model->set_training(false);
 
-  std::printf("%s %s, uniform channel plans, median of %d repeats; speedup = dense time / model time\n",
-              arch.c_str(), shape_text.c_str(), repeats);
-  std::printf("%-12s %10s %12s %12s %12s %12s\n", "model", "kept FLOPs", "b1 t1", "b1 t2", "b64 t1",
+  std::printf("%s %s, %s, median of %d repeats; speedup = dense time / model time\n", arch.c_str(),
+              shape_text.c_str(), is_file(entries.front()) ? "the models given" : "uniform channel plans",
+              repeats);
+  std::printf("%-16s %10s %12s %12s %12s %12s\n", "model", "kept FLOPs", "b1 t1", "b1 t2", "b64 t1",
               "b64 t2");
   std::vector<std::vector<double>> speedups(models.size());
   torch::NoGradGuard no_grad;
@@ -96,7 +121,7 @@ int main(int argc, char** argv) {
     }
   }
   for (size_t m = 0; m < models.size(); ++m) {
-    std::printf("%-12s %10.3f", labels[m].c_str(), m == 0 ? 1.0 : kept_share[m - 1]);
+    std::printf("%-16s %10.3f", labels[m].c_str(), m == 0 ? 1.0 : kept_share[m - 1]);
     for (const double s : speedups[m]) std::printf(" %11.2fx", s);
     std::printf("\n");
   }
