@@ -19,6 +19,14 @@ torch_prefix=$("$python" -c 'import torch; print(torch.utils.cmake_prefix_path)'
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DRDPRUNE_BUILD_BENCH=OFF \
   -DCMAKE_PREFIX_PATH="$torch_prefix${CMAKE_PREFIX_PATH:+;$CMAKE_PREFIX_PATH}" \
   -DRDPRUNE_PYTHON="$python" ${RDPRUNE_CMAKE_ARGS:-}
+# find_package(Torch) falls back to a system LibTorch where the Python's torch has no CMake files
+# (Debian's python3-torch): say so rather than test another LibTorch.
+torch_dir=$(sed -n 's/^Torch_DIR:[A-Z]*=//p' "$build/CMakeCache.txt")
+case "$torch_dir" in
+  "$torch_prefix"*) echo "torch_check: LibTorch from $torch_dir" ;;
+  *) echo "torch_check: error: CMake found LibTorch at $torch_dir, not in $python's torch ($torch_prefix)" >&2
+     exit 1 ;;
+esac
 cmake --build "$build" -j"$(nproc)"
 ctest --test-dir "$build" -j"$(nproc)" --output-on-failure \
   -E "${RDPRUNE_CTEST_EXCLUDE:-python_crash_consistency}"

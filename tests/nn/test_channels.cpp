@@ -169,7 +169,7 @@ TEST(ChannelGroups, RankByBatchNormScaleWhereThereIsOne) {
   EXPECT_THROW(channel_scores(*network, groups[1], "taylor"), Error);
 }
 
-TEST(ChannelGroups, RefuseAPlanForOtherGroupsAndModelsWithout) {
+TEST(ChannelGroups, RefuseAPlanForOtherGroups) {
   auto network = testing::fresh_network("lenet5");
   Plan plan;
   plan.method = "uniform";

@@ -1,20 +1,23 @@
 #!/usr/bin/env python3
 """rdprune on a CUDA device against the same commands on the CPU.
 
-Skipped (exit 77) where rdprune finds no CUDA device. Where it finds one, every step runs once with
-`--device cuda` and once with `--device cpu`, from the same files:
+Skipped (exit 77) where rdprune finds no CUDA device. Where it finds one, the same files go through
+each step with `--device cpu` (the reference) and with `--device cuda`, and the results are
+compared:
 
 - a ResNet-20 trained on the GPU loads on the CPU; both devices classify the same images the same
-  way (hits files equal) with the same loss to 1e-4;
-- weight curves and channel curves agree to 1e-4 of each curve's largest distortion (the GPU
-  computes in full float32: rdprune turns TF32 off), and the GPU's are the same twice over;
-- `prune` with one plan gives the same masks on both devices (equal per-layer sparsity, equal
-  outcomes), and a channel plan gives the same smaller model (same widths, same outcomes);
-- a model fine-tuned on the GPU keeps its pruned weights at zero, and the same seed gives the same
-  model twice;
-- a TorchScript model written by PyTorch runs on the GPU (curves, prune) when the Python beside it
-  has torch;
-- a latency budget is planned from tables timed on the GPU.
+  way (at most one image in 500 may flip, at a near-tie of two logits) with the same loss to 1e-4;
+- weight curves and channel curves agree point by point to 1e-3 relative (1e-7 absolute), which
+  full float32 meets and TF32 would not (rdprune turns TF32 off); the GPU's weight curves are the
+  same file twice;
+- `prune` with one plan gives the same per-layer sparsities and outcomes on both devices, and a
+  channel plan the same smaller model (shapes and outcomes);
+- a model fine-tuned on the GPU keeps its masks, and the same seed gives the same model twice (the
+  same file, or the same outcomes);
+- a TorchScript model written by PyTorch gets curves and is pruned on the GPU, and loads on the CPU
+  in PyTorch, when the Python running this test has torch;
+- a latency budget is planned from tables timed on the GPU and its plan keeps the budget as
+  predicted.
 
 `--device-under-test cpu` runs the same comparisons CPU against CPU, to check the test itself on a
 machine without a GPU.
@@ -28,6 +31,7 @@ import tempfile
 
 SKIP = 77
 TOLERANCE = 1e-4
+CURVE_RTOL, CURVE_ATOL = 1e-3, 1e-7
 
 
 class Runner:
@@ -57,25 +61,34 @@ def read(path):
 
 
 def curves_close(a_path, b_path, what):
-    """Largest difference of two curves files relative to each curve's largest distortion."""
+    """Largest relative difference of two curves files, point by point; fails above CURVE_RTOL."""
     a, b = json.load(open(a_path)), json.load(open(b_path))
     assert [l["name"] for l in a["layers"]] == [l["name"] for l in b["layers"]], what
     worst = 0.0
     for la, lb in zip(a["layers"], b["layers"]):
         assert la["kept"] == lb["kept"], (what, la["name"])
-        scale = max(max(la["distortion"]), max(lb["distortion"]), 1e-12)
         for x, y in zip(la["distortion"], lb["distortion"]):
-            worst = max(worst, abs(x - y) / scale)
-    assert worst <= TOLERANCE, f"{what}: curves differ by {worst:.2e} of their range"
+            assert abs(x - y) <= CURVE_RTOL * max(abs(x), abs(y)) + CURVE_ATOL, (what, la["name"], x, y)
+            worst = max(worst, abs(x - y) / max(abs(x), abs(y), CURVE_ATOL))
     return worst
 
 
+def outcomes(path):
+    """The per-image outcomes of an rdprune.hits/1 file."""
+    lines = read(path).decode().split("\n")
+    assert lines[0].startswith("rdprune.hits/1 "), path
+    return lines[1]
+
+
 def same_outcomes(r, model_a, device_a, model_b, device_b, what):
-    """Both models classify the same images the same way; the losses agree to TOLERANCE."""
+    """Both models classify the same images the same way, but for one image in 500 (a near-tie can
+    flip between devices); the losses agree to TOLERANCE."""
     hits_a, hits_b = r.path("a.hits"), r.path("b.hits")
     ea = r.json(["eval", "--model", model_a, "--device", device_a, "--hits", hits_a] + DATA, what)
     eb = r.json(["eval", "--model", model_b, "--device", device_b, "--hits", hits_b] + DATA, what)
-    assert read(hits_a) == read(hits_b), f"{what}: per-image outcomes differ"
+    a, b = outcomes(hits_a), outcomes(hits_b)
+    flipped = sum(x != y for x, y in zip(a, b))
+    assert len(a) == len(b) and flipped <= len(a) // 500, f"{what}: {flipped} of {len(a)} outcomes differ"
     assert abs(ea["loss"] - eb["loss"]) <= TOLERANCE * max(1.0, abs(ea["loss"])), (what, ea, eb)
     return ea
 
@@ -93,32 +106,32 @@ def weight_pipeline(r, gpu):
     print(f"train on {gpu}, eval on cpu and {gpu}: top-1 {top1:.4f}, outcomes equal")
 
     curves = {}
-    for device in ("cpu", gpu, gpu):
-        out = r.path(f"curves-{device}-{len(curves)}.json")
+    for role, device in (("ref", "cpu"), ("test", gpu), ("again", gpu)):
+        curves[role] = r.path(f"curves-{role}.json")
         r.run(["curves", "--model", trained, "--device", device, "--calib-size", "64", "--levels", "20",
-               "--no-cache", "--out", out] + DATA, "curves on " + device)
-        curves.setdefault(device, []).append(out)
-    worst = curves_close(curves["cpu"][0], curves[gpu][0], "weight curves, cpu against " + gpu)
-    assert read(curves[gpu][0]) == read(curves[gpu][1]), f"weight curves on {gpu} differ between runs"
-    print(f"weight curves: {gpu} within {worst:.1e} of cpu; the same twice on {gpu}")
+               "--no-cache", "--out", curves[role]] + DATA, "curves on " + device)
+    worst = curves_close(curves["ref"], curves["test"], "weight curves, cpu against " + gpu)
+    assert read(curves["test"]) == read(curves["again"]), f"weight curves on {gpu} differ between runs"
+    print(f"weight curves: {gpu} within {worst:.1e} of cpu, point by point; the same twice on {gpu}")
 
     plan = r.path("plan.json")
-    r.run(["allocate", "--curves", curves["cpu"][0], "--sparsity", "0.7", "--out", plan], "allocate")
+    r.run(["allocate", "--curves", curves["ref"], "--sparsity", "0.7", "--out", plan], "allocate")
     pruned = {}
-    for device in ("cpu", gpu):
-        pruned[device] = r.path(f"pruned-{device}.pt")
-        r.run(["prune", "--model", trained, "--plan", plan, "--device", device, "--out", pruned[device]]
+    for role, device in (("ref", "cpu"), ("test", gpu)):
+        pruned[role] = r.path(f"pruned-{role}.pt")
+        r.run(["prune", "--model", trained, "--plan", plan, "--device", device, "--out", pruned[role]]
               + DATA, "prune on " + device)
-    assert layer_sparsities(r, pruned["cpu"]) == layer_sparsities(r, pruned[gpu]), "masks differ"
-    same_outcomes(r, pruned["cpu"], "cpu", pruned[gpu], gpu, "pruned on cpu against " + gpu)
-    print(f"prune: the same masks and outcomes on cpu and {gpu}")
+    assert layer_sparsities(r, pruned["ref"]) == layer_sparsities(r, pruned["test"]), \
+        "per-layer sparsities differ"
+    same_outcomes(r, pruned["ref"], "cpu", pruned["test"], gpu, "pruned on cpu against " + gpu)
+    print(f"prune: the same sparsities and outcomes on cpu and {gpu}")
 
     tuned = []
     for attempt in range(2):
         tuned.append(r.path(f"tuned-{attempt}.pt"))
-        r.run(["finetune", "--model", pruned[gpu], "--steps", "10", "--batch-size", "32", "--lr", "0.01",
+        r.run(["finetune", "--model", pruned["test"], "--steps", "10", "--batch-size", "32", "--lr", "0.01",
                "--device", gpu, "--out", tuned[-1]] + DATA, "finetune on " + gpu)
-    assert layer_sparsities(r, tuned[0]) == layer_sparsities(r, pruned[gpu]), "fine-tuning lost masks"
+    assert layer_sparsities(r, tuned[0]) == layer_sparsities(r, pruned["test"]), "fine-tuning lost masks"
     assert read(tuned[0]) == read(tuned[1]) or same_outcomes(
         r, tuned[0], gpu, tuned[1], gpu, "fine-tuned twice"), "fine-tuning is not repeatable"
     print(f"finetune on {gpu}: masks held; the same seed gives the same model")
@@ -127,31 +140,35 @@ def weight_pipeline(r, gpu):
 
 def channel_pipeline(r, gpu, trained):
     curves = {}
-    for device in ("cpu", gpu):
-        curves[device] = r.path(f"channel-curves-{device}.json")
+    for role, device in (("ref", "cpu"), ("test", gpu)):
+        curves[role] = r.path(f"channel-curves-{role}.json")
         r.run(["curves", "--model", trained, "--granularity", "channel", "--device", device,
-               "--calib-size", "64", "--levels", "10", "--no-cache", "--out", curves[device]] + DATA,
+               "--calib-size", "64", "--levels", "10", "--no-cache", "--out", curves[role]] + DATA,
               "channel curves on " + device)
-    worst = curves_close(curves["cpu"], curves[gpu], "channel curves, cpu against " + gpu)
+    worst = curves_close(curves["ref"], curves["test"], "channel curves, cpu against " + gpu)
     plan = r.path("channel-plan.json")
-    r.run(["allocate", "--curves", curves["cpu"], "--granularity", "channel", "--budget", "flops",
+    r.run(["allocate", "--curves", curves["ref"], "--granularity", "channel", "--budget", "flops",
            "--sparsity", "0.5", "--out", plan], "channel allocate")
     smaller = {}
-    for device in ("cpu", gpu):
-        smaller[device] = r.path(f"smaller-{device}.pt")
-        r.run(["prune", "--model", trained, "--plan", plan, "--device", device, "--out", smaller[device]]
+    for role, device in (("ref", "cpu"), ("test", gpu)):
+        smaller[role] = r.path(f"smaller-{role}.pt")
+        r.run(["prune", "--model", trained, "--plan", plan, "--device", device, "--out", smaller[role]]
               + DATA, "channel prune on " + device)
-    shapes = [{l["name"]: l["shape"] for l in r.json(["info", "--model", smaller[d], "--device", "cpu"],
-                                                     "info")["layers"]} for d in ("cpu", gpu)]
+    shapes = [{l["name"]: l["shape"] for l in r.json(["info", "--model", smaller[role], "--device", "cpu"],
+                                                     "info")["layers"]} for role in ("ref", "test")]
     assert shapes[0] == shapes[1], "the smaller models differ in shape"
-    same_outcomes(r, smaller["cpu"], "cpu", smaller[gpu], gpu, "smaller models")
+    same_outcomes(r, smaller["ref"], "cpu", smaller["test"], gpu, "smaller models")
     print(f"channel curves: {gpu} within {worst:.1e} of cpu; the same smaller model on both")
 
+    # A GPU runs a small network's layers at nearly the same time whatever their width (each call
+    # costs mostly its launch), so the budget is a light one.
     latency_plan = r.path("latency-plan.json")
-    done = r.json(["allocate", "--curves", curves[gpu], "--granularity", "channel", "--budget", "latency",
-                   "--sparsity", "0.3", "--latency-batch", "64", "--latency-grid", "3", "--no-cache",
+    done = r.json(["allocate", "--curves", curves["test"], "--granularity", "channel", "--budget", "latency",
+                   "--sparsity", "0.02", "--latency-batch", "64", "--latency-grid", "3", "--no-cache",
                    "--model", trained, "--device", gpu, "--out", latency_plan] + DATA, "latency plan")
-    print(f"latency budget on {gpu}: planned, {json.dumps(done)[:160]}")
+    kept, dense = done["kept_latency_seconds"], done["dense_latency_seconds"]
+    assert 0 < kept <= 0.98 * dense * (1 + 1e-9), f"latency plan over its budget: {done}"
+    print(f"latency budget on {gpu}: {kept / dense:.3f} of the dense {dense * 1e3:.2f} ms predicted")
 
 
 def torchscript_pipeline(r, gpu, python):
@@ -167,13 +184,13 @@ def torchscript_pipeline(r, gpu, python):
         print(f"TorchScript part left out: {python} cannot script a model ({made.stderr.strip()[-200:]})")
         return
     curves = {}
-    for device in ("cpu", gpu):
-        curves[device] = r.path(f"ts-curves-{device}.json")
+    for role, device in (("ref", "cpu"), ("test", gpu)):
+        curves[role] = r.path(f"ts-curves-{role}.json")
         r.run(["curves", "--model", script, "--device", device, "--calib-size", "64", "--levels", "20",
-               "--no-cache", "--out", curves[device]] + DATA, "TorchScript curves on " + device)
-    worst = curves_close(curves["cpu"], curves[gpu], "TorchScript curves")
+               "--no-cache", "--out", curves[role]] + DATA, "TorchScript curves on " + device)
+    worst = curves_close(curves["ref"], curves["test"], "TorchScript curves")
     plan = r.path("ts-plan.json")
-    r.run(["allocate", "--curves", curves[gpu], "--sparsity", "0.5", "--out", plan], "TorchScript plan")
+    r.run(["allocate", "--curves", curves["test"], "--sparsity", "0.5", "--out", plan], "TorchScript plan")
     pruned = r.path("ts-pruned.pt")
     r.run(["prune", "--model", script, "--plan", plan, "--device", gpu, "--out", pruned] + DATA,
           "TorchScript prune")
