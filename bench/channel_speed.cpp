@@ -61,9 +61,10 @@ int main(int argc, char** argv) {
   // A zoo architecture (random weights, the same in every copy), or a model file: a TorchScript
   // model is pruned and timed as TorchScript.
   const bool file = is_file(arch);
-  const bool script = file && rdprune::load_network(arch)->format() == "torchscript";
+  auto dense = file ? rdprune::load_network(arch) : rdprune::create_network(meta);
+  const bool script = dense->format() == "torchscript";
   const std::string path = script ? inlined_copy(arch) : arch;
-  auto dense = file ? rdprune::load_network(path) : rdprune::create_network(meta);
+  if (script) dense = rdprune::load_network(path);
   const auto fresh = [&] {
     if (file) return rdprune::load_network(path);
     auto copy = rdprune::create_network(meta);

@@ -364,7 +364,7 @@ TORCH_MODULE(EncoderBlock);
 class VitImpl : public ZooNetImpl {
  public:
   explicit VitImpl(const ZooSpec& spec) {
-    const int64_t dim = 64, depth = 4, heads = 4, hidden = 128;
+    const int64_t dim = 64, depth = 4, heads = 4, head_dim = dim / heads, hidden = 128;
     const int64_t grid = spec.image_size < 64 ? 4 : 8;
     const int64_t patch = spec.image_size / grid;
     if (patch < 1)
@@ -381,14 +381,13 @@ class VitImpl : public ZooNetImpl {
     });
     for (int64_t b = 0; b < depth; ++b) {
       const std::string name = "blocks." + std::to_string(b);
-      // Channel groups: the block's heads, and the hidden units of its MLP.
-      const int64_t kept_heads = width_of(spec, name + ".attn", heads);
-      const int64_t kept_hidden = width_of(spec, name + ".mlp.fc1", hidden);
       const std::string attn = name + ".attn";
-      add_block_group(attn, kept_heads, dim / heads, {attn + ".q", attn + ".k", attn + ".v"},
-                      {attn + ".proj"});
+      // Channel groups: the block's heads, and the hidden units of its MLP.
+      const int64_t kept_heads = width_of(spec, attn, heads);
+      const int64_t kept_hidden = width_of(spec, name + ".mlp.fc1", hidden);
+      add_block_group(attn, kept_heads, head_dim, {attn + ".q", attn + ".k", attn + ".v"}, {attn + ".proj"});
       add_group(name + ".mlp.fc1", kept_hidden, true, "", {{name + ".mlp.fc2", 1}});
-      EncoderBlock block(dim, kept_heads, dim / heads, kept_hidden);
+      EncoderBlock block(dim, kept_heads, head_dim, kept_hidden);
       blocks->push_back(block);
       add_stage({name + ".norm1", name + ".attn"},
                 [block](Values x) mutable -> Values { return {block->attend(x.at(0))}; });

@@ -103,7 +103,7 @@ def weight_pipeline(r, gpu):
     r.json(["train", "--arch", "resnet20", "--steps", "20", "--batch-size", "32", "--seed", "3",
             "--out", trained, "--device", gpu] + DATA, "train on " + gpu)
     top1 = same_outcomes(r, trained, "cpu", trained, gpu, "eval of a model trained on " + gpu)["top1"]
-    print(f"train on {gpu}, eval on cpu and {gpu}: top-1 {top1:.4f}, outcomes equal")
+    print(f"train on {gpu}, eval on cpu and {gpu}: top-1 {top1:.4f}, the same outcomes")
 
     curves = {}
     for role, device in (("ref", "cpu"), ("test", gpu), ("again", gpu)):
