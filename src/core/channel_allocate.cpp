@@ -48,14 +48,13 @@ void check_no_bounds(const std::string& method, const RdOptions& options) {
 double linear_cost(const ChannelCostModel& model, const std::vector<int64_t>& widths, size_t g, int64_t kept,
                    BudgetKind kind) {
   const auto group = static_cast<int64_t>(g);
-  auto width = [&](int64_t side) {
-    if (side == group) return kept;
-    return side < 0 ? int64_t{0} : widths[static_cast<size_t>(side)];
-  };
+  std::vector<int64_t> at = widths;
+  at[g] = kept;
   double total = 0;
   for (const auto& layer : model.layers) {
-    if (layer.out_group != group && layer.in_group != group) continue;
-    total += layer_cost(model, layer, width(layer.out_group), width(layer.in_group), kind);
+    if (layer.out_group != group && !layer.reads(group)) continue;
+    const int64_t out = layer.out_group < 0 ? 0 : at[static_cast<size_t>(layer.out_group)];
+    total += layer_cost(model, layer, out, input_width(layer, at), kind);
   }
   return total;
 }
@@ -99,7 +98,7 @@ std::optional<Round> solve_linearised(const CurveSet& curves, const std::vector<
   const ChannelCostModel& model = curves.channel_costs;
   const BudgetKind kind = options.budget;
   // Exact cost at `widths` = the groups' linear shares + what none of them owns, less the layers
-  // counted by two groups once too often.
+  // counted by several groups as often too many.
   double constant = channel_cost(model, widths, kind);
   std::vector<std::vector<Choice>> choices(allowed.size());
   for (size_t g = 0; g < allowed.size(); ++g) {

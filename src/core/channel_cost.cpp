@@ -13,9 +13,8 @@
 namespace rdprune {
 namespace {
 
-double kept_fraction(const ChannelCostModel& model, int64_t kept, int64_t group) {
-  if (group < 0) return 1.0;
-  return static_cast<double>(kept) / static_cast<double>(model.channels[static_cast<size_t>(group)]);
+double kept_fraction(int64_t kept, int64_t channels) {
+  return channels <= 0 ? 1.0 : static_cast<double>(kept) / static_cast<double>(channels);
 }
 
 // Where `width` falls on `widths`: the cell's lower index and the weight of the upper one.
@@ -47,15 +46,47 @@ void check_table(const LatencyTable& table, const std::string& where) {
 // A layer's table: valid, and its widths reach its groups' full widths (one width where it has none).
 void check_latency(const ChannelCostModel& model, const ChannelLayerCost& layer, const std::string& where) {
   check_table(layer.latency, where);
-  auto reaches = [&](const std::vector<int64_t>& widths, int64_t group) {
-    return group < 0 ? widths.size() == 1 : widths.back() == model.channels[static_cast<size_t>(group)];
+  auto reaches = [](const std::vector<int64_t>& widths, int64_t channels) {
+    return channels <= 0 ? widths.size() == 1 : widths.back() == channels;
   };
-  if (!reaches(layer.latency.out_widths, layer.out_group) ||
-      !reaches(layer.latency.in_widths, layer.in_group))
+  const int64_t out = layer.out_group < 0 ? 0 : model.channels[static_cast<size_t>(layer.out_group)];
+  if (!reaches(layer.latency.out_widths, out) || !reaches(layer.latency.in_widths, input_channels(model, layer)))
     throw Error(where + ": latency widths must end at the group's channels (one width without a group)");
 }
 
+// The json of a layer's input side: "in_group" (a name or null) where it reads one group or none,
+// else "in_groups" and "in_whole".
+void input_side_to_json(const ChannelCostModel& model, const ChannelLayerCost& layer, nlohmann::json& entry) {
+  if (layer.in_groups.size() <= 1 && layer.in_whole == 0) {
+    entry["in_group"] = layer.in_groups.empty()
+                            ? nlohmann::json()
+                            : nlohmann::json(model.groups[static_cast<size_t>(layer.in_groups.front())]);
+    return;
+  }
+  entry["in_groups"] = nlohmann::json::array();
+  for (const int64_t g : layer.in_groups) entry["in_groups"].push_back(model.groups[static_cast<size_t>(g)]);
+  entry["in_whole"] = layer.in_whole;
+}
+
 }  // namespace
+
+bool ChannelLayerCost::reads(int64_t group) const {
+  return std::find(in_groups.begin(), in_groups.end(), group) != in_groups.end();
+}
+
+int64_t input_channels(const ChannelCostModel& model, const ChannelLayerCost& layer) {
+  if (layer.in_groups.empty()) return 0;
+  int64_t channels = layer.in_whole;
+  for (const int64_t g : layer.in_groups) channels += model.channels[static_cast<size_t>(g)];
+  return channels;
+}
+
+int64_t input_width(const ChannelLayerCost& layer, const std::vector<int64_t>& kept) {
+  if (layer.in_groups.empty()) return 0;
+  int64_t width = layer.in_whole;
+  for (const int64_t g : layer.in_groups) width += kept[static_cast<size_t>(g)];
+  return width;
+}
 
 double latency_at(const LatencyTable& table, int64_t out, int64_t in) {
   const auto [o, wo] = locate(table.out_widths, out);
@@ -90,9 +121,9 @@ double layer_cost(const ChannelCostModel& model, const ChannelLayerCost& layer, 
     return latency_at(layer.latency, out, in);
   }
   // Whole counts: the weights divide by each side's channels, so the product is exact.
-  const double weights =
-      std::round(static_cast<double>(layer.weights) * kept_fraction(model, out, layer.out_group) *
-                 kept_fraction(model, in, layer.in_group));
+  const int64_t out_channels = layer.out_group < 0 ? 0 : model.channels[static_cast<size_t>(layer.out_group)];
+  const double weights = std::round(static_cast<double>(layer.weights) * kept_fraction(out, out_channels) *
+                                    kept_fraction(in, input_channels(model, layer)));
   return kind == BudgetKind::kFlops ? weights * layer.flops_per_weight : weights;
 }
 
@@ -109,7 +140,7 @@ double channel_cost(const ChannelCostModel& model, const std::vector<int64_t>& k
   auto width = [&](int64_t group) { return group < 0 ? int64_t{0} : kept[static_cast<size_t>(group)]; };
   double total = kind == BudgetKind::kLatency ? model.latency_rest : 0.0;
   for (const auto& layer : model.layers)
-    total += layer_cost(model, layer, width(layer.out_group), width(layer.in_group), kind);
+    total += layer_cost(model, layer, width(layer.out_group), input_width(layer, kept), kind);
   return total;
 }
 
@@ -127,10 +158,20 @@ void validate(const ChannelCostModel& model, const std::string& source) {
     if (layer.weights <= 0) throw Error(where + ": weights must be positive");
     if (!(layer.flops_per_weight >= 0) || !std::isfinite(layer.flops_per_weight))
       throw Error(where + ": flops_per_weight must be finite and >= 0");
-    for (const int64_t g : {layer.out_group, layer.in_group}) {
-      if (g < -1 || g >= groups) throw Error(where + ": names no group of the file");
-      if (g >= 0 && layer.weights % model.channels[static_cast<size_t>(g)] != 0)
-        throw Error(where + ": its weights do not divide by its group's channels");
+    if (layer.out_group < -1 || layer.out_group >= groups) throw Error(where + ": names no group of the file");
+    for (size_t i = 0; i < layer.in_groups.size(); ++i) {
+      const int64_t g = layer.in_groups[i];
+      if (g < 0 || g >= groups) throw Error(where + ": names no group of the file");
+      if (std::find(layer.in_groups.begin(), layer.in_groups.begin() + static_cast<std::ptrdiff_t>(i), g) !=
+          layer.in_groups.begin() + static_cast<std::ptrdiff_t>(i))
+        throw Error(where + ": names group " + model.groups[static_cast<size_t>(g)] + " twice");
+    }
+    if (layer.in_whole < 0 || (layer.in_groups.empty() && layer.in_whole != 0))
+      throw Error(where + ": in_whole must be >= 0, and 0 without input groups");
+    for (const int64_t channels : {layer.out_group < 0 ? int64_t{0} : model.channels[static_cast<size_t>(layer.out_group)],
+                                   input_channels(model, layer)}) {
+      if (channels > 0 && layer.weights % channels != 0)
+        throw Error(where + ": its weights do not divide by its groups' channels");
     }
     if (layer.latency.empty() != !model.has_latency())
       throw Error(where + ": every layer has a latency table, or none");
@@ -149,8 +190,8 @@ nlohmann::json channel_costs_to_json(const ChannelCostModel& model) {
     nlohmann::json entry = {{"layer", layer.name},
                             {"weights", layer.weights},
                             {"flops_per_weight", layer.flops_per_weight},
-                            {"out_group", name_of(layer.out_group)},
-                            {"in_group", name_of(layer.in_group)}};
+                            {"out_group", name_of(layer.out_group)}};
+    input_side_to_json(model, layer, entry);
     if (!layer.latency.empty()) {
       entry["latency"] = {{"out_widths", layer.latency.out_widths},
                           {"in_widths", layer.latency.in_widths},
@@ -180,7 +221,12 @@ ChannelCostModel channel_costs_from_json(const nlohmann::json& json, const std::
     layer.weights = count_from_json(entry.at("weights"), where + ": weights");
     layer.flops_per_weight = entry.at("flops_per_weight").get<double>();
     layer.out_group = index_of(entry.at("out_group"), where);
-    layer.in_group = index_of(entry.at("in_group"), where);
+    if (entry.contains("in_groups")) {
+      for (const auto& name : entry.at("in_groups")) layer.in_groups.push_back(index_of(name, where));
+      layer.in_whole = count_from_json(entry.at("in_whole"), where + ": in_whole");
+    } else if (const int64_t g = index_of(entry.at("in_group"), where); g >= 0) {
+      layer.in_groups.push_back(g);
+    }
     if (entry.contains("latency")) {
       const auto& latency = entry.at("latency");
       layer.latency.out_widths = latency.at("out_widths").get<std::vector<int64_t>>();

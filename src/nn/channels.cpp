@@ -44,14 +44,25 @@ torch::Tensor mask_or_ones(const Network& network, size_t layer) {
 
 // Per channel, whether `mask` (shaped like the weight) keeps anything of it along the slice.
 torch::Tensor any_kept(const torch::Tensor& mask, const ChannelSlice& slice, int64_t channels) {
-  return mask.transpose(0, slice.dim).contiguous().reshape({channels, -1}).any(1);
+  return mask.narrow(slice.dim, slice.offset, channels * slice.per_channel)
+      .transpose(0, slice.dim)
+      .contiguous()
+      .reshape({channels, -1})
+      .any(1);
+}
+
+// `keep` [channels] placed along the slice's dim of `size` indices: true outside the slice.
+torch::Tensor along_dim(const torch::Tensor& keep, const ChannelSlice& slice, int64_t size) {
+  torch::Tensor along = torch::ones({size}, keep.options());
+  along.narrow(0, slice.offset, keep.numel() * slice.per_channel).copy_(keep.repeat_interleave(slice.per_channel));
+  return along;
 }
 
 // `keep` [channels] spread over a weight of `shape` along the slice.
 torch::Tensor spread(const torch::Tensor& keep, const ChannelSlice& slice, c10::IntArrayRef shape) {
   std::vector<int64_t> view(shape.size(), 1);
   view[static_cast<size_t>(slice.dim)] = shape[static_cast<size_t>(slice.dim)];
-  return keep.repeat_interleave(slice.per_channel).reshape(view).expand(shape);
+  return along_dim(keep, slice, view[static_cast<size_t>(slice.dim)]).reshape(view).expand(shape);
 }
 
 // Whether each channel of the group is still used: produced or read by some unmasked weight.
@@ -66,13 +77,6 @@ torch::Tensor in_use(const Network& network, const ChannelGroup& group) {
   return used;
 }
 
-// Indices along the slice's dim of the kept channels `index` (int64).
-torch::Tensor slice_index(const torch::Tensor& index, int64_t per_channel) {
-  if (per_channel == 1) return index;
-  const torch::Tensor offsets = torch::arange(per_channel, index.options());
-  return (index.unsqueeze(1) * per_channel + offsets.unsqueeze(0)).flatten();
-}
-
 // The absolute scales (gamma) of the batch norms after the group's producing layers, summed: the
 // group's output-side weights other than the producers'.
 torch::Tensor batch_norm_scale(Network& network, const ChannelGroup& group) {
@@ -82,20 +86,34 @@ torch::Tensor batch_norm_scale(Network& network, const ChannelGroup& group) {
     const bool weight = tensor.size() > 7 && tensor.compare(tensor.size() - 7, 7, ".weight") == 0;
     if (slice.dim != 0 || !weight || layer_of(network, tensor)) continue;
     const torch::Tensor gamma = tensor_at(network, tensor);
-    if (gamma.defined()) scale = scale.defined() ? scale + gamma.detach().abs() : gamma.detach().abs();
+    if (!gamma.defined()) continue;
+    const torch::Tensor here = gamma.detach().narrow(0, slice.offset, group.channels).abs();
+    scale = scale.defined() ? scale + here : here;
   }
   if (!scale.defined())
     throw Error("channel group " + group.name + " has no batch norm to rank its channels by scale");
   return scale;
 }
 
-// Cuts of every tensor a group slices: (dim, kept indices along it) per tensor path.
-using Cuts = std::map<std::string, std::vector<std::pair<int64_t, torch::Tensor>>>;
+// Cuts of every tensor the groups slice: per tensor path and dim, which indices along it stay
+// (bool, on the CPU). Several groups cut one dim where it holds a concatenation of theirs.
+using Cuts = std::map<std::string, std::map<int64_t, torch::Tensor>>;
+
+void add_cut(Cuts& cuts, Network& network, const ChannelSlice& slice, const torch::Tensor& keep) {
+  torch::Tensor& along = cuts[slice.tensor][slice.dim];
+  if (!along.defined()) {
+    const torch::Tensor tensor = tensor_at(network, slice.tensor);
+    if (!tensor.defined()) throw Error("channel slice of " + slice.tensor + ": the model has no such tensor");
+    along = torch::ones({tensor.size(slice.dim)}, torch::kBool);
+  }
+  along = along.logical_and(along_dim(keep, slice, along.numel()));
+}
 
 torch::Tensor cut(const Cuts& cuts, const std::string& name, torch::Tensor tensor) {
   const auto found = cuts.find(name);
   if (found == cuts.end()) return tensor;
-  for (const auto& [dim, index] : found->second) tensor = tensor.index_select(dim, index.to(tensor.device()));
+  for (const auto& [dim, keep] : found->second)
+    tensor = tensor.index_select(dim, keep.nonzero().flatten().to(tensor.device()));
   return tensor;
 }
 
@@ -185,13 +203,24 @@ ChannelCostModel channel_cost_model(const std::vector<ChannelGroup>& groups,
     model.channels.push_back(group.channels);
   }
   for (const auto& info : infos) {
-    ChannelLayerCost cost{info.name, info.weights, std::max(0.0, info.flops_per_weight), -1, -1, {}};
+    ChannelLayerCost cost{info.name, info.weights, std::max(0.0, info.flops_per_weight), -1, {}, 0, {}};
+    int64_t read = 0;         // input channels in groups
+    int64_t per_channel = 1;  // inputs per channel: more than one after a flatten
     for (size_t g = 0; g < groups.size(); ++g) {
       for (const auto& slice : groups[g].slices) {
         if (!is_weight_of(slice.tensor, info.name)) continue;
-        (slice.dim == 0 ? cost.out_group : cost.in_group) = static_cast<int64_t>(g);
+        if (slice.dim == 0) {
+          cost.out_group = static_cast<int64_t>(g);
+          continue;
+        }
+        cost.in_groups.push_back(static_cast<int64_t>(g));
+        read += groups[g].channels;
+        per_channel = slice.per_channel;
       }
     }
+    // A concatenation's parts that stay whole: the inputs no group holds.
+    if (!cost.in_groups.empty() && info.shape.size() > 1)
+      cost.in_whole = std::max<int64_t>(0, info.shape[1] / per_channel - read);
     model.layers.push_back(std::move(cost));
   }
   validate(model, "channel groups");
@@ -269,11 +298,11 @@ std::unique_ptr<Network> remove_pruned_channels(Network& network) {
   ModelMeta meta = network.meta();
   Cuts cuts;
   for (const auto& group : groups) {
-    const torch::Tensor index = in_use(network, group).cpu().nonzero().flatten();
-    if (index.numel() == 0) throw Error("channel group " + group.name + " would keep no channel");
-    meta.widths[group.name] = index.numel();
-    for (const auto& slice : group.slices)
-      cuts[slice.tensor].emplace_back(slice.dim, slice_index(index, slice.per_channel));
+    const torch::Tensor keep = in_use(network, group).cpu();
+    const int64_t kept = keep.sum().item<int64_t>();
+    if (kept == 0) throw Error("channel group " + group.name + " would keep no channel");
+    meta.widths[group.name] = kept;
+    for (const auto& slice : group.slices) add_cut(cuts, network, slice, keep);
   }
   if (auto* script = dynamic_cast<ScriptNetwork*>(&network)) {
     auto smaller = smaller_script_model(*script, cuts);

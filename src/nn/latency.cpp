@@ -169,24 +169,24 @@ std::vector<int64_t> grid_widths(int64_t channels, int64_t grid) {
   return widths;
 }
 
-// The widths one side of a layer is timed at: the grid over its group, or its own `features`
-// where it has none.
-std::vector<int64_t> side_widths(const ChannelCostModel& model, int64_t group, int64_t features,
-                                 int64_t grid) {
-  if (group < 0) return {features};
-  return grid_widths(model.channels[static_cast<size_t>(group)], grid);
+// The widths one side of a layer is timed at: the grid over its `channels` (its group's, or its
+// input channels), or its own `features` where it has none (channels 0).
+std::vector<int64_t> side_widths(int64_t channels, int64_t features, int64_t grid) {
+  if (channels <= 0) return {features};
+  return grid_widths(channels, grid);
+}
+
+int64_t output_channels(const ChannelCostModel& model, const ChannelLayerCost& layer) {
+  return layer.out_group < 0 ? 0 : model.channels[static_cast<size_t>(layer.out_group)];
 }
 
 // The layer's table at the grid's widths: each pair of widths scales the weight's sides.
 LatencyTable measure_table(const ChannelCostModel& model, const ChannelLayerCost& layer, const LayerOp& op,
                            const LatencyOptions& options, torch::Device device, Progress& progress) {
-  auto channels_of = [&](int64_t group) {
-    return group < 0 ? int64_t{0} : model.channels[static_cast<size_t>(group)];
-  };
-  const auto out_widths = side_widths(model, layer.out_group, op.weight[0], options.grid);
-  const auto in_widths = side_widths(model, layer.in_group, op.weight[1], options.grid);
-  const int64_t out_channels = channels_of(layer.out_group);
-  const int64_t in_channels = channels_of(layer.in_group);
+  const int64_t out_channels = output_channels(model, layer);
+  const int64_t in_channels = input_channels(model, layer);
+  const auto out_widths = side_widths(out_channels, op.weight[0], options.grid);
+  const auto in_widths = side_widths(in_channels, op.weight[1], options.grid);
   auto features = [](int64_t full, int64_t width, int64_t channels) {
     return channels == 0 ? full : full / channels * width;  // per channel: full / channels features
   };
@@ -228,7 +228,8 @@ std::string cache_key(Network& network, const ChannelCostModel& model, const std
     hash.add(fmt::format("{} {} {} {} {} {} {} {} {} {}", model.layers[i].name, op.convolution,
                          fmt::join(op.input, ","), fmt::join(op.weight, ","), op.bias,
                          fmt::join(op.stride, ","), fmt::join(op.padding, ","), fmt::join(op.dilation, ","),
-                         model.layers[i].out_group, model.layers[i].in_group));
+                         model.layers[i].out_group, fmt::join(model.layers[i].in_groups, ",")));
+    if (model.layers[i].in_whole > 0) hash.add(fmt::format("in_whole {}", model.layers[i].in_whole));
   }
   return hash.hex();
 }
@@ -312,8 +313,9 @@ void measure_latency(Network& network, ChannelCostModel& model, const LatencyOpt
   int64_t cells = 0;
   for (size_t i = 0; i < model.layers.size(); ++i) {
     const auto& layer = model.layers[i];
-    cells += static_cast<int64_t>(side_widths(model, layer.out_group, ops[i].weight[0], options.grid).size() *
-                                  side_widths(model, layer.in_group, ops[i].weight[1], options.grid).size());
+    cells += static_cast<int64_t>(
+        side_widths(output_channels(model, layer), ops[i].weight[0], options.grid).size() *
+        side_widths(input_channels(model, layer), ops[i].weight[1], options.grid).size());
   }
   Progress progress("latency tables", cells, options.sink);
   for (size_t i = 0; i < model.layers.size(); ++i)

@@ -2,6 +2,7 @@
 
 #include "script_stages.h"
 
+#include <algorithm>
 #include <map>
 #include <optional>
 #include <set>
@@ -90,6 +91,17 @@ bool passes_channels(const std::string& kind) {
 // linear layer or a flatten.
 enum class Layout { kChannelsFirst, kFeaturesLast };
 
+// Where a group's channels sit in a tensor: their axis, the index of the first along it (more than
+// 0 after a concatenation with other tensors before them) and how many channels the axis holds.
+struct Place {
+  Layout layout = Layout::kChannelsFirst;
+  int64_t offset = 0;
+  int64_t width = 0;
+  bool operator==(const Place& other) const {
+    return layout == other.layout && offset == other.offset && width == other.width;
+  }
+};
+
 // Uses that read a tensor's shape, not its values.
 bool reads_shape_only(const std::string& kind) {
   return kind == "aten::size" || kind == "aten::dim" || kind == "prim::shape";
@@ -120,7 +132,7 @@ struct Component {
   ChannelGroup group;
   std::vector<size_t> producers;
   std::vector<size_t> depthwise;  // depthwise convolutions that carry the channels through
-  std::unordered_map<const Value*, Layout> values;
+  std::unordered_map<const Value*, Place> values;
   std::unordered_set<const Node*> nodes;    // taken ops and producing calls
   std::unordered_set<const Node*> reading;  // calls that read the channels (a call may do both)
   std::vector<const Value*> queue;
@@ -240,12 +252,22 @@ class ChannelTracer {
     return count;
   }
 
-  // Puts `value` on the component's queue, its channels where `layout` says.
-  std::string enqueue(Component& component, const Value* value, Layout layout) {
-    const auto [at, added] = component.values.emplace(value, layout);
-    if (!added) return at->second == layout ? "" : "its channels meet a flattened copy of themselves";
-    component.queue.push_back(value);
-    return "";
+  // Puts `value` on the component's queue, its channels where `place` says.
+  std::string enqueue(Component& component, const Value* value, Place place) {
+    const auto [at, added] = component.values.emplace(value, place);
+    if (added) {
+      component.queue.push_back(value);
+      return "";
+    }
+    if (at->second == place) return "";
+    return at->second.layout != place.layout ? "its channels meet a flattened copy of themselves"
+                                             : "its channels meet a copy of themselves at another position";
+  }
+
+  // The place of the group's channels in the tensor `value` in the component.
+  static Place with_layout(Place place, Layout layout) {
+    place.layout = layout;
+    return place;
   }
 
   std::string add_producer(Component& component, const Node* node, size_t layer) {
@@ -256,21 +278,21 @@ class ChannelTracer {
       return is_depthwise(node) ? "a depthwise convolution of channels that stay whole (its inputs')"
                                 : "a grouped convolution: its channels are tied to its inputs'";
     if (!is_none(node->input(2)) && path_of(node->input(2)).empty()) return "its bias is computed";
-    if (layers_[layer].weight.size(0) != component.group.channels)
-      return "it is added to a tensor of another channel count";
+    const int64_t channels = component.group.channels;
+    if (layers_[layer].weight.size(0) != channels) return "it is added to a tensor of another channel count";
     const std::string& name = layers_[layer].name;
     component.group.slices.push_back({name + ".weight", 0, 1});
     if (holds_tensor(node->input(2))) component.group.slices.push_back({path_of(node->input(2)), 0, 1});
     component.producers.push_back(layer);
-    return enqueue(component, node->output(),
-                   is_convolution(kind) ? Layout::kChannelsFirst : Layout::kFeaturesLast);
+    const Layout layout = is_convolution(kind) ? Layout::kChannelsFirst : Layout::kFeaturesLast;
+    return enqueue(component, node->output(), {layout, 0, channels});
   }
 
   // Where `value` comes from, and every use of it; the reason its channels cannot go, or "".
   std::string visit(Component& component, const Value* value) {
-    const Layout layout = component.values.at(value);
+    const Place place = component.values.at(value);
     if (component.nodes.count(value->node()) == 0) {
-      std::string reason = take(component, value->node(), layout, /*from_output=*/true);
+      std::string reason = take(component, value->node(), place, /*from_output=*/true);
       if (!reason.empty()) return reason;
     }
     for (const auto& use : value->uses()) {
@@ -278,17 +300,19 @@ class ChannelTracer {
       const std::string kind = kind_of(user);
       const bool call = (is_convolution(kind) || kind == "aten::linear") && !is_depthwise(user);
       if (reads_shape_only(kind)) {
-        if (reads_channel_count(user, layout)) return "its channel count is read (" + kind + ")";
+        if (reads_channel_count(user, place.layout)) return "its channel count is read (" + kind + ")";
         continue;
       }
       if ((call ? component.reading : component.nodes).count(user) > 0) continue;
       if (user->kind() == c10::prim::Return && user->owningBlock() == graph_->block())
         return "its channels are the model's outputs";
       if (user->owningBlock() != graph_->block()) return "read by " + kind + " inside control flow";
+      const bool element = kind == "prim::ListConstruct" || (kind == "aten::append" && use.offset == 1);
       const bool operand = use.offset == 0 || (use.offset == 1 && is_addition(user));
-      std::string reason = !operand ? not_followed(kind)
-                           : call   ? add_reader(component, user, kind, layout)
-                                    : take(component, user, layout, /*from_output=*/false);
+      std::string reason = element    ? concatenate(component, value, user, place)
+                           : !operand ? not_followed(kind)
+                           : call     ? add_reader(component, user, kind, place)
+                                      : take(component, user, place, /*from_output=*/false);
       if (!reason.empty()) return reason;
     }
     return "";
@@ -296,9 +320,9 @@ class ChannelTracer {
 
   // Takes `node` into the component: its channel-carrying inputs and output join the queue.
   // `from_output`: reached from its output (a producer, or an op whose input carries them too).
-  std::string take(Component& component, const Node* node, Layout layout, bool from_output) {
+  std::string take(Component& component, const Node* node, Place place, bool from_output) {
     const std::string kind = kind_of(node);
-    if (is_depthwise(node)) return add_depthwise(component, node, layout);
+    if (is_depthwise(node)) return add_depthwise(component, node, place);
     if (from_output && (is_convolution(kind) || kind == "aten::linear")) {
       const auto layer = layer_weight(node->input(1));
       if (!layer) return "made by a " + kind + " whose weight is not a prunable layer's";
@@ -307,66 +331,160 @@ class ChannelTracer {
     component.nodes.insert(node);
     if (node->kind() == c10::prim::Param) return "they are the model's inputs";
     if (node->outputs().size() != 1) return "read by " + kind + ", which has several outputs";
+    if (kind == "aten::cat") return "tied to a concatenation's output, which the analysis follows from its inputs only";
     std::string reason;
     // Batch norms and pooling work on axis 1 of a [N, C, ...] tensor; after a linear layer the
     // channels are last, which is axis 1 only for [N, C]: not followed there.
     const bool spatial = kind == "aten::batch_norm" || kind.find("pool") != std::string::npos;
-    if (spatial && layout != Layout::kChannelsFirst) return "read by " + kind + " after a linear layer";
+    if (spatial && place.layout != Layout::kChannelsFirst) return "read by " + kind + " after a linear layer";
     if (kind == "aten::batch_norm") {
-      for (size_t i = 1; i <= 4; ++i) {
-        if (is_none(node->input(i))) continue;
-        if (path_of(node->input(i)).empty()) return "a batch norm whose parameters are computed";
-        if (holds_tensor(node->input(i))) component.group.slices.push_back({path_of(node->input(i)), 0, 1});
-      }
+      reason = add_batch_norm(component, node, place);
     } else if (kind == "aten::flatten") {
       if (constant_int(node->input(1)) != std::optional<int64_t>(1) ||
           constant_int(node->input(2)) != std::optional<int64_t>(-1))
         return "flattened other than from axis 1 to the last";
-      reason = enqueue(component, node->input(0), Layout::kChannelsFirst);
-      return reason.empty() ? enqueue(component, node->output(), Layout::kFeaturesLast) : reason;
+      reason = enqueue(component, node->input(0), with_layout(place, Layout::kChannelsFirst));
+      return reason.empty() ? enqueue(component, node->output(), with_layout(place, Layout::kFeaturesLast))
+                            : reason;
     } else if (kind == "aten::mean") {
       // Global average pooling written as x.mean([2, 3]): [N, C, H, W] -> [N, C].
       const auto dims = torch::jit::toIValue(node->input(1));
       const bool spatial = dims && dims->isIntList() && dims->toIntVector() == std::vector<int64_t>{2, 3} &&
                            constant_bool(node->input(2)) == std::optional<bool>(false);
-      if (!spatial || layout != Layout::kChannelsFirst) return not_followed(kind);
-      reason = enqueue(component, node->input(0), Layout::kChannelsFirst);
-      return reason.empty() ? enqueue(component, node->output(), Layout::kFeaturesLast) : reason;
+      if (!spatial || place.layout != Layout::kChannelsFirst) return not_followed(kind);
+      reason = enqueue(component, node->input(0), place);
+      return reason.empty() ? enqueue(component, node->output(), with_layout(place, Layout::kFeaturesLast))
+                            : reason;
     } else if (is_addition(node)) {
-      if (is_tensor(node->input(1))) reason = enqueue(component, node->input(1), layout);
+      if (place.offset != 0 || place.width != component.group.channels)
+        return "a concatenation of them with other channels is added to another tensor";
+      if (is_tensor(node->input(1))) reason = enqueue(component, node->input(1), place);
     } else if (!passes_channels(kind)) {
       return not_followed(kind);
     }
-    if (reason.empty()) reason = enqueue(component, node->input(0), layout);
-    return reason.empty() ? enqueue(component, node->output(), layout) : reason;
+    if (reason.empty()) reason = enqueue(component, node->input(0), place);
+    return reason.empty() ? enqueue(component, node->output(), place) : reason;
+  }
+
+  // A batch norm's weight, bias and running statistics join the group where its channels are.
+  std::string add_batch_norm(Component& component, const Node* node, Place place) {
+    for (size_t i = 1; i <= 4; ++i) {
+      if (is_none(node->input(i))) continue;
+      if (path_of(node->input(i)).empty()) return "a batch norm whose parameters are computed";
+      if (!holds_tensor(node->input(i))) continue;
+      if (attribute_at(module_, path_of(node->input(i))).toTensor().size(0) != place.width)
+        return "a batch norm over another channel count";
+      component.group.slices.push_back({path_of(node->input(i)), 0, 1, place.offset});
+    }
+    return "";
   }
 
   // Takes a depthwise convolution into the component: its filters and bias are the group's
   // channels, and its input and output carry them.
-  std::string add_depthwise(Component& component, const Node* node, Layout layout) {
+  std::string add_depthwise(Component& component, const Node* node, Place place) {
     component.nodes.insert(node);
     const size_t layer = *layer_weight(node->input(1));
     const std::string& name = layers_[layer].name;
     if (calls(layer) != 1) return "read by " + name + ", a depthwise convolution called more than once";
-    if (layout != Layout::kChannelsFirst) return "read by convolution " + name + " after a flatten";
-    if (layers_[layer].weight.size(0) != component.group.channels)
+    if (place.layout != Layout::kChannelsFirst) return "read by convolution " + name + " after a flatten";
+    if (layers_[layer].weight.size(0) != component.group.channels || place.offset != 0)
       return "read by " + name + ", a depthwise convolution over another channel count";
     if (!is_none(node->input(2)) && path_of(node->input(2)).empty())
       return "read by " + name + ", a depthwise convolution whose bias is computed";
     component.group.slices.push_back({name + ".weight", 0, 1});
     if (holds_tensor(node->input(2))) component.group.slices.push_back({path_of(node->input(2)), 0, 1});
     component.depthwise.push_back(layer);
-    const std::string reason = enqueue(component, node->input(0), Layout::kChannelsFirst);
-    return reason.empty() ? enqueue(component, node->output(), Layout::kChannelsFirst) : reason;
+    const std::string reason = enqueue(component, node->input(0), place);
+    return reason.empty() ? enqueue(component, node->output(), place) : reason;
+  }
+
+  // `value`, in `place`, is put in a list (by `user`: its construction or an append): its channels
+  // go on, shifted, into every concatenation of the list along axis 1.
+  std::string concatenate(Component& component, const Value* value, const Node* user, Place place) {
+    component.nodes.insert(user);
+    const Value* list = kind_of(user) == "aten::append" ? user->input(0) : user->output();
+    if (list->node()->kind() != c10::prim::ListConstruct || list->node()->owningBlock() != graph_->block())
+      return "put in a list the analysis cannot follow";
+    if (place.layout != Layout::kChannelsFirst) return "concatenated after a linear layer or a flatten";
+    for (const auto& use : list->uses()) {
+      const std::string kind = kind_of(use.user);
+      if (use.user->owningBlock() != graph_->block())
+        return "put in a list that is read inside control flow (" + kind + ")";
+      if (kind == "aten::append" && use.offset == 0) continue;
+      if (kind != "aten::cat" || use.offset != 0) return "put in a list read by " + kind;
+      if (constant_int(use.user->input(1)) != std::optional<int64_t>(1))
+        return "concatenated along another axis than the channels'";
+      const auto parts = list_at(list, use.user);
+      const auto copies = std::count(parts.begin(), parts.end(), value);
+      if (copies == 0) continue;  // appended after this concatenation
+      if (copies > 1) return "concatenated with itself";
+      int64_t before = 0;
+      int64_t width = 0;
+      for (const Value* part : parts) {
+        const auto channels = part == value ? std::optional<int64_t>(place.width) : width_of(part);
+        if (!channels) return "concatenated with a tensor whose channel count the graph does not show";
+        if (part == value) before = width;
+        width += *channels;
+      }
+      component.nodes.insert(use.user);
+      const std::string reason =
+          enqueue(component, use.user->output(), {Layout::kChannelsFirst, before + place.offset, width});
+      if (!reason.empty()) return reason;
+    }
+    return "";
+  }
+
+  // The tensors in `list` (made by prim::ListConstruct) when `reader` reads it: those it was made
+  // of, then those appended before.
+  static std::vector<const Value*> list_at(const Value* list, const Node* reader) {
+    std::vector<const Value*> parts(list->node()->inputs().begin(), list->node()->inputs().end());
+    std::vector<const Node*> appends;
+    for (const auto& use : list->uses()) {
+      if (kind_of(use.user) == "aten::append" && use.offset == 0 && use.user->isBefore(reader))
+        appends.push_back(use.user);
+    }
+    std::sort(appends.begin(), appends.end(), [](const Node* a, const Node* b) { return a->isBefore(b); });
+    for (const Node* append : appends) parts.push_back(append->input(1));
+    return parts;
+  }
+
+  // The channels on axis 1 of `value` where the graph shows them: a convolution's filters, kept by
+  // the ops that carry channels, summed over a concatenation; else the inputs of a convolution that
+  // reads it (the model's input, say).
+  std::optional<int64_t> width_of(const Value* value) const {
+    const Node* node = value->node();
+    const std::string kind = kind_of(node);
+    if (is_convolution(kind) && holds_tensor(node->input(1)))
+      return attribute_at(module_, path_of(node->input(1))).toTensor().size(0);
+    if (kind == "aten::batch_norm" || passes_channels(kind) || is_addition(node)) return width_of(node->input(0));
+    if (kind != "aten::cat" || constant_int(node->input(1)) != std::optional<int64_t>(1) ||
+        node->input(0)->node()->kind() != c10::prim::ListConstruct)
+      return read_width(value);
+    int64_t width = 0;
+    for (const Value* part : list_at(node->input(0), node)) {
+      const auto channels = width_of(part);
+      if (!channels) return std::nullopt;
+      width += *channels;
+    }
+    return width;
+  }
+
+  // The input channels of a convolution reading `value`, if one does.
+  std::optional<int64_t> read_width(const Value* value) const {
+    for (const auto& use : value->uses()) {
+      const Node* user = use.user;
+      const auto groups = is_convolution(kind_of(user)) ? constant_int(user->input(6)) : std::nullopt;
+      if (use.offset == 0 && groups && holds_tensor(user->input(1)))
+        return attribute_at(module_, path_of(user->input(1))).toTensor().size(1) * *groups;
+    }
+    return std::nullopt;
   }
 
   static std::string not_followed(const std::string& kind) {
-    if (kind == "prim::ListConstruct" || kind == "aten::append" || kind == "aten::cat")
-      return "concatenated with other tensors (" + kind + "), which ties channels across layers";
     return "read by " + kind + ", which this analysis does not follow";
   }
 
-  std::string add_reader(Component& component, const Node* user, const std::string& kind, Layout layout) {
+  std::string add_reader(Component& component, const Node* user, const std::string& kind, Place place) {
     component.reading.insert(user);
     ChannelGroup& group = component.group;
     const auto layer = layer_weight(user->input(1));
@@ -375,19 +493,20 @@ class ChannelTracer {
     const int64_t inputs = layers_[*layer].weight.size(1);
     const std::string path = layers_[*layer].name + ".weight";
     if (is_convolution(kind)) {
-      if (layout != Layout::kChannelsFirst)
+      if (place.layout != Layout::kChannelsFirst)
         return "read by convolution " + layers_[*layer].name + " after a flatten";
-      if (constant_int(user->input(6)) != std::optional<int64_t>(1) || inputs != group.channels)
+      if (constant_int(user->input(6)) != std::optional<int64_t>(1) || inputs != place.width)
         return "read by " + layers_[*layer].name + ", a grouped convolution";
-      group.slices.push_back({path, 1, 1});
+      group.slices.push_back({path, 1, 1, place.offset});
       return "";
     }
-    if (layout != Layout::kFeaturesLast)
+    if (place.layout != Layout::kFeaturesLast)
       return "read by linear layer " + layers_[*layer].name + " along another axis";
-    if (inputs % group.channels != 0)
+    if (inputs % place.width != 0)
       return fmt::format("read by {} with {} inputs, not a multiple of {} channels", layers_[*layer].name,
-                         inputs, group.channels);
-    group.slices.push_back({path, 1, inputs / group.channels});
+                         inputs, place.width);
+    const int64_t per_channel = inputs / place.width;
+    group.slices.push_back({path, 1, per_channel, place.offset * per_channel});
     return "";
   }
 

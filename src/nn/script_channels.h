@@ -4,9 +4,10 @@
 // convolutions (whose tensors join the group), element-wise activations, dropout, pooling and a
 // flatten, and end in the convolutions and linear layers that read them. An addition joins both
 // operands' channels: every layer producing either becomes part of one group (a residual
-// connection ties them). Any other use (a concatenation, control flow, the model's output, a
-// grouped convolution other than a depthwise one) keeps the channels whole, and the reason is
-// recorded.
+// connection ties them). A concatenation along the channels (torch.cat of a list, appended to or
+// not) carries them on at their offset among the other parts'. Any other use (control flow, the
+// model's output, a grouped convolution other than a depthwise one) keeps the channels whole, and
+// the reason is recorded.
 #pragma once
 
 #include <set>

@@ -24,11 +24,31 @@ ChannelCostModel chain(const std::vector<int64_t>& channels) {
                             channels[g] * in * 9,
                             100.0 / static_cast<double>(g + 1),
                             static_cast<int64_t>(g),
-                            g == 0 ? -1 : static_cast<int64_t>(g) - 1,
+                            g == 0 ? std::vector<int64_t>{} : std::vector<int64_t>{static_cast<int64_t>(g) - 1},
+                            0,
                             {}});
     in = channels[g];
   }
-  model.layers.push_back({"fc", in * 10, 1.0, -1, static_cast<int64_t>(channels.size()) - 1, {}});
+  model.layers.push_back({"fc", in * 10, 1.0, -1, {static_cast<int64_t>(channels.size()) - 1}, 0, {}});
+  return model;
+}
+
+// A dense block: layer i reads the concatenation of the 3 input channels (kept whole) and every
+// earlier layer's channels, and produces group i; a last layer reads them all.
+ChannelCostModel dense_block(const std::vector<int64_t>& channels) {
+  ChannelCostModel model;
+  int64_t in = 3;
+  std::vector<int64_t> read;
+  for (size_t g = 0; g < channels.size(); ++g) {
+    model.groups.push_back("conv" + std::to_string(g));
+    model.channels.push_back(channels[g]);
+    model.layers.push_back({"conv" + std::to_string(g), channels[g] * in * 9, 50.0, static_cast<int64_t>(g),
+                            read, read.empty() ? 0 : 3, {}});
+    read.push_back(static_cast<int64_t>(g));
+    in += channels[g];
+  }
+  model.layers.push_back({"fc", in * 10, 1.0, -1, read, 3, {}});
+  validate(model, "test");
   return model;
 }
 
@@ -75,6 +95,50 @@ TEST(ChannelCost, MultipliesTheKeptFractionsOfBothSides) {
   EXPECT_DOUBLE_EQ(channel_cost(model, {2, 4}, BudgetKind::kFlops), 54 * 100 + 72 * 50 + 40 * 1);
   EXPECT_THROW(channel_cost(model, {5, 8}, BudgetKind::kParams), Error);
   EXPECT_THROW(channel_cost(model, {4}, BudgetKind::kParams), Error);
+}
+
+TEST(ChannelCost, AConcatenationsReaderKeepsItsWholePartAndEveryPartsKeptChannels) {
+  const ChannelCostModel model = dense_block({4, 6});
+  // conv0 reads the 3 input channels alone; conv1 reads them and conv0's 4; fc all 13.
+  EXPECT_EQ(input_channels(model, model.layers[1]), 7);
+  EXPECT_EQ(input_width(model.layers[2], {2, 3}), 8);
+  EXPECT_EQ(channel_cost(model, {4, 6}, BudgetKind::kParams), 4 * 3 * 9 + 6 * 7 * 9 + 13 * 10);
+  EXPECT_EQ(channel_cost(model, {2, 3}, BudgetKind::kParams), 2 * 3 * 9 + 3 * 5 * 9 + 8 * 10);
+  ChannelCostModel broken = model;
+  broken.layers[2].in_groups = {0, 0};
+  EXPECT_THROW(validate(broken, "test"), Error);
+  broken = model;
+  broken.layers[0].in_whole = 3;  // without input groups
+  EXPECT_THROW(validate(broken, "test"), Error);
+}
+
+TEST(ChannelRd, KeepsTheBudgetAcrossConcatenations) {
+  for (uint32_t seed = 0; seed < 4; ++seed) {
+    const ChannelCostModel model = dense_block({4, 5, 3});
+    const CurveSet curves = curves_for(model, seed);
+    for (const double target : {0.3, 0.5}) {
+      RdOptions options;
+      options.budget = BudgetKind::kFlops;
+      options.sparsity_target = target;
+      const Plan plan = allocate_channels_rd(curves, options);
+      const double budget = (1 - target) * channel_cost(model, model.channels, BudgetKind::kFlops);
+      EXPECT_LE(channel_cost(model, plan.kept_channels(), BudgetKind::kFlops), budget);
+      double best = INFINITY;
+      std::vector<int64_t> kept(3);
+      std::function<void(size_t)> search = [&](size_t g) {
+        if (g == kept.size()) {
+          if (channel_cost(model, kept, BudgetKind::kFlops) > budget) return;
+          Plan candidate = plan;
+          for (size_t i = 0; i < kept.size(); ++i) candidate.layers[i].kept = kept[i];
+          best = std::min(best, predicted(curves, candidate));
+          return;
+        }
+        for (kept[g] = 1; kept[g] <= model.channels[g]; ++kept[g]) search(g + 1);
+      };
+      search(0);
+      EXPECT_LE(*plan.predicted_distortion, best * 1.1 + 1e-12) << seed << " " << target;
+    }
+  }
 }
 
 TEST(ChannelRd, NeverExceedsTheBudgetAndComesNearTheBestPlan) {
@@ -247,14 +311,13 @@ TEST(ChannelRanking, TakesUnusedChannelsFirstAndKeepsWhatItMust) {
 // Latency tables for `model` on a grid of 3 widths per grouped side: seconds a * out * in per layer
 // (its own widths where a side has no group), as timing a convolution roughly gives.
 ChannelCostModel with_latency(ChannelCostModel model) {
-  auto grid = [&](int64_t group, int64_t own) -> std::vector<int64_t> {
-    if (group < 0) return {own};
-    const int64_t c = model.channels[static_cast<size_t>(group)];
+  auto grid = [&](int64_t c, int64_t own) -> std::vector<int64_t> {
+    if (c <= 0) return {own};
     return c > 2 ? std::vector<int64_t>{1, c / 2, c} : std::vector<int64_t>{1, c};
   };
   for (auto& layer : model.layers) {
-    layer.latency.out_widths = grid(layer.out_group, 10);
-    layer.latency.in_widths = grid(layer.in_group, 3);
+    layer.latency.out_widths = grid(layer.out_group < 0 ? 0 : model.channels[static_cast<size_t>(layer.out_group)], 10);
+    layer.latency.in_widths = grid(input_channels(model, layer), 3);
     for (const int64_t o : layer.latency.out_widths)
       for (const int64_t i : layer.latency.in_widths) layer.latency.seconds.push_back(1e-6 * o * i);
   }
@@ -327,7 +390,7 @@ TEST(ChannelFiles, RoundTripAndNameBrokenCosts) {
   const CurveSet again = curves_from_json(to_json(curves), "c.json");
   EXPECT_EQ(again.granularity, "channel");
   EXPECT_EQ(again.channel_costs.layers.size(), 3u);
-  EXPECT_EQ(again.channel_costs.layers[1].in_group, 0);
+  EXPECT_EQ(again.channel_costs.layers[1].in_groups, std::vector<int64_t>{0});
   RdOptions options;
   options.sparsity_target = 0.4;
   const Plan plan = allocate_channels_rd(again, options);
@@ -342,6 +405,31 @@ TEST(ChannelFiles, RoundTripAndNameBrokenCosts) {
   ASSERT_NE(at, std::string::npos);
   text.replace(at, 19, "\"in_group\": \"conv9\"");
   EXPECT_THROW(plan_from_json(text, "p.json"), Error);
+}
+
+TEST(ChannelFiles, AConcatenationsReaderListsItsGroupsAndWholeChannels) {
+  const ChannelCostModel model = with_latency(dense_block({4, 6}));
+  const CurveSet curves = curves_for(model, 3);
+  const std::string text = to_json(curves);
+  EXPECT_NE(text.find("\"in_whole\": 3"), std::string::npos);
+  EXPECT_NE(text.find("\"in_group\": null"), std::string::npos);  // conv0: a single side as before
+  const CurveSet again = curves_from_json(text, "c.json");
+  EXPECT_EQ(again.channel_costs.layers[2].in_groups, (std::vector<int64_t>{0, 1}));
+  EXPECT_EQ(again.channel_costs.layers[2].in_whole, 3);
+  EXPECT_EQ(again.channel_costs.layers[2].latency.in_widths.back(), 13);
+  RdOptions options;
+  options.budget = BudgetKind::kLatency;
+  options.sparsity_target = 0.3;
+  const Plan read = plan_from_json(to_json(allocate_channels_uniform(model, options)), "p.json");
+  for (const auto& kept : std::vector<std::vector<int64_t>>{{4, 6}, {1, 2}, {3, 5}}) {
+    for (const BudgetKind kind : {BudgetKind::kParams, BudgetKind::kFlops})
+      EXPECT_DOUBLE_EQ(channel_cost(again.channel_costs, kept, kind), channel_cost(model, kept, kind));
+    EXPECT_DOUBLE_EQ(channel_cost(read.channel_costs, kept, BudgetKind::kLatency),
+                     channel_cost(model, kept, BudgetKind::kLatency));
+  }
+  std::string broken = text;
+  broken.replace(broken.find("\"in_whole\": 3"), 13, "\"in_whole\": -1");
+  EXPECT_THROW(curves_from_json(broken, "c.json"), Error);
 }
 
 }  // namespace

@@ -4,7 +4,9 @@ and mobilenet_v2, scripted here, on their forward graphs and says why every othe
 stay whole; `prune` with a channel plan writes a TorchScript model that plain PyTorch loads, with
 smaller tensors, whose outputs equal the original model's with the removed channels masked (1e-5).
 Depthwise convolutions carry a group's channels (mobilenet_v2, shufflenet_v2: their `groups` set in
-the smaller model); densenet121 and shufflenet_v2 keep their concatenated channels whole. Bad input: a model with no group it can remove, and a plan made for another graph.
+the smaller model); densenet121's concatenated channels are cut at their offsets in every layer that
+reads them, and shufflenet_v2's (shuffled) stay whole. Bad input: a model with no group it can
+remove, and a plan made for another graph.
 """
 import argparse
 import json
@@ -61,33 +63,56 @@ def kept_rows(full, smaller):
     return index
 
 
+def columns_kept(weight, slices, groups, kept):
+    """Which inputs of `weight` stay: those of every group slice on its dim 1 whose channel is kept,
+    and all others."""
+    keep = torch.ones(weight.shape[1], dtype=torch.bool)
+    for group, slice in slices:
+        removed = torch.ones(groups[group]["channels"], dtype=torch.bool)
+        removed[kept[group]] = False
+        keep[slice_indices(slice, removed.nonzero().flatten())] = False
+    return keep
+
+
+def slice_indices(slice, channels):
+    """The indices along the slice's dim of `channels`."""
+    per = slice["per_channel"]
+    return (slice["offset"] + channels[:, None] * per + torch.arange(per)[None, :]).flatten()
+
+
+def layer_slices(groups, weight, dim):
+    return [(name, slice) for name, group in groups.items() for slice in group["slices"]
+            if slice["tensor"] == weight and slice["dim"] == dim]
+
+
 def masked_outputs(original, groups, smaller, x):
     """The original model with every removed channel masked: its producers' rows and its readers'
     columns zero (the batch norms between them are left as they are). A group's kept channels are
-    found on a producer whose own inputs are known: the model's, or a group's already matched."""
+    found on a producer whose own inputs are known: the model's, or groups' already matched."""
     with torch.no_grad():
         kept = {}
         while len(kept) < len(groups):
             progress = False
-            for name, (producers, _) in groups.items():
-                for producer in producers if name not in kept else []:
-                    reads = [g for g, (_, readers) in groups.items() if producer in readers]
-                    if any(g not in kept for g in reads):
+            for name, group in groups.items():
+                for producer in group["producers"] if name not in kept else []:
+                    weight = producer + ".weight"
+                    reads = layer_slices(groups, weight, 1)
+                    if any(g not in kept for g, _ in reads):
                         continue
-                    full = tensor(original, producer + ".weight")
-                    for g in reads:
-                        full = full[:, kept[g]]
-                    kept[name] = kept_rows(full, tensor(smaller, producer + ".weight"))
+                    full = tensor(original, weight)
+                    full = full[:, columns_kept(full, reads, groups, kept)]
+                    kept[name] = kept_rows(full, tensor(smaller, weight))
                     progress = True
                     break
             check(progress, "every group's kept channels can be matched")
-        for name, (producers, readers) in groups.items():
-            removed = torch.ones(tensor(original, producers[0] + ".weight").shape[0], dtype=torch.bool)
+        for name, group in groups.items():
+            removed = torch.ones(group["channels"], dtype=torch.bool)
             removed[kept[name]] = False
-            for producer in producers:
-                tensor(original, producer + ".weight")[removed] = 0
-            for reader in readers:
-                tensor(original, reader + ".weight")[:, removed] = 0
+            for slice in group["slices"]:
+                layer = slice["tensor"][:-len(".weight")]
+                if layer in group["producers"] + group["readers"] and slice["tensor"].endswith(".weight"):
+                    index = slice_indices(slice, removed.nonzero().flatten())
+                    tensor(original, slice["tensor"]).index_fill_(slice["dim"], index, 0)
         return original(x)
 
 
@@ -119,13 +144,17 @@ def prune_and_compare(binary, path, method, sparsity, groups):
     smaller = torch.jit.load(smaller_path).eval()
     original = torch.jit.load(path).eval()
     kept = {layer["name"]: layer["kept"] for layer in json.load(open(plan))["layers"]}
-    for name, (producers, readers) in groups.items():
-        for producer in producers:
-            check(tensor(smaller, producer + ".weight").shape[0] == kept[name], f"{producer}: kept rows")
-        for reader in readers:
-            check(tensor(smaller, reader + ".weight").shape[1] == kept[name], f"{reader}: kept columns")
-    check(any(kept[g] < tensor(original, p[0][0] + ".weight").shape[0] for g, p in groups.items()),
-          "some channel removed")
+    # Every sliced tensor lost the removed channels of every group it holds (several where it reads
+    # a concatenation).
+    removed = {}
+    for name, group in groups.items():
+        for slice in group["slices"]:
+            where = (slice["tensor"], slice["dim"])
+            removed[where] = removed.get(where, 0) + (group["channels"] - kept[name]) * slice["per_channel"]
+    for (where, dim), count in removed.items():
+        check(tensor(smaller, where).shape[dim] == tensor(original, where).shape[dim] - count,
+              f"{where}: {count} indices removed along dim {dim}")
+    check(any(kept[g] < group["channels"] for g, group in groups.items()), "some channel removed")
     x = torch.randn(4, *SHAPE, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         dense = original(x)
@@ -142,7 +171,11 @@ def prune_and_compare(binary, path, method, sparsity, groups):
 
 
 def groups_of(found):
-    return {g["name"]: (g["producers"], g["readers"]) for g in found["channel_groups"]}
+    return {g["name"]: g for g in found["channel_groups"]}
+
+
+def layers_of(groups):
+    return {name: (g["producers"], g["readers"]) for name, g in groups.items()}
 
 
 def resnet18_groups():
@@ -161,6 +194,53 @@ def resnet18_groups():
     return groups
 
 
+class Concatenations(torch.nn.Module):
+    """a's channels are appended to the model's input and concatenated: the batch norm and the
+    convolution d after the concatenation read them at offset 3, after the input's 3 channels, which
+    stay whole. b's channels are put in a list for torch.stack, c's concatenated along the height:
+    both stay whole."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.bn_a = torch.nn.BatchNorm2d(8)
+        self.bn_y = torch.nn.BatchNorm2d(11)
+        self.d = torch.nn.Conv2d(11, 6, 3, padding=1)
+        self.b = torch.nn.Conv2d(3, 6, 1)
+        self.c = torch.nn.Conv2d(3, 6, 1)
+        self.fc = torch.nn.Linear(6, 10)
+
+    def forward(self, x):
+        parts = [x]
+        parts.append(torch.relu(self.bn_a(self.a(x))))
+        y = torch.cat(parts, 1)
+        d = self.d(torch.relu(self.bn_y(y)))
+        b = self.b(x)
+        s = torch.stack([b, b]).sum(0)
+        c = self.c(x)
+        t = torch.cat([c, c], 2)
+        return self.fc(d.mean([2, 3])) + s.mean() + t.mean()
+
+
+def check_concatenations(binary, directory, generator):
+    model = Concatenations()
+    randomise_batch_norms(model, generator)
+    path = os.path.join(directory, "concatenations.ts.pt")
+    torch.jit.script(model.eval()).save(path)
+    found = info(binary, path)
+    got = groups_of(found)
+    check(layers_of(got) == {"a": (["a"], ["d"]), "d": (["d"], ["fc"])}, f"concatenations: {got}")
+    check({(sl["tensor"], sl["offset"]) for sl in got["a"]["slices"] if sl["dim"] == 1 or "bn_y" in sl["tensor"]} ==
+          {("d.weight", 3)} | {("bn_y." + t, 3) for t in ("weight", "bias", "running_mean", "running_var")},
+          f"concatenations: {got['a']['slices']}")
+    check(sorted(found["channels_kept_whole"]) ==
+          ["b: put in a list read by aten::stack", "c: concatenated along another axis than the channels'",
+           "fc: its channels are the model's outputs"], f"concatenations: {found['channels_kept_whole']}")
+    plan = prune_and_compare(binary, path, "uniform", 0.3, got)
+    costs = {layer["layer"]: layer for layer in json.load(open(plan))["channel_costs"]}
+    check(costs["d"].get("in_groups") == ["a"] and costs["d"].get("in_whole") == 3, f"costs of d: {costs['d']}")
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--rdprune", required=True)
@@ -171,7 +251,7 @@ def main():
         found = info(binary, resnet)
         expected = resnet18_groups()
         got = groups_of(found)
-        check({k: (sorted(p), sorted(r)) for k, (p, r) in got.items()} ==
+        check({k: (sorted(p), sorted(r)) for k, (p, r) in layers_of(got).items()} ==
               {k: (sorted(p), sorted(r)) for k, (p, r) in expected.items()}, f"resnet18 groups: {got}")
         check(found["channels_kept_whole"] == ["fc: its channels are the model's outputs"],
               f"resnet18: {found['channels_kept_whole']}")
@@ -180,37 +260,63 @@ def main():
         mobilenet = script("mobilenet_v2", directory, generator)
         found = info(binary, mobilenet)
         got = groups_of(found)
+        layers = layers_of(got)
         # The last 1x1 convolution, read by the classifier through pooling and a flatten; the
         # channels between blocks: every block without a residual addition starts a group, which
         # the additions of the blocks after it (same width) join; inside every block, the channels
         # of its expansion (or the stem), carried through the depthwise convolution to the
         # projection. 1 + 7 + 17 groups; only the classifier's outputs stay whole.
         check(len(got) == 25, f"mobilenet: {len(got)} groups")
-        check(got["features.18.0"] == (["features.18.0"], ["classifier.1"]), f"mobilenet: {got}")
-        check(got["features.2.conv.2"] == (["features.2.conv.2", "features.3.conv.2"],
+        check(layers["features.18.0"] == (["features.18.0"], ["classifier.1"]), f"mobilenet: {got}")
+        check(layers["features.2.conv.2"] == (["features.2.conv.2", "features.3.conv.2"],
                                            ["features.3.conv.0.0", "features.4.conv.0.0"]), f"mobilenet: {got}")
-        check(got["features.0.0"] == (["features.0.0", "features.1.conv.0.0"], ["features.1.conv.1"]),
+        check(layers["features.0.0"] == (["features.0.0", "features.1.conv.0.0"], ["features.1.conv.1"]),
               f"mobilenet: {got}")
-        check(got["features.5.conv.0.0"] == (["features.5.conv.0.0", "features.5.conv.1.0"], ["features.5.conv.2"]),
+        check(layers["features.5.conv.0.0"] == (["features.5.conv.0.0", "features.5.conv.1.0"], ["features.5.conv.2"]),
               f"mobilenet: {got}")
         check(found["channels_kept_whole"] == ["classifier.1: its channels are the model's outputs"],
               f"mobilenet: {found['channels_kept_whole']}")
         prune_and_compare(binary, mobilenet, "global", 0.3, got)
 
-        # densenet121: each dense layer's bottleneck; its outputs are concatenated, and stay whole.
+        # densenet121: every convolution. The stem's, each transition's and each dense layer's
+        # second convolution's channels are concatenated with the others of their block and read,
+        # at their offset, by the batch norm and first convolution of every later dense layer of the
+        # block and by the transition (or the last batch norm and the classifier); each dense
+        # layer's bottleneck is read by its second convolution. 1 + 3 + 58 + 58 groups.
+        densenet = script("densenet121", directory, generator)
+        found = info(binary, densenet)
+        got = groups_of(found)
+        check(len(got) == 120, f"densenet121: {len(got)} groups")
+        check(found["channels_kept_whole"] == ["classifier: its channels are the model's outputs"],
+              f"densenet121: {found['channels_kept_whole']}")
+        layer = "features.denseblock1.denselayer"
+        grown = got[layer + "1.conv2"]
+        check((grown["producers"], sorted(grown["readers"])) ==
+              ([layer + "1.conv2"], sorted([f"{layer}{i}.conv1" for i in range(2, 7)] + ["features.transition1.conv"])),
+              f"densenet121: {grown}")
+        # After the stem's 64 channels: offset 64 everywhere it is read.
+        check({(sl["tensor"], sl["offset"]) for sl in grown["slices"] if sl["tensor"].startswith(layer + "3.")} ==
+              {(layer + "3.norm1." + t, 64) for t in ("weight", "bias", "running_mean", "running_var")} |
+              {(layer + "3.conv1.weight", 64)}, f"densenet121: {grown['slices']}")
+        last = got["features.denseblock4.denselayer16.conv2"]
+        check(last["readers"] == ["classifier"] and
+              any(sl["tensor"] == "features.norm5.weight" and sl["offset"] == 1024 - 32 for sl in last["slices"]),
+              f"densenet121: {last}")
+        prune_and_compare(binary, densenet, "uniform", 0.3, got)
+
         # shufflenet_v2: the stem (carried through the first block's depthwise convolution), the
         # first 1x1 convolution of every block's second branch (carried through its depthwise
         # convolution) and the last 1x1 convolution, read by the classifier after a mean over the
         # map; the blocks' outputs are concatenated and shuffled, and stay whole, and so do the
         # depthwise convolutions that read them.
-        for name, count, kept_whole in (("densenet121", 58, "concatenated with other tensors"),
-                                        ("shufflenet_v2_x0_5", 18, "depthwise")):
-            path = script(name, directory, generator)
-            found = info(binary, path)
-            got = groups_of(found)
-            check(len(got) == count, f"{name}: {len(got)} groups")
-            check(kept_whole in "\n".join(found["channels_kept_whole"]), f"{name}: {found['channels_kept_whole']}")
-            prune_and_compare(binary, path, "uniform", 0.05, got)
+        shufflenet = script("shufflenet_v2_x0_5", directory, generator)
+        found = info(binary, shufflenet)
+        got = groups_of(found)
+        check(len(got) == 18, f"shufflenet_v2: {len(got)} groups")
+        check("depthwise" in "\n".join(found["channels_kept_whole"]), f"shufflenet: {found['channels_kept_whole']}")
+        prune_and_compare(binary, shufflenet, "uniform", 0.05, got)
+
+        check_concatenations(binary, directory, generator)
 
         # run: a round prunes, fine-tunes the smaller TorchScript model and writes it.
         out = os.path.join(directory, "run")

@@ -28,19 +28,27 @@ std::pair<nlohmann::json, std::string> channel_groups_of(Network& network) {
     for (const auto& group : channel_groups(network)) {
       // The layers that make the group's channels (several where a residual addition ties them)
       // and those whose input side loses them.
+      // Every tensor that holds them: channel c is index offset + c * per_channel (and the next
+      // per_channel - 1) along dim.
       std::vector<std::string> producers;
       std::vector<std::string> readers;
+      nlohmann::json slices = nlohmann::json::array();
       for (const auto& slice : group.slices) {
         const std::string layer = slice.tensor.substr(0, slice.tensor.rfind('.'));
         const bool prunable =
             std::any_of(network.layers().begin(), network.layers().end(),
                         [&](const PrunableLayer& l) { return l.name + ".weight" == slice.tensor; });
         if (prunable) (slice.dim == 0 ? producers : readers).push_back(layer);
+        slices.push_back({{"tensor", slice.tensor},
+                          {"dim", slice.dim},
+                          {"offset", slice.offset},
+                          {"per_channel", slice.per_channel}});
       }
       groups.push_back({{"name", group.name},
                         {"channels", group.channels},
                         {"producers", producers},
-                        {"readers", readers}});
+                        {"readers", readers},
+                        {"slices", slices}});
       names += fmt::format("{}{} ({}{})", names.empty() ? "" : ", ", group.name, group.channels,
                            producers.size() > 1 ? fmt::format(", {} layers tied", producers.size()) : "");
     }
