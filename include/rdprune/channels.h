@@ -39,7 +39,8 @@ ChannelCostModel channel_cost_model(const std::vector<ChannelGroup>& groups,
 // Per channel of the group, the score `criterion` ranks it by: magnitude: the L1 norm of the
 // producing layer's weights for it (Li et al. 2017); bn_scale: the absolute scale of the batch norm
 // after it (network slimming, Liu et al. 2017; Error for a group without one). Where a residual
-// addition ties several producing layers (and batch norms) into one group, their scores are summed. Channels
+// addition ties several producing layers (and batch norms) into one group, or concatenations carry
+// its channels to several batch norms, their scores are summed. Channels
 // no longer in use (nothing unmasked produces or reads them) score -1. float64 [channels] on the CPU.
 torch::Tensor channel_scores(Network& network, const ChannelGroup& group, const std::string& criterion);
 

@@ -68,6 +68,27 @@ void input_side_to_json(const ChannelCostModel& model, const ChannelLayerCost& l
   entry["in_whole"] = layer.in_whole;
 }
 
+// What input_side_to_json wrote: "in_group" alone, or "in_groups" (an array) with "in_whole".
+template <typename IndexOf>
+void read_input_side(const nlohmann::json& entry, IndexOf index_of, const std::string& where,
+                     ChannelLayerCost& layer) {
+  if (entry.contains("in_group") == entry.contains("in_groups"))
+    throw Error(where + ": expected either in_group or in_groups");
+  if (entry.contains("in_group")) {
+    if (entry.contains("in_whole")) throw Error(where + ": in_whole goes with in_groups, not in_group");
+    if (const int64_t g = index_of(entry.at("in_group"), where); g >= 0) layer.in_groups.push_back(g);
+    return;
+  }
+  const auto& groups = entry.at("in_groups");
+  if (!groups.is_array() || !entry.contains("in_whole"))
+    throw Error(where + ": in_groups must be an array of group names, with in_whole");
+  for (const auto& name : groups) {
+    if (!name.is_string()) throw Error(where + ": in_groups must be an array of group names");
+    layer.in_groups.push_back(index_of(name, where));
+  }
+  layer.in_whole = count_from_json(entry.at("in_whole"), where + ": in_whole");
+}
+
 }  // namespace
 
 bool ChannelLayerCost::reads(int64_t group) const {
@@ -221,12 +242,7 @@ ChannelCostModel channel_costs_from_json(const nlohmann::json& json, const std::
     layer.weights = count_from_json(entry.at("weights"), where + ": weights");
     layer.flops_per_weight = entry.at("flops_per_weight").get<double>();
     layer.out_group = index_of(entry.at("out_group"), where);
-    if (entry.contains("in_groups")) {
-      for (const auto& name : entry.at("in_groups")) layer.in_groups.push_back(index_of(name, where));
-      layer.in_whole = count_from_json(entry.at("in_whole"), where + ": in_whole");
-    } else if (const int64_t g = index_of(entry.at("in_group"), where); g >= 0) {
-      layer.in_groups.push_back(g);
-    }
+    read_input_side(entry, index_of, where, layer);
     if (entry.contains("latency")) {
       const auto& latency = entry.at("latency");
       layer.latency.out_widths = latency.at("out_widths").get<std::vector<int64_t>>();

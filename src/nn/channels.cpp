@@ -77,8 +77,8 @@ torch::Tensor in_use(const Network& network, const ChannelGroup& group) {
   return used;
 }
 
-// The absolute scales (gamma) of the batch norms after the group's producing layers, summed: the
-// group's output-side weights other than the producers'.
+// The absolute scales (gamma) of every batch norm that holds the group's channels, summed: those
+// after its producing layers, and those after every concatenation that carries them.
 torch::Tensor batch_norm_scale(Network& network, const ChannelGroup& group) {
   torch::Tensor scale;
   for (const auto& slice : group.slices) {
@@ -213,14 +213,19 @@ ChannelCostModel channel_cost_model(const std::vector<ChannelGroup>& groups,
           cost.out_group = static_cast<int64_t>(g);
           continue;
         }
+        if (!cost.in_groups.empty() && slice.per_channel != per_channel)
+          throw Error("channel groups: " + info.name + " reads groups with different inputs per channel");
         cost.in_groups.push_back(static_cast<int64_t>(g));
         read += groups[g].channels;
         per_channel = slice.per_channel;
       }
     }
     // A concatenation's parts that stay whole: the inputs no group holds.
-    if (!cost.in_groups.empty() && info.shape.size() > 1)
-      cost.in_whole = std::max<int64_t>(0, info.shape[1] / per_channel - read);
+    if (!cost.in_groups.empty() && info.shape.size() > 1) {
+      cost.in_whole = info.shape[1] / per_channel - read;
+      if (cost.in_whole < 0 || info.shape[1] % per_channel != 0)
+        throw Error("channel groups: " + info.name + " reads more channels than its inputs hold");
+    }
     model.layers.push_back(std::move(cost));
   }
   validate(model, "channel groups");

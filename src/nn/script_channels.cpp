@@ -398,14 +398,12 @@ class ChannelTracer {
     return reason.empty() ? enqueue(component, node->output(), place) : reason;
   }
 
-  // `value`, in `place`, is put in a list (by `user`: its construction or an append): its channels
-  // go on, shifted, into every concatenation of the list along axis 1.
-  std::string concatenate(Component& component, const Value* value, const Node* user, Place place) {
-    component.nodes.insert(user);
-    const Value* list = kind_of(user) == "aten::append" ? user->input(0) : user->output();
+  // Why the analysis cannot follow the tensors of `list` into its concatenations, or "": it must
+  // be made by prim::ListConstruct at the top level of forward, and only appended to and
+  // concatenated along the channels there.
+  std::string list_reason(const Value* list) const {
     if (list->node()->kind() != c10::prim::ListConstruct || list->node()->owningBlock() != graph_->block())
       return "put in a list the analysis cannot follow";
-    if (place.layout != Layout::kChannelsFirst) return "concatenated after a linear layer or a flatten";
     for (const auto& use : list->uses()) {
       const std::string kind = kind_of(use.user);
       if (use.user->owningBlock() != graph_->block())
@@ -414,6 +412,20 @@ class ChannelTracer {
       if (kind != "aten::cat" || use.offset != 0) return "put in a list read by " + kind;
       if (constant_int(use.user->input(1)) != std::optional<int64_t>(1))
         return "concatenated along another axis than the channels'";
+    }
+    return "";
+  }
+
+  // `value`, in `place`, is put in a list (by `user`: its construction or an append): its channels
+  // go on, shifted, into every concatenation of the list. (Each use is taken on its own: two
+  // values of the group in one list meet at two offsets of its concatenations, which enqueue
+  // refuses.)
+  std::string concatenate(Component& component, const Value* value, const Node* user, Place place) {
+    const Value* list = kind_of(user) == "aten::append" ? user->input(0) : user->output();
+    if (std::string reason = list_reason(list); !reason.empty()) return reason;
+    if (place.layout != Layout::kChannelsFirst) return "concatenated after a linear layer or a flatten";
+    for (const auto& use : list->uses()) {
+      if (kind_of(use.user) != "aten::cat") continue;
       const auto parts = list_at(list, use.user);
       const auto copies = std::count(parts.begin(), parts.end(), value);
       if (copies == 0) continue;  // appended after this concatenation
@@ -457,9 +469,8 @@ class ChannelTracer {
     if (is_convolution(kind) && holds_tensor(node->input(1)))
       return attribute_at(module_, path_of(node->input(1))).toTensor().size(0);
     if (kind == "aten::batch_norm" || passes_channels(kind) || is_addition(node)) return width_of(node->input(0));
-    if (kind != "aten::cat" || constant_int(node->input(1)) != std::optional<int64_t>(1) ||
-        node->input(0)->node()->kind() != c10::prim::ListConstruct)
-      return read_width(value);
+    if (kind != "aten::cat") return read_width(value);
+    if (!list_reason(node->input(0)).empty()) return std::nullopt;
     int64_t width = 0;
     for (const Value* part : list_at(node->input(0), node)) {
       const auto channels = width_of(part);

@@ -427,9 +427,17 @@ TEST(ChannelFiles, AConcatenationsReaderListsItsGroupsAndWholeChannels) {
     EXPECT_DOUBLE_EQ(channel_cost(read.channel_costs, kept, BudgetKind::kLatency),
                      channel_cost(model, kept, BudgetKind::kLatency));
   }
-  std::string broken = text;
-  broken.replace(broken.find("\"in_whole\": 3"), 13, "\"in_whole\": -1");
-  EXPECT_THROW(curves_from_json(broken, "c.json"), Error);
+  auto broken = [&](const std::string& from, const std::string& to) {
+    std::string changed = text;
+    const auto at = changed.find(from);
+    EXPECT_NE(at, std::string::npos) << from;
+    return at == std::string::npos ? text : changed.replace(at, from.size(), to);
+  };
+  EXPECT_THROW(curves_from_json(broken("\"in_whole\": 3", "\"in_whole\": -1"), "c.json"), Error);
+  EXPECT_THROW(curves_from_json(broken("\"in_whole\": 3", "\"in_whole\": 3, \"in_group\": null"), "c.json"), Error);
+  EXPECT_THROW(curves_from_json(broken("\"in_group\": null", "\"in_group\": null, \"in_whole\": 0"), "c.json"), Error);
+  EXPECT_THROW(curves_from_json(broken("\"in_groups\": [", "\"in_groups\": \"conv0\", \"x\": ["), "c.json"), Error);
+  EXPECT_THROW(curves_from_json(broken("\"in_whole\": 3", "\"in_whole_\": 3"), "c.json"), Error);
 }
 
 }  // namespace

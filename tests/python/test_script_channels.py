@@ -197,8 +197,8 @@ def resnet18_groups():
 class Concatenations(torch.nn.Module):
     """a's channels are appended to the model's input and concatenated: the batch norm and the
     convolution d after the concatenation read them at offset 3, after the input's 3 channels, which
-    stay whole. b's channels are put in a list for torch.stack, c's concatenated along the height:
-    both stay whole."""
+    stay whole. b's channels are put in a list for torch.stack, c's concatenated along the height,
+    e's concatenated with themselves after a relu: all stay whole."""
 
     def __init__(self):
         super().__init__()
@@ -209,6 +209,8 @@ class Concatenations(torch.nn.Module):
         self.b = torch.nn.Conv2d(3, 6, 1)
         self.c = torch.nn.Conv2d(3, 6, 1)
         self.fc = torch.nn.Linear(6, 10)
+        self.e = torch.nn.Conv2d(3, 4, 1)
+        self.f = torch.nn.Conv2d(8, 2, 1)
 
     def forward(self, x):
         parts = [x]
@@ -219,7 +221,9 @@ class Concatenations(torch.nn.Module):
         s = torch.stack([b, b]).sum(0)
         c = self.c(x)
         t = torch.cat([c, c], 2)
-        return self.fc(d.mean([2, 3])) + s.mean() + t.mean()
+        e = self.e(x)
+        u = self.f(torch.cat([e, torch.relu(e)], 1))
+        return self.fc(d.mean([2, 3])) + s.mean() + t.mean() + u.mean()
 
 
 def check_concatenations(binary, directory, generator):
@@ -235,7 +239,8 @@ def check_concatenations(binary, directory, generator):
           f"concatenations: {got['a']['slices']}")
     check(sorted(found["channels_kept_whole"]) ==
           ["b: put in a list read by aten::stack", "c: concatenated along another axis than the channels'",
-           "fc: its channels are the model's outputs"], f"concatenations: {found['channels_kept_whole']}")
+           "e: its channels meet a copy of themselves at another position",
+           "f: read by aten::mean, which this analysis does not follow", "fc: its channels are the model's outputs"], f"concatenations: {found['channels_kept_whole']}")
     plan = prune_and_compare(binary, path, "uniform", 0.3, got)
     costs = {layer["layer"]: layer for layer in json.load(open(plan))["channel_costs"]}
     check(costs["d"].get("in_groups") == ["a"] and costs["d"].get("in_whole") == 3, f"costs of d: {costs['d']}")
