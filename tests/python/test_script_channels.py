@@ -244,6 +244,13 @@ def check_concatenations(binary, directory, generator):
     plan = prune_and_compare(binary, path, "uniform", 0.3, got)
     costs = {layer["layer"]: layer for layer in json.load(open(plan))["channel_costs"]}
     check(costs["d"].get("in_groups") == ["a"] and costs["d"].get("in_whole") == 3, f"costs of d: {costs['d']}")
+    # Under a latency budget d is timed over its whole input width, the model's 3 channels and a's 8.
+    timed = rdprune(binary, "allocate", "--method", "uniform", "--granularity", "channel", "--model", path,
+                    "--input-shape", ",".join(map(str, SHAPE)), "--budget", "latency", "--sparsity", "0.01",
+                    "--latency-batch", "2", "--latency-grid", "3", "--no-cache", "--out", plan + ".latency.json")
+    check(timed.returncode == 0, f"latency plan: {timed.stderr}")
+    costs = {layer["layer"]: layer for layer in json.load(open(plan + ".latency.json"))["channel_costs"]}
+    check(costs["d"]["latency"]["in_widths"] == [1, 6, 11], f"d's latency table: {costs['d']['latency']}")
 
 
 def main():
