@@ -55,11 +55,11 @@ void make_monotone(LatencyTable& table);
 struct ChannelLayerCost {
   std::string name;  // the prunable layer
   int64_t weights = 0;
-  double flops_per_weight = 0;   // multiply-accumulates per weight per sample
-  int64_t out_group = -1;        // index into the groups; -1: the output side is never pruned
+  double flops_per_weight = 0;     // multiply-accumulates per weight per sample
+  int64_t out_group = -1;          // index into the groups; -1: the output side is never pruned
   std::vector<int64_t> in_groups;  // indices into the groups; none: the input side is never pruned
-  int64_t in_whole = 0;          // input channels in no group, beside in_groups'
-  LatencyTable latency;          // empty unless measured
+  int64_t in_whole = 0;            // input channels in no group, beside in_groups'
+  LatencyTable latency;            // empty unless measured
 
   bool reads(int64_t group) const;
 };

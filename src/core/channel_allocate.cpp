@@ -48,13 +48,15 @@ void check_no_bounds(const std::string& method, const RdOptions& options) {
 double linear_cost(const ChannelCostModel& model, const std::vector<int64_t>& widths, size_t g, int64_t kept,
                    BudgetKind kind) {
   const auto group = static_cast<int64_t>(g);
-  std::vector<int64_t> at = widths;
-  at[g] = kept;
   double total = 0;
   for (const auto& layer : model.layers) {
-    if (layer.out_group != group && !layer.reads(group)) continue;
-    const int64_t out = layer.out_group < 0 ? 0 : at[static_cast<size_t>(layer.out_group)];
-    total += layer_cost(model, layer, out, input_width(layer, at), kind);
+    const bool reads = layer.reads(group);
+    if (layer.out_group != group && !reads) continue;
+    const int64_t out = layer.out_group == group ? kept
+                        : layer.out_group < 0    ? 0
+                                                 : widths[static_cast<size_t>(layer.out_group)];
+    const int64_t in = input_width(layer, widths) + (reads ? kept - widths[g] : 0);
+    total += layer_cost(model, layer, out, in, kind);
   }
   return total;
 }

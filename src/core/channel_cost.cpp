@@ -50,7 +50,8 @@ void check_latency(const ChannelCostModel& model, const ChannelLayerCost& layer,
     return channels <= 0 ? widths.size() == 1 : widths.back() == channels;
   };
   const int64_t out = layer.out_group < 0 ? 0 : model.channels[static_cast<size_t>(layer.out_group)];
-  if (!reaches(layer.latency.out_widths, out) || !reaches(layer.latency.in_widths, input_channels(model, layer)))
+  if (!reaches(layer.latency.out_widths, out) ||
+      !reaches(layer.latency.in_widths, input_channels(model, layer)))
     throw Error(where + ": latency widths must end at the group's channels (one width without a group)");
 }
 
@@ -179,7 +180,8 @@ void validate(const ChannelCostModel& model, const std::string& source) {
     if (layer.weights <= 0) throw Error(where + ": weights must be positive");
     if (!(layer.flops_per_weight >= 0) || !std::isfinite(layer.flops_per_weight))
       throw Error(where + ": flops_per_weight must be finite and >= 0");
-    if (layer.out_group < -1 || layer.out_group >= groups) throw Error(where + ": names no group of the file");
+    if (layer.out_group < -1 || layer.out_group >= groups)
+      throw Error(where + ": names no group of the file");
     for (size_t i = 0; i < layer.in_groups.size(); ++i) {
       const int64_t g = layer.in_groups[i];
       if (g < 0 || g >= groups) throw Error(where + ": names no group of the file");
@@ -189,8 +191,9 @@ void validate(const ChannelCostModel& model, const std::string& source) {
     }
     if (layer.in_whole < 0 || (layer.in_groups.empty() && layer.in_whole != 0))
       throw Error(where + ": in_whole must be >= 0, and 0 without input groups");
-    for (const int64_t channels : {layer.out_group < 0 ? int64_t{0} : model.channels[static_cast<size_t>(layer.out_group)],
-                                   input_channels(model, layer)}) {
+    for (const int64_t channels :
+         {layer.out_group < 0 ? int64_t{0} : model.channels[static_cast<size_t>(layer.out_group)],
+          input_channels(model, layer)}) {
       if (channels > 0 && layer.weights % channels != 0)
         throw Error(where + ": its weights do not divide by its groups' channels");
     }

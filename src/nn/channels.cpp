@@ -54,7 +54,8 @@ torch::Tensor any_kept(const torch::Tensor& mask, const ChannelSlice& slice, int
 // `keep` [channels] placed along the slice's dim of `size` indices: true outside the slice.
 torch::Tensor along_dim(const torch::Tensor& keep, const ChannelSlice& slice, int64_t size) {
   torch::Tensor along = torch::ones({size}, keep.options());
-  along.narrow(0, slice.offset, keep.numel() * slice.per_channel).copy_(keep.repeat_interleave(slice.per_channel));
+  along.narrow(0, slice.offset, keep.numel() * slice.per_channel)
+      .copy_(keep.repeat_interleave(slice.per_channel));
   return along;
 }
 

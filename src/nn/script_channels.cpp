@@ -331,7 +331,8 @@ class ChannelTracer {
     component.nodes.insert(node);
     if (node->kind() == c10::prim::Param) return "they are the model's inputs";
     if (node->outputs().size() != 1) return "read by " + kind + ", which has several outputs";
-    if (kind == "aten::cat") return "tied to a concatenation's output, which the analysis follows from its inputs only";
+    if (kind == "aten::cat")
+      return "tied to a concatenation's output, which the analysis follows from its inputs only";
     std::string reason;
     // Batch norms and pooling work on axis 1 of a [N, C, ...] tensor; after a linear layer the
     // channels are last, which is axis 1 only for [N, C]: not followed there.
@@ -468,7 +469,8 @@ class ChannelTracer {
     const std::string kind = kind_of(node);
     if (is_convolution(kind) && holds_tensor(node->input(1)))
       return attribute_at(module_, path_of(node->input(1))).toTensor().size(0);
-    if (kind == "aten::batch_norm" || passes_channels(kind) || is_addition(node)) return width_of(node->input(0));
+    if (kind == "aten::batch_norm" || passes_channels(kind) || is_addition(node))
+      return width_of(node->input(0));
     if (kind != "aten::cat") return read_width(value);
     if (!list_reason(node->input(0)).empty()) return std::nullopt;
     int64_t width = 0;

@@ -174,6 +174,15 @@ def groups_of(found):
     return {g["name"]: g for g in found["channel_groups"]}
 
 
+def scripted_groups(binary, name, count, directory, generator):
+    """torchvision's `name` scripted, what info finds in it, and its `count` groups by name."""
+    path = script(name, directory, generator)
+    found = info(binary, path)
+    got = groups_of(found)
+    check(len(got) == count, f"{name}: {len(got)} groups")
+    return path, found, got
+
+
 def layers_of(groups):
     return {name: (g["producers"], g["readers"]) for name, g in groups.items()}
 
@@ -295,10 +304,7 @@ def main():
         # at their offset, by the batch norm and first convolution of every later dense layer of the
         # block and by the transition (or the last batch norm and the classifier); each dense
         # layer's bottleneck is read by its second convolution. 1 + 3 + 58 + 58 groups.
-        densenet = script("densenet121", directory, generator)
-        found = info(binary, densenet)
-        got = groups_of(found)
-        check(len(got) == 120, f"densenet121: {len(got)} groups")
+        densenet, found, got = scripted_groups(binary, "densenet121", 120, directory, generator)
         check(found["channels_kept_whole"] == ["classifier: its channels are the model's outputs"],
               f"densenet121: {found['channels_kept_whole']}")
         layer = "features.denseblock1.denselayer"
@@ -321,10 +327,7 @@ def main():
         # convolution) and the last 1x1 convolution, read by the classifier after a mean over the
         # map; the blocks' outputs are concatenated and shuffled, and stay whole, and so do the
         # depthwise convolutions that read them.
-        shufflenet = script("shufflenet_v2_x0_5", directory, generator)
-        found = info(binary, shufflenet)
-        got = groups_of(found)
-        check(len(got) == 18, f"shufflenet_v2: {len(got)} groups")
+        shufflenet, found, got = scripted_groups(binary, "shufflenet_v2_x0_5", 18, directory, generator)
         check("depthwise" in "\n".join(found["channels_kept_whole"]), f"shufflenet: {found['channels_kept_whole']}")
         prune_and_compare(binary, shufflenet, "uniform", 0.05, got)
 
