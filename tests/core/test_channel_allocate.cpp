@@ -95,8 +95,8 @@ double predicted(const CurveSet& curves, const Plan& plan) {
 
 // Exhaustive search: the least predicted distortion of any widths (each group from one channel to
 // all) whose exact cost fits `budget`; `plan` gives the entries to fill.
-double best_by_search(const ChannelCostModel& model, const CurveSet& curves, const Plan& plan, BudgetKind kind,
-                      double budget) {
+double best_by_search(const ChannelCostModel& model, const CurveSet& curves, const Plan& plan,
+                      BudgetKind kind, double budget) {
   double best = INFINITY;
   std::vector<int64_t> kept(model.channels.size());
   std::function<void(size_t)> search = [&](size_t g) {
