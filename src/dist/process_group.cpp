@@ -4,6 +4,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstdlib>
+#include <future>
 #include <thread>
 
 #include <torch/torch.h>
@@ -65,21 +66,69 @@ c10::intrusive_ptr<c10d::Store> liveness_store(const ProcessPlace& place) {
 
 }  // namespace
 
-// Which process a failed exchange lost. A process whose exchange fails says so in the rendezvous
-// store and waits a few seconds for the others to say the same: those that do not are the ones
-// lost (ended, stopped, or hung elsewhere). The store is touched only then: a process stopped in
-// the middle of a store request would hold up its server.
+std::string asked_key() {
+  return "rdprune/asked";
+}
+std::string alive_key(int rank) {
+  return "rdprune/alive/" + std::to_string(rank);
+}
+
+// Answers for this process when another asks who is still there: a thread of its own, so that the
+// answer comes while this process computes, or waits on the very process that asks. Its one request
+// is sent at the start; it touches the store again only once asked: a process stopped in the middle
+// of a store request would hold up the store's server.
+class Answerer {
+ public:
+  explicit Answerer(const ProcessPlace& place) : asker_(liveness_store(place)) {
+    c10::intrusive_ptr<c10d::Store> store = liveness_store(place);
+    auto finished = std::make_shared<std::promise<void>>();  // outlives this object where left
+    done_ = finished->get_future();
+    thread_ = std::thread([store, rank = place.rank, finished] {
+      try {
+        store->wait({asked_key()}, std::chrono::hours(24 * 365));
+        store->set(alive_key(rank), std::vector<uint8_t>{1});
+      } catch (const std::exception&) {
+        // The store's host ended: no one is left to ask.
+      }
+      finished->set_value();
+    });
+  }
+  // Asks, which ends the thread at once; where the store's host is stopped, the thread is left.
+  ~Answerer() {
+    try {
+      asker_->set(asked_key(), std::vector<uint8_t>{1});
+    } catch (const std::exception&) {
+      // The store's host ended (then the thread ends too) or stopped answering.
+    }
+    if (done_.wait_for(std::chrono::seconds(1)) == std::future_status::ready)
+      thread_.join();
+    else
+      thread_.detach();
+  }
+  Answerer(const Answerer&) = delete;
+  Answerer& operator=(const Answerer&) = delete;
+
+ private:
+  c10::intrusive_ptr<c10d::Store> asker_;
+  std::future<void> done_;
+  std::thread thread_;
+};
+
+// Which process a failed exchange lost. A process whose exchange fails asks, through the
+// rendezvous store, who is still there, and waits a few seconds for every other process's Answerer:
+// those that do not answer are the ones lost (ended or stopped).
 class Liveness {
  public:
   explicit Liveness(const ProcessPlace& place, double wait_seconds)
       : place_(place), wait_(wait_seconds), store_(liveness_store(place)) {}
 
   // Whom a failed exchange lost, e.g. "rank 2 (it ended or stopped answering", or "" when every
-  // process noticed the failure.
+  // process answered (one is alive but hung elsewhere).
   std::string lost() {
     std::vector<int> silent;
     try {
-      store_->set(key(place_.rank), std::vector<uint8_t>{1});
+      store_->set(asked_key(), std::vector<uint8_t>{1});
+      store_->set(alive_key(place_.rank), std::vector<uint8_t>{1});
     } catch (const std::exception&) {
       return place_.agent_store || place_.rank == 0 ? "" : "rank 0 (it served the rendezvous and ended";
     }
@@ -89,7 +138,7 @@ class Liveness {
         std::this_thread::sleep_for(std::chrono::milliseconds(100));
         silent.clear();
         for (int r = 0; r < place_.world_size; ++r) {
-          if (r != place_.rank && !store_->check({key(r)})) silent.push_back(r);
+          if (r != place_.rank && !store_->check({alive_key(r)})) silent.push_back(r);
         }
       } while (!silent.empty() && std::chrono::steady_clock::now() < deadline);
       // The store's host stays a moment longer, for the others still looking.
@@ -102,8 +151,6 @@ class Liveness {
   }
 
  private:
-  static std::string key(int rank) { return "rdprune/noticed/" + std::to_string(rank); }
-
   ProcessPlace place_;
   double wait_;
   c10::intrusive_ptr<c10d::Store> store_;
@@ -146,6 +193,7 @@ Error lost_error(const ProcessPlace& place, Liveness& liveness, const std::excep
 struct ProcessGroup::Impl {
   c10::intrusive_ptr<c10d::ProcessGroupGloo> group;
   std::shared_ptr<Liveness> liveness;  // shared with the waits start_sum returns
+  std::unique_ptr<Answerer> answerer;  // last: ended while the store's host is still there
 };
 
 ProcessGroup::ProcessGroup(const ProcessPlace& place, double timeout_seconds) : place_(place) {
@@ -169,8 +217,9 @@ ProcessGroup::ProcessGroup(const ProcessPlace& place, double timeout_seconds) : 
     options->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
     impl_ = std::make_unique<Impl>();
     impl_->group = c10::make_intrusive<c10d::ProcessGroupGloo>(store, place.rank, place.world_size, options);
-    // Processes notice a lost one at the same exchange, within moments; 5 s covers a loaded machine.
+    // Every Answerer answers within moments of being asked; 5 s covers a loaded machine.
     impl_->liveness = std::make_shared<Liveness>(place, std::min(5.0, timeout_seconds));
+    impl_->answerer = std::make_unique<Answerer>(place);
   } catch (const std::exception& e) {
     throw Error(process_name(place) + ": cannot join the other processes at " + place.master_addr + ":" +
                 std::to_string(place.master_port) + " (" + torch_reason(e) + ")");
