@@ -75,6 +75,9 @@ struct ChannelCostModel {
   bool has_latency() const { return !layers.empty() && !layers.front().latency.empty(); }
 };
 
+// The layer's output channels, all kept (0 where it has no output group).
+int64_t output_channels(const ChannelCostModel& model, const ChannelLayerCost& layer);
+
 // The layer's input channels, all kept (0 where it has no input group).
 int64_t input_channels(const ChannelCostModel& model, const ChannelLayerCost& layer);
 

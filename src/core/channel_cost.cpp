@@ -49,8 +49,7 @@ void check_latency(const ChannelCostModel& model, const ChannelLayerCost& layer,
   auto reaches = [](const std::vector<int64_t>& widths, int64_t channels) {
     return channels <= 0 ? widths.size() == 1 : widths.back() == channels;
   };
-  const int64_t out = layer.out_group < 0 ? 0 : model.channels[static_cast<size_t>(layer.out_group)];
-  if (!reaches(layer.latency.out_widths, out) ||
+  if (!reaches(layer.latency.out_widths, output_channels(model, layer)) ||
       !reaches(layer.latency.in_widths, input_channels(model, layer)))
     throw Error(where + ": latency widths must end at the group's channels (one width without a group)");
 }
@@ -94,6 +93,10 @@ void read_input_side(const nlohmann::json& entry, IndexOf index_of, const std::s
 
 bool ChannelLayerCost::reads(int64_t group) const {
   return std::find(in_groups.begin(), in_groups.end(), group) != in_groups.end();
+}
+
+int64_t output_channels(const ChannelCostModel& model, const ChannelLayerCost& layer) {
+  return layer.out_group < 0 ? 0 : model.channels[static_cast<size_t>(layer.out_group)];
 }
 
 int64_t input_channels(const ChannelCostModel& model, const ChannelLayerCost& layer) {
@@ -143,9 +146,9 @@ double layer_cost(const ChannelCostModel& model, const ChannelLayerCost& layer, 
     return latency_at(layer.latency, out, in);
   }
   // Whole counts: the weights divide by each side's channels, so the product is exact.
-  const int64_t out_channels = layer.out_group < 0 ? 0 : model.channels[static_cast<size_t>(layer.out_group)];
-  const double weights = std::round(static_cast<double>(layer.weights) * kept_fraction(out, out_channels) *
-                                    kept_fraction(in, input_channels(model, layer)));
+  const double weights =
+      std::round(static_cast<double>(layer.weights) * kept_fraction(out, output_channels(model, layer)) *
+                 kept_fraction(in, input_channels(model, layer)));
   return kind == BudgetKind::kFlops ? weights * layer.flops_per_weight : weights;
 }
 
@@ -191,9 +194,7 @@ void validate(const ChannelCostModel& model, const std::string& source) {
     }
     if (layer.in_whole < 0 || (layer.in_groups.empty() && layer.in_whole != 0))
       throw Error(where + ": in_whole must be >= 0, and 0 without input groups");
-    for (const int64_t channels :
-         {layer.out_group < 0 ? int64_t{0} : model.channels[static_cast<size_t>(layer.out_group)],
-          input_channels(model, layer)}) {
+    for (const int64_t channels : {output_channels(model, layer), input_channels(model, layer)}) {
       if (channels > 0 && layer.weights % channels != 0)
         throw Error(where + ": its weights do not divide by its groups' channels");
     }

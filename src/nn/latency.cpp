@@ -176,10 +176,6 @@ std::vector<int64_t> side_widths(int64_t channels, int64_t features, int64_t gri
   return grid_widths(channels, grid);
 }
 
-int64_t output_channels(const ChannelCostModel& model, const ChannelLayerCost& layer) {
-  return layer.out_group < 0 ? 0 : model.channels[static_cast<size_t>(layer.out_group)];
-}
-
 // The layer's table at the grid's widths: each pair of widths scales the weight's sides.
 LatencyTable measure_table(const ChannelCostModel& model, const ChannelLayerCost& layer, const LayerOp& op,
                            const LatencyOptions& options, torch::Device device, Progress& progress) {
