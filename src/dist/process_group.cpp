@@ -1,6 +1,7 @@
 #include "rdprune/process_group.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstdlib>
@@ -64,14 +65,15 @@ c10::intrusive_ptr<c10d::Store> liveness_store(const ProcessPlace& place) {
   return store;
 }
 
-}  // namespace
-
-std::string asked_key() {
-  return "rdprune/asked";
+// The store's keys: the question to process `rank`, and its answer.
+std::string asked_key(int rank) {
+  return "rdprune/asked/" + std::to_string(rank);
 }
 std::string alive_key(int rank) {
   return "rdprune/alive/" + std::to_string(rank);
 }
+
+}  // namespace
 
 // Answers for this process when another asks who is still there: a thread of its own, so that the
 // answer comes while this process computes, or waits on the very process that asks. Its one request
@@ -79,24 +81,26 @@ std::string alive_key(int rank) {
 // of a store request would hold up the store's server.
 class Answerer {
  public:
-  explicit Answerer(const ProcessPlace& place) : asker_(liveness_store(place)) {
+  explicit Answerer(const ProcessPlace& place) : rank_(place.rank), asker_(liveness_store(place)) {
     c10::intrusive_ptr<c10d::Store> store = liveness_store(place);
     auto finished = std::make_shared<std::promise<void>>();  // outlives this object where left
     done_ = finished->get_future();
-    thread_ = std::thread([store, rank = place.rank, finished] {
+    thread_ = std::thread([store, rank = rank_, ending = ending_, finished] {
       try {
-        store->wait({asked_key()}, std::chrono::hours(24 * 365));
-        store->set(alive_key(rank), std::vector<uint8_t>{1});
+        store->wait({asked_key(rank)}, std::chrono::hours(24 * 365));
+        if (!*ending) store->set(alive_key(rank), std::vector<uint8_t>{1});
       } catch (const std::exception&) {
         // The store's host ended: no one is left to ask.
       }
       finished->set_value();
     });
   }
-  // Asks, which ends the thread at once; where the store's host is stopped, the thread is left.
+  // A process that ends, by its own error or at the end of its work, no longer answers: it asks
+  // itself, so that its thread ends without answering (or is left, where the store's host stopped).
   ~Answerer() {
+    *ending_ = true;
     try {
-      asker_->set(asked_key(), std::vector<uint8_t>{1});
+      asker_->set(asked_key(rank_), std::vector<uint8_t>{1});
     } catch (const std::exception&) {
       // The store's host ended (then the thread ends too) or stopped answering.
     }
@@ -109,14 +113,17 @@ class Answerer {
   Answerer& operator=(const Answerer&) = delete;
 
  private:
+  int rank_;
   c10::intrusive_ptr<c10d::Store> asker_;
+  std::shared_ptr<std::atomic<bool>> ending_ = std::make_shared<std::atomic<bool>>(false);
   std::future<void> done_;
   std::thread thread_;
 };
 
-// Which process a failed exchange lost. A process whose exchange fails asks, through the
-// rendezvous store, who is still there, and waits a few seconds for every other process's Answerer:
-// those that do not answer are the ones lost (ended or stopped).
+// Which process a failed exchange lost. A process whose exchange fails asks every other, through
+// the rendezvous store, whether it is still there, and waits a few seconds for their Answerers:
+// those that do not answer are the ones lost (ended, by a kill or an error of their own, or
+// stopped).
 class Liveness {
  public:
   explicit Liveness(const ProcessPlace& place, double wait_seconds)
@@ -127,7 +134,9 @@ class Liveness {
   std::string lost() {
     std::vector<int> silent;
     try {
-      store_->set(asked_key(), std::vector<uint8_t>{1});
+      for (int r = 0; r < place_.world_size; ++r) {
+        if (r != place_.rank) store_->set(asked_key(r), std::vector<uint8_t>{1});
+      }
       store_->set(alive_key(place_.rank), std::vector<uint8_t>{1});
     } catch (const std::exception&) {
       return place_.agent_store || place_.rank == 0 ? "" : "rank 0 (it served the rendezvous and ended";
