@@ -326,6 +326,17 @@ TEST_F(Cli, EvalOverSeveralProcessesEqualsOneProcess) {
     // Rank 0 alone reports.
     for (int rank = 1; rank < size; ++rank) EXPECT_EQ(ranks[rank].out, "");
   }
+  // A process that ends by an error of its own (its model is not where it runs, after joining) is
+  // named by the other, as a killed one is: it no longer answers.
+  TempDir elsewhere;
+  const std::filesystem::path cwd = std::filesystem::current_path();
+  std::filesystem::current_path(work_.path());
+  const std::vector<Result> failed =
+      several(2, {"eval", "--model", "lenet.pt", "--data-dir", data_dir(), "--dist-timeout", "60"},
+              "env -C " + elsewhere.path());
+  std::filesystem::current_path(cwd);
+  expect_error(failed[1], 1, "lenet.pt");
+  expect_error(failed[0], 1, "rank 0 of 2: lost rank 1 (it ended or stopped answering: ");
   // The launcher's variables, checked.
   const std::vector<std::string> eval = {"eval", "--model", model, "--data-dir", data_dir()};
   expect_error(rdprune(eval, "WORLD_SIZE=2 RANK=2"), 2, "RANK: expected a whole number in 0..1, got '2'");
