@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <future>
 #include <thread>
+#include <utility>
 
 #include <torch/torch.h>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
@@ -81,7 +82,9 @@ std::string alive_key(int rank) {
 // of a store request would hold up the store's server.
 class Answerer {
  public:
-  explicit Answerer(const ProcessPlace& place) : rank_(place.rank), asker_(liveness_store(place)) {
+  // `asker`: this process's own liveness client, through which it asks at its end.
+  Answerer(const ProcessPlace& place, c10::intrusive_ptr<c10d::Store> asker)
+      : rank_(place.rank), asker_(std::move(asker)) {
     c10::intrusive_ptr<c10d::Store> store = liveness_store(place);
     auto finished = std::make_shared<std::promise<void>>();  // outlives this object where left
     done_ = finished->get_future();
@@ -128,6 +131,8 @@ class Liveness {
  public:
   explicit Liveness(const ProcessPlace& place, double wait_seconds)
       : place_(place), wait_(wait_seconds), store_(liveness_store(place)) {}
+
+  const c10::intrusive_ptr<c10d::Store>& store() const { return store_; }
 
   // Whom a failed exchange lost, e.g. "rank 2 (it ended or stopped answering", or "" when every
   // process answered (one is alive but hung elsewhere).
@@ -228,7 +233,7 @@ ProcessGroup::ProcessGroup(const ProcessPlace& place, double timeout_seconds) : 
     impl_->group = c10::make_intrusive<c10d::ProcessGroupGloo>(store, place.rank, place.world_size, options);
     // Every Answerer answers within moments of being asked; 5 s covers a loaded machine.
     impl_->liveness = std::make_shared<Liveness>(place, std::min(5.0, timeout_seconds));
-    impl_->answerer = std::make_unique<Answerer>(place);
+    impl_->answerer = std::make_unique<Answerer>(place, impl_->liveness->store());
   } catch (const std::exception& e) {
     throw Error(process_name(place) + ": cannot join the other processes at " + place.master_addr + ":" +
                 std::to_string(place.master_port) + " (" + torch_reason(e) + ")");
